@@ -1,0 +1,112 @@
+"""The campaign loop: propose, record the decision, measure, record the data, tell the policy, check stop rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from engine.candidates import CandidateSet
+from engine.decisions import Decision, StepTimings
+from engine.protocols import Clock, Instrument, Policy, Recorder, StopRule
+from engine.types import Measurement, SpectralAxis
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one step did, handed to the progress callback."""
+
+    decision: Decision
+    measurement: Measurement
+    timings: StepTimings
+    n_recorded: int
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    """How a campaign ended."""
+
+    n_recorded: int
+    steps: int
+    stop_reason: str
+    elapsed_s: float
+
+
+class Campaign:
+    """Sequences one experiment. It owns no I/O: every collaborator is injected.
+
+    Args:
+        instrument: where spectra come from.
+        policy: what to measure next.
+        recorder: where everything is made durable.
+        candidates: the positions to choose from (mutated: measured/pending marks).
+        spectral_axis: the calibration every spectrum must match.
+        stop_rules: checked before each step; the first reason ends the campaign.
+        clock: injected time source.
+        request_prefix: request ids are ``f"{request_prefix}-{step:06d}"``, unique per run.
+        batch_size: positions per ``measure`` call (``q``).
+        on_step: called after each recorded step (progress bars, live plots).
+    """
+
+    def __init__(
+        self,
+        *,
+        instrument: Instrument,
+        policy: Policy,
+        recorder: Recorder,
+        candidates: CandidateSet,
+        spectral_axis: SpectralAxis,
+        stop_rules: Sequence[StopRule],
+        clock: Clock,
+        request_prefix: str,
+        batch_size: int = 1,
+        on_step: Callable[[StepReport], None] | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.instrument, self.policy, self.recorder = instrument, policy, recorder
+        self.candidates, self.spectral_axis = candidates, spectral_axis
+        self.stop_rules, self.clock = tuple(stop_rules), clock
+        self.request_prefix, self.batch_size, self.on_step = request_prefix, batch_size, on_step
+
+    def _stop_reason(self, n_recorded: int, started: float) -> str | None:
+        elapsed = self.clock.monotonic() - started
+        for rule in self.stop_rules:
+            if (reason := rule.should_stop(n_recorded, elapsed)) is not None:
+                return reason
+        return None
+
+    def run(self, first_step: int = 0, n_recorded: int = 0) -> CampaignResult:
+        """Run steps until a stop rule fires or no candidate is left.
+
+        Errors from the instrument or an invalid spectrum propagate after the
+        step's candidates are released; everything recorded before stays recorded.
+        """
+        started, step = self.clock.monotonic(), first_step
+        while (reason := self._stop_reason(n_recorded, started)) is None:
+            t0 = self.clock.monotonic()
+            proposal = self.policy.propose(self.candidates, self.batch_size)
+            if proposal.indices.size == 0:
+                reason = "every candidate has been measured"
+                break
+            decision = Decision(
+                step, f"{self.request_prefix}-{step:06d}", self.policy.name, proposal, self.clock.time()
+            )
+            self.recorder.record_decision(decision)
+            self.candidates.mark_pending(proposal.indices)
+            t1 = self.clock.monotonic()
+            try:
+                measurement = self.instrument.measure(
+                    self.candidates.positions[proposal.indices], request_id=decision.request_id
+                )
+                measurement.check(self.spectral_axis)
+            except BaseException:
+                self.candidates.release(proposal.indices)
+                raise
+            timings = StepTimings(decide_s=t1 - t0, measure_s=self.clock.monotonic() - t1)
+            n_recorded = self.recorder.record_measurement(decision, measurement, timings)
+            self.candidates.mark_measured(proposal.indices)
+            self.policy.tell(proposal.indices, measurement.spectra)
+            step += 1
+            if self.on_step is not None:
+                self.on_step(StepReport(decision, measurement, timings, n_recorded))
+        return CampaignResult(n_recorded, step - first_step, reason, self.clock.monotonic() - started)

@@ -1,0 +1,50 @@
+"""Drivers that ``dualscope serve`` and ``mode = "local"`` can build, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from engine.config import format_validation_error
+from engine.errors import ConfigError
+from engine.protocols import Clock
+from instruments.driver import Driver
+from simulators.synthetic import SyntheticMicroscope, SyntheticOptions
+
+
+@dataclass(frozen=True)
+class DriverEntry:
+    """A driver's options model, its builder and a one-line summary for ``--help``."""
+
+    options: type[BaseModel]
+    build: Callable[[Any, Clock], Driver]
+    summary: str
+
+
+DRIVERS: dict[str, DriverEntry] = {
+    "synthetic": DriverEntry(
+        SyntheticOptions,
+        SyntheticMicroscope.from_options,
+        "built-in simulated STEM: nanoparticle HAADF image and low-loss EELS (simulators.synthetic)",
+    ),
+}
+
+
+def driver_options(name: str, options: Mapping[str, Any]) -> BaseModel:
+    """Validate ``options`` with driver ``name``'s model; errors name the key and what is allowed."""
+    entry = DRIVERS.get(name)
+    if entry is None:
+        raise ConfigError(f"unknown driver {name!r}; available: {', '.join(sorted(DRIVERS))}")
+    try:
+        return entry.options.model_validate(dict(options))
+    except ValidationError as exc:
+        msg = format_validation_error(exc, entry.options, f"options of driver {name!r}")
+        raise ConfigError(msg) from None
+
+
+def build_driver(name: str, options: Mapping[str, Any], clock: Clock) -> Driver:
+    """Build driver ``name`` from validated ``options``."""
+    return DRIVERS[name].build(driver_options(name, options), clock)

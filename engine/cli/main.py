@@ -1,0 +1,341 @@
+"""``dualscope``: run autonomous microscopy campaigns, serve instruments, inspect runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+import zmq
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from engine import __version__
+from engine.campaign import StepReport
+from engine.cli.drivers import DRIVERS, build_driver
+from engine.cli.wiring import execute_run, open_instrument
+from engine.clock import SystemClock
+from engine.config import RunConfig, load_config, parse_config
+from engine.errors import ConfigError, DualscopeError
+from engine.report import summary_figure
+from engine.stop_rules import OperatorStop
+from engine.storage import read_run, recover_run
+from engine.storage.integrity import check_run
+
+app = typer.Typer(
+    name="dualscope",
+    help=(
+        "Autonomous structure→property experiments on microscopes. A campaign takes a cheap "
+        "structural image, then spends each expensive spectrum where a policy decides, streaming "
+        "every spectrum and decision into a crash-safe Zarr run.\n\n"
+        "Start with `dualscope demo`; see `dualscope COMMAND --help` for each command."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"dualscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Dualscope command line."""
+
+
+@contextmanager
+def _operator_stop() -> Iterator[OperatorStop]:
+    """First Ctrl-C: stop after the current measurement. Second: interrupt now (the run is still closed)."""
+    stop = OperatorStop()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.event.is_set():
+            raise KeyboardInterrupt
+        stop.request()
+        err.print("[yellow]Stopping after the current measurement (Ctrl-C again to interrupt now)…[/]")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_campaign(config: RunConfig, text: str) -> None:
+    clock = SystemClock()
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        with _operator_stop() as stop, open_instrument(config.instrument, context, clock) as instrument:
+            desc = instrument.describe()
+            out.print(f"Instrument: [bold]{desc.name}[/] ({config.instrument.mode}); policy {config.policy.name}")
+            columns = (
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            with Progress(*columns, console=out) as progress:
+                task = progress.add_task("measuring", total=config.stop.budget, rate="")
+
+                def on_step(report: StepReport) -> None:
+                    elapsed = progress.tasks[0].elapsed or 1e-9
+                    rate = f"{report.n_recorded / elapsed:.0f} spectra/s"
+                    progress.update(task, completed=report.n_recorded, rate=rate)
+
+                outcome = execute_run(config, text, instrument, clock, stop, on_step)
+    finally:
+        context.term()
+    out.print(f"Run:    [bold]{outcome.run_path}[/]")
+    if config.run.figure:
+        figure = summary_figure(read_run(outcome.run_path), outcome.run_path.with_suffix(".png"))
+        out.print(f"Figure: [bold]{figure}[/]")
+    if outcome.error is not None:
+        err.print(f"[red]The campaign stopped on an error:[/] {type(outcome.error).__name__}: {outcome.error}")
+        err.print("Everything measured before the error is recorded in the run above.")
+        raise typer.Exit(1)
+    assert outcome.result is not None
+    r = outcome.result
+    out.print(f"Done:   {r.n_recorded} spectra in {r.elapsed_s:.1f} s; {r.stop_reason}.")
+
+
+def _fail(exc: DualscopeError) -> None:
+    err.print(f"[red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def demo(
+    budget: Annotated[int, typer.Option(help="Spectra to measure.", min=1)] = 200,
+    output_dir: Annotated[Path, typer.Option(help="Where the run and its figure go.")] = Path("runs"),
+) -> None:
+    """Run the demo campaign against the built-in simulated STEM.
+
+    The simulator runs in its own process, served over ZeroMQ on a random loopback port; the campaign
+    measures 200 spectra at positions chosen at random, writes runs/demo-<timestamp>.zarr and a summary
+    figure next to it, and stops the server. The configuration is examples/demo.toml.
+    """
+    text = resources.files("engine.cli").joinpath("demo.toml").read_text(encoding="utf-8")
+    try:
+        base = parse_config(text, "demo.toml")
+        config = base.model_copy(
+            update={
+                "run": base.run.model_copy(update={"output_dir": output_dir}),
+                "stop": base.stop.model_copy(update={"budget": budget}),
+            }
+        )
+        _run_campaign(config, text)
+    except DualscopeError as exc:
+        _fail(exc)
+
+
+@app.command()
+def run(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.toml", help="Campaign configuration (see examples/).")],
+) -> None:
+    """Run the campaign a TOML configuration describes.
+
+    The file names the instrument, the candidate grid, the policy, the stop rules and the output
+    directory (see examples/demo.toml). Ctrl-C stops cleanly after the current measurement; the run is
+    closed consistent whatever happens.
+    """
+    try:
+        config, text = load_config(config_path)
+        _run_campaign(config, text)
+    except DualscopeError as exc:
+        _fail(exc)
+
+
+def _parse_options(pairs: list[str], options_json: str) -> dict[str, Any]:
+    options: dict[str, Any] = json.loads(options_json) if options_json else {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option wants KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def _print_driver_options(driver: str) -> None:
+    entry = DRIVERS.get(driver)
+    if entry is None:
+        _fail(ConfigError(f"unknown driver {driver!r}; available: {', '.join(sorted(DRIVERS))}"))
+        return
+    table = Table(title=f"options of driver {driver!r}: {entry.summary}")
+    for col in ("option", "default", "meaning"):
+        table.add_column(col)
+    for name, field in entry.options.model_fields.items():
+        table.add_row(name, repr(field.default), field.description or "")
+    out.print(table)
+
+
+def _watch_parent(stop: threading.Event) -> None:
+    parent = os.getppid()
+    while not stop.wait(0.5):
+        if os.getppid() != parent:
+            stop.set()
+
+
+@app.command()
+def serve(
+    driver: Annotated[str, typer.Argument(help=f"Driver to serve: {', '.join(sorted(DRIVERS))}.")],
+    endpoint: Annotated[
+        str, typer.Option(help="Loopback endpoint to bind; a '*' port picks a free one.")
+    ] = "tcp://127.0.0.1:*",
+    option: Annotated[
+        list[str] | None, typer.Option("--option", "-o", help="Driver option KEY=VALUE (repeatable).")
+    ] = None,
+    options_json: Annotated[str, typer.Option(help="Driver options as one JSON object.")] = "",
+    exit_with_parent: Annotated[bool, typer.Option(help="Stop when the parent process exits.")] = False,
+    list_options: Annotated[bool, typer.Option(help="List the driver's options and exit.")] = False,
+) -> None:
+    """Serve a driver over ZeroMQ until Ctrl-C or SIGTERM.
+
+    Binds loopback only. Prints `READY <endpoint>` on stdout once bound, so scripts can connect.
+    Driver options come from --option KEY=VALUE or --options-json; --list-options shows them.
+    """
+    if list_options:
+        _print_driver_options(driver)
+        return
+    clock = SystemClock()
+    try:
+        options = _parse_options(option or [], options_json)
+        drv = build_driver(driver, options, clock)
+    except DualscopeError as exc:
+        _fail(exc)
+        return
+    from instruments.server import InstrumentServer
+
+    context: zmq.Context[Any] = zmq.Context()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        server = InstrumentServer(drv, context, clock, endpoint=endpoint)
+    except DualscopeError as exc:
+        context.term()
+        _fail(exc)
+        return
+    if exit_with_parent:
+        threading.Thread(target=_watch_parent, args=(stop,), daemon=True).start()
+    print(f"READY {server.endpoint}", flush=True)
+    err.print(f"Serving driver [bold]{driver}[/] on {server.endpoint} (protocol v1). Ctrl-C to stop.")
+    try:
+        server.serve(stop)
+    finally:
+        server.close()
+        context.term()
+
+
+@app.command()
+def inspect(
+    run_path: Annotated[Path, typer.Argument(metavar="RUN.zarr", help="A run directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of a table.")] = False,
+    repair: Annotated[
+        bool, typer.Option(help="Recover an interrupted run first: commit journaled rows, cut torn writes.")
+    ] = False,
+) -> None:
+    """Summarise a run: counts, axes, policy, time span, timings and integrity.
+
+    Exits 1 if the run has integrity problems. Read-only unless --repair, which commits journaled rows
+    of an interrupted run and drops a torn last write.
+    """
+    try:
+        if repair:
+            report, _ = recover_run(run_path, SystemClock())
+            err.print(
+                f"Recovered: {report.replayed_rows} rows replayed from the journal, "
+                f"{report.torn_bytes} torn bytes dropped, in flight: {report.in_flight or 'none'}"
+            )
+        run_data, integrity = check_run(run_path)
+    except DualscopeError as exc:
+        _fail(exc)
+        return
+    summary = _summary(run_data, integrity)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        table = Table(title=f"dualscope run {run_path}", show_header=False)
+        for key, value in summary.items():
+            if key not in ("problems", "notes"):
+                table.add_row(key, str(value))
+        out.print(table)
+        for p in integrity.problems:
+            out.print(f"[red]problem:[/] {p}")
+        for n in integrity.notes:
+            out.print(f"[yellow]note:[/] {n}")
+        if integrity.ok:
+            out.print("[green]integrity: no problems[/]")
+    if not integrity.ok:
+        raise typer.Exit(1)
+
+
+def _summary(run: Any, integrity: Any) -> dict[str, Any]:
+    import numpy as np
+
+    n, attrs, spec = run.n, run.attrs, run.spectral_axis
+    ts = run.columns["timestamps"]
+    med = {
+        k: float(np.nanmedian(run.columns[k])) if n else None
+        for k in ("time_decide_s", "time_measure_s", "time_record_s")
+    }
+    return {
+        "spectra": n,
+        "channels": spec.size,
+        "spectral_axis": f"{spec.name} {spec.values()[0]:.4g}…{spec.values()[-1]:.4g} {spec.units}",
+        "axes": ", ".join(f"{a.name} [{a.low:g}, {a.high:g}] {a.units}" for a in run.description.axes),
+        "images": ", ".join(f"{k} {v.data.shape}" for k, v in run.images.items()) or "none",
+        "candidates": int(run.candidate_positions.shape[0]),
+        "instrument": run.description.name,
+        "policy": ", ".join(run.policy_names) or "-",
+        "status": attrs.get("status"),
+        "stop_reason": (attrs.get("outcome") or {}).get("stop_reason", "-"),
+        "first_spectrum": _fmt_time(float(ts[0])) if n else "-",
+        "last_spectrum": _fmt_time(float(ts[-1])) if n else "-",
+        "time_span_s": round(float(ts[-1] - ts[0]), 3) if n else 0.0,
+        "median_decide_s": med["time_decide_s"],
+        "median_measure_s": med["time_measure_s"],
+        "median_record_s": med["time_record_s"],
+        "journal_pending_rows": integrity.journal_rows,
+        "versions": ", ".join(f"{k} {v}" for k, v in attrs.get("versions", {}).items()),
+        "problems": integrity.problems,
+        "notes": integrity.notes,
+    }
+
+
+def _fmt_time(t: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

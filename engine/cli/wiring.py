@@ -1,0 +1,131 @@
+"""Builds the concrete instrument, policy, recorder and campaign from a :class:`RunConfig`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from engine.campaign import Campaign, CampaignResult, StepReport
+from engine.candidates import CandidateSet
+from engine.cli.drivers import build_driver, driver_options
+from engine.cli.spawn import spawned_server
+from engine.config import InstrumentSection, RunConfig
+from engine.errors import ConfigError
+from engine.policies import make_policy
+from engine.protocols import Clock, Instrument
+from engine.stop_rules import Budget, OperatorStop, WallTime
+from engine.storage import RunWriter
+from instruments.client import ZmqInstrument
+from instruments.local import LocalInstrument
+
+
+@contextmanager
+def open_instrument(section: InstrumentSection, context: zmq.Context[Any], clock: Clock) -> Iterator[Instrument]:
+    """Yield the instrument the config names (spawned server, running server or in-process), then release it."""
+    if section.mode == "local":
+        yield LocalInstrument(build_driver(section.driver, section.options, clock))
+        return
+    if section.mode == "connect":
+        if not section.endpoint:
+            raise ConfigError("instrument.endpoint is required when instrument.mode = 'connect'")
+        with _client(section.endpoint, section, context) as client:
+            yield client
+        return
+    options = driver_options(section.driver, section.options)  # fail here, not in the child
+    with (
+        spawned_server(section.driver, options.model_dump(mode="json")) as endpoint,
+        _client(endpoint, section, context) as client,
+    ):
+        yield client
+
+
+@contextmanager
+def _client(endpoint: str, section: InstrumentSection, context: zmq.Context[Any]) -> Iterator[ZmqInstrument]:
+    client = ZmqInstrument(endpoint, context, timeout_s=section.timeout_s, retries=section.retries)
+    try:
+        client.hello()
+        yield client
+    finally:
+        client.close()
+
+
+def new_run_path(output_dir: Path, name: str, clock: Clock) -> Path:
+    """``output_dir/<name>-<YYYYmmdd-HHMMSS>.zarr``, with a suffix if that exists already."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(clock.time()))
+    path = output_dir / f"{name}-{stamp}.zarr"
+    k = 1
+    while path.exists():
+        path = output_dir / f"{name}-{stamp}-{k}.zarr"
+        k += 1
+    return path
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a finished (or failed) run left behind."""
+
+    run_path: Path
+    result: CampaignResult | None
+    error: BaseException | None
+
+
+def execute_run(
+    config: RunConfig,
+    config_text: str,
+    instrument: Instrument,
+    clock: Clock,
+    operator_stop: OperatorStop,
+    on_step: Callable[[StepReport], None] | None = None,
+) -> RunOutcome:
+    """Acquire the structural image, create the run, run the campaign and close the run.
+
+    The run is closed (consistent, with its outcome) whatever happens; an error
+    is returned in the outcome, not raised, so the caller can report both.
+    """
+    description = instrument.describe()
+    image = instrument.acquire_image(config.instrument.image_channel)
+    candidates = CandidateSet.from_image_grid(
+        image, description, config.candidates.stride_px, config.candidates.margin_px
+    )
+    path = new_run_path(config.run.output_dir, config.run.name, clock)
+    writer = RunWriter.create(
+        path,
+        description=description,
+        images=[image],
+        candidates=candidates,
+        config_toml=config_text,
+        clock=clock,
+        chunk_rows=config.run.chunk_rows,
+    )
+    campaign = Campaign(
+        instrument=instrument,
+        policy=make_policy(config.policy.name, np.random.default_rng(config.run.seed)),
+        recorder=writer,
+        candidates=candidates,
+        spectral_axis=description.spectral_axis,
+        stop_rules=[Budget(config.stop.budget), WallTime(config.stop.max_wall_time_s), operator_stop],
+        clock=clock,
+        request_prefix=writer.run_id[:12],
+        batch_size=config.policy.batch_size,
+        on_step=on_step,
+    )
+    result: CampaignResult | None = None
+    error: BaseException | None = None
+    try:
+        result = campaign.run()
+    except (Exception, KeyboardInterrupt) as exc:
+        error = exc
+    finally:
+        outcome = {
+            "stop_reason": result.stop_reason if result else f"error: {type(error).__name__}: {error}",
+            "n_recorded": writer.n_recorded,
+        }
+        writer.close(outcome=outcome)
+    return RunOutcome(path, result, error)

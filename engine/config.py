@@ -1,0 +1,122 @@
+"""The run configuration: one TOML file parsed once into typed, frozen models.
+
+Unknown keys and bad values fail with :class:`~engine.errors.ConfigError`
+naming the key and what is allowed. Driver options (``[instrument.options]``)
+are validated by the driver's own options model at the composition root.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(_Strict):
+    """``[run]``: naming, output and reproducibility."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="prefix of the run directory name")
+    output_dir: Path = Field(Path("runs"), description="where runs/<name>-<timestamp>.zarr go")
+    seed: int = Field(0, description="seed of the policy's random generator")
+    chunk_rows: int = Field(64, ge=1, le=65536, description="rows per Zarr chunk and per committed block")
+    figure: bool = Field(True, description="write the summary figure next to the run")
+
+
+class InstrumentSection(_Strict):
+    """``[instrument]``: which instrument and how to reach it."""
+
+    mode: Literal["spawn", "connect", "local"] = Field(
+        "spawn",
+        description="spawn: start `dualscope serve DRIVER` as a subprocess on a random loopback port; "
+        "connect: use a server already running at `endpoint`; local: call the driver in this process",
+    )
+    driver: str = Field("synthetic", description="driver name for spawn/local")
+    endpoint: str = Field("", description="tcp://HOST:PORT of a running server (mode = connect)")
+    timeout_s: float = Field(10.0, gt=0, description="seconds to wait for each reply")
+    retries: int = Field(2, ge=0, le=100, description="re-sends of the same request id after a timeout")
+    image_channel: str = Field("haadf", description="structural image channel to acquire first")
+    options: dict[str, Any] = Field(default_factory=dict, description="driver options, checked by the driver")
+
+
+class CandidatesSection(_Strict):
+    """``[candidates]``: the grid of probe positions the policy chooses from."""
+
+    stride_px: int = Field(4, ge=1, description="one candidate every stride_px image pixels")
+    margin_px: int = Field(2, ge=0, description="keep candidates this far from the image edge")
+
+
+class PolicySection(_Strict):
+    """``[policy]``: how the next position is chosen."""
+
+    name: Literal["random", "raster"] = "raster"
+    batch_size: int = Field(1, ge=1, le=1024, description="positions per measure command")
+
+
+class StopSection(_Strict):
+    """``[stop]``: when the campaign ends."""
+
+    budget: int = Field(200, ge=1, description="number of spectra to measure")
+    max_wall_time_s: float = Field(3600.0, gt=0, description="stop after this many seconds")
+
+
+class RunConfig(_Strict):
+    """The whole configuration file."""
+
+    run: RunSection = RunSection()
+    instrument: InstrumentSection = InstrumentSection()
+    candidates: CandidatesSection = CandidatesSection()
+    policy: PolicySection = PolicySection()
+    stop: StopSection = StopSection()
+
+
+def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
+    """Turn a pydantic error into lines naming each bad key and what is allowed."""
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, err["loc"][:-1])
+            lines.append(f"  {key}: unknown key; allowed here: {', '.join(allowed)}")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    current = model
+    for part in path:
+        field = current.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return sorted(current.model_fields)
+
+
+def parse_config(text: str, source: str = "<config>") -> RunConfig:
+    """Parse TOML ``text`` into a :class:`RunConfig`; errors name the key and the allowed values."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, RunConfig, source)) from None
+
+
+def load_config(path: Path) -> tuple[RunConfig, str]:
+    """Read and parse the TOML file at ``path``; returns the config and its text (stored in the run)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    return parse_config(text, str(path)), text

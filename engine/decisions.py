@@ -1,0 +1,55 @@
+"""Records of what a policy decided and how long each stage of a step took."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A policy's answer: which candidates to measure next.
+
+    Attributes:
+        indices: candidate indices, shape ``(q,)``.
+        acquisition_values: acquisition value per chosen index ``(q,)``; NaN for
+            policies without one (random, raster).
+        model_version: version of the surrogate snapshot used, or ``-1`` for none.
+        runner_up_values: acquisition values of the next best candidates ``(r,)``.
+    """
+
+    indices: NDArray[np.int64]
+    acquisition_values: NDArray[np.float64]
+    model_version: int = -1
+    runner_up_values: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A proposal stamped with who made it and when.
+
+    Attributes:
+        step: 0-based step number in the campaign.
+        request_id: id of the instrument request that carries it out.
+        policy: policy name.
+        proposal: what was proposed.
+        decided_at: seconds since the Unix epoch.
+    """
+
+    step: int
+    request_id: str
+    policy: str
+    proposal: Proposal
+    decided_at: float
+
+
+@dataclass(frozen=True)
+class StepTimings:
+    """Seconds spent in each stage of one step (``record`` is NaN until known)."""
+
+    decide_s: float
+    measure_s: float
+    record_s: float = math.nan

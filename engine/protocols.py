@@ -1,0 +1,109 @@
+"""The small protocols through which the engine meets the outside world.
+
+Each is checked structurally (``typing.Protocol``), so a real microscope client,
+an in-process adapter and a test fake all fit without inheriting anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.candidates import CandidateSet
+from engine.decisions import Decision, Proposal, StepTimings
+from engine.types import JSON, Image, InstrumentDescription, Measurement
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Wall and monotonic time, injected so that tests and simulators control it."""
+
+    def time(self) -> float:
+        """Seconds since the Unix epoch."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a monotonic clock (for durations)."""
+        ...
+
+
+@runtime_checkable
+class Instrument(Protocol):
+    """What the engine needs from a microscope, a simulator or a replay.
+
+    Implemented by :class:`instruments.client.ZmqInstrument` (over the wire) and
+    :class:`instruments.local.LocalInstrument` (in process); both pass the same
+    contract tests.
+    """
+
+    def describe(self) -> InstrumentDescription:
+        """Axes, limits, spectral calibration and image channels."""
+        ...
+
+    def acquire_image(self, channel: str) -> Image:
+        """Acquire one structural image frame of ``channel``."""
+        ...
+
+    def measure(self, positions: NDArray[np.float64], request_id: str | None = None) -> Measurement:
+        """Measure spectra at ``positions`` ``(n, d)``; returns ``spectra (n, c)``.
+
+        ``request_id`` is the idempotency key: measuring again with the same id
+        returns the first result instead of acquiring twice.
+        """
+        ...
+
+    def status(self) -> Mapping[str, JSON]:
+        """Current state of the instrument (busy, last request, probe position, ...)."""
+        ...
+
+    def abort(self) -> None:
+        """Abort the acquisition in progress, if any."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; idempotent."""
+        ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Chooses where to measure next. Pure decision code: no I/O."""
+
+    name: str
+
+    def propose(self, candidates: CandidateSet, q: int) -> Proposal:
+        """Propose up to ``q`` candidate indices that are neither measured nor pending."""
+        ...
+
+    def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
+        """Receive measured spectra ``(k, c)`` for candidate ``indices (k,)``."""
+        ...
+
+
+@runtime_checkable
+class Recorder(Protocol):
+    """Durable storage of a run's decisions and measurements."""
+
+    def record_decision(self, decision: Decision) -> None:
+        """Note a decision before its command is sent (so an in-flight command is known)."""
+        ...
+
+    def record_measurement(self, decision: Decision, measurement: Measurement, timings: StepTimings) -> int:
+        """Make ``measurement`` durable; return the number of rows now recorded."""
+        ...
+
+    def close(self) -> None:
+        """Flush everything and mark the run closed."""
+        ...
+
+
+@runtime_checkable
+class StopRule(Protocol):
+    """Decides whether the campaign ends before the next step."""
+
+    def should_stop(self, n_recorded: int, elapsed_s: float) -> str | None:
+        """Return a human-readable reason to stop, or ``None`` to go on."""
+        ...

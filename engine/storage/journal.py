@@ -1,0 +1,129 @@
+"""An append-only, checksummed write-ahead journal.
+
+Each entry is one ``os.write`` of::
+
+    magic "DSJ1" | payload length u32 | crc32(payload) u32 | payload
+    payload = meta length u32 | meta (UTF-8 JSON) | raw array bytes...
+
+``meta["arrays"]`` lists ``[name, dtype, shape]`` of the arrays that follow, in
+order. Reading stops at the first entry that is short or fails its checksum (a
+torn write at a crash); everything before it is intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+MAGIC = b"DSJ1"
+_HEADER = struct.Struct("<4sII")
+_META_LEN = struct.Struct("<I")
+_ALLOWED_KINDS = np.typecodes["AllInteger"] + np.typecodes["AllFloat"] + "?"
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One decoded journal entry: JSON ``meta`` and named arrays."""
+
+    meta: dict[str, Any]
+    arrays: dict[str, NDArray[Any]]
+
+
+def encode_entry(meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]) -> bytes:
+    """Encode one entry to bytes (pure)."""
+    specs, buffers = [], []
+    for name, arr in arrays.items():
+        a = np.ascontiguousarray(arr)
+        if a.dtype.char not in _ALLOWED_KINDS:
+            raise TypeError(f"journal array {name!r} has unsupported dtype {a.dtype}")
+        specs.append([name, a.dtype.str, list(a.shape)])
+        buffers.append(a.tobytes())
+    meta_bytes = json.dumps({**meta, "arrays": specs}, separators=(",", ":")).encode()
+    payload = b"".join([_META_LEN.pack(len(meta_bytes)), meta_bytes, *buffers])
+    return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_entries(data: bytes) -> tuple[list[JournalEntry], int]:
+    """Decode entries from ``data``; return them and the byte length of the valid prefix."""
+    entries: list[JournalEntry] = []
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        magic, length, crc = _HEADER.unpack_from(data, pos)
+        start, end = pos + _HEADER.size, pos + _HEADER.size + length
+        if magic != MAGIC or end > len(data):
+            break
+        payload = data[start:end]
+        if zlib.crc32(payload) != crc:
+            break
+        (meta_len,) = _META_LEN.unpack_from(payload, 0)
+        meta = json.loads(payload[_META_LEN.size : _META_LEN.size + meta_len])
+        offset = _META_LEN.size + meta_len
+        arrays: dict[str, NDArray[Any]] = {}
+        for name, dtype, shape in meta.pop("arrays"):
+            dt = np.dtype(dtype)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+            arrays[name] = np.frombuffer(payload, dtype=dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
+            offset += nbytes
+        entries.append(JournalEntry(meta, arrays))
+        pos = end
+    return entries, pos
+
+
+def read_journal(path: Path) -> tuple[list[JournalEntry], int, int]:
+    """Read a journal file: ``(entries, valid_bytes, total_bytes)``; a missing file is empty."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0, 0
+    entries, valid = decode_entries(data)
+    return entries, valid, len(data)
+
+
+def fsync_dir(path: Path) -> None:
+    """Fsync a directory so that renames and new files in it are durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """Appends entries to ``path``; :meth:`append` with ``sync=True`` returns only once durable."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if not existed:
+            fsync_dir(path.parent)
+
+    def append(self, meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]], *, sync: bool) -> None:
+        """Append one entry; with ``sync`` it is on stable storage when this returns."""
+        data = encode_entry(meta, arrays)
+        written = os.write(self._fd, data)
+        if written != len(data):
+            raise OSError(f"short write to journal {self.path}: {written} of {len(data)} bytes")
+        if sync:
+            os.fdatasync(self._fd)
+
+    def truncate(self, size: int = 0) -> None:
+        """Cut the journal to ``size`` bytes (0 once its entries are committed) and make that durable."""
+        os.ftruncate(self._fd, size)
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        """Close the file descriptor; idempotent."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

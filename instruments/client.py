@@ -1,0 +1,163 @@
+"""The ZeroMQ client: an :class:`engine.protocols.Instrument` that talks to an :class:`InstrumentServer`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import zmq
+from numpy.typing import NDArray
+
+from engine.errors import (
+    INSTRUMENT_ERRORS,
+    DeviceFault,
+    InstrumentConnectionError,
+    InstrumentError,
+    InstrumentTimeout,
+)
+from engine.types import JSON, Image, InstrumentDescription, Measurement
+from instruments import messages
+from instruments.local import new_request_id
+from instruments.wire import DEFAULT_MAX_ARRAY_BYTES, PROTOCOL_VERSION, Message, decode, encode
+
+
+class ZmqInstrument:
+    """Commands a remote driver over a DEALER socket.
+
+    Every receive has a timeout. After a timeout the *same* request id is sent
+    again (at most ``retries`` times); the server answers a repeated id from its
+    reply cache, so a retry never measures twice and never loses a measurement.
+    A ``progress`` answer (the request is still running) restarts the wait.
+    Error replies are raised as the matching :mod:`engine.errors` type.
+
+    Args:
+        endpoint: e.g. ``tcp://127.0.0.1:5555``.
+        context: the ZeroMQ context (injected; the caller owns it).
+        timeout_s: seconds to wait for each reply attempt.
+        retries: re-sends after a timeout.
+        id_factory: makes request ids when the caller gives none.
+        monotonic: clock for the timeouts.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        context: zmq.Context[Any],
+        *,
+        timeout_s: float = 5.0,
+        retries: int = 2,
+        id_factory: Callable[[], str] = new_request_id,
+        monotonic: Callable[[], float] = time.monotonic,
+        max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
+    ):
+        if timeout_s <= 0 or retries < 0:
+            raise ValueError("timeout_s must be > 0 and retries >= 0")
+        self.endpoint, self.timeout_s, self.retries = endpoint, timeout_s, retries
+        self._ids, self._monotonic, self._max_bytes = id_factory, monotonic, max_array_bytes
+        self._sock = context.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        try:
+            self._sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self._sock.close(linger=0)
+            raise InstrumentConnectionError(f"cannot connect to {endpoint!r}: {exc}") from exc
+        self._description: InstrumentDescription | None = None
+        self.server_info: dict[str, JSON] = {}
+
+    # ------------------------------------------------------------ Instrument
+    def hello(self) -> InstrumentDescription:
+        """Greet the server, check the protocol version and fetch the description."""
+        reply = self._call("hello", {"client": "dualscope", "protocol_version": PROTOCOL_VERSION})
+        self.server_info = {k: v for k, v in reply.body.items() if k != "description"}
+        self._description = messages.description_from(reply)
+        return self._description
+
+    def describe(self) -> InstrumentDescription:
+        """The instrument's description (fetched once, then cached)."""
+        return self._description if self._description is not None else self.hello()
+
+    def acquire_image(self, channel: str) -> Image:
+        """One frame of ``channel``."""
+        return messages.image_from(self._call("acquire_image", {"channel": channel}))
+
+    def measure(self, positions: NDArray[np.float64], request_id: str | None = None) -> Measurement:
+        """Spectra ``(n, c)`` at ``positions (n, d)``; idempotent per ``request_id``."""
+        pos = np.ascontiguousarray(positions, dtype=np.float64)
+        return messages.measurement_from(self._call("measure", arrays={"positions": pos}, request_id=request_id))
+
+    def status(self) -> Mapping[str, JSON]:
+        """Server and driver state."""
+        return dict(self._call("status").body)
+
+    def heartbeat(self) -> Mapping[str, JSON]:
+        """A liveness check both ways: the server notes this client, the reply shows the server is alive."""
+        return dict(self._call("heartbeat").body)
+
+    def abort(self) -> None:
+        """Ask the server to abort the acquisition in progress."""
+        self._call("abort")
+
+    def close(self) -> None:
+        """Close the socket (linger 0); idempotent."""
+        if not self._sock.closed:
+            self._sock.close(linger=0)
+
+    def __enter__(self) -> ZmqInstrument:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- transport
+    def _call(
+        self,
+        command: str,
+        body: dict[str, JSON] | None = None,
+        arrays: dict[str, NDArray[Any]] | None = None,
+        request_id: str | None = None,
+    ) -> Message:
+        rid = request_id or self._ids()
+        frames = encode(messages.request(rid, command, body, arrays), self._max_bytes)
+        attempts = 0
+        try:
+            while attempts <= self.retries:
+                self._sock.send_multipart(frames, copy=False)
+                attempts += 1
+                reply = self._await(rid)
+                if reply is None:
+                    continue  # timed out: re-send the same id
+                if reply.type == "progress":
+                    attempts -= 1  # still running: wait again without spending a retry
+                    continue
+                if reply.type == "error":
+                    raise self._error(reply)
+                return reply
+        except zmq.ZMQError as exc:
+            raise InstrumentConnectionError(f"ZeroMQ error talking to {self.endpoint}: {exc}", rid) from exc
+        raise InstrumentTimeout(
+            f"no reply from {self.endpoint} to {command!r} (request {rid}) after {self.retries + 1} attempts "
+            f"of {self.timeout_s:g} s; is the server running?",
+            rid,
+        )
+
+    def _await(self, rid: str) -> Message | None:
+        deadline = self._monotonic() + self.timeout_s
+        while (remaining := deadline - self._monotonic()) > 0:
+            if not self._sock.poll(max(1, int(remaining * 1000))):
+                continue
+            frames = self._sock.recv_multipart(copy=False)
+            try:
+                reply = decode([f.buffer for f in frames], self._max_bytes)
+            except InstrumentError as exc:
+                raise DeviceFault(f"server sent an unreadable reply: {exc}", rid) from exc
+            if reply.request_id == rid:
+                return reply
+            # a late reply to an earlier, timed-out request: drop it
+        return None
+
+    @staticmethod
+    def _error(reply: Message) -> InstrumentError:
+        code, text = str(reply.body.get("code", "device_fault")), str(reply.body.get("message", ""))
+        return INSTRUMENT_ERRORS.get(code, DeviceFault)(text, reply.request_id)

@@ -1,0 +1,63 @@
+"""Validation and error translation around a driver, shared by the server and the in-process adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.errors import BadRequest, DeviceFault, InstrumentError
+from engine.types import Image, InstrumentDescription, SpectrumBatch
+from instruments.driver import Driver
+
+T = TypeVar("T")
+
+
+class GuardedDriver:
+    """Checks requests against the driver's description and translates its failures.
+
+    Args:
+        driver: the device driver.
+    """
+
+    def __init__(self, driver: Driver):
+        self.driver = driver
+        try:
+            self.description: InstrumentDescription = driver.describe()
+        except InstrumentError:
+            raise
+        except Exception as exc:
+            raise DeviceFault(f"driver failed to describe itself: {type(exc).__name__}: {exc}") from exc
+
+    def acquire_image(self, channel: str) -> Image:
+        """Acquire ``channel`` after checking that the instrument has it."""
+        if channel not in self.description.image_channels:
+            raise BadRequest(
+                f"unknown image channel {channel!r}; available: {', '.join(self.description.image_channels)}"
+            )
+        image = self._call(lambda: self.driver.acquire_image(channel), "acquire_image")
+        if image.data.ndim != 2:
+            raise DeviceFault(f"driver returned an image of shape {image.data.shape}, expected (h, w)")
+        return image
+
+    def measure(self, positions: NDArray[np.floating]) -> tuple[NDArray[np.float64], SpectrumBatch]:
+        """Validate ``positions (n, d)``, measure, and check the driver's answer is ``(n, c)``."""
+        pos = self.description.check_positions(positions)
+        batch = self._call(lambda: self.driver.measure(pos), "measure")
+        expected = (pos.shape[0], self.description.spectral_axis.size)
+        if batch.spectra.shape != expected or batch.timestamps.shape != (pos.shape[0],):
+            raise DeviceFault(
+                f"driver returned spectra {batch.spectra.shape} and timestamps {batch.timestamps.shape}; "
+                f"expected {expected} and ({pos.shape[0]},)"
+            )
+        return pos, batch
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        try:
+            return fn()
+        except InstrumentError:
+            raise
+        except Exception as exc:
+            raise DeviceFault(f"driver failed in {what}: {type(exc).__name__}: {exc}") from exc

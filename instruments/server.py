@@ -1,0 +1,216 @@
+"""The generic ZeroMQ instrument server: serves any :class:`~instruments.driver.Driver`.
+
+A ROUTER socket receives requests from any number of DEALER (or REQ) clients.
+``measure`` and ``acquire_image`` run on one worker thread, so that ``status``,
+``heartbeat`` and ``abort`` are answered while an acquisition runs. Every reply
+to an acquisition is kept in a :class:`~instruments.reply_cache.ReplyCache`: a
+retried request id is answered from it and never acquires twice; a retry that
+arrives while its request is still running gets a ``progress`` message.
+The server never dies on a malformed message: it answers with an error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from engine import __version__
+from engine.errors import BadRequest, DeviceFault, InstrumentBusy, InstrumentError
+from engine.protocols import Clock
+from instruments import messages
+from instruments.driver import Driver
+from instruments.endpoints import require_loopback
+from instruments.guard import GuardedDriver
+from instruments.reply_cache import ReplyCache
+from instruments.wire import (
+    DEFAULT_MAX_ARRAY_BYTES,
+    PROTOCOL_VERSION,
+    Message,
+    decode,
+    encode,
+    error_message,
+)
+
+log = logging.getLogger(__name__)
+
+ACQUISITIONS = frozenset({"measure", "acquire_image"})
+IMMEDIATE = frozenset({"hello", "describe", "status", "abort", "heartbeat"})
+_counter = itertools.count()
+
+Frames = list[bytes | memoryview]
+
+
+class InstrumentServer:
+    """Serves ``driver`` on ``endpoint`` until :meth:`serve`'s stop event is set.
+
+    Args:
+        driver: the device driver.
+        context: the ZeroMQ context (injected; the caller owns and terminates it).
+        clock: time source for uptime and heartbeats.
+        endpoint: where to bind; ``tcp://127.0.0.1:*`` picks a free loopback port.
+        cache_size: acquisition replies kept for idempotent retries.
+        max_array_bytes: largest request accepted.
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        context: zmq.Context[Any],
+        clock: Clock,
+        *,
+        endpoint: str = "tcp://127.0.0.1:*",
+        cache_size: int = 1024,
+        max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
+    ):
+        self._guard = GuardedDriver(driver)
+        self._ctx, self._clock = context, clock
+        self._max_bytes = max_array_bytes
+        self._cache: ReplyCache[Frames] = ReplyCache(cache_size)
+        self._started = clock.monotonic()
+        self._router = context.socket(zmq.ROUTER)
+        self._router.setsockopt(zmq.LINGER, 0)
+        self._router.bind(require_loopback(endpoint))
+        self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._inproc = f"inproc://dualscope-worker-{next(_counter)}"
+        self._done = context.socket(zmq.PAIR)
+        self._done.setsockopt(zmq.LINGER, 0)
+        self._done.bind(self._inproc)
+        self._jobs: queue.Queue[tuple[list[bytes], Message] | None] = queue.Queue()
+        self._in_flight: dict[str, list[bytes]] = {}
+        self._last_seen: dict[bytes, float] = {}
+        self._requests = 0
+        self._worker = threading.Thread(target=self._work, name="dualscope-acquisition", daemon=True)
+        self._worker.start()
+
+    # ----------------------------------------------------------------- serving
+    def serve(self, stop: threading.Event, poll_ms: int = 50) -> None:
+        """Answer requests until ``stop`` is set (checked every ``poll_ms``)."""
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._done, zmq.POLLIN)
+        while not stop.is_set():
+            events = dict(poller.poll(poll_ms))
+            if self._done in events:
+                self._finish(self._done.recv_multipart(copy=True))
+            if self._router in events:
+                self._receive(self._router.recv_multipart(copy=True))
+
+    def close(self) -> None:
+        """Stop the worker and close the sockets (linger 0); idempotent."""
+        if self._router.closed:
+            return
+        self._guard.driver.abort()
+        self._jobs.put(None)
+        self._worker.join(timeout=5)
+        self._router.close(linger=0)
+        self._done.close(linger=0)
+
+    # ---------------------------------------------------------------- handling
+    def _receive(self, frames: list[bytes]) -> None:
+        if len(frames) < 2:
+            return  # not even an envelope: nothing to answer
+        route, payload = [frames[0]], frames[1:]
+        if payload and payload[0] == b"":  # a REQ client: keep its delimiter
+            route, payload = [*route, b""], payload[1:]
+        self._last_seen[frames[0]] = self._clock.monotonic()
+        self._requests += 1
+        try:
+            msg = decode(payload, self._max_bytes)
+        except InstrumentError as exc:
+            self._send(route, error_message(exc.request_id, "", exc.code, str(exc)))
+            return
+        if msg.type != "request":
+            self._send(route, error_message(msg.request_id, msg.command, BadRequest.code, "expected a request"))
+            return
+        if (cached := self._cache.get(msg.request_id)) is not None:
+            self._router.send_multipart([*route, *cached])
+            return
+        if msg.request_id in self._in_flight:
+            self._send(route, Message("progress", msg.request_id, msg.command, {"state": "running"}))
+            return
+        if msg.command in ACQUISITIONS:
+            if self._in_flight:
+                busy = f"busy with request {next(iter(self._in_flight))}; retry when it completes or abort it"
+                self._send(route, error_message(msg.request_id, msg.command, InstrumentBusy.code, busy))
+                return
+            self._in_flight[msg.request_id] = route
+            self._jobs.put((route, msg))
+            return
+        self._send(route, self._answer(msg, self._immediate))
+
+    def _immediate(self, msg: Message) -> Message:
+        cmd = msg.command
+        if cmd in ("hello", "describe"):
+            extra = {"protocol_version": PROTOCOL_VERSION, "server": f"dualscope {__version__}"}
+            return messages.description_reply(msg, self._guard.description, extra)
+        if cmd == "heartbeat":
+            return messages.reply(msg, self._heartbeat())
+        if cmd == "status":
+            return messages.reply(msg, {**self._heartbeat(), "driver": dict(self._guard.driver.status())})
+        if cmd == "abort":
+            aborted = bool(self._in_flight)
+            self._guard.driver.abort()
+            return messages.reply(msg, {"aborted": aborted})
+        known = ", ".join(sorted(IMMEDIATE | ACQUISITIONS))
+        raise BadRequest(f"unknown command {cmd!r}; this server knows {known}")
+
+    def _heartbeat(self) -> dict[str, Any]:
+        return {
+            "uptime_s": self._clock.monotonic() - self._started,
+            "busy": bool(self._in_flight),
+            "in_flight": next(iter(self._in_flight), None),
+            "requests": self._requests,
+            "clients": len(self._last_seen),
+        }
+
+    def _acquire(self, msg: Message) -> Message:
+        if msg.command == "acquire_image":
+            channel = msg.body.get("channel")
+            if not isinstance(channel, str):
+                raise BadRequest("acquire_image needs a string 'channel'")
+            return messages.image_reply(msg, self._guard.acquire_image(channel))
+        if "positions" not in msg.arrays:
+            raise BadRequest("measure needs an array 'positions' of shape (n, d)")
+        positions, batch = self._guard.measure(msg.arrays["positions"])
+        return messages.measurement_reply(msg, positions, batch)
+
+    def _answer(self, msg: Message, handler: Callable[[Message], Message]) -> Message:
+        try:
+            return handler(msg)
+        except InstrumentError as exc:
+            return error_message(msg.request_id, msg.command, exc.code, str(exc))
+        except Exception as exc:  # a driver bug must not take the server down
+            log.exception("driver failed on %s", msg.command)
+            return error_message(msg.request_id, msg.command, DeviceFault.code, f"{type(exc).__name__}: {exc}")
+
+    def _work(self) -> None:
+        out = self._ctx.socket(zmq.PAIR)
+        out.setsockopt(zmq.LINGER, 0)
+        out.connect(self._inproc)
+        try:
+            while (job := self._jobs.get()) is not None:
+                _route, msg = job
+                answer = self._answer(msg, self._acquire)
+                try:
+                    frames = encode(answer, self._max_bytes)
+                except ValueError as exc:
+                    frames = encode(error_message(msg.request_id, msg.command, DeviceFault.code, str(exc)))
+                out.send_multipart([msg.request_id.encode(), *frames], copy=False)
+        finally:
+            out.close(linger=0)
+
+    def _finish(self, frames: list[bytes]) -> None:
+        rid, reply = frames[0].decode(), list[bytes | memoryview](frames[1:])
+        route = self._in_flight.pop(rid, None)
+        self._cache.put(rid, reply)
+        if route is not None:
+            self._router.send_multipart([*route, *reply])
+
+    def _send(self, route: list[bytes], msg: Message) -> None:
+        self._router.send_multipart([*route, *encode(msg, self._max_bytes)])
