@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 
 from engine import __version__
-from engine.errors import BadRequest, DeviceFault, InstrumentBusy, InstrumentError
+from engine.errors import BadRequest, DeviceFault, InstrumentBusy, InstrumentConnectionError, InstrumentError
 from engine.protocols import Clock
 from instruments import messages
 from instruments.driver import Driver
@@ -68,6 +68,7 @@ class InstrumentServer:
         cache_size: int = 1024,
         max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
     ):
+        require_loopback(endpoint)
         self._guard = GuardedDriver(driver)
         self._ctx, self._clock = context, clock
         self._max_bytes = max_array_bytes
@@ -75,7 +76,11 @@ class InstrumentServer:
         self._started = clock.monotonic()
         self._router = context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
-        self._router.bind(require_loopback(endpoint))
+        try:
+            self._router.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self._router.close(linger=0)
+            raise InstrumentConnectionError(f"cannot bind {endpoint!r}: {exc}") from exc
         self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._inproc = f"inproc://dualscope-worker-{next(_counter)}"
         self._done = context.socket(zmq.PAIR)

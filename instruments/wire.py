@@ -71,7 +71,7 @@ def encode(message: Message, max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> 
         raise ValueError(f"{len(message.arrays)} arrays in one message; the limit is {MAX_ARRAYS}")
     specs, buffers, total = [], [], 0
     for name, arr in message.arrays.items():
-        a = np.ascontiguousarray(arr)
+        a = np.require(arr, requirements="C")  # unlike ascontiguousarray, keeps 0-d arrays 0-d
         if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and not np.little_endian):
             a = a.astype(a.dtype.newbyteorder("<"))
         dtype = a.dtype.str
