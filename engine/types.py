@@ -162,16 +162,18 @@ class InstrumentDescription:
             raise BadRequest(f"positions must have shape (n, {d}) with n >= 1, got {pos.shape}")
         if pos.shape[0] > self.max_batch:
             raise BadRequest(f"{pos.shape[0]} positions in one batch; this instrument takes at most {self.max_batch}")
-        if not np.all(np.isfinite(pos)):
+        if not np.isfinite(pos).all():
             raise BadRequest("positions contain NaN or infinite values")
-        for j, axis in enumerate(self.axes):
-            bad = (pos[:, j] < axis.low) | (pos[:, j] > axis.high)
-            if np.any(bad):
-                i = int(np.argmax(bad))
-                raise OutOfLimits(
-                    f"position {i} has {axis.name} = {pos[i, j]:g} {axis.units}, "
-                    f"outside [{axis.low:g}, {axis.high:g}] {axis.units}"
-                )
+        lows = np.array([a.low for a in self.axes])
+        highs = np.array([a.high for a in self.axes])
+        outside = (pos < lows) | (pos > highs)
+        if outside.any():
+            i, j = (int(k) for k in np.argwhere(outside)[0])
+            axis = self.axes[j]
+            raise OutOfLimits(
+                f"position {i} has {axis.name} = {pos[i, j]:g} {axis.units}, "
+                f"outside [{axis.low:g}, {axis.high:g}] {axis.units}"
+            )
         return pos
 
 

@@ -148,10 +148,46 @@ def lorentzian(energy_ev: NDArray[np.float64], centre: NDArray[np.float64], fwhm
     return (half / np.pi) / ((energy_ev[None, :] - centre[:, None]) ** 2 + half**2)
 
 
+class LossModel:
+    """Noise-free relative loss probability of a specimen on a fixed energy axis.
+
+    Everything that does not depend on the beam position (mode energies, widths,
+    line shapes) is computed once here, so each spectrum costs one ``(n, p) @ (p, c)``
+    product.
+
+    Args:
+        specimen: the particles.
+        energy_ev: channel centres ``(c,)`` in eV (positive losses).
+        beam_energy_kev: primary beam energy.
+    """
+
+    def __init__(self, specimen: Specimen, energy_ev: NDArray[np.float64], beam_energy_kev: float):
+        self.specimen = specimen
+        r = specimen.radii_nm
+        self.mode_ev = mode_energies_ev(r, nearest_gaps_nm(specimen))
+        v, gamma = beam_velocity(beam_energy_kev)
+        self.gamma = gamma
+        self._q_per_nm = self.mode_ev * 1e-9 / (HBAR_EV_S * v * gamma)  # (p,) x = q b
+        self._strength = self.mode_ev**2 * (r / 10.0) ** 3  # (p,)
+        self._lines = lorentzian(energy_ev, self.mode_ev, mode_widths_ev(r))  # (p, c)
+        self._bulk = lorentzian(energy_ev, np.array([BULK_EV]), np.array([BULK_WIDTH_EV]))[0] / 20.0  # (c,)
+        self._tail = 0.05 * np.clip(energy_ev, 0.2, None) ** -3  # (c,)
+
+    def __call__(self, positions_nm: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Spectra ``(n, c)`` for beam positions ``(n, 2)`` given as ``(x, y)`` in nm."""
+        r = self.specimen.radii_nm
+        b = np.linalg.norm(positions_nm[:, None, :] - self.specimen.centres_nm[None, :, :], axis=-1)  # (n, p)
+        x = self._q_per_nm[None, :] * np.maximum(b, r[None, :] + 0.5)
+        weight = self._strength[None, :] * (special.k1(x) ** 2 + special.k0(x) ** 2 / self.gamma**2)
+        thickness = 2 * np.sqrt(np.clip(r[None, :] ** 2 - b**2, 0, None)).sum(axis=1)  # (n,) nm
+        out = weight @ self._lines + thickness[:, None] * self._bulk[None, :] + self._tail[None, :]
+        return np.asarray(out, dtype=np.float64)
+
+
 def loss_spectra(
     specimen: Specimen, positions_nm: NDArray[np.float64], energy_ev: NDArray[np.float64], beam_energy_kev: float
 ) -> NDArray[np.float64]:
-    """Noise-free relative loss probability per channel, shape ``(n, c)``.
+    """Noise-free relative loss probability per channel, shape ``(n, c)`` (see :class:`LossModel`).
 
     Args:
         specimen: the particles.
@@ -159,20 +195,7 @@ def loss_spectra(
         energy_ev: channel centres ``(c,)`` in eV (positive losses).
         beam_energy_kev: primary beam energy.
     """
-    r = specimen.radii_nm
-    e_mode = mode_energies_ev(r, nearest_gaps_nm(specimen))
-    width = mode_widths_ev(r)
-    v, gamma = beam_velocity(beam_energy_kev)
-    b = np.linalg.norm(positions_nm[:, None, :] - specimen.centres_nm[None, :, :], axis=-1)  # (n, p)
-    b_eff = np.maximum(b, r[None, :] + 0.5)
-    x = e_mode[None, :] * b_eff * 1e-9 / (HBAR_EV_S * v * gamma)
-    bessel = special.k1(x) ** 2 + special.k0(x) ** 2 / gamma**2
-    weight = (e_mode**2 * (r / 10.0) ** 3)[None, :] * bessel  # (n, p)
-    surface = weight @ lorentzian(energy_ev, e_mode, width)
-    thickness = 2 * np.sqrt(np.clip(r[None, :] ** 2 - b**2, 0, None)).sum(axis=1)  # (n,) nm
-    bulk = (thickness / 20.0)[:, None] * lorentzian(energy_ev, np.array([BULK_EV]), np.array([BULK_WIDTH_EV]))
-    tail = 0.05 * (np.clip(energy_ev, 0.2, None) / 1.0) ** -3
-    return np.asarray(surface + bulk + tail[None, :], dtype=np.float64)
+    return LossModel(specimen, energy_ev, beam_energy_kev)(positions_nm)
 
 
 def projected_thickness_nm(specimen: Specimen, pixels: int) -> NDArray[np.float64]:

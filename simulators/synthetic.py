@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import AcquisitionAborted, BadRequest
 from engine.protocols import Clock
 from engine.types import JSON, Axis, Image, ImageAxis, InstrumentDescription, SpectralAxis, SpectrumBatch
-from simulators.specimen import Specimen, generate_specimen, haadf_image, loss_spectra
+from simulators.specimen import LossModel, Specimen, generate_specimen, haadf_image
 
 
 class SyntheticOptions(BaseModel):
@@ -52,6 +52,8 @@ class SyntheticMicroscope:
         self.specimen, self.options, self._rng, self._clock = specimen, options, rng, clock
         scale = (options.energy_max_ev - options.energy_min_ev) / options.n_channels
         self._spectral = SpectralAxis("energy_loss", "eV", options.energy_min_ev + scale / 2, scale, options.n_channels)
+        self._loss = LossModel(specimen, self._spectral.values(), options.beam_energy_kev)
+        self._counts_per_unit = options.counts_per_s * options.acquisition_time_s * abs(scale)
         self._abort = threading.Event()
         self._busy = threading.Event()
         self._last_position: list[float] | None = None
@@ -102,8 +104,7 @@ class SyntheticMicroscope:
         self._busy.set()
         try:
             opts = self.options
-            expected = loss_spectra(self.specimen, positions, self._spectral.values(), opts.beam_energy_kev)
-            expected *= opts.counts_per_s * opts.acquisition_time_s * abs(self._spectral.scale)
+            expected = self._loss(positions) * self._counts_per_unit
             if opts.acquisition_time_s > 0 and self._abort.wait(opts.acquisition_time_s * positions.shape[0]):
                 raise AcquisitionAborted("acquisition aborted by request")
             spectra = self._rng.poisson(expected).astype(np.float32)

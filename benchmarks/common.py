@@ -1,0 +1,57 @@
+"""Benchmark records: every benchmark writes the same fields, so all results read the same way."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> str:
+    """A short description of where the numbers were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One measured figure next to the baseline measured in the same run."""
+
+    benchmark: str
+    metric: str
+    value: float
+    unit: str
+    baseline: str
+    baseline_value: float
+    ratio: float
+    goal: str
+    machine: str
+
+    @property
+    def meets_goal(self) -> bool | None:
+        """Evaluate goals of the form ``ratio <= x``, ``ratio >= x``, ``value >= x``, ``value <= x``."""
+        try:
+            lhs, op, rhs = self.goal.split()
+        except ValueError:
+            return None
+        x = self.ratio if lhs == "ratio" else self.value
+        return x <= float(rhs) if op == "<=" else x >= float(rhs)
+
+
+def write(name: str, records: list[Record]) -> Path:
+    """Write ``benchmarks/results/<name>.json``."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
+    return path

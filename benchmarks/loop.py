@@ -1,0 +1,156 @@
+"""Loop overhead per step (raster policy, simulator served over loopback) vs a bare ZeroMQ round trip.
+
+Everything is measured in this run, on this machine:
+
+* ``bare``: median round trip of a minimal DEALER→ROUTER→DEALER exchange with an
+  echo server in its own process.
+* ``step``: median wall time of one campaign step (decide, record decision, measure
+  over ZeroMQ against ``dualscope serve synthetic`` in its own process, make the
+  spectrum durable, tell the policy).
+* ``driver``: median time the simulator itself spends computing one spectrum
+  (what a real microscope would spend acquiring), measured by calling the driver
+  directly on the same positions.
+* ``overhead = step − driver``: what dualscope adds per step; the goal is ≤ 3× ``bare``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from benchmarks.common import Record, machine
+from engine.campaign import Campaign, StepReport
+from engine.candidates import CandidateSet
+from engine.clock import SystemClock
+from engine.policies import RasterPolicy
+from engine.stop_rules import Budget
+from engine.storage import RunWriter, read_run
+from engine.cli.spawn import spawned_server
+from instruments.client import ZmqInstrument
+from simulators.synthetic import SyntheticMicroscope, SyntheticOptions
+
+OPTIONS = SyntheticOptions(image_pixels=256, n_channels=256, acquisition_time_s=0.0)
+
+
+def _echo(endpoint_q: Any) -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    endpoint_q.put(f"tcp://127.0.0.1:{port}")
+    while True:
+        frames = sock.recv_multipart()
+        if frames[-1] == b"stop":
+            break
+        sock.send_multipart(frames)
+    sock.close(linger=0)
+    ctx.term()
+
+
+def bare_round_trip(n: int = 3000) -> float:
+    """Median seconds of a minimal request/reply over loopback TCP to another process."""
+    q: Any = mp.get_context("spawn").Queue()
+    proc = mp.get_context("spawn").Process(target=_echo, args=(q,), daemon=True)
+    proc.start()
+    endpoint = q.get(timeout=30)
+    ctx: zmq.Context[Any] = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        sock.send_multipart([b'{"id": "%d"}' % i])
+        sock.recv_multipart()
+        times.append(time.perf_counter() - t0)
+    sock.send_multipart([b"stop"])
+    proc.join(timeout=10)
+    sock.close(linger=0)
+    ctx.term()
+    return float(np.median(times[100:]))
+
+
+def campaign_steps(n_steps: int, workdir: Path, batch_size: int = 1) -> tuple[list[float], CandidateSet, Path]:
+    """Per-step wall times of a raster campaign over ZeroMQ with a durable run (and the run's path)."""
+    clock = SystemClock()
+    ctx: zmq.Context[Any] = zmq.Context()
+    times: list[float] = []
+    with spawned_server("synthetic", OPTIONS.model_dump()) as endpoint:
+        client = ZmqInstrument(endpoint, ctx, timeout_s=10)
+        desc = client.describe()
+        image = client.acquire_image("haadf")
+        cands = CandidateSet.from_image_grid(image, desc, 2, 1)
+        writer = RunWriter.create(
+            workdir / f"bench-q{batch_size}.zarr", description=desc, images=[image], candidates=cands, config_toml="", clock=clock, chunk_rows=256
+        )
+        last = [time.perf_counter()]
+
+        def on_step(_: StepReport) -> None:
+            now = time.perf_counter()
+            times.append(now - last[0])
+            last[0] = now
+
+        Campaign(
+            instrument=client,
+            policy=RasterPolicy(),
+            recorder=writer,
+            candidates=cands,
+            spectral_axis=desc.spectral_axis,
+            stop_rules=[Budget(n_steps * batch_size)],
+            clock=clock,
+            request_prefix="bench",
+            batch_size=batch_size,
+            on_step=on_step,
+        ).run()
+        writer.close()
+        client.close()
+    ctx.term()
+    return times[50:], cands, workdir / f"bench-q{batch_size}.zarr"
+
+
+def driver_compute(cands: CandidateSet, n: int, batch_size: int = 1) -> float:
+    """Median seconds the simulator spends on one batch of spectra, called in process."""
+    driver = SyntheticMicroscope.from_options(OPTIONS, SystemClock())
+    times = []
+    for i in range(n):
+        pos = cands.positions[i * batch_size : (i + 1) * batch_size]
+        t0 = time.perf_counter()
+        driver.measure(pos)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def run(n_steps: int = 2000, batch_size: int = 16) -> list[Record]:
+    """Measure and return the loop records."""
+    bare = bare_round_trip()
+    m = machine()
+    base = ("bare ZeroMQ round trip", bare * 1e6)
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        steps, cands, run_path = campaign_steps(n_steps, Path(tmp))
+        stages = read_run(run_path).columns
+        steps_q, _, _ = campaign_steps(n_steps // batch_size + 50, Path(tmp), batch_size)
+    step, step_q = float(np.median(steps)), float(np.median(steps_q))
+    driver, driver_q = driver_compute(cands, 500), driver_compute(cands, 200, batch_size)
+    overhead = step - driver
+    records.append(Record("loop", "overhead per step (step - driver)", overhead * 1e6, "us", *base, overhead / bare, "ratio <= 3", m))
+    records.append(Record("loop", "campaign step, raster, over loopback", step * 1e6, "us", *base, step / bare, "", m))
+    records.append(Record("loop", "simulator compute per spectrum", driver * 1e6, "us", *base, driver / bare, "", m))
+    for column, label in (
+        ("time_decide_s", "stage: decide + record decision"),
+        ("time_measure_s", "stage: measure over ZeroMQ (incl. driver)"),
+        ("time_record_s", "stage: make durable (journal fdatasync, block commits)"),
+    ):
+        value = float(np.median(stages[column][50:]))
+        records.append(Record("loop", label, value * 1e6, "us", *base, value / bare, "", m))
+    per_spectrum = (step_q - driver_q) / batch_size
+    records.append(
+        Record("loop", f"overhead per spectrum, batches of {batch_size}", per_spectrum * 1e6, "us", *base, per_spectrum / bare, "ratio <= 3", m)
+    )
+    return records

@@ -1,0 +1,37 @@
+"""``make bench``: run every benchmark, write ``benchmarks/results/<name>.json``, print one table."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks import common, loop, storage
+
+
+def main() -> int:
+    """Run the benchmarks and print the table."""
+    console = Console(width=180)
+    all_records = []
+    for name, module in (("loop", loop), ("storage", storage)):
+        console.print(f"[bold]running {name}…[/]")
+        records = module.run()
+        path = common.write(name, records)
+        console.print(f"  wrote {path}")
+        all_records += records
+    table = Table(title=f"dualscope benchmarks — {all_records[0].machine}")
+    for col in ("benchmark", "metric", "value", "baseline", "ratio", "goal", "met"):
+        table.add_column(col)
+    for r in all_records:
+        base = "" if math.isnan(r.baseline_value) else f"{r.baseline}: {r.baseline_value:,.1f} {r.unit}"
+        ratio = "" if math.isnan(r.ratio) else f"{r.ratio:.2f}×"
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[r.meets_goal]
+        table.add_row(r.benchmark, r.metric, f"{r.value:,.1f} {r.unit}", base, ratio, r.goal, met)
+    console.print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
