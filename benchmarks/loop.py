@@ -27,11 +27,11 @@ import zmq
 from benchmarks.common import Record, machine
 from engine.campaign import Campaign, StepReport
 from engine.candidates import CandidateSet
+from engine.cli.spawn import spawned_server
 from engine.clock import SystemClock
 from engine.policies import RasterPolicy
 from engine.stop_rules import Budget
 from engine.storage import RunWriter, read_run
-from engine.cli.spawn import spawned_server
 from instruments.client import ZmqInstrument
 from simulators.synthetic import SyntheticMicroscope, SyntheticOptions
 
@@ -87,7 +87,13 @@ def campaign_steps(n_steps: int, workdir: Path, batch_size: int = 1) -> tuple[li
         image = client.acquire_image("haadf")
         cands = CandidateSet.from_image_grid(image, desc, 2, 1)
         writer = RunWriter.create(
-            workdir / f"bench-q{batch_size}.zarr", description=desc, images=[image], candidates=cands, config_toml="", clock=clock, chunk_rows=256
+            workdir / f"bench-q{batch_size}.zarr",
+            description=desc,
+            images=[image],
+            candidates=cands,
+            config_toml="",
+            clock=clock,
+            chunk_rows=256,
         )
         last = [time.perf_counter()]
 
@@ -139,7 +145,11 @@ def run(n_steps: int = 2000, batch_size: int = 16) -> list[Record]:
     step, step_q = float(np.median(steps)), float(np.median(steps_q))
     driver, driver_q = driver_compute(cands, 500), driver_compute(cands, 200, batch_size)
     overhead = step - driver
-    records.append(Record("loop", "overhead per step (step - driver)", overhead * 1e6, "us", *base, overhead / bare, "ratio <= 3", m))
+    records.append(
+        Record(
+            "loop", "overhead per step (step - driver)", overhead * 1e6, "us", *base, overhead / bare, "ratio <= 3", m
+        )
+    )
     records.append(Record("loop", "campaign step, raster, over loopback", step * 1e6, "us", *base, step / bare, "", m))
     records.append(Record("loop", "simulator compute per spectrum", driver * 1e6, "us", *base, driver / bare, "", m))
     for column, label in (
@@ -151,6 +161,15 @@ def run(n_steps: int = 2000, batch_size: int = 16) -> list[Record]:
         records.append(Record("loop", label, value * 1e6, "us", *base, value / bare, "", m))
     per_spectrum = (step_q - driver_q) / batch_size
     records.append(
-        Record("loop", f"overhead per spectrum, batches of {batch_size}", per_spectrum * 1e6, "us", *base, per_spectrum / bare, "ratio <= 3", m)
+        Record(
+            "loop",
+            f"overhead per spectrum, batches of {batch_size}",
+            per_spectrum * 1e6,
+            "us",
+            *base,
+            per_spectrum / bare,
+            "ratio <= 3",
+            m,
+        )
     )
     return records

@@ -49,11 +49,22 @@ def _writer(path: Path, chunk_rows: int) -> RunWriter:
     from engine.types import Axis, Image, ImageAxis, InstrumentDescription, SpectralAxis
 
     desc = InstrumentDescription(
-        "bench", (Axis("x", "nm", 0, 100), Axis("y", "nm", 0, 100)), SpectralAxis("energy_loss", "eV", 0, 0.01, CHANNELS), ("haadf",)
+        "bench",
+        (Axis("x", "nm", 0, 100), Axis("y", "nm", 0, 100)),
+        SpectralAxis("energy_loss", "eV", 0, 0.01, CHANNELS),
+        ("haadf",),
     )
     img = Image("haadf", np.zeros((16, 16), np.float32), ImageAxis("y", "nm", 0, 6), ImageAxis("x", "nm", 0, 6))
     cands = CandidateSet.from_image_grid(img, desc, 1)
-    return RunWriter.create(path, description=desc, images=[img], candidates=cands, config_toml="", clock=SystemClock(), chunk_rows=chunk_rows)
+    return RunWriter.create(
+        path,
+        description=desc,
+        images=[img],
+        candidates=cands,
+        config_toml="",
+        clock=SystemClock(),
+        chunk_rows=chunk_rows,
+    )
 
 
 def durable_rate(workdir: Path, blocks: list[dict[str, Any]], chunk_rows: int) -> float:
@@ -71,7 +82,9 @@ def plain_rate(workdir: Path, blocks: list[dict[str, Any]], chunk_rows: int) -> 
     arrays = {}
     for col in row_columns("energy_loss"):
         trailing = {"spectra": (CHANNELS,), "positions": (2,)}.get(col.name, ())
-        arrays[col.name] = group.create_array(col.name, shape=(0, *trailing), chunks=(chunk_rows, *trailing), dtype=col.dtype, fill_value=col.fill)
+        arrays[col.name] = group.create_array(
+            col.name, shape=(0, *trailing), chunks=(chunk_rows, *trailing), dtype=col.dtype, fill_value=col.fill
+        )
     n = sum(b["spectra"].shape[0] for b in blocks)
     t0 = time.perf_counter()
     for b in blocks:
@@ -87,7 +100,9 @@ def single_record_latency(workdir: Path, n: int = 300) -> float:
     for i in range(n):
         d = Decision(i, f"r{i}", "raster", Proposal(np.array([i]), np.array([np.nan])), 0.0)
         writer.record_decision(d)
-        m = Measurement(f"r{i}", rng.random((1, 2)), rng.poisson(50.0, (1, CHANNELS)).astype(np.float32), np.array([1.7e9 + i]), 0.0)
+        m = Measurement(
+            f"r{i}", rng.random((1, 2)), rng.poisson(50.0, (1, CHANNELS)).astype(np.float32), np.array([1.7e9 + i]), 0.0
+        )
         t0 = time.perf_counter()
         writer.record_measurement(d, m, StepTimings(0.0, 0.0))
         times.append(time.perf_counter() - t0)
@@ -110,6 +125,26 @@ def run(n_rows: int = 40_960, block: int = 512, chunk_rows: int = 4096, repeats:
     dur, pla = float(np.median(durable)), float(np.median(plain))
     m = machine()
     return [
-        Record("storage", f"durable spectra/s ({CHANNELS} ch float32, blocks of {block})", dur, "spectra/s", "plain zarr append, no fsync", pla, dur / pla, "value >= 20000", m),
-        Record("storage", "durable record of 1 spectrum (journal fdatasync)", latency * 1e6, "us", "", float("nan"), float("nan"), "", m),
+        Record(
+            "storage",
+            f"durable spectra/s ({CHANNELS} ch float32, blocks of {block})",
+            dur,
+            "spectra/s",
+            "plain zarr append, no fsync",
+            pla,
+            dur / pla,
+            "value >= 20000",
+            m,
+        ),
+        Record(
+            "storage",
+            "durable record of 1 spectrum (journal fdatasync)",
+            latency * 1e6,
+            "us",
+            "",
+            float("nan"),
+            float("nan"),
+            "",
+            m,
+        ),
     ]
