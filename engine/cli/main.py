@@ -299,7 +299,7 @@ def _summary(run: Any, integrity: Any) -> dict[str, Any]:
     n, attrs, spec = run.n, run.attrs, run.spectral_axis
     ts = run.columns["timestamps"]
     med = {
-        k: float(np.nanmedian(run.columns[k])) if n else None
+        k: round(float(np.nanmedian(run.columns[k])) * 1e3, 3) if n and np.isfinite(run.columns[k]).any() else None
         for k in ("time_decide_s", "time_measure_s", "time_record_s")
     }
     return {
@@ -316,9 +316,9 @@ def _summary(run: Any, integrity: Any) -> dict[str, Any]:
         "first_spectrum": _fmt_time(float(ts[0])) if n else "-",
         "last_spectrum": _fmt_time(float(ts[-1])) if n else "-",
         "time_span_s": round(float(ts[-1] - ts[0]), 3) if n else 0.0,
-        "median_decide_s": med["time_decide_s"],
-        "median_measure_s": med["time_measure_s"],
-        "median_record_s": med["time_record_s"],
+        "median_decide_ms": med["time_decide_s"],
+        "median_measure_ms": med["time_measure_s"],
+        "median_record_ms": med["time_record_s"],
         "journal_pending_rows": integrity.journal_rows,
         "versions": ", ".join(f"{k} {v}" for k, v in attrs.get("versions", {}).items()),
         "problems": integrity.problems,
