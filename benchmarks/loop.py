@@ -33,7 +33,7 @@ from engine.policies import RasterPolicy
 from engine.stop_rules import Budget
 from engine.storage import RunWriter, read_run
 from instruments.client import ZmqInstrument
-from simulators.synthetic import SyntheticMicroscope, SyntheticOptions
+from simulators.synthetic import SyntheticOptions, synthetic_microscope
 
 OPTIONS = SyntheticOptions(image_pixels=256, n_channels=256, acquisition_time_s=0.0)
 
@@ -122,7 +122,7 @@ def campaign_steps(n_steps: int, workdir: Path, batch_size: int = 1) -> tuple[li
 
 def driver_compute(cands: CandidateSet, n: int, batch_size: int = 1) -> float:
     """Median seconds the simulator spends on one batch of spectra, called in process."""
-    driver = SyntheticMicroscope.from_options(OPTIONS, SystemClock())
+    driver = synthetic_microscope(OPTIONS, SystemClock())
     times = []
     for i in range(n):
         pos = cands.positions[i * batch_size : (i + 1) * batch_size]

@@ -65,6 +65,7 @@ class ZmqInstrument:
             raise InstrumentConnectionError(f"cannot connect to {endpoint!r}: {exc}") from exc
         self._description: InstrumentDescription | None = None
         self.server_info: dict[str, JSON] = {}
+        self.unreadable_replies = 0
 
     # ------------------------------------------------------------ Instrument
     def hello(self) -> InstrumentDescription:
@@ -136,9 +137,10 @@ class ZmqInstrument:
                 return reply
         except zmq.ZMQError as exc:
             raise InstrumentConnectionError(f"ZeroMQ error talking to {self.endpoint}: {exc}", rid) from exc
+        garbage = f" ({self.unreadable_replies} unreadable replies so far)" if self.unreadable_replies else ""
         raise InstrumentTimeout(
             f"no reply from {self.endpoint} to {command!r} (request {rid}) after {self.retries + 1} attempts "
-            f"of {self.timeout_s:g} s; is the server running?",
+            f"of {self.timeout_s:g} s{garbage}; is the server running?",
             rid,
         )
 
@@ -150,11 +152,12 @@ class ZmqInstrument:
             frames = self._sock.recv_multipart(copy=False)
             try:
                 reply = decode([f.buffer for f in frames], self._max_bytes)
-            except InstrumentError as exc:
-                raise DeviceFault(f"server sent an unreadable reply: {exc}", rid) from exc
+            except InstrumentError:
+                self.unreadable_replies += 1  # garbage on the wire: keep waiting, the retry resends
+                continue
             if reply.request_id == rid:
                 return reply
-            # a late reply to an earlier, timed-out request: drop it
+            # a late or duplicated reply to an earlier request: drop it
         return None
 
     @staticmethod

@@ -14,7 +14,8 @@ import zmq
 from engine.clock import SystemClock
 from engine.types import SpectrumBatch
 from instruments.server import InstrumentServer
-from simulators.synthetic import SyntheticMicroscope, SyntheticOptions
+from simulators.stem_driver import SimulatedStem
+from simulators.synthetic import SyntheticOptions, synthetic_microscope
 
 
 @dataclass
@@ -74,12 +75,12 @@ SMALL = SyntheticOptions(image_pixels=32, n_channels=64, acquisition_time_s=0.0,
 
 
 @pytest.fixture
-def synthetic() -> SyntheticMicroscope:
-    return SyntheticMicroscope.from_options(SMALL, SystemClock())
+def synthetic() -> SimulatedStem:
+    return synthetic_microscope(SMALL, SystemClock())
 
 
 @pytest.fixture
-def counting(synthetic: SyntheticMicroscope) -> CountingDriver:
+def counting(synthetic: SimulatedStem) -> CountingDriver:
     return CountingDriver(synthetic)
 
 

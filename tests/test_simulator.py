@@ -18,7 +18,7 @@ from simulators.specimen import (
     mode_widths_ev,
     nearest_gaps_nm,
 )
-from simulators.synthetic import SyntheticMicroscope, SyntheticOptions
+from simulators.synthetic import SyntheticOptions, synthetic_microscope
 
 
 def test_beam_velocity_100kev() -> None:
@@ -124,8 +124,8 @@ def test_haadf_is_brighter_on_particles() -> None:
 
 def test_seeded_microscope_is_deterministic() -> None:
     opts = SyntheticOptions(seed=7, image_pixels=32, n_channels=32, acquisition_time_s=0.0001)
-    a = SyntheticMicroscope.from_options(opts, SystemClock())
-    b = SyntheticMicroscope.from_options(opts, SystemClock())
+    a = synthetic_microscope(opts, SystemClock())
+    b = synthetic_microscope(opts, SystemClock())
     np.testing.assert_array_equal(a.acquire_image("haadf").data, b.acquire_image("haadf").data)
     pos = np.array([[20.0, 30.0], [100.0, 100.0]])
     np.testing.assert_array_equal(a.measure(pos).spectra, b.measure(pos).spectra)
@@ -136,7 +136,7 @@ def test_counts_scale_with_dose_and_noise_is_poisson() -> None:
     stats = []
     for rate in (2.0e5, 8.0e5):
         opts = SyntheticOptions(n_channels=32, acquisition_time_s=0.0005, counts_per_s=rate)
-        s = SyntheticMicroscope.from_options(opts, SystemClock()).measure(pos).spectra
+        s = synthetic_microscope(opts, SystemClock()).measure(pos).spectra
         stats.append((s.mean(axis=0), s.var(axis=0)))
     (m1, v1), (m4, _) = stats
     bright = m1 > 30

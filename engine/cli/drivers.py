@@ -12,7 +12,9 @@ from engine.config import format_validation_error
 from engine.errors import ConfigError
 from engine.protocols import Clock
 from instruments.driver import Driver
-from simulators.synthetic import SyntheticMicroscope, SyntheticOptions
+from simulators.darkfield import DarkFieldOptions, darkfield_twin
+from simulators.stem_twin import StemTwinOptions, stem_twin
+from simulators.synthetic import SyntheticOptions, synthetic_microscope
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,18 @@ class DriverEntry:
 DRIVERS: dict[str, DriverEntry] = {
     "synthetic": DriverEntry(
         SyntheticOptions,
-        SyntheticMicroscope.from_options,
-        "built-in simulated STEM: nanoparticle HAADF image and low-loss EELS (simulators.synthetic)",
+        synthetic_microscope,
+        "simple phenomenological STEM: nanoparticle HAADF image and low-loss EELS (simulators.synthetic)",
+    ),
+    "stem-twin": DriverEntry(
+        StemTwinOptions,
+        stem_twin,
+        "STEM-EELS twin: ITO nanocrystal monolayer, spectra from the coupled-dipole model (simulators.stem_twin)",
+    ),
+    "darkfield-twin": DriverEntry(
+        DarkFieldOptions,
+        darkfield_twin,
+        "dark-field twin: grid of 1-6 sphere Au clusters, SEM image, CDA scattering spectra (simulators.darkfield)",
     ),
 }
 

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from engine import __version__
 from engine.campaign import StepReport
-from engine.cli.drivers import DRIVERS, build_driver
+from engine.cli.drivers import DRIVERS, build_driver, driver_options
 from engine.cli.wiring import execute_run, open_instrument
 from engine.clock import SystemClock
 from engine.config import RunConfig, load_config, parse_config
@@ -209,6 +209,7 @@ def serve(
         list[str] | None, typer.Option("--option", "-o", help="Driver option KEY=VALUE (repeatable).")
     ] = None,
     options_json: Annotated[str, typer.Option(help="Driver options as one JSON object.")] = "",
+    seed: Annotated[int | None, typer.Option(help="Seed of the simulated specimen and noise (simulators).")] = None,
     exit_with_parent: Annotated[bool, typer.Option(help="Stop when the parent process exits.")] = False,
     list_options: Annotated[bool, typer.Option(help="List the driver's options and exit.")] = False,
 ) -> None:
@@ -223,6 +224,8 @@ def serve(
     clock = SystemClock()
     try:
         options = _parse_options(option or [], options_json)
+        if seed is not None:
+            options["seed"] = seed
         drv = build_driver(driver, options, clock)
     except DualscopeError as exc:
         _fail(exc)
@@ -248,6 +251,53 @@ def serve(
     finally:
         server.close()
         context.term()
+
+
+simulate_app = typer.Typer(help="Generate simulated datasets.", no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
+
+
+@simulate_app.command("darkfield")
+def simulate_darkfield(
+    output: Annotated[Path, typer.Option("--out", help="New Zarr dataset to write.")],
+    n: Annotated[int, typer.Option(help="Number of (SEM patch, dark-field spectrum) pairs.", min=1)] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed; the dataset does not depend on --workers.")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 2,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", "-o", help="Twin option KEY=VALUE (see serve darkfield-twin --list-options)."),
+    ] = None,
+) -> None:
+    """Write N pairs of SEM image patches and dark-field scattering spectra of 1, 2, 3, 4+ sphere clusters.
+
+    The lecture's dual-VAE dataset: labels are the number of particles (4 = 4 or more). Spectra come from
+    the coupled-dipole model with Poisson noise; images are SEM-like patches of the same clusters.
+    """
+    from simulators.darkfield import DarkFieldOptions
+    from simulators.darkfield_dataset import write_darkfield_dataset
+
+    try:
+        options = driver_options("darkfield-twin", {**_parse_options(option or [], ""), "seed": seed})
+        assert isinstance(options, DarkFieldOptions)
+        with Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=out,
+        ) as progress:
+            task = progress.add_task("pairs", total=n)
+            path = write_darkfield_dataset(
+                output, n, options, workers=workers, progress=lambda k: progress.update(task, completed=k)
+            )
+    except FileExistsError as exc:
+        _fail(ConfigError(str(exc)))
+        return
+    except DualscopeError as exc:
+        _fail(exc)
+        return
+    out.print(f"Dataset: [bold]{path}[/] ({n} pairs)")
 
 
 @app.command()

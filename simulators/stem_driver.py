@@ -1,0 +1,111 @@
+"""A simulated scanning microscope: any image model and noise-free spectrum model behind ``Driver``.
+
+The driver adds what every simulated instrument needs and nothing physical: calibration, Poisson
+shot noise, a real (abortable) dwell per spectrum and timestamps from an injected clock. The physics
+lives in the image and spectrum models it is given.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.errors import AcquisitionAborted, BadRequest
+from engine.protocols import Clock
+from engine.types import JSON, Axis, Image, ImageAxis, InstrumentDescription, SpectralAxis, SpectrumBatch
+
+SpectrumModel = Callable[[NDArray[np.float64]], NDArray[np.float64]]
+"""Expected counts ``(n, c)`` for probe positions ``(n, 2)`` in nm, per second of dwell."""
+
+ImageModel = Callable[[np.random.Generator], NDArray[np.float32]]
+"""A noisy structural image ``(h, w)`` of the whole field of view, drawn with the given generator."""
+
+
+class SimulatedStem:
+    """An instrument with one imaging detector and a spectrometer, over a square field of view.
+
+    Args:
+        name: instrument name reported by ``describe``.
+        field_of_view_nm: side of the square field; the axes run over ``[0, field_of_view_nm]``.
+        image_channel: name of the imaging detector (``haadf``, ``sem``).
+        image_model: draws a frame of the whole field.
+        spectrum_model: expected counts per second of dwell at each position.
+        spectral_axis: calibration of the spectra.
+        dwell_s: acquisition time per spectrum; the driver really waits this long (abortable).
+        rng: noise generator.
+        clock: timestamps.
+        extra: JSON metadata added to ``describe``.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        field_of_view_nm: float,
+        image_channel: str,
+        image_model: ImageModel,
+        spectrum_model: SpectrumModel,
+        spectral_axis: SpectralAxis,
+        dwell_s: float,
+        rng: np.random.Generator,
+        clock: Clock,
+        extra: Mapping[str, JSON] | None = None,
+    ):
+        self.name, self.field_of_view_nm, self._model = name, field_of_view_nm, spectrum_model
+        self._channel, self._image_model = image_channel, image_model
+        self._spectral, self.dwell_s = spectral_axis, dwell_s
+        self._rng, self._clock = rng, clock
+        self._extra = dict(extra or {})
+        self._abort = threading.Event()
+        self._busy = threading.Event()
+        self._last_position: list[float] | None = None
+        self._n_spectra = 0
+
+    def describe(self) -> InstrumentDescription:
+        """Axes ``x``, ``y`` over the field of view (nm), the spectral axis, the image channel."""
+        fov = self.field_of_view_nm
+        return InstrumentDescription(
+            name=self.name,
+            axes=(Axis("x", "nm", 0.0, fov), Axis("y", "nm", 0.0, fov)),
+            spectral_axis=self._spectral,
+            image_channels=(self._channel,),
+            max_batch=1024,
+            extra={**self._extra, "dwell_s": self.dwell_s},
+        )
+
+    def acquire_image(self, channel: str) -> Image:
+        """A noisy frame ``(h, w)`` of the whole field; pixel centres span the field of view."""
+        if channel != self._channel:
+            raise BadRequest(f"unknown image channel {channel!r}; this instrument has {self._channel!r}")
+        data = np.asarray(self._image_model(self._rng), dtype=np.float32)
+        step_y, step_x = self.field_of_view_nm / data.shape[0], self.field_of_view_nm / data.shape[1]
+        y_axis, x_axis = ImageAxis("y", "nm", step_y / 2, step_y), ImageAxis("x", "nm", step_x / 2, step_x)
+        return Image(channel, data, y_axis, x_axis)
+
+    def measure(self, positions: NDArray[np.float64]) -> SpectrumBatch:
+        """Spectra ``(n, c)`` at ``positions (n, 2)`` nm with Poisson noise; waits the dwell per spectrum."""
+        self._abort.clear()
+        self._busy.set()
+        try:
+            expected = self._model(positions) * self.dwell_s
+            if self.dwell_s > 0 and self._abort.wait(self.dwell_s * positions.shape[0]):
+                raise AcquisitionAborted("acquisition aborted by request")
+            spectra = self._rng.poisson(np.clip(expected, 0, None)).astype(np.float32)
+            now = self._clock.time()
+            times = now - self.dwell_s * np.arange(positions.shape[0] - 1, -1, -1, dtype=np.float64)
+            self._last_position = positions[-1].tolist()
+            self._n_spectra += positions.shape[0]
+            return SpectrumBatch(spectra, times, self.dwell_s)
+        finally:
+            self._busy.clear()
+
+    def status(self) -> Mapping[str, JSON]:
+        """Probe position, spectra so far, whether acquiring."""
+        return {"busy": self._busy.is_set(), "probe_position": self._last_position, "spectra_measured": self._n_spectra}
+
+    def abort(self) -> None:
+        """Interrupt the dwell in progress (thread-safe)."""
+        self._abort.set()
