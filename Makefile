@@ -20,8 +20,8 @@ demo: $(STAMP)
 	$(VENV)/bin/dualscope demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check engine instruments simulators tests benchmarks
-	$(VENV)/bin/ruff format --check engine instruments simulators tests benchmarks
+	$(VENV)/bin/ruff check engine instruments simulators tests benchmarks examples
+	$(VENV)/bin/ruff format --check engine instruments simulators tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy engine instruments simulators

@@ -213,7 +213,7 @@ def beam_velocity(beam_energy_kev: float) -> tuple[float, float]:
 def electron_field(
     positions_nm: NDArray[np.float64],
     radii_nm: NDArray[np.float64],
-    beam_xy_nm: Sequence[float],
+    beam_xy_nm: Sequence[float] | NDArray[np.float64],
     energy_ev: NDArray[np.float64],
     beam_energy_kev: float,
     clearance_nm: float = 0.5,
@@ -295,24 +295,43 @@ class EelsModel:
             raise ValueError("EELS is modelled in vacuum (eps_medium = 1): the beam travels through the medium")
         self.cluster, self.energy_ev, self.beam_energy_kev = cluster, np.asarray(energy_ev, float), beam_energy_kev
         self.clearance_nm = clearance_nm
-        k = wavenumber(self.energy_ev, 1.0)
         alpha = cluster_polarisabilities(cluster, self.energy_ev, form)
-        self._s = np.ascontiguousarray(np.linalg.inv(system_matrix(alpha, cluster.positions_nm, k)).imag, dtype=dtype)
+        n3 = 3 * cluster.n
+        self._s = np.empty((self.energy_ev.size, n3, n3), dtype=dtype)
+        block = max(1, int(2e8 // (n3 * n3 * 16 * 6)))  # bound the temporaries to ~200 MB
+        for start in range(0, self.energy_ev.size, block):
+            sl = slice(start, start + block)
+            k = wavenumber(self.energy_ev[sl], 1.0)
+            self._s[sl] = np.linalg.inv(system_matrix(alpha[sl], cluster.positions_nm, k)).imag
         self._pref = eels_prefactor(beam_energy_kev)
+
+    def _field_parts(self, xy: NDArray[np.float64]) -> NDArray[np.floating]:
+        """Real and imaginary parts of the reduced field, ``(E, 3N, 2)`` in the storage dtype."""
+        c = self.cluster
+        z = c.positions_nm[:, 2]
+        if not np.all(z == z[0]):
+            f = electron_field(c.positions_nm, c.radii_nm, xy, self.energy_ev, self.beam_energy_kev, self.clearance_nm)
+            return np.stack([f.real, f.imag], axis=2).astype(self._s.dtype)
+        # planar cluster: the field's x, y parts are real and its z part imaginary (see electron_field)
+        beta, gamma = beam_velocity(self.beam_energy_kev)
+        q = self.energy_ev / (HBAR_C_EV_NM * beta)
+        rel = c.positions_nm[:, :2] - np.asarray(xy, dtype=np.float64)[None, :]
+        b = np.linalg.norm(rel, axis=1)
+        rhat = np.where(b[:, None] > 0, rel / np.where(b > 0, b, 1.0)[:, None], np.array([1.0, 0.0]))
+        arg = q[:, None] * np.maximum(b, c.radii_nm + self.clearance_nm)[None, :] / gamma
+        pref = (2 * q / gamma)[:, None]
+        parts = np.zeros((q.size, c.n, 3, 2), dtype=self._s.dtype)
+        k1 = pref * special.k1(arg)
+        parts[:, :, 0, 0] = -k1 * rhat[None, :, 0]
+        parts[:, :, 1, 0] = -k1 * rhat[None, :, 1]
+        parts[:, :, 2, 1] = pref / gamma * special.k0(arg)
+        return parts.reshape(q.size, 3 * c.n, 2)
 
     def loss(self, beams_xy_nm: NDArray[np.float64]) -> NDArray[np.float64]:
         """Γ(E) for each beam position ``(B, 2)`` → ``(B, E)`` in eV⁻¹."""
         out = np.empty((beams_xy_nm.shape[0], self.energy_ev.size))
         for i, xy in enumerate(beams_xy_nm):
-            f = electron_field(
-                self.cluster.positions_nm,
-                self.cluster.radii_nm,
-                xy,
-                self.energy_ev,
-                self.beam_energy_kev,
-                self.clearance_nm,
-            )
-            ab = np.stack([f.real, f.imag], axis=2).astype(self._s.dtype)  # (E, 3N, 2)
+            ab = self._field_parts(xy)
             sab = np.matmul(self._s, ab)
             out[i] = self._pref * np.einsum("eka,eka->e", ab, sab, dtype=np.float64)
         return out

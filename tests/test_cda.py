@@ -181,3 +181,15 @@ def test_overlapping_spheres_are_refused() -> None:
         Cluster(np.array([[0.0, 0, 0], [10.0, 0, 0]]), np.array([6.0, 6.0]), [GOLD, GOLD])
     with pytest.raises(ValueError, match="vacuum"):
         EelsModel(_sphere(5.0), ENERGY)
+
+
+def test_planar_fast_path_equals_the_direct_solve() -> None:
+    pos = np.array([[0.0, 0, 0], [12.0, 0, 0], [6.0, 10.5, 0], [30.0, 5.0, 0]])
+    cluster = Cluster(pos, np.array([5.0, 5.5, 4.5, 5.0]), [ito(0.05), ito(0.1), ito(0.08), GOLD])
+    energy = np.linspace(0.3, 3.0, 90)
+    beam = (20.0, -6.0)
+    m = system_matrix(cluster_polarisabilities(cluster, energy), cluster.positions_nm, wavenumber(energy, 1.0))
+    f = electron_field(cluster.positions_nm, cluster.radii_nm, beam, energy, 100.0)
+    direct = eels_prefactor(100.0) * np.sum(np.conj(f) * np.linalg.solve(m, f[..., None])[..., 0], axis=1).imag
+    fast = EelsModel(cluster, energy, dtype=np.float64).loss(np.array([beam]))[0]
+    np.testing.assert_allclose(fast, direct, rtol=1e-9)

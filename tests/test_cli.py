@@ -52,7 +52,8 @@ def test_demo_end_to_end_then_inspect(tmp_path: Path) -> None:
     assert inspected.returncode == 0, inspected.stderr
     summary = json.loads(inspected.stdout)
     assert summary["spectra"] == 200 and summary["problems"] == [] and summary["policy"] == "random"
-    assert summary["axes"].startswith("x [0, 200] nm")
+    assert summary["axes"].startswith("x [0, 100] nm")
+    assert summary["instrument"] == "dualscope-stem-twin"
     table = _cli("inspect", str(run_path))
     assert "integrity: no problems" in table.stdout
 

@@ -205,3 +205,16 @@ def test_a_disconnect_is_survived_by_retries(counting: CountingDriver, serve: An
         proxy.close()
     assert m.request_id == "through-outage" and faults.counts["disconnect"] == 1
     assert counting.calls == 1
+
+
+def test_readme_figure_example_runs(tmp_path: Path) -> None:
+    out = tmp_path / "fig.png"
+    result = subprocess.run(
+        [sys.executable, "examples/stem_twin_figure.py", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -129,7 +129,7 @@ def demo(
     budget: Annotated[int, typer.Option(help="Spectra to measure.", min=1)] = 200,
     output_dir: Annotated[Path, typer.Option(help="Where the run and its figure go.")] = Path("runs"),
 ) -> None:
-    """Run the demo campaign against the built-in simulated STEM.
+    """Run the demo campaign against the STEM-EELS digital twin.
 
     The simulator runs in its own process, served over ZeroMQ on a random loopback port; the campaign
     measures 200 spectra at positions chosen at random, writes runs/demo-<timestamp>.zarr and a summary
