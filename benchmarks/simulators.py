@@ -41,7 +41,7 @@ def _median(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
     return float(np.median(times))
 
 
-def eels_scaling(sizes: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 150)) -> list[Record]:
+def eels_scaling(sizes: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100, 150, 200)) -> list[Record]:
     m = machine()
     records = []
     for n in sizes:

@@ -113,7 +113,7 @@ def test_ctrl_c_stops_cleanly_after_the_current_measurement(tmp_path: Path) -> N
 
 def test_serve_then_connect(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [*DUALSCOPE, "serve", "synthetic", "-o", "image_pixels=48", "-o", "n_channels=40"],
+        [*DUALSCOPE, "serve", "stem-twin", "--seed", "5", "-o", "image_pixels=48", "-o", "n_channels=40"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -126,6 +126,7 @@ def test_serve_then_connect(tmp_path: Path) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
         with ZmqInstrument(line.split()[1], ctx, timeout_s=10) as client:
             assert client.describe().spectral_axis.size == 40
+            assert client.describe().name == "dualscope-stem-twin"
             assert client.acquire_image("haadf").data.shape == (48, 48)
         ctx.term()
     finally:
