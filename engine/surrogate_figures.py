@@ -1,0 +1,101 @@
+"""Figures of a trained surrogate: the dual latent space, decoded latent grids, held-out predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import NDArray
+
+from engine.surrogate import PairedData, Surrogate
+
+
+def _pca2(x: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+    """Mean ``(d,)``, the two leading directions ``(2, d)`` and the projected points ``(n, 2)``."""
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    axes = vt[:2] if vt.shape[0] >= 2 else np.vstack([vt, np.zeros_like(vt)])
+    return mean, axes, (x - mean) @ axes.T
+
+
+def _colour_values(data: PairedData, energy: NDArray) -> tuple[NDArray, str]:
+    if data.labels is not None:
+        return data.labels.astype(float), "label (number of particles)"
+    return energy[np.argmax(data.spectra, axis=1)], "energy of the spectral maximum"
+
+
+def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out: Path) -> Path:
+    """The two latent spaces side by side, coloured by a property (label, or peak position)."""
+    rows = data.subset(np.flatnonzero(data.has_spectrum))
+    colour, what = _colour_values(rows, energy)
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    latents = []
+    if model.config.kind in ("dualvae", "im2spec"):
+        latents.append(("image latent z_i (patches)", model.image_latent(rows.patches)))
+    if model.config.kind in ("dualvae", "spec2im"):
+        latents.append(("spectrum latent W z_s (spectra)", model.spectrum_latent(rows.spectra)))
+    basis = _pca2(latents[0][1])
+    for ax, (title, z) in zip(axes, latents, strict=False):
+        pts = (z - basis[0]) @ basis[1].T
+        sc = ax.scatter(pts[:, 0], pts[:, 1], c=colour, s=6, cmap="viridis")
+        ax.set(title=title, xlabel="latent PC 1", ylabel="latent PC 2")
+    fig.colorbar(sc, ax=axes, label=what, shrink=0.85)
+    fig.suptitle("dual latent space (both projected on the image latent's principal plane)")
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def latent_grid_figure(model: Surrogate, data: PairedData, energy: NDArray, out: Path, n: int = 6) -> Path:
+    """Patches and spectra decoded on an ``n × n`` grid over the latent's principal plane."""
+    z = model.image_latent(data.patches) if model.config.kind != "spec2im" else model.spectrum_latent(data.spectra)
+    mean, axes, pts = _pca2(z)
+    lo, hi = np.percentile(pts, 5, axis=0), np.percentile(pts, 95, axis=0)
+    a, b = np.meshgrid(np.linspace(lo[0], hi[0], n), np.linspace(hi[1], lo[1], n))
+    grid = mean + a.reshape(-1, 1) * axes[0] + b.reshape(-1, 1) * axes[1]
+    patches, spectra = model.decode_latent(grid)
+    fig = Figure(figsize=(13, 6.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = np.asarray(fig.subfigures(1, 2)).ravel()
+    p = patches.shape[1]
+    mosaic = patches.reshape(n, n, p, p).transpose(0, 2, 1, 3).reshape(n * p, n * p)
+    ax = left.subplots()
+    ax.imshow(mosaic, cmap="gray")
+    ax.set(title="decoded patches over the latent plane", xticks=[], yticks=[])
+    spec_axes = right.subplots(n, n, sharex=True, sharey=True)
+    cmap = colormaps["viridis"]
+    for k, sp in enumerate(spectra):
+        ax_k = spec_axes.flat[k]
+        ax_k.plot(energy, sp, color=cmap(k / (n * n)), lw=0.8)
+        ax_k.tick_params(labelsize=5)
+    right.suptitle("decoded spectra at the same latent points")
+    fig.savefig(out, dpi=100)
+    return out
+
+
+def prediction_figure(
+    model: Surrogate, held_out: PairedData, energy: NDArray, units: str, out: Path, k: int = 6
+) -> Path:
+    """im2spec on held-out patches: true spectrum, predicted mean and the 90 % band."""
+    rows = np.flatnonzero(held_out.has_spectrum)[:k]
+    mean, std = model.predict_spectra(held_out.patches[rows])
+    fig = Figure(figsize=(13, 6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, k)
+    for j, r in enumerate(rows):
+        axes[0, j].imshow(held_out.patches[r], cmap="gray")
+        axes[0, j].set(xticks=[], yticks=[], title=f"held-out #{r}")
+        axes[1, j].plot(energy, held_out.spectra[r], color="black", lw=0.7, label="measured")
+        axes[1, j].plot(energy, mean[j], color="tab:red", lw=1.2, label="im2spec mean")
+        axes[1, j].fill_between(
+            energy, mean[j] - 1.645 * std[j], mean[j] + 1.645 * std[j], color="tab:red", alpha=0.25, label="90 %"
+        )
+        axes[1, j].set_xlabel(units)
+    axes[1, 0].legend(fontsize=7)
+    fig.suptitle("predicted vs measured spectra for held-out patches")
+    fig.savefig(out, dpi=100)
+    return out
