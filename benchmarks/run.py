@@ -8,14 +8,14 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import common, loop, simulators, storage
+from benchmarks import common, loop, simulators, storage, surrogates
 
 
 def main() -> int:
     """Run the benchmarks and print the table."""
     console = Console(width=180)
     all_records = []
-    for name, module in (("loop", loop), ("storage", storage), ("simulators", simulators)):
+    for name, module in (("loop", loop), ("storage", storage), ("simulators", simulators), ("surrogates", surrogates)):
         console.print(f"[bold]running {name}…[/]")
         records = module.run()
         path = common.write(name, records)

@@ -39,7 +39,7 @@ def main() -> None:
     labels = ["gap inside the island", "island edge", "dimer / chain"]
     energy = twin.describe().spectral_axis.values()
     noisy = twin.measure(probes).spectra
-    clean = twin._model(probes) * twin.dwell_s
+    clean = twin.expected_counts(probes)
 
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     FigureCanvasAgg(fig)

@@ -85,6 +85,10 @@ class SimulatedStem:
         y_axis, x_axis = ImageAxis("y", "nm", step_y / 2, step_y), ImageAxis("x", "nm", step_x / 2, step_x)
         return Image(channel, data, y_axis, x_axis)
 
+    def expected_counts(self, positions: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Noise-free expected counts ``(n, c)`` in one dwell at ``positions (n, 2)`` nm (ground truth)."""
+        return np.asarray(self._model(positions) * self.dwell_s, dtype=np.float64)
+
     def measure(self, positions: NDArray[np.float64]) -> SpectrumBatch:
         """Spectra ``(n, c)`` at ``positions (n, 2)`` nm with Poisson noise; waits the dwell per spectrum."""
         self._abort.clear()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -167,9 +170,7 @@ def test_extract_patches_centres_and_edges() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    import os
     import subprocess
-    import sys
 
     env = {**os.environ, "COLUMNS": "200"}
     root = Path(__file__).parent.parent

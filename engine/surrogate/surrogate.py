@@ -69,9 +69,9 @@ class Normaliser:
 
     @classmethod
     def fit(cls, data: PairedData) -> Normaliser:
-        """Statistics of ``data`` (spectra: the 99th percentile of the measured values)."""
+        """Statistics of ``data`` (spectra: the 99th percentile of each measured spectrum's maximum)."""
         measured = data.spectra[data.has_spectrum]
-        scale = float(np.percentile(measured, 99)) if measured.size else 1.0
+        scale = float(np.percentile(measured.max(axis=1), 99)) if measured.size else 1.0
         return cls(float(data.patches.mean()), float(data.patches.std()) or 1.0, scale if scale > 0 else 1.0)
 
 
@@ -127,10 +127,16 @@ class Surrogate:
         assert self.norm is not None
         return ((np.asarray(patches, np.float32) - self.norm.patch_mean) / self.norm.patch_std).astype(np.float32)
 
-    def fit(self, data: PairedData, steps: int, on_step: Callable[[int, float], None] | None = None) -> TrainReport:
-        """Train from the current (initial) weights for ``steps`` steps; fits the normaliser first."""
+    def fit(
+        self,
+        data: PairedData,
+        steps: int,
+        on_step: Callable[[int, float], None] | None = None,
+        max_seconds: float | None = None,
+    ) -> TrainReport:
+        """Train from the initial weights for ``steps`` steps (or ``max_seconds``); fits the normaliser first."""
         self.norm = Normaliser.fit(data)
-        return self._train(data, steps, None, on_step)
+        return self._train(data, steps, max_seconds, on_step)
 
     def update(self, data: PairedData, max_steps: int = 50, max_seconds: float | None = None) -> TrainReport:
         """Warm-start on ``data`` for at most ``max_steps`` steps / ``max_seconds``; roll back on NaN or failure."""
