@@ -10,7 +10,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,formats]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 	$(PY) -c "import engine, instruments, simulators, torch, botorch, zarr, zmq" 
 	touch $(STAMP)
 

@@ -54,7 +54,10 @@ class Axis:
 
 @dataclass(frozen=True)
 class SpectralAxis:
-    """A linearly calibrated spectral axis: channel ``k`` sits at ``offset + k * scale``.
+    """A spectral axis: channel ``k`` sits at ``offset + k * scale``, or at ``points[k]`` when given.
+
+    Most spectrometers are linearly calibrated; a non-linear axis (e.g. the triangular voltage
+    sweep of a hysteresis loop) lists its ``points`` explicitly.
 
     Attributes:
         name: quantity, e.g. ``"energy_loss"``.
@@ -62,6 +65,7 @@ class SpectralAxis:
         offset: value of channel 0, in ``units``.
         scale: channel width, in ``units`` per channel (non-zero).
         size: number of channels ``c``.
+        points: explicit channel values ``(c,)``, or empty for a linear axis.
     """
 
     name: str
@@ -69,24 +73,32 @@ class SpectralAxis:
     offset: float
     scale: float
     size: int
+    points: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.size < 1 or self.scale == 0 or not math.isfinite(self.scale):
             raise ValueError(f"spectral axis {self.name!r}: need size >= 1 and finite scale != 0")
+        if self.points and len(self.points) != self.size:
+            raise ValueError(f"spectral axis {self.name!r}: {len(self.points)} points for {self.size} channels")
 
     def values(self) -> NDArray[np.float64]:
-        """Channel centres, shape ``(c,)``, in ``units``."""
+        """Channel values, shape ``(c,)``, in ``units``."""
+        if self.points:
+            return np.asarray(self.points, dtype=np.float64)
         return self.offset + self.scale * np.arange(self.size, dtype=np.float64)
 
     def to_json(self) -> dict[str, JSON]:
         """Plain JSON form of this axis."""
-        return {
+        out: dict[str, JSON] = {
             "name": self.name,
             "units": self.units,
             "offset": self.offset,
             "scale": self.scale,
             "size": self.size,
         }
+        if self.points:
+            out["points"] = list(self.points)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSON]) -> SpectralAxis:
@@ -97,6 +109,7 @@ class SpectralAxis:
             float(data["offset"]),
             float(data["scale"]),
             int(data["size"]),
+            tuple(float(v) for v in data.get("points", ())),
         )
 
 

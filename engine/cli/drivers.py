@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.config import format_validation_error
 from engine.errors import ConfigError
+from engine.importers import import_file
 from engine.protocols import Clock
 from instruments.driver import Driver
+from instruments.replay import ReplayDriver
 from simulators.darkfield import DarkFieldOptions, darkfield_twin
 from simulators.stem_twin import StemTwinOptions, stem_twin
 from simulators.synthetic import SyntheticOptions, synthetic_microscope
@@ -26,6 +30,34 @@ class DriverEntry:
     summary: str
 
 
+class ReplayOptions(BaseModel):
+    """Options of the replay driver."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str = Field(description="recorded file or dataset to serve (.h5, .npz, .emd, .dm3/.dm4, .zarr)")
+    tolerance: float | None = Field(
+        None, gt=0, description="largest distance to a recorded point (default: half the spacing)"
+    )
+    acquisition_time_s: float | None = Field(
+        None, ge=0, description="dwell per spectrum (default: the recorded one, or none)"
+    )
+    noise: Literal["none", "poisson"] = Field("none", description="resample counts with Poisson noise")
+    seed: int = Field(0, description="seed of the added noise")
+
+
+def replay_driver(options: ReplayOptions, clock: Clock) -> Driver:
+    """Import the dataset and serve it."""
+    return ReplayDriver(
+        import_file(Path(options.dataset)),
+        clock,
+        np.random.default_rng(options.seed),
+        tolerance=options.tolerance,
+        acquisition_time_s=options.acquisition_time_s,
+        noise=options.noise,
+    )
+
+
 DRIVERS: dict[str, DriverEntry] = {
     "synthetic": DriverEntry(
         SyntheticOptions,
@@ -36,6 +68,11 @@ DRIVERS: dict[str, DriverEntry] = {
         StemTwinOptions,
         stem_twin,
         "STEM-EELS twin: ITO nanocrystal monolayer, spectra from the coupled-dipole model (simulators.stem_twin)",
+    ),
+    "replay": DriverEntry(
+        ReplayOptions,
+        replay_driver,
+        "recorded data served like a microscope: nearest recorded spectrum within a tolerance (instruments.replay)",
     ),
     "darkfield-twin": DriverEntry(
         DarkFieldOptions,

@@ -81,7 +81,7 @@ def _operator_stop() -> Iterator[OperatorStop]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _run_campaign(config: RunConfig, text: str) -> None:
+def _run_campaign(config: RunConfig, text: str, candidates: Any = None) -> None:
     clock = SystemClock()
     context: zmq.Context[Any] = zmq.Context()
     try:
@@ -104,7 +104,7 @@ def _run_campaign(config: RunConfig, text: str) -> None:
                     rate = f"{report.n_recorded / elapsed:.0f} spectra/s"
                     progress.update(task, completed=report.n_recorded, rate=rate)
 
-                outcome = execute_run(config, text, instrument, clock, stop, on_step)
+                outcome = execute_run(config, text, instrument, clock, stop, on_step, candidates)
     finally:
         context.term()
     out.print(f"Run:    [bold]{outcome.run_path}[/]")
@@ -299,6 +299,95 @@ def simulate_darkfield(
         _fail(exc)
         return
     out.print(f"Dataset: [bold]{path}[/] ({n} pairs)")
+
+
+@app.command("import")
+def import_(
+    source: Annotated[
+        Path, typer.Argument(metavar="FILE", help="A .h5 (pyNSID), .npz/.npy, .emd, .dm3/.dm4 file or a run.")
+    ],
+    out: Annotated[Path, typer.Option(help="New Zarr dataset to write.")],
+) -> None:
+    """Import a recorded spectrum image (structural image, spectra, axes, units) into a Zarr dataset.
+
+    Velox .emd and Gatan .dm3/.dm4 need the optional rosettasciio reader: pip install -e '.[formats]'.
+    """
+    from engine.importers import import_file
+    from engine.storage.spectrum_images import write_spectrum_image
+
+    try:
+        si = import_file(source)
+        write_spectrum_image(si, out)
+    except DualscopeError as exc:
+        _fail(exc)
+        return
+    spec = si.spectral_axis
+    out_console.print(
+        f"Imported {si.positions.shape[0]} spectra × {spec.size} channels ({spec.name}, {spec.units}); "
+        f"image {si.image.data.shape}"
+    )
+    for note in si.notes:
+        out_console.print(f"[yellow]note:[/] {note}")
+    out_console.print(f"Dataset: [bold]{out}[/]")
+
+
+@app.command()
+def replay(
+    source: Annotated[Path, typer.Argument(metavar="DATA", help="Recorded data: any importable file, dataset or run.")],
+    policy: Annotated[str, typer.Option(help="random or raster.")] = "random",
+    budget: Annotated[int, typer.Option(help="Spectra to measure.", min=1)] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the policy (same seed and policy → same decisions).")] = 0,
+    output_dir: Annotated[Path, typer.Option(help="Where the run and its figure go.")] = Path("runs"),
+    noise: Annotated[str, typer.Option(help="none or poisson (resample the recorded counts).")] = "none",
+    acquisition_time_s: Annotated[float, typer.Option(help="Dwell to wait per spectrum.")] = 0.0,
+) -> None:
+    """Replay recorded data through the same loop.
+
+    The data are served over ZeroMQ by the replay driver in its own process, and the policy chooses
+    among the recorded positions; the same policy and seed give the same decisions.
+    """
+    import numpy as np
+
+    from engine.candidates import CandidateSet
+    from engine.config import RunConfig
+    from engine.importers import import_file
+
+    try:
+        si = import_file(source)
+        config = RunConfig.model_validate(
+            {
+                "run": {"name": "replay", "output_dir": output_dir, "seed": seed},
+                "instrument": {
+                    "mode": "spawn",
+                    "driver": "replay",
+                    "image_channel": si.image.channel,
+                    "timeout_s": 60.0,
+                    "options": {
+                        "dataset": str(source.resolve()),
+                        "noise": noise,
+                        "acquisition_time_s": acquisition_time_s,
+                        "seed": seed,
+                    },
+                },
+                "policy": {"name": policy},
+                "stop": {"budget": budget},
+            }
+        )
+    except DualscopeError as exc:
+        _fail(exc)
+        return
+    except ValueError as exc:
+        _fail(ConfigError(str(exc)))
+        return
+    m = si.positions.shape[0]
+    nx = int(np.unique(si.positions[:, 0]).size)
+    grid = (m // nx, nx) if nx and m % nx == 0 else (1, m)
+    candidates = CandidateSet(si.positions.copy(), si.pixels(), grid)
+    text = f"# dualscope replay {source} --policy {policy} --budget {budget} --seed {seed} --noise {noise}\n"
+    try:
+        _run_campaign(config, text, candidates)
+    except DualscopeError as exc:
+        _fail(exc)
 
 
 @app.command()

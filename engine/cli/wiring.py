@@ -83,17 +83,20 @@ def execute_run(
     clock: Clock,
     operator_stop: OperatorStop,
     on_step: Callable[[StepReport], None] | None = None,
+    candidates: CandidateSet | None = None,
 ) -> RunOutcome:
     """Acquire the structural image, create the run, run the campaign and close the run.
 
     The run is closed (consistent, with its outcome) whatever happens; an error
-    is returned in the outcome, not raised, so the caller can report both.
+    is returned in the outcome, not raised, so the caller can report both. ``candidates``
+    defaults to a grid over the structural image (replays pass the recorded positions).
     """
     description = instrument.describe()
     image = instrument.acquire_image(config.instrument.image_channel)
-    candidates = CandidateSet.from_image_grid(
-        image, description, config.candidates.stride_px, config.candidates.margin_px
-    )
+    if candidates is None:
+        candidates = CandidateSet.from_image_grid(
+            image, description, config.candidates.stride_px, config.candidates.margin_px
+        )
     path = new_run_path(config.run.output_dir, config.run.name, clock)
     writer = RunWriter.create(
         path,
