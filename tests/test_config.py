@@ -54,7 +54,9 @@ def test_errors_name_the_key(text: str, needles: list[str]) -> None:
 def test_driver_options_are_checked_by_the_driver() -> None:
     with pytest.raises(ConfigError, match=r"image_pixel: unknown key; allowed here: .*image_pixels"):
         driver_options("synthetic", {"image_pixel": 64})
-    with pytest.raises(ConfigError, match="unknown driver 'nion'; available: darkfield-twin, replay, stem-twin, synthetic"):
+    with pytest.raises(
+        ConfigError, match="unknown driver 'nion'; available: darkfield-twin, replay, stem-twin, synthetic"
+    ):
         driver_options("nion", {})
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +182,62 @@ def test_import_cli(tmp_path: Path) -> None:
     assert "256 spectra × 4096 channels" in result.stdout
     bad = _cli("import", str(DATA / "AL-DFoffset0.00.dm3"), "--out", str(tmp_path / "dm3.zarr"), cwd=ROOT)
     assert bad.returncode == 2 and "no spectrum image" in bad.stderr
+
+
+class _PageParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.headings: list[str] = []
+        self.images: list[str] = []
+        self.refresh = False
+        self._in_h2 = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag in ("img", "meta"):  # void elements
+            if tag == "img":
+                self.images.append(a["src"] or "")
+            if a.get("http-equiv") == "refresh":
+                self.refresh = True
+            return
+        self.stack.append(tag)
+        self._in_h2 = tag == "h2"
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack[-1] == tag, f"unbalanced </{tag}> after {self.stack[-3:]}"
+        self.stack.pop()
+        self._in_h2 = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h2:
+            self.headings.append(data)
+
+
+def test_report_of_a_replayed_run_is_a_valid_self_contained_page(tmp_path: Path) -> None:
+    """Chromium is not installed here, so the page is validated by parsing: balanced tags, every
+    section present, every image an embedded PNG that decodes."""
+    out = tmp_path / "runs"
+    assert (
+        _cli("replay", str(DATA / "BEPS_PTO_50x50.h5"), "--budget", "60", "--output-dir", str(out), cwd=ROOT).returncode
+        == 0
+    )
+    run_path = next(out.glob("*.zarr"))
+    result = _cli("report", str(run_path), "--train-steps", "30", "--band", "0:8.5", cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    page = run_path.with_suffix(".html").read_text()
+    parser = _PageParser()
+    parser.feed(page)
+    assert parser.stack == []
+    assert parser.headings == ["Where the loop looked", "Property map", "Discovery", "Latent spaces", "Timing"]
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert not parser.refresh and "<script" not in page and "http" not in page.replace("http-equiv", "")
+    followed = _cli(
+        "report", str(run_path), "--follow", "--train-steps", "0", "--out", str(tmp_path / "f.html"), cwd=ROOT
+    )
+    assert followed.returncode == 0 and "(closed)" in followed.stdout  # a closed run: written once, then done
+    bad = _cli("report", str(run_path), "--band", "oops", cwd=ROOT)
+    assert bad.returncode == 2 and "--band wants LOW:HIGH in V" in bad.stderr

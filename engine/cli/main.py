@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
+import zarr
 import zmq
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -30,6 +31,7 @@ from engine.report import summary_figure
 from engine.stop_rules import OperatorStop
 from engine.storage import read_run, recover_run
 from engine.storage.integrity import check_run
+from engine.storage.reader import array_node
 
 app = typer.Typer(
     name="dualscope",
@@ -388,6 +390,106 @@ def replay(
         _run_campaign(config, text, candidates)
     except DualscopeError as exc:
         _fail(exc)
+
+
+@app.command()
+def report(
+    run_path: Annotated[Path, typer.Argument(metavar="RUN.zarr", help="A run directory.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default: RUN.html).")] = None,
+    band: Annotated[
+        str, typer.Option(help="Scalar property: band LOW:HIGH in the spectral units (default: all).")
+    ] = "",
+    surrogate: Annotated[
+        Path | None, typer.Option(help="A checkpoint from `dualscope train` (default: train one).")
+    ] = None,
+    train_steps: Annotated[int, typer.Option(help="Steps for the report's own surrogate.", min=0)] = 300,
+    follow: Annotated[bool, typer.Option(help="Regenerate while the run grows; the page reloads itself.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between regenerations with --follow.")] = 5.0,
+) -> None:
+    """Write a self-contained HTML report of a run (figures embedded as PNG).
+
+    Sections: where the loop looked, the measured property next to the surrogate's predicted map, the
+    discovery curve against random and raster replayed on the same recorded data (replayed runs),
+    the two latent spaces, and the time of each stage per step. With --follow the page is rewritten
+    every --interval seconds until the run is closed, and reloads itself in the browser.
+    """
+    import time as _time
+
+    target = out or run_path.with_suffix(".html")
+    while True:
+        try:
+            status = _write_report(run_path, target, band, surrogate, train_steps, interval if follow else None)
+        except DualscopeError as exc:
+            _fail(exc)
+            return
+        out_console.print(f"Report: [bold]{target}[/] ({status})")
+        if not follow or status == "closed":
+            return
+        _time.sleep(interval)
+
+
+def _write_report(
+    run_path: Path, target: Path, band_text: str, checkpoint: Path | None, steps: int, refresh: float | None
+) -> str:
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from engine.checkpoints import load_surrogate
+    from engine.importers import import_file
+    from engine.report_html import Band, render_html, run_sections
+    from engine.surrogate import PairedData, Surrogate, SurrogateConfig, extract_patches
+
+    run, integrity = check_run(run_path)
+    if run.attrs.get("status") == "closed":
+        refresh = None  # nothing more will come: the page need not reload
+    values = run.spectral_values
+    try:
+        low, high = (
+            (float(v) for v in band_text.split(":")) if band_text else (float(values.min()), float(values.max()))
+        )
+    except ValueError:
+        raise ConfigError(f"--band wants LOW:HIGH in {run.spectral_axis.units}, got {band_text!r}") from None
+    image = next(iter(run.images.values()), None)
+    pixels = (
+        np.asarray(array_node(zarr.open_group(run_path, mode="r"), "candidate_pixels")[:])
+        if image is not None
+        else None
+    )
+    model = None
+    patches = None
+    if image is not None and pixels is not None:
+        patch = 16
+        patches = extract_patches(image.data, pixels, patch)
+        if checkpoint is not None:
+            model = load_surrogate(checkpoint, torch.device("cpu"))
+            patches = extract_patches(image.data, pixels, model.patch)
+        elif run.n >= 20 and steps > 0:
+            rows = run.columns["candidate_index"]
+            has = np.zeros(len(pixels), bool)
+            has[rows] = True
+            spectra = np.zeros((len(pixels), run.spectra.shape[1]), np.float32)
+            spectra[rows] = run.spectra
+            model = Surrogate(SurrogateConfig(batch_size=64), patch, spectra.shape[1], device=torch.device("cpu"))
+            model.fit(PairedData(patches, spectra, has), steps)
+    truth = None
+    source = run.description.extra.get("source") if run.description.name == "dualscope-replay" else None
+    if source and "only measured positions" not in " ".join(run.description.extra.get("notes", [])):
+        try:
+            truth = import_file(Path(str(source)))
+        except DualscopeError:
+            truth = None
+    with tempfile.TemporaryDirectory() as tmp:
+        sections = run_sections(run, integrity, Band(low, high), model, patches, truth, Path(tmp))
+    summary = [(k, str(v)) for k, v in _summary(run, integrity).items() if k not in ("problems", "notes")]
+    page = render_html(
+        f"dualscope run {run_path.name}", summary, integrity.problems, sections, int(refresh) if refresh else None
+    )
+    tmp_target = target.with_suffix(".html.partial")
+    tmp_target.write_text(page, encoding="utf-8")
+    tmp_target.replace(target)  # a browser reloading mid-write never sees half a page
+    return str(run.attrs.get("status"))
 
 
 @app.command()
