@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from engine.candidates import CandidateSet
 from engine.decisions import Decision, StepTimings
+from engine.errors import NoRecordedData
 from engine.protocols import Clock, Instrument, Policy, Recorder, StopRule
 from engine.types import Measurement, SpectralAxis
 
@@ -29,6 +30,7 @@ class CampaignResult:
     steps: int
     stop_reason: str
     elapsed_s: float
+    missing: int = 0
 
 
 class Campaign:
@@ -81,7 +83,7 @@ class Campaign:
         Errors from the instrument or an invalid spectrum propagate after the
         step's candidates are released; everything recorded before stays recorded.
         """
-        started, step = self.clock.monotonic(), first_step
+        started, step, missing = self.clock.monotonic(), first_step, 0
         while (reason := self._stop_reason(n_recorded, started)) is None:
             t0 = self.clock.monotonic()
             proposal = self.policy.propose(self.candidates, self.batch_size)
@@ -99,6 +101,12 @@ class Campaign:
                     self.candidates.positions[proposal.indices], request_id=decision.request_id
                 )
                 measurement.check(self.spectral_axis)
+            except NoRecordedData as exc:  # replaying a run: the recording has nothing there
+                self.candidates.mark_measured(proposal.indices)
+                self.recorder.record_missing(decision, str(exc))
+                missing += proposal.indices.size
+                step += 1
+                continue
             except BaseException:
                 self.candidates.release(proposal.indices)
                 raise
@@ -109,4 +117,4 @@ class Campaign:
             step += 1
             if self.on_step is not None:
                 self.on_step(StepReport(decision, measurement, timings, n_recorded))
-        return CampaignResult(n_recorded, step - first_step, reason, self.clock.monotonic() - started)
+        return CampaignResult(n_recorded, step - first_step, reason, self.clock.monotonic() - started, missing)

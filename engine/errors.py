@@ -70,6 +70,12 @@ class InstrumentTimeout(InstrumentError):
     code = "timeout"
 
 
+class NoRecordedData(InstrumentError):
+    """A replay was asked for a position that the recording never measured."""
+
+    code = "no_data"
+
+
 class InstrumentConnectionError(InstrumentError):
     """The transport to the instrument failed (socket error, server gone)."""
 
@@ -99,6 +105,7 @@ INSTRUMENT_ERRORS: dict[str, type[InstrumentError]] = {
         AcquisitionAborted,
         InstrumentTimeout,
         InstrumentConnectionError,
+        NoRecordedData,
     )
 }
 """Wire error code → exception class, used to re-raise typed errors from replies."""

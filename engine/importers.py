@@ -281,6 +281,7 @@ def _read_run(path: Path) -> SpectrumImage:
         str(path),
         None,
         ("recorded run: only measured positions are available",),
+        complete=False,
     )
 
 

@@ -95,6 +95,10 @@ class Recorder(Protocol):
         """Make ``measurement`` durable; return the number of rows now recorded."""
         ...
 
+    def record_missing(self, decision: Decision, reason: str) -> None:
+        """Note that ``decision``'s positions have no data (a replay of a run that never measured them)."""
+        ...
+
     def close(self) -> None:
         """Flush everything and mark the run closed."""
         ...

@@ -42,6 +42,11 @@ def summary_figure(run: RunData, out: Path, n_spectra: int = 5, channel: str | N
         ax_img.plot(px, py, "-", color="white", lw=0.5, alpha=0.5)
         sc = ax_img.scatter(px, py, c=np.arange(n), cmap="plasma", s=14, edgecolors="none")
         fig.colorbar(sc, ax=ax_img, label="acquisition order", shrink=0.8)
+    missing = [c for m in run.attrs.get("missing", []) for c in m["candidates"]]
+    if missing and {"x", "y"} <= axes.keys():
+        gone = run.candidate_positions[missing]
+        ax_img.plot(gone[:, axes["x"]], gone[:, axes["y"]], "x", color="grey", ms=5, label="chosen, never measured")
+        ax_img.legend(loc="lower right", fontsize=7)
     policy = ", ".join(run.policy_names) or "-"
     ax_img.set_title(f"{name or 'no image'}: {n} measured positions ({policy})")
     spec = run.spectral_axis
@@ -50,8 +55,8 @@ def summary_figure(run: RunData, out: Path, n_spectra: int = 5, channel: str | N
     cmap = colormaps["plasma"]
     for k in picks:
         colour = cmap(k / max(n - 1, 1))
-        pos = ", ".join(f"{v:.1f}" for v in run.positions[k])
-        ax_spec.plot(energies, run.spectra[k], color=colour, lw=1, label=f"#{k} at ({pos})")
+        where = ", ".join(f"{v:.1f}" for v in run.positions[k])
+        ax_spec.plot(energies, run.spectra[k], color=colour, lw=1, label=f"#{k} at ({where})")
     ax_spec.set_xlabel(f"{spec.name.replace('_', ' ')} ({spec.units})")
     ax_spec.set_ylabel("counts")
     ax_spec.set_title("measured spectra (colour = acquisition order)")

@@ -24,6 +24,8 @@ class SpectrumImage:
         source: the file it came from.
         acquisition_time_s: recorded dwell per spectrum, if known.
         notes: what the importer had to assume or derive.
+        complete: whether the positions cover the whole scan (a grid); a recorded run's measured
+            positions do not, and positions it never measured are "no data", not "off the grid".
     """
 
     image: Image
@@ -34,6 +36,7 @@ class SpectrumImage:
     source: str
     acquisition_time_s: float | None = None
     notes: tuple[str, ...] = ()
+    complete: bool = True
 
     def __post_init__(self) -> None:
         m = self.positions.shape[0]

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.errors import AcquisitionAborted, BadRequest, OutOfLimits
+from engine.errors import AcquisitionAborted, BadRequest, NoRecordedData, OutOfLimits
 from engine.protocols import Clock
 from engine.spectrum_image import SpectrumImage
 from engine.types import JSON, Image, InstrumentDescription, SpectrumBatch
@@ -18,8 +18,9 @@ class ReplayDriver:
     """A :class:`~instruments.driver.Driver` over recorded data.
 
     ``measure`` returns the recorded spectrum at the nearest recorded position within ``tolerance``
-    (default: half the recorded spacing); anything farther is an out-of-grid error, never an
-    invented spectrum.
+    (default: half the recorded spacing for a complete grid; the exact positions for a recorded
+    run); anything farther is an out-of-grid error (``no_data`` for a run's unmeasured candidates),
+    never an invented spectrum.
 
     Args:
         data: the recorded spectrum image.
@@ -43,7 +44,11 @@ class ReplayDriver:
         if noise not in ("none", "poisson"):
             raise ValueError(f"noise must be 'none' or 'poisson', got {noise!r}")
         self.data, self._clock, self._rng, self.noise = data, clock, rng, noise
-        self.tolerance = tolerance if tolerance is not None else 0.5 * data.spacing() + 1e-9
+        if tolerance is None:
+            span = max(a.high - a.low for a in data.axes)
+            # a grid: anything within half a step is that grid point; a recorded run: only its exact positions
+            tolerance = 0.5 * data.spacing() + 1e-9 if data.complete else 1e-9 * span
+        self.tolerance = tolerance
         self.dwell_s = acquisition_time_s if acquisition_time_s is not None else (data.acquisition_time_s or 0.0)
         self._abort = threading.Event()
         self._served = 0
@@ -61,6 +66,7 @@ class ReplayDriver:
                 "source": self.data.source,
                 "positions": int(self.data.positions.shape[0]),
                 "notes": list(self.data.notes),
+                "complete": self.data.complete,
             },
         )
 
@@ -77,6 +83,8 @@ class ReplayDriver:
         far = dist > self.tolerance
         if far.any():
             i = int(np.argmax(far))
+            if not self.data.complete:
+                raise NoRecordedData(f"position {positions[i].tolist()} was never measured in the recorded run")
             raise OutOfLimits(
                 f"position {positions[i].tolist()} is {dist[i]:.4g} {self.data.axes[0].units} "
                 "from the nearest recorded "

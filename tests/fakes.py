@@ -17,6 +17,7 @@ class MemoryRecorder:
 
     decisions: list[Decision] = field(default_factory=list)
     rows: list[tuple[Decision, Measurement, StepTimings]] = field(default_factory=list)
+    missing: list[tuple[Decision, str]] = field(default_factory=list)
     closed: bool = False
 
     def record_decision(self, decision: Decision) -> None:
@@ -39,6 +40,9 @@ class MemoryRecorder:
 
     def candidates(self) -> np.ndarray:
         return np.concatenate([d.proposal.indices for d, _, _ in self.rows])
+
+    def record_missing(self, decision: Decision, reason: str) -> None:
+        self.missing.append((decision, reason))
 
     def close(self) -> None:
         self.closed = True

@@ -199,3 +199,23 @@ def test_recorder_contract(recorder: Any, synthetic: Any) -> None:
     recorder.close()  # idempotent
     with pytest.raises(RunStorageError):
         recorder.record_decision(d)
+
+
+def test_positions_without_recorded_data_are_marked_and_skipped(counting: CountingDriver) -> None:
+    from engine.errors import NoRecordedData
+
+    inst, cands = _setup(counting)
+    calls = {"n": 0}
+
+    def flaky(spectra: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise NoRecordedData("never measured")
+        return spectra
+
+    counting.spectra_override = flaky
+    rec = MemoryRecorder()
+    result = _campaign(inst, cands, RasterPolicy(), rec, [Budget(10)]).run()
+    assert result.n_recorded == 10 and result.missing == len(rec.missing) == 4
+    skipped = {int(d.proposal.indices[0]) for d, _ in rec.missing}
+    assert skipped.isdisjoint(rec.candidates().tolist()) and all(cands.measured[list(skipped)])

@@ -241,3 +241,38 @@ def test_report_of_a_replayed_run_is_a_valid_self_contained_page(tmp_path: Path)
     assert followed.returncode == 0 and "(closed)" in followed.stdout  # a closed run: written once, then done
     bad = _cli("report", str(run_path), "--band", "oops", cwd=ROOT)
     assert bad.returncode == 2 and "--band wants LOW:HIGH in V" in bad.stderr
+
+
+def test_replay_of_a_run_marks_positions_it_never_measured(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'[run]\nname = "src"\noutput_dir = "{tmp_path}"\nfigure = false\n[instrument]\nmode = "local"\n'
+        "[instrument.options]\nimage_pixels = 64\nn_channels = 32\nacquisition_time_s = 0.0\n"
+        '[candidates]\nstride_px = 4\n[policy]\nname = "random"\n[stop]\nbudget = 80\n'
+    )
+    assert _cli("run", str(cfg), cwd=ROOT).returncode == 0
+    source = next(tmp_path.glob("src-*.zarr"))
+    original = read_run(source)
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"replay{k}"
+        result = _cli("replay", str(source), "--policy", "raster", "--budget", "30", "--output-dir", str(out), cwd=ROOT)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "never measured in the recording" in result.stdout
+        outs.append(read_run(next(out.glob("*.zarr"))))
+    a, b = outs
+    np.testing.assert_array_equal(a.columns["candidate_index"], b.columns["candidate_index"])
+
+    def decisions(run: object) -> list[tuple[int, list[int]]]:
+        return [(m["step"], m["candidates"]) for m in run.attrs["missing"]]  # type: ignore[attr-defined]
+
+    assert decisions(a) == decisions(b) != []  # request ids differ (they carry the run id); decisions do not
+    # every replayed spectrum is the original one at that candidate; missing ones were never measured
+    measured = set(original.columns["candidate_index"].tolist())
+    for cand, spectrum in zip(a.columns["candidate_index"], a.spectra, strict=True):
+        assert cand in measured
+        np.testing.assert_array_equal(spectrum, original.spectra[list(original.columns["candidate_index"]).index(cand)])
+    missing = {c for m in a.attrs["missing"] for c in m["candidates"]}
+    assert missing and not (missing & measured)
+    summary = _cli("inspect", str(a.path), "--json", cwd=ROOT)
+    assert summary.returncode == 0 and '"missing_positions": ' + str(len(missing)) in summary.stdout

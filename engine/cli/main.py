@@ -120,6 +120,8 @@ def _run_campaign(config: RunConfig, text: str, candidates: Any = None) -> None:
     assert outcome.result is not None
     r = outcome.result
     out.print(f"Done:   {r.n_recorded} spectra in {r.elapsed_s:.1f} s; {r.stop_reason}.")
+    if r.missing:
+        out.print(f"        {r.missing} chosen positions were never measured in the recording (marked as missing).")
 
 
 def _fail(exc: DualscopeError) -> None:
@@ -381,10 +383,19 @@ def replay(
     except ValueError as exc:
         _fail(ConfigError(str(exc)))
         return
-    m = si.positions.shape[0]
-    nx = int(np.unique(si.positions[:, 0]).size)
-    grid = (m // nx, nx) if nx and m % nx == 0 else (1, m)
-    candidates = CandidateSet(si.positions.copy(), si.pixels(), grid)
+    if not si.complete:  # a recorded run: choose among its own candidates, measured or not
+        g = zarr.open_group(source, mode="r")
+        grid_attr: list[int] = list(dict(g.attrs["dualscope"])["candidate_grid"])  # type: ignore[arg-type]
+        candidates = CandidateSet(
+            np.asarray(array_node(g, "candidate_positions")[:]),
+            np.asarray(array_node(g, "candidate_pixels")[:]),
+            (int(grid_attr[0]), int(grid_attr[1])),
+        )
+    else:
+        m = si.positions.shape[0]
+        nx = int(np.unique(si.positions[:, 0]).size)
+        grid = (m // nx, nx) if nx and m % nx == 0 else (1, m)
+        candidates = CandidateSet(si.positions.copy(), si.pixels(), grid)
     text = f"# dualscope replay {source} --policy {policy} --budget {budget} --seed {seed} --noise {noise}\n"
     try:
         _run_campaign(config, text, candidates)
@@ -648,6 +659,7 @@ def _summary(run: Any, integrity: Any) -> dict[str, Any]:
         "median_measure_ms": med["time_measure_s"],
         "median_record_ms": med["time_record_s"],
         "journal_pending_rows": integrity.journal_rows,
+        "missing_positions": sum(len(m["candidates"]) for m in attrs.get("missing", [])),
         "versions": ", ".join(f"{k} {v}" for k, v in attrs.get("versions", {}).items()),
         "problems": integrity.problems,
         "notes": integrity.notes,

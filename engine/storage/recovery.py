@@ -73,10 +73,11 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         writer.append_rows({name: np.array(arr) for name, arr in entry.arrays.items()}, journaled=True)
         expected += k
         replayed += k
+    settled = measured_ids | writer.missing_request_ids
     in_flight = [
         str(e.meta["request_id"])
         for e in entries
-        if e.meta["kind"] == "decision" and str(e.meta["request_id"]) not in measured_ids
+        if e.meta["kind"] == "decision" and str(e.meta["request_id"]) not in settled
     ]
     writer.flush()
     writer.truncate_journal(0)

@@ -188,6 +188,7 @@ class RunWriter:
             "config_toml": config_toml,
             "versions": software_versions(),
             "recoveries": [],
+            "missing": [],
             **dict(extra_attrs or {}),
         }
         group.update_attributes({ATTR: attrs})
@@ -253,6 +254,22 @@ class RunWriter:
         self._buffer.append(rows)
         self._buffered += measurement.positions.shape[0]
         return self.n_recorded
+
+    def record_missing(self, decision: Decision, reason: str) -> None:
+        """Record (durably, in attribute ``missing``) that ``decision``'s candidates had no data."""
+        self._check_open()
+        entry = {
+            "step": decision.step,
+            "request_id": decision.request_id,
+            "candidates": decision.proposal.indices.tolist(),
+            "reason": reason,
+        }
+        self._set_attrs(missing=[*self._attrs.get("missing", []), entry])
+
+    @property
+    def missing_request_ids(self) -> set[str]:
+        """Request ids of decisions recorded as missing (they are not in flight)."""
+        return {str(m["request_id"]) for m in self._attrs.get("missing", [])}
 
     def append_rows(self, rows: Mapping[str, NDArray[Any]], *, journaled: bool = False) -> int:
         """Append already-assembled rows (one array per column, ``k`` rows each), durably.
