@@ -13,11 +13,12 @@ Formats (by suffix):
   spatial (``X``, ``Y``) and spectral axes and their units.
 * ``.emd`` (Thermo Fisher Velox) and ``.dm3``/``.dm4`` (Gatan): through rosettasciio, which is
   GPL-licensed and therefore an optional extra (``pip install 'dualscope[formats]'``).
+* ``.3ds`` (Nanonis grid spectroscopy): through nanonispy (MIT, in the same optional extra); the
+  first channel as the spectra, the z-controller height as the structural image.
 * a dualscope run (``*.zarr``): the measured positions and spectra and the run's structural image.
 
 Lengths in metres are converted to nm. When a file has no structural image, a map of the mean
-absolute signal is derived from the spectra and the import says so in ``notes``. Nanonis ``.3ds``
-grid files are not read yet.
+absolute signal is derived from the spectra and the import says so in ``notes``.
 """
 
 from __future__ import annotations
@@ -256,6 +257,35 @@ def _read_vendor(path: Path) -> SpectrumImage:
     )
 
 
+def _read_3ds(path: Path) -> SpectrumImage:
+    try:
+        import nanonispy
+    except ImportError as exc:
+        raise ImportFailed(
+            f"{path}: reading Nanonis .3ds needs nanonispy (optional extra): pip install -e '.[formats]'"
+        ) from exc
+    try:
+        grid = nanonispy.read.Grid(str(path))
+    except Exception as exc:  # nanonispy raises KeyError/ValueError/OSError for damaged headers and data
+        raise ImportFailed(f"{path}: cannot read it as a Nanonis grid ({type(exc).__name__}: {exc})") from exc
+    header, signals = grid.header, grid.signals
+    nx, ny = header["dim_px"]
+    (cx, cy), (w, h) = header["pos_xy"], header["size_xy"]
+    x = cx - w / 2 + (np.arange(nx) + 0.5) * w / nx
+    y = cy - h / 2 + (np.arange(ny) + 0.5) * h / ny
+    channel = header["channels"][0]
+    sweep = str(header["sweep_signal"])
+    name, _, units = sweep.partition(" (")
+    axis = _linear_or_points(
+        name.strip().lower() or "sweep", units.rstrip(")"), np.asarray(signals["sweep_signal"], np.float64)
+    )
+    notes = [f"spectra: channel {channel!r}; image: z-controller height (topography)"]
+    if float(header.get("angle", 0.0)):
+        notes.append(f"the grid is rotated by {header['angle']} degrees; positions ignore the rotation")
+    image = np.asarray(signals["topo"], np.float64) if signals["params"].shape[2] > 4 else None
+    return from_grid(np.asarray(signals[channel]), x, y, "m", axis, str(path), image, notes=tuple(notes))
+
+
 def _read_run(path: Path) -> SpectrumImage:
     import zarr
 
@@ -294,6 +324,7 @@ def import_file(path: Path) -> SpectrumImage:
         if suffix == ".zarr" or (path / "zarr.json").exists():
             return _read_run(path)
         readers = {
+            ".3ds": _read_3ds,
             ".npz": _read_npz,
             ".npy": _read_npy,
             ".h5": _read_pynsid,

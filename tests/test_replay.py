@@ -276,3 +276,52 @@ def test_replay_of_a_run_marks_positions_it_never_measured(tmp_path: Path) -> No
     assert missing and not (missing & measured)
     summary = _cli("inspect", str(a.path), "--json", cwd=ROOT)
     assert summary.returncode == 0 and '"missing_positions": ' + str(len(missing)) in summary.stdout
+
+
+def write_3ds(path: Path, nx: int, ny: int, points: int, rng: np.random.Generator) -> np.ndarray:
+    """A small Nanonis grid file in the documented layout (big-endian float32 after the header)."""
+    header = "\r\n".join(
+        [
+            f'Grid dim="{nx} x {ny}"',
+            "Grid settings=5.000000E-8;6.000000E-8;1.000000E-7;8.000000E-8;0.000000E+0",
+            'Sweep Signal="Bias (V)"',
+            'Fixed parameters="Sweep Start;Sweep End"',
+            'Experiment parameters="X (m);Y (m);Z (m)"',
+            "# Parameters (4 byte)=5",
+            f"Experiment size (bytes)={4 * points}",
+            f"Points={points}",
+            'Channels="Current (A)"',
+            "Delay before measuring (s)=0.000000E+0",
+            'Experiment="Grid Spectroscopy"',
+            'Start time="25.11.2026 10:00:00"',
+            'End time="25.11.2026 10:05:00"',
+            "User=",
+            "Comment=",
+            ":HEADER_END:",
+            "",
+        ]
+    )
+    current = rng.normal(size=(ny, nx, points)).astype(">f4")
+    z = rng.normal(size=(ny, nx)).astype(">f4")
+    params = np.stack(
+        [np.full((ny, nx), -1.0), np.full((ny, nx), 1.0), np.zeros((ny, nx)), np.zeros((ny, nx)), z], axis=2
+    ).astype(">f4")
+    with path.open("wb") as f:
+        f.write(header.encode("latin-1"))
+        f.write(np.concatenate([params, current], axis=2).astype(">f4").tobytes())
+    return current.astype(np.float32)
+
+
+def test_nanonis_3ds_grid(tmp_path: Path) -> None:
+    current = write_3ds(tmp_path / "grid.3ds", 5, 4, 16, np.random.default_rng(0))
+    si = import_file(tmp_path / "grid.3ds")
+    assert si.spectra.shape == (20, 16) and si.spectral_axis.units == "V" and si.spectral_axis.name == "bias"
+    assert si.spectral_axis.values()[0] == pytest.approx(-1.0) and si.spectral_axis.values()[-1] == pytest.approx(1.0)
+    np.testing.assert_allclose(si.spectra, current.reshape(20, 16))
+    assert si.axes[0].units == "nm" and si.positions[0, 0] == pytest.approx(
+        50 - 50 + 10
+    )  # centre 50 nm, 100 nm wide, 5 px
+    assert si.image.data.shape == (4, 5)
+    (tmp_path / "cut.3ds").write_bytes((tmp_path / "grid.3ds").read_bytes()[:200])
+    with pytest.raises(ImportFailed, match=r"cut\.3ds: cannot read it as a Nanonis grid"):
+        import_file(tmp_path / "cut.3ds")
