@@ -644,7 +644,7 @@ def _summary(run: Any, integrity: Any) -> dict[str, Any]:
     return {
         "spectra": n,
         "channels": spec.size,
-        "spectral_axis": f"{spec.name} {spec.values().min():.4g}…{spec.values().max():.4g} {spec.units}, {spec.size} channels",
+        "spectral_axis": f"{spec.name} {spec.values().min():.4g}…{spec.values().max():.4g} {spec.units}",
         "axes": ", ".join(f"{a.name} [{a.low:g}, {a.high:g}] {a.units}" for a in run.description.axes),
         "images": ", ".join(f"{k} {v.data.shape}" for k, v in run.images.items()) or "none",
         "candidates": int(run.candidate_positions.shape[0]),
