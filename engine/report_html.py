@@ -131,15 +131,18 @@ def latent_figure(model: Surrogate, data: PairedData, energy: NDArray, work_dir:
 def render_html(
     title: str,
     summary: Sequence[tuple[str, str]],
-    problems: Sequence[str],
+    problems: Sequence[str] | None,
     sections: Sequence[tuple[str, str, bytes | None]],
     refresh_s: int | None = None,
 ) -> str:
-    """A self-contained page: ``sections`` are ``(heading, text, png bytes or None)``."""
+    """A self-contained page: ``sections`` are ``(heading, text, png or None)``; ``problems=None`` hides integrity."""
     esc = html.escape
     head = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary)
-    probs = "".join(f'<li class="problem">{esc(p)}</li>' for p in problems) or "<li>integrity: no problems</li>"
+    if problems is None:
+        probs = ""
+    else:
+        probs = "".join(f'<li class="problem">{esc(p)}</li>' for p in problems) or "<li>integrity: no problems</li>"
     body = []
     for heading, text, png in sections:
         img = f'<img alt="{esc(heading)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""

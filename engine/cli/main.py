@@ -262,6 +262,37 @@ simulate_app = typer.Typer(help="Generate simulated datasets.", no_args_is_help=
 app.add_typer(simulate_app, name="simulate")
 
 
+@simulate_app.command("stem")
+def simulate_stem(
+    output: Annotated[Path, typer.Option("--out", help="New Zarr spectrum-image dataset to write.")],
+    stride: Annotated[int, typer.Option(help="One probe position every STRIDE image pixels.", min=1)] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the specimen and the noise.")] = 0,
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Twin option KEY=VALUE.")] = None,
+) -> None:
+    """Write a STEM-EELS twin spectrum image: the HAADF image and a CDA spectrum on a grid of probe positions."""
+    import numpy as np
+
+    from engine.candidates import CandidateSet
+    from engine.spectrum_image import SpectrumImage
+    from engine.storage.spectrum_images import write_spectrum_image
+
+    try:
+        twin = build_driver("stem-twin", {**_parse_options(option or [], ""), "seed": seed}, SystemClock())
+        desc, image = twin.describe(), twin.acquire_image("haadf")
+        grid = CandidateSet.from_image_grid(image, desc, stride, stride // 2)
+        rng = np.random.default_rng(seed + 1)
+        expected = np.concatenate([twin.expected_counts(grid.positions[i : i + 200]) for i in range(0, len(grid), 200)])  # type: ignore[attr-defined]
+        si = SpectrumImage(
+            image, grid.positions, rng.poisson(expected).astype(np.float32), desc.spectral_axis,
+            (desc.axes[0], desc.axes[1]), f"dualscope simulate stem --seed {seed}", float(desc.extra["dwell_s"]),
+        )  # fmt: skip
+        write_spectrum_image(si, output)
+    except DualscopeError as exc:
+        _fail(exc)
+        return
+    out.print(f"Dataset: [bold]{output}[/] ({len(grid)} spectra on a {grid.grid_shape[0]} × {grid.grid_shape[1]} grid)")
+
+
 @simulate_app.command("darkfield")
 def simulate_darkfield(
     output: Annotated[Path, typer.Option("--out", help="New Zarr dataset to write.")],
@@ -493,6 +524,11 @@ def _write_report(
             truth = None
     with tempfile.TemporaryDirectory() as tmp:
         sections = run_sections(run, integrity, Band(low, high), model, patches, truth, Path(tmp))
+    explored = run_path.with_suffix(".explore")
+    if (explored / "sections.json").exists():
+        from engine.explore_session import load_sections
+
+        sections += [(f"Exploration: {h}", t, png) for h, t, png in load_sections(explored)]
     summary = [(k, str(v)) for k, v in _summary(run, integrity).items() if k not in ("problems", "notes")]
     page = render_html(
         f"dualscope run {run_path.name}", summary, integrity.problems, sections, int(refresh) if refresh else None
@@ -501,6 +537,78 @@ def _write_report(
     tmp_target.write_text(page, encoding="utf-8")
     tmp_target.replace(target)  # a browser reloading mid-write never sees half a page
     return str(run.attrs.get("status"))
+
+
+def _range(text: str, what: str) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"{what} wants LOW:HIGH, got {text!r}") from None
+    return lo, hi
+
+
+@app.command()
+def explore(
+    source: Annotated[Path, typer.Argument(metavar="DATASET_OR_RUN", help="Any importable file, dataset or run.")],
+    method: Annotated[
+        list[str] | None,
+        typer.Option("--method", "-m", help="band, pca, nmf, vae, label, separated (repeatable; default all)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: RUN.explore next to a run, else explore/<name>).")
+    ] = None,
+    band: Annotated[
+        str, typer.Option(help="Band map window LOW:HIGH in the spectral units (default: middle third).")
+    ] = "",
+    background: Annotated[str, typer.Option(help="Power-law background fit window LOW:HIGH before an edge.")] = "",
+    components: Annotated[int | None, typer.Option(help="PCA components (default: 95 % of the variance).")] = None,
+    nmf_components: Annotated[int, typer.Option(help="NMF components.", min=1)] = 4,
+    clusters: Annotated[int, typer.Option(help="Clusters of the spectral-VAE latent.", min=2)] = 4,
+    labels: Annotated[Path | None, typer.Option(help="CSV of labelled positions: index,label or x,y,label.")] = None,
+    steps: Annotated[int, typer.Option(help="Training steps of the VAEs.", min=1)] = 600,
+    seed: Annotated[int, typer.Option(help="Seed of the decompositions, VAEs and splits.")] = 0,
+) -> None:
+    """Look at a spectrum image the usual ways before trusting an autonomous loop.
+
+    Band maps, PCA, NMF, spectral-VAE labels, a labelling classifier, and the separated-VAE baseline
+    beside the dual VAE. Writes results.zarr (every map and component), one PNG per method and
+    explore.html; for a run, the folder RUN.explore is picked up by `dualscope report RUN.zarr`.
+    """
+    from engine.explore_session import METHODS, explore_spectrum_image, read_labels, save_exploration
+    from engine.importers import import_file
+
+    try:
+        si = import_file(source)
+        chosen = method or list(METHODS)
+        labelled = read_labels(labels, si) if labels is not None else None
+        result = explore_spectrum_image(
+            si,
+            chosen,
+            band=_range(band, "--band"),
+            background=_range(background, "--background"),
+            components=components,
+            nmf_components=nmf_components,
+            clusters=clusters,
+            labels=labelled,
+            steps=steps,
+            seed=seed,
+            progress=lambda what: out_console.print(f"  {what}…"),
+        )
+        is_run = (source / "zarr.json").exists() and not si.complete
+        target = out or (source.with_suffix(".explore") if is_run else Path("explore") / source.stem)
+        page = save_exploration(target, si, result, f"exploration of {source.name}")
+    except DualscopeError as exc:
+        _fail(exc)
+        return
+    except ValueError as exc:
+        _fail(ConfigError(str(exc)))
+        return
+    for key, value in result.metrics.items():
+        out_console.print(f"{key:>24}: {value:.4g}" if isinstance(value, float) else f"{key:>24}: {value}")
+    out_console.print(f"Results: [bold]{target / 'results.zarr'}[/]")
+    out_console.print(f"Page:    [bold]{page}[/]")
 
 
 @app.command()

@@ -5,6 +5,8 @@ One module serves the three surrogates (``kind``):
 * ``"im2spec"``: image encoder → shared latent → spectrum decoder, trained on paired rows with the
   spectrum's Gaussian negative log-likelihood plus ``beta`` × KL.
 * ``"spec2im"``: spectrum encoder → linear map → shared latent → image decoder.
+* ``"imagevae"`` / ``"specvae"``: one VAE on patches or on spectra alone (the separated-VAE
+  baseline and the unsupervised spectral VAE of exploratory analysis).
 * ``"dualvae"``: both VAEs trained together. The image VAE reconstructs every patch (paired or
   not); the spectrum VAE reconstructs every measured spectrum from ``W z_s`` (``W`` a learnable
   linear map into the shared latent space); an L1 similarity ``gamma × |μ_i − W μ_s|`` ties the two
@@ -27,6 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
+
+KINDS = ("dualvae", "im2spec", "spec2im", "imagevae", "specvae")
+"""Surrogate kinds; ``imagevae`` and ``specvae`` are the single-modality VAEs of the separated-VAE baseline."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,8 @@ class NetConfig:
     width: int = 8
 
     def __post_init__(self) -> None:
-        if self.kind not in ("dualvae", "im2spec", "spec2im"):
-            raise ValueError(f"unknown surrogate kind {self.kind!r}; choose dualvae, im2spec or spec2im")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown surrogate kind {self.kind!r}; choose {', '.join(KINDS)}")
         if self.patch % 8 or self.patch < 8:
             raise ValueError(f"patch size {self.patch} must be a multiple of 8 (>= 8)")
 
@@ -207,9 +212,31 @@ class DualModel(nn.Module):
         self, patches: Tensor, spectra: Tensor, has_spectrum: Tensor, generator: torch.Generator | None
     ) -> tuple[Tensor, dict[str, float]]:
         """Training loss of one batch and its terms (for the loss curve)."""
-        cfg, terms = self.cfg, {}
+        cfg = self.cfg
+        terms: dict[str, float] = {}
         paired = has_spectrum.nonzero().flatten()
         total = patches.new_zeros(())
+        if cfg.kind == "imagevae":
+            mu_i, lv_i, pose = self.image_encoder(patches)
+            rec = functional.mse_loss(
+                self.image_decoder(self.sample(mu_i, lv_i, generator), pose), patches, reduction="none"
+            )
+            kl = kl_divergence(mu_i, lv_i)
+            total = rec.sum(dim=(1, 2)).mean() + cfg.beta * kl
+            terms.update(
+                image=float(rec.detach().sum(dim=(1, 2)).mean()),
+                kl_image=float(kl.detach()),
+                total=float(total.detach()),
+            )
+            return total, terms
+        if cfg.kind == "specvae":
+            s = spectra[paired]
+            mu_s, lv_s = self.spectrum_encoder(s)
+            m, lv = self.spectrum_decoder(self.tie(self.sample(mu_s, lv_s, generator)))
+            nll, kl = gaussian_nll(s, m, lv), kl_divergence(mu_s, lv_s)
+            total = nll + cfg.beta * kl
+            terms.update(spectrum=float(nll.detach()), kl_spectrum=float(kl.detach()), total=float(total.detach()))
+            return total, terms
         if cfg.kind in ("dualvae", "im2spec"):
             mu_i, lv_i, pose = self.image_encoder(patches)
             z_i = self.sample(mu_i, lv_i, generator)

@@ -206,7 +206,7 @@ class Surrogate:
     @torch.no_grad()
     def image_latent(self, patches: NDArray) -> NDArray:
         """Posterior means of the image latent ``(n, d)`` (the joint latent the acquisition layer uses)."""
-        self._require("im2spec")
+        self._require("image latent")
         self.net.eval()
         mu, _, _ = self.net.image_encoder(torch.as_tensor(self._norm_patches(patches), device=self.device))
         return np.asarray(mu.cpu().numpy())
@@ -214,13 +214,18 @@ class Surrogate:
     @torch.no_grad()
     def spectrum_latent(self, spectra: NDArray) -> NDArray:
         """Mapped posterior means ``W μ_s`` ``(n, d)`` of the spectrum latent, in the shared space."""
-        self._require("spec2im")
+        self._require("spectrum latent")
         self.net.eval()
         assert self.norm is not None
         mu, _ = self.net.spectrum_encoder(
             torch.as_tensor(np.asarray(spectra, np.float32) / self.norm.spectrum_scale, device=self.device)
         )
         return np.asarray(self.net.tie(mu).cpu().numpy())
+
+    @torch.no_grad()
+    def decode_spectra(self, z: NDArray) -> NDArray:
+        """Mean spectra ``(n, c)`` decoded from shared-latent points ``(n, d)``."""
+        return self.decode_latent(z)[1]
 
     @torch.no_grad()
     def decode_latent(self, z: NDArray) -> tuple[NDArray, NDArray]:
@@ -236,9 +241,14 @@ class Surrogate:
     def _require(self, direction: str) -> None:
         if self.norm is None:
             raise ValueError("the surrogate is not trained yet; call fit() first")
-        kind = self.config.kind
-        if kind != "dualvae" and kind != direction:
-            raise ValueError(f"a {kind} surrogate cannot do {direction}; train a dualvae or a {direction}")
+        able = {
+            "im2spec": ("dualvae", "im2spec"),
+            "spec2im": ("dualvae", "spec2im"),
+            "image latent": ("dualvae", "im2spec", "imagevae"),
+            "spectrum latent": ("dualvae", "spec2im", "specvae"),
+        }[direction]
+        if self.config.kind not in able:
+            raise ValueError(f"a {self.config.kind} surrogate cannot do {direction}; use one of {', '.join(able)}")
 
     # --------------------------------------------------------------- calibration
     def coverage(self, data: PairedData, level: float = 0.9) -> float:
