@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -14,13 +15,11 @@ RESULTS = Path(__file__).parent / "results"
 def machine() -> str:
     """A short description of where the numbers were measured."""
     cpu = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError):  # not Linux: keep platform's answer
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     return (
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
     )
