@@ -1,0 +1,168 @@
+"""Scalarisers: what the scientist wants from a spectrum, as one number per spectrum.
+
+Each is vectorised over a batch ``(n, c)`` of spectra (measured or predicted by the surrogate) on
+the spectral axis values ``(c,)`` and declares the units of its result.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+@runtime_checkable
+class Scalariser(Protocol):
+    """Maps spectra ``(n, c)`` on an axis ``(c,)`` to values ``(n,)`` in :attr:`units`."""
+
+    name: str
+
+    def units(self, axis_units: str) -> str:
+        """Units of the result, given the spectral axis' units."""
+        ...
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Values ``(n,)``."""
+        ...
+
+
+def _window(axis: NDArray[np.float64], low: float, high: float) -> NDArray[np.bool_]:
+    sel = (axis >= min(low, high)) & (axis <= max(low, high))
+    if not sel.any():
+        raise ValueError(f"window [{low:g}, {high:g}] holds no channel of the axis [{axis.min():g}, {axis.max():g}]")
+    return sel
+
+
+def _channel_widths(axis: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.abs(np.gradient(axis)) if axis.size > 1 else np.ones(1)
+
+
+@dataclass(frozen=True)
+class BandIntegral:
+    """∫ S(E) dE over ``[low, high]`` (counts × axis units)."""
+
+    low: float
+    high: float
+    name: str = "band_integral"
+
+    def units(self, axis_units: str) -> str:
+        """Counts times the axis units."""
+        return f"counts {axis_units}".strip()
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Integral ``(n,)`` with per-channel widths (trapezoid-free, channel sums × width)."""
+        sel = _window(axis, self.low, self.high)
+        return np.asarray(np.asarray(spectra, np.float64)[:, sel] @ _channel_widths(axis)[sel])
+
+
+@dataclass(frozen=True)
+class PeakPosition:
+    """Axis value of the maximum within ``[low, high]``, refined by a parabola through the top 3 channels."""
+
+    low: float
+    high: float
+    name: str = "peak_position"
+
+    def units(self, axis_units: str) -> str:
+        """The axis units."""
+        return axis_units
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Peak positions ``(n,)``."""
+        sel = np.flatnonzero(_window(axis, self.low, self.high))
+        s = np.asarray(spectra, np.float64)[:, sel]
+        i = np.argmax(s, axis=1)
+        x = axis[sel]
+        inner = (i > 0) & (i < sel.size - 1)
+        out = x[i].astype(np.float64)
+        j = i[inner]
+        rows = np.flatnonzero(inner)
+        y0, y1, y2 = s[rows, j - 1], s[rows, j], s[rows, j + 1]
+        denom = y0 - 2 * y1 + y2
+        shift = np.where(denom != 0, 0.5 * (y0 - y2) / np.where(denom != 0, denom, 1.0), 0.0)
+        step = x[j + 1] - x[j]
+        out[rows] = x[j] + np.clip(shift, -0.5, 0.5) * step
+        return out
+
+
+@dataclass(frozen=True)
+class BandRatio:
+    """Integral over band A divided by integral over band B (dimensionless)."""
+
+    a: BandIntegral
+    b: BandIntegral
+    name: str = "band_ratio"
+
+    def units(self, axis_units: str) -> str:
+        """Dimensionless."""
+        return ""
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Ratios ``(n,)``; zero denominators give NaN."""
+        num, den = self.a(spectra, axis), self.b(spectra, axis)
+        return np.asarray(np.divide(num, den, out=np.full_like(num, np.nan), where=den != 0), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class TargetSimilarity:
+    """Cosine similarity to a target spectrum ``(c,)`` (1 = same shape), higher is better."""
+
+    target: tuple[float, ...]
+    name: str = "target_similarity"
+
+    @classmethod
+    def peak(cls, axis: NDArray[np.float64], centre: float, width: float) -> TargetSimilarity:
+        """A Gaussian target 'a peak at ``centre`` with FWHM ``width``' on ``axis``."""
+        sigma = width / 2.3548
+        return cls(tuple(np.exp(-0.5 * ((axis - centre) / sigma) ** 2).tolist()))
+
+    def units(self, axis_units: str) -> str:
+        """Dimensionless."""
+        return ""
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Cosine similarities ``(n,)``."""
+        t = np.asarray(self.target, np.float64)
+        if t.size != axis.size:
+            raise ValueError(f"target has {t.size} channels, the spectra {axis.size}")
+        s = np.asarray(spectra, np.float64)
+        norms = np.linalg.norm(s, axis=1) * np.linalg.norm(t)
+        return np.asarray(np.divide(s @ t, norms, out=np.zeros(s.shape[0]), where=norms > 0), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class UserFunction:
+    """A user's ``module:function`` taking ``(spectra (n, c), axis (c,))`` and returning ``(n,)``."""
+
+    path: str
+    result_units: str = ""
+    name: str = "user"
+
+    def _function(self) -> Callable[[NDArray, NDArray[np.float64]], NDArray]:
+        module_name, sep, attr = self.path.partition(":")
+        if not sep:
+            raise ValueError(f"user scalariser {self.path!r} must be 'module:function'")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"cannot load user scalariser {self.path!r}: {exc}") from exc
+        if not callable(fn):
+            raise ValueError(f"user scalariser {self.path!r} is not callable")
+        return fn  # type: ignore[no-any-return]
+
+    def units(self, axis_units: str) -> str:
+        """As declared in the configuration."""
+        return self.result_units
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Call the user's function and check it returned ``(n,)`` finite numbers."""
+        out = np.asarray(self._function()(np.asarray(spectra), axis), dtype=np.float64)
+        if out.shape != (np.shape(spectra)[0],):
+            raise ValueError(
+                f"user scalariser {self.path!r} returned shape {out.shape}, expected ({np.shape(spectra)[0]},)"
+            )
+        return out
