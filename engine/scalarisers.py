@@ -86,7 +86,7 @@ class PeakPosition:
         shift = np.where(denom != 0, 0.5 * (y0 - y2) / np.where(denom != 0, denom, 1.0), 0.0)
         step = x[j + 1] - x[j]
         out[rows] = x[j] + np.clip(shift, -0.5, 0.5) * step
-        return out
+        return np.asarray(out, dtype=np.float64)
 
 
 @dataclass(frozen=True)
