@@ -53,11 +53,30 @@ class CandidatesSection(_Strict):
     margin_px: int = Field(2, ge=0, description="keep candidates this far from the image edge")
 
 
+class ScalariserSection(_Strict):
+    """``[policy.scalariser]``: the number to maximise, from each spectrum (axis units)."""
+
+    kind: Literal["band", "peak", "ratio", "target", "user"] = "band"
+    low: float = Field(0.0, description="band / peak window start (band A for ratio)")
+    high: float = Field(1e9, description="band / peak window end (band A for ratio)")
+    low_b: float = Field(0.0, description="band B start (ratio)")
+    high_b: float = Field(1e9, description="band B end (ratio)")
+    centre: float = Field(0.0, description="target peak centre (target)")
+    width: float = Field(1.0, gt=0, description="target peak FWHM (target)")
+    function: str = Field("", description="module:function (user)")
+    units: str = Field("", description="units of a user function's result")
+
+
 class PolicySection(_Strict):
     """``[policy]``: how the next position is chosen."""
 
-    name: Literal["random", "raster"] = "raster"
+    name: Literal["random", "raster", "gp-position"] = "raster"
     batch_size: int = Field(1, ge=1, le=1024, description="positions per measure command")
+    acquisition: Literal["log-ei", "noisy-log-ei", "ucb", "max-variance", "thompson"] = Field(
+        "log-ei", description="botorch acquisition of the model-based policies"
+    )
+    initial: int = Field(5, ge=1, description="random measurements before the first model")
+    scalariser: ScalariserSection = ScalariserSection()
 
 
 class StopSection(_Strict):

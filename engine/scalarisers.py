@@ -19,7 +19,10 @@ from numpy.typing import NDArray
 class Scalariser(Protocol):
     """Maps spectra ``(n, c)`` on an axis ``(c,)`` to values ``(n,)`` in :attr:`units`."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Short name, e.g. ``band_integral``."""
+        ...
 
     def units(self, axis_units: str) -> str:
         """Units of the result, given the spectral axis' units."""

@@ -12,16 +12,19 @@ from typing import Any
 import numpy as np
 import zmq
 
+from engine.bo_policy import GPPositionPolicy
 from engine.campaign import Campaign, CampaignResult, StepReport
 from engine.candidates import CandidateSet
 from engine.cli.drivers import build_driver, driver_options
 from engine.cli.spawn import spawned_server
-from engine.config import InstrumentSection, RunConfig
+from engine.config import InstrumentSection, PolicySection, RunConfig, ScalariserSection
 from engine.errors import ConfigError
 from engine.policies import make_policy
-from engine.protocols import Clock, Instrument
+from engine.protocols import Clock, Instrument, Policy
+from engine.scalarisers import BandIntegral, BandRatio, PeakPosition, Scalariser, TargetSimilarity, UserFunction
 from engine.stop_rules import Budget, OperatorStop, WallTime
 from engine.storage import RunWriter
+from engine.types import SpectralAxis
 from instruments.client import ZmqInstrument
 from instruments.local import LocalInstrument
 
@@ -67,6 +70,29 @@ def new_run_path(output_dir: Path, name: str, clock: Clock) -> Path:
     return path
 
 
+def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
+    """The scalariser a ``[policy.scalariser]`` table describes."""
+    if section.kind == "band":
+        return BandIntegral(section.low, section.high)
+    if section.kind == "peak":
+        return PeakPosition(section.low, section.high)
+    if section.kind == "ratio":
+        return BandRatio(BandIntegral(section.low, section.high), BandIntegral(section.low_b, section.high_b))
+    if section.kind == "target":
+        return TargetSimilarity.peak(axis.values(), section.centre, section.width)
+    if not section.function:
+        raise ConfigError("policy.scalariser.function is required when kind = 'user' (module:function)")
+    return UserFunction(section.function, section.units)
+
+
+def build_policy(section: PolicySection, axis: SpectralAxis, rng: np.random.Generator) -> Policy:
+    """The policy a ``[policy]`` table names."""
+    if section.name == "gp-position":
+        scalariser = build_scalariser(section.scalariser, axis)
+        return GPPositionPolicy(scalariser, axis.values(), section.acquisition, rng, section.initial)
+    return make_policy(section.name, rng)
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """What a finished (or failed) run left behind."""
@@ -109,7 +135,7 @@ def execute_run(
     )
     campaign = Campaign(
         instrument=instrument,
-        policy=make_policy(config.policy.name, np.random.default_rng(config.run.seed)),
+        policy=build_policy(config.policy, description.spectral_axis, np.random.default_rng(config.run.seed)),
         recorder=writer,
         candidates=candidates,
         spectral_axis=description.spectral_axis,
