@@ -100,3 +100,41 @@ def test_gp_position_campaign_over_zeromq(tmp_path: Path) -> None:
     mv = run.columns["model_version"]
     assert np.all(mv[:4] == -1) and np.all(np.diff(mv[4:]) == 1)  # model versions monotone
     assert np.all(np.isfinite(run.columns["acquisition_value"][4:]))
+
+
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def test_dualvae_bo_campaign_over_zeromq(tmp_path: Path) -> None:
+    cfg = tmp_path / "dv.toml"
+    cfg.write_text(
+        f'[run]\nname = "dv"\noutput_dir = "{tmp_path}"\n[instrument]\nmode = "spawn"\ndriver = "stem-twin"\n'
+        "[instrument.options]\nfield_of_view_nm = 60.0\nn_channels = 64\nacquisition_time_s = 0.001\n"
+        '[candidates]\nstride_px = 8\n[policy]\nname = "dualvae-bo"\nacquisition = "log-ei"\ninitial = 4\n'
+        "pretrain_steps = 30\nupdate_steps = 3\npatch_px = 16\n"
+        '[policy.scalariser]\nkind = "peak"\nlow = 0.4\nhigh = 1.2\n'
+        "[stop]\nbudget = 12\n"
+    )
+    result = _run(tmp_path, "run", str(cfg))
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = read_run(next(tmp_path.glob("dv-*.zarr")))
+    assert run.n == 12 and run.policy_names == ["dualvae-bo"]
+    assert len(set(run.columns["candidate_index"].tolist())) == 12
+    mv = run.columns["model_version"]
+    assert mv[0] == 1 and np.all(np.diff(mv) == 1)  # one surrogate version per update, monotone
+    assert np.all(np.isfinite(run.columns["acquisition_value"][4:]))
+
+
+def test_dualvae_bo_says_it_needs_a_structural_image(tmp_path: Path) -> None:
+    data = ROOT.parent / "shared" / "data" / "BEPS_PTO_50x50.h5"
+    result = _run(
+        tmp_path, "replay", str(data), "--policy", "dualvae-bo", "--budget", "10", "--output-dir", str(tmp_path)
+    )
+    assert result.returncode == 2
+    assert "needs" in result.stderr or "has none" in result.stderr
+    assert "gp-position" in result.stderr
+    assert not list(tmp_path.glob("*.zarr"))  # refused before any run was created

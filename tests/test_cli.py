@@ -63,7 +63,10 @@ def test_run_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
     cfg.write_text("[policy]\nname = 'random'\nbatchsize = 2\n")
     result = _cli("run", str(cfg))
     assert result.returncode == 2
-    assert "policy.batchsize: unknown key; allowed here: acquisition, batch_size, initial, name, scalariser" in result.stderr
+    assert (
+        "policy.batchsize: unknown key; allowed here: acquisition, batch_size, initial, name, scalariser"
+        in result.stderr
+    )
 
 
 def test_inspect_missing_run_is_a_clear_error(tmp_path: Path) -> None:

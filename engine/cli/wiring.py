@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +18,14 @@ from engine.candidates import CandidateSet
 from engine.cli.drivers import build_driver, driver_options
 from engine.cli.spawn import spawned_server
 from engine.config import InstrumentSection, PolicySection, RunConfig, ScalariserSection
+from engine.dualvae_policy import DualVAEBOPolicy
 from engine.errors import ConfigError
 from engine.policies import make_policy
 from engine.protocols import Clock, Instrument, Policy
 from engine.scalarisers import BandIntegral, BandRatio, PeakPosition, Scalariser, TargetSimilarity, UserFunction
 from engine.stop_rules import Budget, OperatorStop, WallTime
 from engine.storage import RunWriter
-from engine.types import SpectralAxis
+from engine.types import Image, SpectralAxis
 from instruments.client import ZmqInstrument
 from instruments.local import LocalInstrument
 
@@ -85,8 +86,44 @@ def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalaris
     return UserFunction(section.function, section.units)
 
 
-def build_policy(section: PolicySection, axis: SpectralAxis, rng: np.random.Generator) -> Policy:
-    """The policy a ``[policy]`` table names."""
+def build_policy(
+    section: PolicySection,
+    axis: SpectralAxis,
+    rng: np.random.Generator,
+    image: Image | None = None,
+    candidates: CandidateSet | None = None,
+    notes: Sequence[str] = (),
+) -> Policy:
+    """The policy a ``[policy]`` table names (model-based ones get the structural image and candidates)."""
+    if section.name == "dualvae-bo":
+        if image is None or candidates is None or any("no structural image" in n for n in notes):
+            raise ConfigError(
+                "dualvae-bo learns from the structural image, and this data has none "
+                "(the importer derived one from the spectra); use policy gp-position, random or raster"
+            )
+        import torch
+
+        from engine.surrogate import Surrogate, SurrogateConfig, extract_patches
+
+        patches = extract_patches(image.data, candidates.pixels, section.patch_px)
+        surrogate = Surrogate(
+            SurrogateConfig(batch_size=64),
+            section.patch_px,
+            axis.size,
+            device=torch.device("cpu"),
+            seed=int(rng.integers(2**31 - 1)),
+        )
+        return DualVAEBOPolicy(
+            surrogate,
+            patches,
+            build_scalariser(section.scalariser, axis),
+            axis.values(),
+            section.acquisition,
+            rng,
+            initial=section.initial,
+            pretrain_steps=section.pretrain_steps,
+            update_steps=section.update_steps,
+        )
     if section.name == "gp-position":
         scalariser = build_scalariser(section.scalariser, axis)
         return GPPositionPolicy(scalariser, axis.values(), section.acquisition, rng, section.initial)
@@ -123,6 +160,15 @@ def execute_run(
         candidates = CandidateSet.from_image_grid(
             image, description, config.candidates.stride_px, config.candidates.margin_px
         )
+    # built before the run exists, so that a policy that cannot work fails first
+    policy = build_policy(
+        config.policy,
+        description.spectral_axis,
+        np.random.default_rng(config.run.seed),
+        image,
+        candidates,
+        [str(n) for n in description.extra.get("notes", [])],
+    )
     path = new_run_path(config.run.output_dir, config.run.name, clock)
     writer = RunWriter.create(
         path,
@@ -135,7 +181,7 @@ def execute_run(
     )
     campaign = Campaign(
         instrument=instrument,
-        policy=build_policy(config.policy, description.spectral_axis, np.random.default_rng(config.run.seed)),
+        policy=policy,
         recorder=writer,
         candidates=candidates,
         spectral_axis=description.spectral_axis,
