@@ -64,8 +64,7 @@ def test_run_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
     result = _cli("run", str(cfg))
     assert result.returncode == 2
     assert (
-        "policy.batchsize: unknown key; allowed here: acquisition, batch_size, initial, name, scalariser"
-        in result.stderr
+        "policy.batchsize: unknown key; allowed here: acquisition, batch_size, initial, name, patch_px" in result.stderr
     )
 
 
