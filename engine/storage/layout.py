@@ -33,8 +33,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 FORMAT_VERSION = 1
 ATTR = "dualscope"
 JOURNAL_PATH = ("journal", "wal.bin")
@@ -67,8 +65,3 @@ def row_columns(spectral_dim: str) -> tuple[Column, ...]:
         Column("time_measure_s", "float64", (), float("nan"), "s"),
         Column("time_record_s", "float64", (), float("nan"), "s"),
     )
-
-
-def empty_like_column(col: Column, trailing: tuple[int, ...]) -> np.ndarray:
-    """An empty ``(0, *trailing)`` array of the column's dtype."""
-    return np.empty((0, *trailing), dtype=col.dtype)
