@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.acquisition import ACQUISITIONS, choose
+from engine.bo_policy import ScalarBO
 from engine.candidates import CandidateSet
 from engine.decisions import Proposal
 from engine.scalarisers import Scalariser
@@ -49,47 +49,22 @@ class DualVAEBOPolicy:
         update_steps: int = 20,
         update_seconds: float = 1.0,
     ):
-        if acquisition not in ACQUISITIONS:
-            raise ValueError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
-        self.surrogate, self.scalariser, self.axis, self.acquisition = surrogate, scalariser, axis, acquisition
-        self._rng, self.initial = rng, max(1, initial)
+        self.bo = ScalarBO(scalariser, axis, acquisition, rng, initial)
+        self.surrogate = surrogate
         self._update = (update_steps, update_seconds)
         m = patches.shape[0]
         self._data = PairedData(patches, np.zeros((m, axis.size), np.float32), np.zeros(m, bool))
         self.pretrain_report = surrogate.fit(self._data, pretrain_steps)
         self._latents = surrogate.image_latent(patches)
         self.updates: list[object] = []
-        self._indices: list[int] = []
-        self._values: list[float] = []
 
     def propose(self, candidates: CandidateSet, q: int) -> Proposal:
         """Random until ``initial`` values are known, then the acquisition's best ``q`` on the latents."""
-        free = candidates.available()
-        if free.size == 0:
-            return Proposal(np.empty(0, np.int64), np.empty(0))
-        if len(self._values) < self.initial:
-            k = min(q, free.size)
-            chosen = self._rng.choice(free, size=k, replace=False).astype(np.int64)
-            return Proposal(chosen, np.full(k, np.nan), self.surrogate.version)
-        finite = np.isfinite(self._values)
-        idx = np.asarray(self._indices)[finite]
-        choice = choose(
-            self._latents[idx],
-            np.asarray(self._values)[finite],
-            self._latents,
-            free,
-            np.flatnonzero(candidates.pending).astype(np.int64),
-            q,
-            self.acquisition,
-            seed=int(self._rng.integers(2**31 - 1)),
-            step=len(self._values),
-        )
-        return Proposal(choice.indices, choice.values, self.surrogate.version, choice.runner_up_values)
+        return self.bo.propose(self._latents, candidates, q, self.surrogate.version)
 
     def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
         """Scalarise, add the spectra to the surrogate's data, update it (bounded) and refresh the latents."""
-        self._indices.extend(int(i) for i in indices)
-        self._values.extend(float(v) for v in self.scalariser(spectra, self.axis))
+        self.bo.add(indices, spectra)
         self._data.spectra[indices] = spectra
         self._data.has_spectrum[indices] = True
         report = self.surrogate.update(self._data, max_steps=self._update[0], max_seconds=self._update[1])
