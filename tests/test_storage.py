@@ -25,7 +25,13 @@ from tests.writer_child import CHANNELS, expected_position, expected_spectrum, m
 
 def _record(writer: RunWriter, start: int, k: int, step: int) -> int:
     idx = np.arange(start, start + k, dtype=np.int64)
-    decision = Decision(step, f"r{step}", "random", Proposal(idx, np.linspace(0, 1, k), model_version=3), 5.0)
+    decision = Decision(
+        step,
+        f"r{step}",
+        "random",
+        Proposal(idx, np.linspace(0, 1, k), model_version=3, runner_up_values=np.array([0.5, 0.25])),
+        5.0,
+    )
     writer.record_decision(decision)
     m = Measurement(
         f"r{step}",
@@ -61,6 +67,10 @@ def test_round_trip(tmp_path: Path) -> None:
     assert run.attrs["status"] == "closed" and run.attrs["outcome"]["stop_reason"] == "test"
     assert run.policy_names == ["random"]
     assert set(run.columns["model_version"]) == {3}
+    ups = run.columns["runner_up_values"]
+    assert ups.shape == (37, 5)
+    np.testing.assert_array_equal(ups[:, :2], np.tile([0.5, 0.25], (37, 1)))
+    assert np.all(np.isnan(ups[:, 2:]))
     assert np.all(run.columns["time_record_s"] > 0)
     np.testing.assert_allclose(run.columns["time_decide_s"], 0.001)
     assert run.spectral_values.shape == (CHANNELS,)

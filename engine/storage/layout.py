@@ -13,6 +13,8 @@ array              dtype        shape                          meaning
 ``policy_code``    int16        ``(n,)``                       index into attribute ``policies``
 ``acquisition_value`` float64   ``(n,)``                       NaN for model-free policies
 ``model_version``  int64        ``(n,)``                       -1 when no model was used
+``runner_up_values`` float64    ``(n, 5)``                     acquisition values of the next best
+                                                               candidates at that decision (NaN pad)
 ``time_decide_s``  float64      ``(n,)``                       seconds spent deciding the step
 ``time_measure_s`` float64      ``(n,)``                       seconds from command to spectrum
 ``time_record_s``  float64      ``(n,)``                       seconds to make it durable (NaN if
@@ -33,7 +35,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+RUNNER_UPS = 5
+"""How many runner-up acquisition values each decision keeps."""
 ATTR = "dualscope"
 JOURNAL_PATH = ("journal", "wal.bin")
 ROW_DIM = "measurement"
@@ -61,6 +65,7 @@ def row_columns(spectral_dim: str) -> tuple[Column, ...]:
         Column("policy_code", "int16", (), -1),
         Column("acquisition_value", "float64", (), float("nan")),
         Column("model_version", "int64", (), -1),
+        Column("runner_up_values", "float64", ("runner_up",), float("nan")),
         Column("time_decide_s", "float64", (), float("nan"), "s"),
         Column("time_measure_s", "float64", (), float("nan"), "s"),
         Column("time_record_s", "float64", (), float("nan"), "s"),

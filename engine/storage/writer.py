@@ -37,7 +37,7 @@ from engine.decisions import Decision, StepTimings
 from engine.errors import RunCorrupt, RunStorageError
 from engine.protocols import Clock
 from engine.storage.journal import Journal, fsync_dir
-from engine.storage.layout import ATTR, FORMAT_VERSION, JOURNAL_PATH, ROW_DIM, Column, row_columns
+from engine.storage.layout import ATTR, FORMAT_VERSION, JOURNAL_PATH, ROW_DIM, RUNNER_UPS, Column, row_columns
 from engine.storage.reader import array_node as _array
 from engine.types import Image, InstrumentDescription, Measurement
 
@@ -126,7 +126,7 @@ class RunWriter:
         spec = description.spectral_axis
         c, d = spec.size, len(description.axes)
         for col in row_columns(spec.name):
-            trailing = {"spectra": (c,), "positions": (d,)}.get(col.name, ())
+            trailing = {"spectra": (c,), "positions": (d,), "runner_up_values": (RUNNER_UPS,)}.get(col.name, ())
             group.create_array(
                 col.name,
                 shape=(0, *trailing),
@@ -374,6 +374,7 @@ class RunWriter:
             "policy_code": np.full(k, self._policy_code(decision.policy), dtype=np.int16),
             "acquisition_value": np.asarray(decision.proposal.acquisition_values, dtype=np.float64),
             "model_version": np.full(k, decision.proposal.model_version, dtype=np.int64),
+            "runner_up_values": np.tile(_runner_ups(decision.proposal.runner_up_values), (k, 1)),
             "time_decide_s": np.full(k, timings.decide_s, dtype=np.float64),
             "time_measure_s": np.full(k, timings.measure_s, dtype=np.float64),
             "time_record_s": np.full(k, np.nan, dtype=np.float64),
@@ -427,3 +428,11 @@ class RunWriter:
         self._group.update_attributes({ATTR: self._attrs})
         _fsync_file(self.root / "zarr.json")
         fsync_dir(self.root)
+
+
+def _runner_ups(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The first :data:`RUNNER_UPS` values, NaN-padded to that length."""
+    out = np.full(RUNNER_UPS, np.nan)
+    v = np.asarray(values, dtype=np.float64).ravel()[:RUNNER_UPS]
+    out[: v.size] = v
+    return out
