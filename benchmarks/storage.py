@@ -39,6 +39,8 @@ def _rows(rng: np.random.Generator, start: int, k: int) -> dict[str, Any]:
         "acquisition_value": np.full(k, np.nan),
         "model_version": np.full(k, -1),
         "runner_up_values": np.full((k, 5), np.nan),
+        "time_condition_s": np.full(k, np.nan),
+        "time_acquire_s": np.full(k, np.nan),
         "time_decide_s": np.zeros(k),
         "time_measure_s": np.zeros(k),
         "time_record_s": np.zeros(k),

@@ -1,32 +1,92 @@
-"""The ``gp-position`` policy: a GP on the probe position, botorch acquisition over the candidates.
+"""Bayesian optimisation over the candidates with bounded decision latency.
 
-It is the position-only Bayesian-optimisation baseline (and the policy for data without a
-structural image). The first ``initial`` measurements are random (seeded); afterwards each decision
-fits a GP on the scalarised measured spectra and picks the next ``q`` candidates with the chosen
-acquisition (see :mod:`engine.acquisition`). Pure decision code: no I/O.
+What the model-based policies share (:class:`ScalarBO`): the scalarised measured values, refits
+submitted to a :class:`~engine.trainer.Trainer` (background thread, or inline for reproducible
+runs), and decisions that use whichever snapshot finished last. A snapshot holds the GP inputs of
+every candidate (positions, dual-VAE latents or DKL features), the fitted GP and its posterior at
+every candidate; observations that arrived since it was cut enter by conditioning
+(:mod:`engine.gp_posterior`), never by a refit on the critical path. The policies differ only in
+their :class:`FeatureModel`. The first ``initial`` measurements, and any decision taken before the
+first snapshot is ready, are random (seeded), recorded with model version -1.
+
+``gp-position`` (this module) is the position-only baseline, and the policy for data without a
+structural image. Pure decision code: no I/O.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
 import numpy as np
+import torch
+from botorch.models import SingleTaskGP
 from numpy.typing import NDArray
 
-from engine.acquisition import ACQUISITIONS, choose
+from engine.acquisition import ACQUISITIONS, TravelCost, select
 from engine.candidates import CandidateSet
 from engine.decisions import Proposal
+from engine.gp_posterior import CandidatePosterior, fit_gp, unit_cube
 from engine.scalarisers import Scalariser
+from engine.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class Features:
+    """GP inputs of every candidate ``(m, d)`` in the unit cube, and a GP already fitted on them, if any."""
+
+    unit: NDArray[np.float64]
+    model: SingleTaskGP | None = None
+
+
+class FeatureModel(Protocol):
+    """Maps candidates to GP inputs; may learn from the measured data (in the trainer's thread)."""
+
+    def refit(self, observed: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]) -> Features:
+        """Features of all candidates, after learning from ``observed (n,)``, ``values (n,)``, ``spectra (n, c)``."""
+        ...
+
+
+class PositionFeatures:
+    """The probe position itself, scaled to the unit cube (``positions (m, d)``)."""
+
+    def __init__(self, positions: NDArray[np.float64]):
+        self._unit = unit_cube(positions)
+
+    def refit(self, observed: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]) -> Features:
+        """Positions do not learn."""
+        return Features(self._unit)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable refit: version, the observations it saw and its posterior at every candidate.
+
+    The policy that receives it conditions ``posterior`` on later observations (it owns it then).
+    """
+
+    version: int
+    n_obs: int
+    y_mean: float
+    y_std: float
+    posterior: CandidatePosterior
+    fit_s: float
+    fit_warnings: int
 
 
 class ScalarBO:
-    """What both model-based policies share: scalarised measured values and the BO proposal.
-
-    The policies differ only in the inputs the GP sees for each candidate (positions, or latents).
+    """Scalarised values, background refits and snapshot-based proposals.
 
     Args:
         scalariser: what to maximise; axis: spectral axis values ``(c,)``.
         acquisition: one of :data:`engine.acquisition.ACQUISITIONS`.
         rng: seeds the initial random design, the MC sampler and Thompson draws.
-        initial: random measurements before the first GP.
+        initial: measurements before the first refit.
+        features: the candidates' GP inputs.
+        trainer: where refits run.
+        refit_every: new observations between refits (when the trainer is free).
+        travel_cost: acquisition units per field-of-view diagonal travelled (0: none).
     """
 
     def __init__(
@@ -36,81 +96,141 @@ class ScalarBO:
         acquisition: str,
         rng: np.random.Generator,
         initial: int,
+        features: FeatureModel,
+        trainer: Trainer[Snapshot],
+        *,
+        refit_every: int = 1,
+        travel_cost: float = 0.0,
     ):
         if acquisition not in ACQUISITIONS:
             raise ValueError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
+        if refit_every < 1 or travel_cost < 0:
+            raise ValueError("refit_every must be >= 1 and travel_cost >= 0")
         self.scalariser, self.axis, self.acquisition, self._rng = scalariser, axis, acquisition, rng
-        self.initial = max(1, initial)
+        self.initial, self.features, self.trainer = max(1, initial), features, trainer
+        self.refit_every, self.travel_cost = refit_every, travel_cost
         self._indices: list[int] = []
         self._values: list[float] = []
+        self._spectra: list[NDArray[np.float32]] = []
+        self._submitted_n = -1
+        self._next_version = 1
+        self.snapshot: Snapshot | None = None
+        self._live: CandidatePosterior | None = None
+        self._live_n = 0
         self.fit_warnings = 0
 
+    # ------------------------------------------------------------------ data in
     def add(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
-        """Scalarise the measured spectra of candidates ``indices`` and remember them."""
+        """Scalarise the measured spectra of candidates ``indices`` and start a refit when due."""
         self._indices.extend(int(i) for i in indices)
         self._values.extend(float(v) for v in self.scalariser(spectra, self.axis))
+        self._spectra.extend(np.asarray(spectra, dtype=np.float32))
+        self._maybe_refit()
 
-    def propose(self, inputs: NDArray[np.float64], candidates: CandidateSet, q: int, version: int) -> Proposal:
-        """Random until ``initial`` values are known, then the acquisition's best ``q`` on ``inputs (m, d)``."""
+    def _finite(self) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float32]]:
+        values = np.asarray(self._values)
+        ok = np.isfinite(values)
+        spectra = np.asarray(self._spectra, dtype=np.float32)[ok] if self._spectra else np.empty((0, self.axis.size))
+        return np.asarray(self._indices, np.int64)[ok], values[ok], spectra.astype(np.float32)
+
+    def _maybe_refit(self) -> None:
+        n = len(self._values)
+        if n < self.initial or (self._submitted_n >= 0 and n - self._submitted_n < self.refit_every):
+            return
+        idx, values, spectra = self._finite()
+        if idx.size < 2:
+            return
+        version = self._next_version
+        if self.trainer.submit(lambda: self._refit(version, idx, values, spectra)):
+            self._submitted_n, self._next_version = n, version + 1
+
+    def _refit(
+        self, version: int, idx: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]
+    ) -> Snapshot:
+        """Runs in the trainer: learn the features, fit the GP, build its posterior at every candidate."""
+        t0 = time.perf_counter()
+        mean, std = float(values.mean()), float(values.std()) or 1.0
+        y = (values - mean) / std
+        feats = self.features.refit(idx, y, spectra)
+        x = torch.as_tensor(feats.unit, dtype=torch.float64)
+        warn = 0
+        model = feats.model
+        if model is None:
+            model, warn = fit_gp(x[idx], torch.as_tensor(y))
+        posterior = CandidatePosterior(model, x, idx, y)
+        return Snapshot(version, idx.size, mean, std, posterior, time.perf_counter() - t0, warn)
+
+    # ----------------------------------------------------------------- decisions
+    def _catch_up(self) -> None:
+        snap = self.trainer.poll()
+        if snap is not None:
+            self.snapshot, self._live, self._live_n = snap, snap.posterior, snap.n_obs
+            self.fit_warnings += snap.fit_warnings
+        if self._live is None or self.snapshot is None:
+            return
+        idx, values, _ = self._finite()
+        for i, v in zip(idx[self._live_n :], values[self._live_n :], strict=True):
+            self._live.add(int(i), (float(v) - self.snapshot.y_mean) / self.snapshot.y_std)
+        self._live_n = idx.size
+
+    def propose(self, candidates: CandidateSet, q: int) -> Proposal:
+        """The acquisition's best ``q`` available candidates on the latest snapshot (random before one exists)."""
         free = candidates.available()
         if free.size == 0:
             return Proposal(np.empty(0, np.int64), np.empty(0))
-        if len(self._values) < self.initial:
+        t0 = time.perf_counter()
+        self._catch_up()
+        t1 = time.perf_counter()
+        if self._live is None or self.snapshot is None:
             k = min(q, free.size)
-            return Proposal(self._rng.choice(free, size=k, replace=False).astype(np.int64), np.full(k, np.nan), version)
-        finite = np.isfinite(self._values)
-        idx = np.asarray(self._indices)[finite]
-        choice = choose(
-            inputs[idx],
-            np.asarray(self._values)[finite],
-            inputs,
+            return Proposal(self._rng.choice(free, size=k, replace=False).astype(np.int64), np.full(k, np.nan))
+        travel = None
+        if self.travel_cost > 0 and self._indices:
+            travel = TravelCost(candidates.positions, self._indices[-1], self.travel_cost)
+        choice = select(
+            self._live,
             free,
             np.flatnonzero(candidates.pending).astype(np.int64),
             q,
             self.acquisition,
             seed=int(self._rng.integers(2**31 - 1)),
             step=len(self._values),
+            travel=travel,
         )
-        self.fit_warnings += choice.fit_warnings
-        return Proposal(choice.indices, choice.values, version, choice.runner_up_values)
+        return Proposal(
+            choice.indices,
+            choice.values,
+            self.snapshot.version,
+            choice.runner_up_values,
+            condition_s=t1 - t0,
+            acquire_s=time.perf_counter() - t1,
+        )
 
     @property
-    def ready(self) -> bool:
-        """Whether the next proposal comes from the GP (enough values are known)."""
-        return len(self._values) >= self.initial
+    def values(self) -> NDArray[np.float64]:
+        """Scalarised measured values ``(n,)`` in measurement order (NaN where the scalariser had none)."""
+        return np.asarray(self._values)
 
 
-class GPPositionPolicy:
-    """GP on candidate positions, trained on ``scalariser`` values of the measured spectra.
+class BOPolicy:
+    """A model-based policy: a name and the :class:`ScalarBO` built with its feature model.
+
+    ``gp-position`` uses :class:`PositionFeatures`; ``dualvae-bo`` the dual-VAE latents
+    (:class:`engine.dualvae_policy.DualVAEFeatures`); ``dkl`` a CNN trained jointly with the GP
+    (:class:`engine.dkl.DKLFeatures`).
 
     Args:
-        scalariser: what to maximise.
-        axis: spectral axis values ``(c,)``.
-        acquisition: one of :data:`engine.acquisition.ACQUISITIONS`.
-        rng: seeds the initial random design, the MC sampler and Thompson draws.
-        initial: random measurements before the first GP.
+        name: the policy name recorded with each decision.
+        bo: the shared machinery.
     """
 
-    name = "gp-position"
-
-    def __init__(
-        self,
-        scalariser: Scalariser,
-        axis: NDArray[np.float64],
-        acquisition: str,
-        rng: np.random.Generator,
-        initial: int = 5,
-    ):
-        self.bo = ScalarBO(scalariser, axis, acquisition, rng, initial)
-        self.version = 0
+    def __init__(self, name: str, bo: ScalarBO):
+        self.name, self.bo = name, bo
 
     def propose(self, candidates: CandidateSet, q: int) -> Proposal:
-        """Random until ``initial`` values are known, then the acquisition's best ``q`` available candidates."""
-        if not self.bo.ready:
-            return self.bo.propose(candidates.positions, candidates, q, -1)
-        self.version += 1
-        return self.bo.propose(candidates.positions, candidates, q, self.version)
+        """See :meth:`ScalarBO.propose`."""
+        return self.bo.propose(candidates, q)
 
     def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
-        """Scalarise the measured spectra and remember them."""
+        """Scalarise the measured spectra, remember them, and start a refit when due."""
         self.bo.add(indices, spectra)

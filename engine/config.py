@@ -70,15 +70,25 @@ class ScalariserSection(_Strict):
 class PolicySection(_Strict):
     """``[policy]``: how the next position is chosen."""
 
-    name: Literal["random", "raster", "gp-position", "dualvae-bo"] = "raster"
+    name: Literal["random", "raster", "gp-position", "dualvae-bo", "dkl"] = "raster"
     batch_size: int = Field(1, ge=1, le=1024, description="positions per measure command")
     acquisition: Literal["log-ei", "noisy-log-ei", "ucb", "max-variance", "thompson"] = Field(
         "log-ei", description="botorch acquisition of the model-based policies"
     )
     initial: int = Field(5, ge=1, description="random measurements before the first model")
+    training: Literal["background", "inline"] = Field(
+        "background",
+        description="background: refits run on a worker thread and decisions use the latest finished "
+        "snapshot (the instrument never waits); inline: each refit finishes before the next decision "
+        "(reproducible)",
+    )
+    refit_every: int = Field(1, ge=1, description="new measurements between model refits")
+    travel_cost: float = Field(
+        0.0, ge=0, description="acquisition units subtracted per field-of-view diagonal the probe travels"
+    )
     pretrain_steps: int = Field(300, ge=0, description="dualvae-bo: image-only training steps before the loop")
-    update_steps: int = Field(20, ge=0, description="dualvae-bo: warm-start steps after each new spectrum")
-    patch_px: int = Field(16, ge=8, description="dualvae-bo: candidate patch side in image pixels (multiple of 8)")
+    update_steps: int = Field(20, ge=0, description="dualvae-bo: warm-start steps per refit; dkl: joint CNN+GP steps")
+    patch_px: int = Field(16, ge=8, description="dualvae-bo, dkl: candidate patch side in image pixels (multiple of 8)")
     scalariser: ScalariserSection = ScalariserSection()
 
 

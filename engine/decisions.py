@@ -19,12 +19,16 @@ class Proposal:
             policies without one (random, raster).
         model_version: version of the surrogate snapshot used, or ``-1`` for none.
         runner_up_values: acquisition values of the next best candidates ``(r,)``.
+        condition_s: seconds spent bringing the model up to date (conditioning on new data).
+        acquire_s: seconds spent scoring the candidates and choosing.
     """
 
     indices: NDArray[np.int64]
     acquisition_values: NDArray[np.float64]
     model_version: int = -1
     runner_up_values: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    condition_s: float = math.nan
+    acquire_s: float = math.nan
 
 
 @dataclass(frozen=True)

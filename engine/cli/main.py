@@ -369,7 +369,13 @@ def import_(
 @app.command()
 def replay(
     source: Annotated[Path, typer.Argument(metavar="DATA", help="Recorded data: any importable file, dataset or run.")],
-    policy: Annotated[str, typer.Option(help="random or raster.")] = "random",
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="random, raster, gp-position, dualvae-bo or dkl. Model-based policies maximise the total "
+            "counts here; for another scalariser run `dualscope run` with driver = 'replay'."
+        ),
+    ] = "random",
     budget: Annotated[int, typer.Option(help="Spectra to measure.", min=1)] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the policy (same seed and policy → same decisions).")] = 0,
     output_dir: Annotated[Path, typer.Option(help="Where the run and its figure go.")] = Path("runs"),

@@ -11,20 +11,23 @@ from typing import Any
 
 import numpy as np
 import zmq
+from numpy.typing import NDArray
 
-from engine.bo_policy import GPPositionPolicy
+from engine.bo_policy import BOPolicy, FeatureModel, PositionFeatures, ScalarBO, Snapshot
 from engine.campaign import Campaign, CampaignResult, StepReport
 from engine.candidates import CandidateSet
 from engine.cli.drivers import build_driver, driver_options
 from engine.cli.spawn import spawned_server
 from engine.config import InstrumentSection, PolicySection, RunConfig, ScalariserSection
-from engine.dualvae_policy import DualVAEBOPolicy
+from engine.dkl import DKLFeatures
+from engine.dualvae_policy import DualVAEFeatures
 from engine.errors import ConfigError
 from engine.policies import make_policy
 from engine.protocols import Clock, Instrument, Policy
 from engine.scalarisers import BandIntegral, BandRatio, PeakPosition, Scalariser, TargetSimilarity, UserFunction
 from engine.stop_rules import Budget, OperatorStop, WallTime
 from engine.storage import RunWriter
+from engine.trainer import InlineTrainer, ThreadTrainer, Trainer
 from engine.types import Image, SpectralAxis
 from instruments.client import ZmqInstrument
 from instruments.local import LocalInstrument
@@ -86,6 +89,11 @@ def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalaris
     return UserFunction(section.function, section.units)
 
 
+def make_trainer(training: str) -> Trainer[Snapshot]:
+    """The trainer a ``policy.training`` value names (``background`` or ``inline``)."""
+    return ThreadTrainer() if training == "background" else InlineTrainer()
+
+
 def build_policy(
     section: PolicySection,
     axis: SpectralAxis,
@@ -93,41 +101,60 @@ def build_policy(
     image: Image | None = None,
     candidates: CandidateSet | None = None,
     notes: Sequence[str] = (),
+    trainer: Trainer[Snapshot] | None = None,
 ) -> Policy:
-    """The policy a ``[policy]`` table names (model-based ones get the structural image and candidates)."""
-    if section.name == "dualvae-bo":
-        if image is None or candidates is None or any("no structural image" in n for n in notes):
+    """The policy a ``[policy]`` table names (model-based ones get the structural image, candidates, trainer)."""
+    if section.name in ("random", "raster"):
+        return make_policy(section.name, rng)
+    if candidates is None:
+        raise ConfigError(f"policy {section.name} needs the candidate set")
+    features: FeatureModel
+    if section.name == "gp-position":
+        features = PositionFeatures(candidates.positions)
+    else:
+        if image is None or any("no structural image" in n for n in notes):
             raise ConfigError(
-                "dualvae-bo learns from the structural image, and this data has none "
+                f"{section.name} learns from the structural image, and this data has none "
                 "(the importer derived one from the spectra); use policy gp-position, random or raster"
             )
-        import torch
-
-        from engine.surrogate import Surrogate, SurrogateConfig, extract_patches
+        from engine.surrogate import extract_patches
 
         patches = extract_patches(image.data, candidates.pixels, section.patch_px)
-        surrogate = Surrogate(
-            SurrogateConfig(batch_size=64),
-            section.patch_px,
-            axis.size,
-            device=torch.device("cpu"),
-            seed=int(rng.integers(2**31 - 1)),
-        )
-        return DualVAEBOPolicy(
-            surrogate,
-            patches,
-            build_scalariser(section.scalariser, axis),
-            axis.values(),
-            section.acquisition,
-            rng,
-            initial=section.initial,
-            pretrain_steps=section.pretrain_steps,
-            update_steps=section.update_steps,
-        )
-    if section.name == "gp-position":
-        scalariser = build_scalariser(section.scalariser, axis)
-        return GPPositionPolicy(scalariser, axis.values(), section.acquisition, rng, section.initial)
-    return make_policy(section.name, rng)
+        features = _image_features(section, patches, axis.size, rng)
+    bo = ScalarBO(
+        build_scalariser(section.scalariser, axis),
+        axis.values(),
+        section.acquisition,
+        rng,
+        section.initial,
+        features,
+        trainer if trainer is not None else InlineTrainer(),
+        refit_every=section.refit_every,
+        travel_cost=section.travel_cost,
+    )
+    return BOPolicy(section.name, bo)
+
+
+def _image_features(
+    section: PolicySection, patches: NDArray[np.float32], channels: int, rng: np.random.Generator
+) -> FeatureModel:
+    seed = int(rng.integers(2**31 - 1))
+    if section.name == "dkl":
+        return DKLFeatures(patches, seed, steps=section.update_steps)
+    import torch
+
+    from engine.surrogate import Surrogate, SurrogateConfig
+
+    surrogate = Surrogate(
+        SurrogateConfig(batch_size=64), section.patch_px, channels, device=torch.device("cpu"), seed=seed
+    )
+    return DualVAEFeatures(
+        surrogate,
+        patches,
+        channels,
+        pretrain_steps=section.pretrain_steps,
+        update_steps=section.update_steps,
+    )
 
 
 @dataclass(frozen=True)
@@ -161,6 +188,7 @@ def execute_run(
             image, description, config.candidates.stride_px, config.candidates.margin_px
         )
     # built before the run exists, so that a policy that cannot work fails first
+    trainer = make_trainer(config.policy.training)
     policy = build_policy(
         config.policy,
         description.spectral_axis,
@@ -168,6 +196,7 @@ def execute_run(
         image,
         candidates,
         [str(n) for n in description.extra.get("notes", [])],
+        trainer,
     )
     path = new_run_path(config.run.output_dir, config.run.name, clock)
     writer = RunWriter.create(
@@ -198,6 +227,7 @@ def execute_run(
     except (Exception, KeyboardInterrupt) as exc:
         error = exc
     finally:
+        trainer.close()
         outcome = {
             "stop_reason": result.stop_reason if result else f"error: {type(error).__name__}: {error}",
             "n_recorded": writer.n_recorded,

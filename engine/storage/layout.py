@@ -16,6 +16,9 @@ array              dtype        shape                          meaning
 ``runner_up_values`` float64    ``(n, 5)``                     acquisition values of the next best
                                                                candidates at that decision (NaN pad)
 ``time_decide_s``  float64      ``(n,)``                       seconds spent deciding the step
+``time_condition_s`` float64    ``(n,)``                       of which conditioning the model on
+                                                               new data (NaN for model-free policies)
+``time_acquire_s`` float64      ``(n,)``                       of which scoring the candidates
 ``time_measure_s`` float64      ``(n,)``                       seconds from command to spectrum
 ``time_record_s``  float64      ``(n,)``                       seconds to make it durable (NaN if
                                                                the row was recovered after a crash)
@@ -67,6 +70,8 @@ def row_columns(spectral_dim: str) -> tuple[Column, ...]:
         Column("model_version", "int64", (), -1),
         Column("runner_up_values", "float64", ("runner_up",), float("nan")),
         Column("time_decide_s", "float64", (), float("nan"), "s"),
+        Column("time_condition_s", "float64", (), float("nan"), "s"),
+        Column("time_acquire_s", "float64", (), float("nan"), "s"),
         Column("time_measure_s", "float64", (), float("nan"), "s"),
         Column("time_record_s", "float64", (), float("nan"), "s"),
     )

@@ -376,6 +376,8 @@ class RunWriter:
             "model_version": np.full(k, decision.proposal.model_version, dtype=np.int64),
             "runner_up_values": np.tile(_runner_ups(decision.proposal.runner_up_values), (k, 1)),
             "time_decide_s": np.full(k, timings.decide_s, dtype=np.float64),
+            "time_condition_s": np.full(k, decision.proposal.condition_s, dtype=np.float64),
+            "time_acquire_s": np.full(k, decision.proposal.acquire_s, dtype=np.float64),
             "time_measure_s": np.full(k, timings.measure_s, dtype=np.float64),
             "time_record_s": np.full(k, np.nan, dtype=np.float64),
         }

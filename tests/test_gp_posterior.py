@@ -1,0 +1,71 @@
+"""The O(n m) conditioned posterior against botorch's exact GP posterior (the slow, obviously right reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from engine.gp_posterior import CandidatePosterior, fit_gp, unit_cube
+
+
+def _problem(seed: int = 0, m: int = 300, n: int = 25) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    cand = torch.as_tensor(unit_cube(rng.normal(size=(m, 3))))
+    obs = rng.choice(m, size=n, replace=False).astype(np.int64)
+    f = np.sin(4 * cand[:, 0].numpy()) + cand[:, 1].numpy() ** 2
+    y = f[obs] + 0.05 * rng.normal(size=n)
+    return cand, obs, (y - y.mean()) / y.std()
+
+
+def _exact(model: object, cand: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        post = model.posterior(cand)  # type: ignore[attr-defined]
+    return post.mean.squeeze(-1).numpy(), post.variance.squeeze(-1).numpy()
+
+
+def test_built_posterior_equals_botorch() -> None:
+    cand, obs, y = _problem()
+    model, _ = fit_gp(cand[obs], torch.as_tensor(y))
+    post = CandidatePosterior(model, cand, obs, y)
+    mean, var = _exact(model, cand)
+    np.testing.assert_allclose(post.mean, mean, atol=1e-7)
+    np.testing.assert_allclose(post.variance, var, atol=1e-7)
+
+
+def test_conditioning_one_by_one_equals_the_batch_build() -> None:
+    cand, obs, y = _problem(1)
+    model, _ = fit_gp(cand[obs], torch.as_tensor(y))
+    grown = CandidatePosterior(model, cand, obs[:3], y[:3])
+    for i, v in zip(obs[3:], y[3:], strict=True):
+        grown.add(int(i), float(v))
+    full = CandidatePosterior(model, cand, obs, y)
+    np.testing.assert_allclose(grown.mean, full.mean, atol=1e-7)
+    np.testing.assert_allclose(grown.variance, full.variance, atol=1e-7)
+    mean, var = _exact(grown.exact_model(), cand)
+    np.testing.assert_allclose(grown.mean, mean, atol=1e-7)
+    np.testing.assert_allclose(grown.variance, var, atol=1e-7)
+
+
+def test_from_no_observation_is_the_prior() -> None:
+    cand, obs, y = _problem(2)
+    model, _ = fit_gp(cand[obs], torch.as_tensor(y))
+    post = CandidatePosterior(model, cand, np.empty(0, np.int64), np.empty(0))
+    np.testing.assert_allclose(post.mean, post.prior_mean)
+    np.testing.assert_allclose(post.variance, 1.0)  # RBF kernel without output scale
+    post.add(int(obs[0]), float(y[0]))
+    assert post.variance[obs[0]] < 0.1 and post.n == 1
+
+
+def test_believers_lower_variance_like_observations_at_the_mean() -> None:
+    cand, obs, y = _problem(3)
+    model, _ = fit_gp(cand[obs], torch.as_tensor(y))
+    post = CandidatePosterior(model, cand, obs, y)
+    pending = np.array([5, 17, 200], dtype=np.int64)
+    pending = pending[~np.isin(pending, obs)]
+    var = post.believe(pending)
+    ref = CandidatePosterior(model, cand, obs, y)
+    for i in pending:
+        ref.add(int(i), float(ref.mean[i]))
+    np.testing.assert_allclose(var, ref.variance, atol=1e-9)
+    np.testing.assert_allclose(ref.mean, post.mean, atol=1e-9)  # believers do not move the mean
+    assert post.n == obs.size  # believe() does not modify the posterior
