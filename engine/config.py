@@ -56,7 +56,12 @@ class CandidatesSection(_Strict):
 class ScalariserSection(_Strict):
     """``[policy.scalariser]``: the number to maximise, from each spectrum (axis units)."""
 
-    kind: Literal["band", "peak", "ratio", "target", "user"] = "band"
+    kind: Literal["band", "peak", "ratio", "target", "loop-area", "user"] = Field(
+        "band",
+        description="band: integral over [low, high]; peak: peak position in [low, high]; ratio: band A / band B; "
+        "target: similarity to a peak at centre with width; loop-area: area of a hysteresis loop; "
+        "user: module:function",
+    )
     low: float = Field(0.0, description="band / peak window start (band A for ratio)")
     high: float = Field(1e9, description="band / peak window end (band A for ratio)")
     low_b: float = Field(0.0, description="band B start (ratio)")

@@ -81,7 +81,7 @@ class DKLFeatures:
             loss = -mll(gp(feats), y).sum()
             loss.backward()
             optimiser.step()
-            self.losses.append(float(loss))
+            self.losses.append(float(loss.detach()))
         self.cnn.eval()
         with torch.no_grad():
             unit = self.cnn(self._patches)

@@ -138,6 +138,30 @@ class TargetSimilarity:
 
 
 @dataclass(frozen=True)
+class LoopArea:
+    """Area enclosed by a hysteresis loop, ``|∮ R dV|`` (response units × axis units).
+
+    The spectral axis is the excitation in acquisition order (e.g. the DC voltage of a BEPS
+    triangle 0 → +V → 0 → −V → 0), not sorted; the loop is closed from the last point back to the
+    first, so a loop traced twice counts twice and a response that does not depend on the
+    direction of the sweep encloses no area.
+    """
+
+    name: str = "loop_area"
+
+    def units(self, axis_units: str) -> str:
+        """Response units (taken as counts) times the axis units."""
+        return f"counts {axis_units}".strip()
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Areas ``(n,)`` by the shoelace formula on the closed polygon ``(V_i, R_i)``."""
+        v = np.asarray(axis, np.float64)
+        r = np.asarray(spectra, np.float64)
+        v_next, r_next = np.roll(v, -1), np.roll(r, -1, axis=1)
+        return np.asarray(0.5 * np.abs(r_next @ v - r @ v_next), dtype=np.float64)
+
+
+@dataclass(frozen=True)
 class UserFunction:
     """A user's ``module:function`` taking ``(spectra (n, c), axis (c,))`` and returning ``(n,)``."""
 

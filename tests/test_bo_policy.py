@@ -126,23 +126,27 @@ class _SlowFeatures:
 def test_background_refits_never_block_decisions_and_versions_are_monotone() -> None:
     cands = CandidateSet(GRID.copy(), np.zeros((400, 2), np.int64), (20, 20))
     trainer: ThreadTrainer[Snapshot] = ThreadTrainer()
-    features = _SlowFeatures(0.3)
+    features = _SlowFeatures(1.0)
     policy = _policy("log-ei", trainer, features)
-    versions, seconds = [], []
-    for _ in range(12):
+    seconds, versions = [], []
+
+    def step() -> None:
         t0 = time.perf_counter()
-        p = _measure(policy, cands)
+        versions.append(_measure(policy, cands).model_version)
         seconds.append(time.perf_counter() - t0)
-        versions.append(p.model_version)
-        time.sleep(0.05)
+
+    for _ in range(8):  # the first refit starts after the 4th value and takes 1 s
+        step()
+    assert versions == [-1] * 8  # random until the first snapshot is ready: nobody waited for it
+    assert max(seconds) < 0.5
     trainer.wait()
-    assert max(seconds) < 0.3  # no step waited for a 0.3 s refit
-    assert versions[:5] == [-1] * 5  # random until the first snapshot is ready
-    used = [v for v in versions if v >= 0]
-    assert used and all(b >= a for a, b in itertools.pairwise(used))  # monotone
-    assert 1 <= features.refits < 12 - 4  # refits were skipped while one was running
-    later = _measure(policy, cands)
-    assert later.model_version == max(used) + 1  # the finished refit is picked up
+    for _ in range(6):
+        step()
+    assert max(seconds) < 0.5  # a refit was running during these steps too
+    assert all(v >= 1 for v in versions[8:]) and all(b >= a for a, b in itertools.pairwise(versions))
+    trainer.wait()
+    assert _measure(policy, cands).model_version == max(versions) + 1  # the finished refit is picked up
+    assert 2 <= features.refits < 15 - 4  # refits were skipped while one was running, not queued
     assert trainer.failures == []
 
 

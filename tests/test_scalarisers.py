@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.scalarisers import BandIntegral, BandRatio, PeakPosition, Scalariser, TargetSimilarity, UserFunction
+from engine.scalarisers import (
+    BandIntegral,
+    BandRatio,
+    LoopArea,
+    PeakPosition,
+    Scalariser,
+    TargetSimilarity,
+    UserFunction,
+)
 
 AXIS = np.linspace(0.0, 4.0, 41)  # 0.1 per channel
 
@@ -56,3 +64,17 @@ def test_user_function(tmp_path, monkeypatch) -> None:  # type: ignore[no-untype
         UserFunction("myscalar")(spectra, AXIS)
     with pytest.raises(ValueError, match="cannot load"):
         UserFunction("myscalar:nothing")(spectra, AXIS)
+
+
+def test_loop_area_by_hand() -> None:
+    # a square loop: up at R = 1 from V = 0 to 2, down at R = -1 from 2 back to 0 -> area 2 x 2 = 4
+    v = np.array([0.0, 1.0, 2.0, 2.0, 1.0, 0.0])
+    square = np.array([[1.0, 1.0, 1.0, -1.0, -1.0, -1.0]])
+    np.testing.assert_allclose(LoopArea()(square, v), [4.0])
+    # a BEPS-like triangle 0 -> +8 -> 0 -> -8 -> 0 with a response that ignores the direction: no area
+    tri = np.r_[np.linspace(0, 8, 9), np.linspace(7, -8, 16), np.linspace(-7, -1, 7)]
+    np.testing.assert_allclose(LoopArea()(np.tanh(tri)[None], tri), [0.0], atol=1e-12)
+    # a hysteretic response (switching late in the sweep direction) encloses area
+    hysteretic = np.tanh(tri - 2 * np.sign(np.gradient(tri)))
+    assert LoopArea()(hysteretic[None], tri)[0] > 1.0
+    assert LoopArea().units("V") == "counts V"

@@ -24,7 +24,15 @@ from engine.dualvae_policy import DualVAEFeatures
 from engine.errors import ConfigError
 from engine.policies import make_policy
 from engine.protocols import Clock, Instrument, Policy
-from engine.scalarisers import BandIntegral, BandRatio, PeakPosition, Scalariser, TargetSimilarity, UserFunction
+from engine.scalarisers import (
+    BandIntegral,
+    BandRatio,
+    LoopArea,
+    PeakPosition,
+    Scalariser,
+    TargetSimilarity,
+    UserFunction,
+)
 from engine.stop_rules import Budget, OperatorStop, WallTime
 from engine.storage import RunWriter
 from engine.trainer import InlineTrainer, ThreadTrainer, Trainer
@@ -84,6 +92,8 @@ def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalaris
         return BandRatio(BandIntegral(section.low, section.high), BandIntegral(section.low_b, section.high_b))
     if section.kind == "target":
         return TargetSimilarity.peak(axis.values(), section.centre, section.width)
+    if section.kind == "loop-area":
+        return LoopArea()
     if not section.function:
         raise ConfigError("policy.scalariser.function is required when kind = 'user' (module:function)")
     return UserFunction(section.function, section.units)

@@ -1,0 +1,125 @@
+"""Decision latency with 1,000 measured points and 10,000 candidates.
+
+``snapshot``: the policy as it runs (:class:`engine.bo_policy.ScalarBO`): each decision conditions
+the latest snapshot on the newest observation (O(n m)) and scores every candidate; refits run on
+the background thread every ``refit_every`` observations, competing for the same two cores while
+the decisions are timed. ``refit``: the reference in the same run, a botorch ``SingleTaskGP``
+fitted from scratch on all observations at each step, then log EI on every candidate.
+The GP inputs are 4-D (the size of a dual-VAE latent); the values a smooth function plus noise.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from botorch.acquisition.analytic import LogExpectedImprovement
+
+from benchmarks.common import Record, machine
+from engine.acquisition import ACQUISITIONS
+from engine.bo_policy import Features, ScalarBO, Snapshot
+from engine.candidates import CandidateSet
+from engine.gp_posterior import fit_gp
+from engine.scalarisers import BandIntegral
+from engine.trainer import ThreadTrainer
+
+M, N, D = 10_000, 1_000, 4
+
+
+class _Fixed:
+    """Fixed 4-D features (stand-in for dual-VAE latents)."""
+
+    def __init__(self, unit: np.ndarray):
+        self.unit = unit
+
+    def refit(self, observed: np.ndarray, values: np.ndarray, spectra: np.ndarray) -> Features:
+        return Features(self.unit)
+
+
+def _truth(x: np.ndarray) -> np.ndarray:
+    return np.sin(5 * x[:, 0]) * np.cos(3 * x[:, 1]) + x[:, 2] ** 2 - 0.5 * x[:, 3]
+
+
+def _policy(acquisition: str, rng: np.random.Generator, unit: np.ndarray) -> tuple[ScalarBO, ThreadTrainer[Snapshot]]:
+    trainer: ThreadTrainer[Snapshot] = ThreadTrainer()
+    bo = ScalarBO(BandIntegral(-1, 1), np.zeros(1), acquisition, rng, 5, _Fixed(unit), trainer, refit_every=25)
+    return bo, trainer
+
+
+def decision_latency(acquisition: str, decisions: int = 60, seed: int = 0) -> tuple[np.ndarray, int, int]:
+    """Seconds per decision ``(decisions,)`` after ``N`` observations, the first and last snapshot versions."""
+    rng = np.random.default_rng(seed)
+    unit = rng.random((M, D))
+    values = _truth(unit) + 0.05 * rng.normal(size=M)
+    cands = CandidateSet(unit.copy(), np.zeros((M, 2), np.int64), (100, 100))
+    bo, trainer = _policy(acquisition, rng, unit)
+    first = rng.choice(M, size=N, replace=False).astype(np.int64)
+    cands.mark_pending(first)
+    cands.mark_measured(first)
+    bo.add(first, values[first, None].astype(np.float32))
+    trainer.wait()
+    seconds, versions = [], []
+    for _ in range(decisions):
+        t0 = time.perf_counter()
+        p = bo.propose(cands, 1)
+        seconds.append(time.perf_counter() - t0)
+        versions.append(p.model_version)
+        cands.mark_pending(p.indices)
+        cands.mark_measured(p.indices)
+        bo.add(p.indices, values[p.indices, None].astype(np.float32))  # may start a background refit
+    trainer.close()
+    if any(b < a for a, b in zip(versions, versions[1:], strict=False)):
+        raise AssertionError(f"snapshot versions went back: {versions}")
+    return np.asarray(seconds), versions[0], versions[-1]
+
+
+def refit_latency(steps: int = 3, seed: int = 0) -> np.ndarray:
+    """Seconds per decision ``(steps,)`` when a ``SingleTaskGP`` is refitted from scratch each step."""
+    rng = np.random.default_rng(seed)
+    unit = rng.random((M, D))
+    values = _truth(unit) + 0.05 * rng.normal(size=M)
+    observed = list(rng.choice(M, size=N, replace=False))
+    x = torch.as_tensor(unit)
+    seconds = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        y = values[observed]
+        y = (y - y.mean()) / y.std()
+        model, _ = fit_gp(x[observed], torch.as_tensor(y))
+        acq = LogExpectedImprovement(model, best_f=float(y.max()))
+        with torch.no_grad():
+            scores = torch.cat([acq(x[i : i + 2000].unsqueeze(1)) for i in range(0, M, 2000)])
+        scores[observed] = -torch.inf
+        observed.append(int(torch.argmax(scores)))
+        seconds.append(time.perf_counter() - t0)
+    return np.asarray(seconds)
+
+
+def run() -> list[Record]:
+    """p50/p95 decision latency per acquisition next to the refit-from-scratch reference."""
+    where = machine()
+    ref = refit_latency()
+    ref_p50 = float(np.median(ref)) * 1e3
+    records = [
+        Record("latency", "refit SingleTaskGP + log-ei, median", ref_p50, "ms", "", float("nan"), float("nan"), "", where)
+    ]
+    for acquisition in ACQUISITIONS:
+        seconds, v0, v1 = decision_latency(acquisition)
+        p95 = float(np.percentile(seconds, 95)) * 1e3
+        p50 = float(np.median(seconds)) * 1e3
+        goal = "value <= 50" if acquisition != "noisy-log-ei" else ""
+        records.append(
+            Record(
+                "latency",
+                f"{acquisition} p95 (p50 {p50:.1f} ms; snapshots v{v0}→v{v1})",
+                p95,
+                "ms",
+                "refit each step",
+                ref_p50,
+                p95 / ref_p50,
+                goal,
+                where,
+            )
+        )
+    return records
