@@ -10,6 +10,8 @@ The GP inputs are 4-D (the size of a dual-VAE latent); the values a smooth funct
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 
 import numpy as np
@@ -69,7 +71,7 @@ def decision_latency(acquisition: str, decisions: int = 60, seed: int = 0) -> tu
         cands.mark_measured(p.indices)
         bo.add(p.indices, values[p.indices, None].astype(np.float32))  # may start a background refit
     trainer.close()
-    if any(b < a for a, b in zip(versions, versions[1:], strict=False)):
+    if any(b < a for a, b in itertools.pairwise(versions)):
         raise AssertionError(f"snapshot versions went back: {versions}")
     return np.asarray(seconds), versions[0], versions[-1]
 
@@ -102,7 +104,7 @@ def run() -> list[Record]:
     ref = refit_latency()
     ref_p50 = float(np.median(ref)) * 1e3
     records = [
-        Record("latency", "refit SingleTaskGP + log-ei, median", ref_p50, "ms", "", float("nan"), float("nan"), "", where)
+        Record("latency", "refit SingleTaskGP + log-ei, median", ref_p50, "ms", "", math.nan, math.nan, "", where)
     ]
     for acquisition in ACQUISITIONS:
         seconds, v0, v1 = decision_latency(acquisition)

@@ -1,12 +1,12 @@
 """Acquisition over a discrete candidate set, on a :class:`~engine.gp_posterior.CandidatePosterior`.
 
-The analytic acquisitions (log EI, UCB, max variance) are botorch's own classes evaluated on a
-:class:`CandidateTable`, a botorch ``Model`` whose inputs are candidate indices and whose posterior
-is the conditioned marginal at each candidate, so scoring 10,000 candidates costs a few
-vector operations. Noisy log EI (botorch's MC ``qLogNoisyExpectedImprovement`` on the exact GP rebuilt
-without refitting) and Thompson sampling (a joint draw) score a shortlist: the ``shortlist``
-candidates with the highest upper bound ``μ + 3σ``, where their maximiser lies in all but
-pathological cases.
+Every acquisition is botorch's own class evaluated on a :class:`CandidateTable`, a botorch
+``Model`` whose inputs are candidate indices and whose posterior is the conditioned GP's (joint
+where ``q > 1``), so scoring 10,000 candidates with an analytic acquisition (log EI, UCB, max
+variance) costs a few vector operations. Noisy log EI (``qLogNoisyExpectedImprovement``, baseline:
+the 16 observations of highest posterior mean) and Thompson sampling (one joint draw) score a
+shortlist: the ``shortlist`` candidates with the highest upper bound ``μ + 3σ``, where their
+maximiser lies in all but pathological cases.
 
 A batch of ``q`` is chosen greedily: each pick, and every externally pending point, is added as a
 kriging believer (observed at its posterior mean: the mean is unchanged, the variance drops), so
@@ -40,6 +40,7 @@ ACQUISITIONS = ("log-ei", "noisy-log-ei", "ucb", "max-variance", "thompson")
 SHORTLISTED = ("noisy-log-ei", "thompson")
 RUNNER_UPS = 5
 _CHUNK = 4096
+_BASELINE = 16
 
 
 @dataclass(frozen=True)
@@ -74,20 +75,23 @@ class TravelCost:
 
 
 class CandidateTable(Model):
-    """A botorch ``Model`` over candidate indices: ``X (b, q, 1)`` holds indices into ``mean``/``variance``.
+    """A botorch ``Model`` over candidate indices: ``X (b, q, 1)`` holds indices into the candidate set.
 
-    Its posterior is independent across candidates (the marginals), which is all the analytic
-    ``q = 1`` acquisition functions use.
+    Its posterior at ``q`` candidates is the joint normal of the conditioned GP (means from the
+    posterior, covariance ``k(cᵢ, cⱼ) − V[:, cᵢ]ᵀ V[:, cⱼ]``), so stock botorch acquisition functions,
+    analytic and Monte Carlo, work on it unchanged; ``q = 1`` reads the (believer-adjusted) marginal.
 
     Args:
-        mean: posterior mean at every candidate ``(m,)``.
-        variance: posterior variance at every candidate ``(m,)``.
+        posterior: the conditioned posterior at every candidate.
+        variance: marginal variance ``(m,)`` to use instead of the posterior's (kriging believers).
     """
 
-    def __init__(self, mean: NDArray[np.float64], variance: NDArray[np.float64]):
+    def __init__(self, posterior: CandidatePosterior, variance: NDArray[np.float64] | None = None):
         super().__init__()
-        self._mean = torch.as_tensor(mean, dtype=torch.float64)
-        self._var = torch.as_tensor(variance, dtype=torch.float64).clamp_min(1e-12)
+        self._post = posterior
+        self._mean = torch.as_tensor(posterior.mean, dtype=torch.float64)
+        var = posterior.variance if variance is None else variance
+        self._var = torch.as_tensor(var, dtype=torch.float64).clamp_min(1e-12)
 
     @property
     def num_outputs(self) -> int:
@@ -95,9 +99,13 @@ class CandidateTable(Model):
         return 1
 
     def posterior(self, X: torch.Tensor, *args: Any, **kwargs: Any) -> GPyTorchPosterior:  # noqa: N803 (botorch's name)
-        """Independent normal marginals at the candidates whose indices ``X (b, q, 1)`` holds."""
+        """The joint normal at the candidates whose indices ``X (..., q, 1)`` holds."""
         idx = X[..., 0].long()
-        return GPyTorchPosterior(MultivariateNormal(self._mean[idx], DiagLinearOperator(self._var[idx])))
+        if idx.shape[-1] == 1:
+            return GPyTorchPosterior(MultivariateNormal(self._mean[idx], DiagLinearOperator(self._var[idx])))
+        cov = torch.as_tensor(self._post.batch_covariance(idx.reshape(-1, idx.shape[-1]).numpy()))
+        cov = cov.reshape(*idx.shape, idx.shape[-1]) + 1e-9 * torch.eye(idx.shape[-1], dtype=torch.float64)
+        return GPyTorchPosterior(MultivariateNormal(self._mean[idx], cov))
 
 
 def ucb_beta(step: int, n_candidates: int, delta: float = 0.1, scale: float = 0.2) -> float:
@@ -178,7 +186,7 @@ def _scores(
     if acquisition == "noisy-log-ei":
         return _noisy_log_ei(posterior, free, believers, gen)
     variance = posterior.believe(believers) if believers.size else posterior.variance
-    table = CandidateTable(posterior.mean, variance)
+    table = CandidateTable(posterior, variance)
     acq: AcquisitionFunction
     if acquisition == "log-ei":
         acq = LogExpectedImprovement(table, best_f=max(posterior.y))
@@ -186,28 +194,35 @@ def _scores(
         acq = UpperConfidenceBound(table, beta=beta)
     else:
         acq = PosteriorStandardDeviation(table)
-    return _chunked(acq, torch.as_tensor(free, dtype=torch.float64).reshape(-1, 1, 1))
+    return _chunked(acq, _as_x(free))
 
 
 def _noisy_log_ei(
     posterior: CandidatePosterior, free: NDArray[np.int64], believers: NDArray[np.int64], gen: torch.Generator
 ) -> NDArray[np.float64]:
-    model = posterior.exact_model()
-    x_obs = posterior.candidates[posterior.observed]
+    """The qLogNEI of botorch on the candidate table; its baseline: the ``_BASELINE`` observations of highest mean."""
+    observed = np.asarray(posterior.observed, dtype=np.int64)
+    best = observed[np.argsort(-posterior.mean[observed])[:_BASELINE]]
     sampler = SobolQMCNormalSampler(
         sample_shape=torch.Size([64]), seed=int(torch.randint(2**31 - 1, (1,), generator=gen))
     )
     acq = qLogNoisyExpectedImprovement(
-        model,
-        X_baseline=x_obs,
+        CandidateTable(posterior),
+        X_baseline=_as_x(best).squeeze(1),
         sampler=sampler,
-        prune_baseline=True,
-        X_pending=posterior.candidates[torch.as_tensor(believers, dtype=torch.long)] if believers.size else None,
+        prune_baseline=False,
+        cache_root=False,
+        X_pending=_as_x(believers).squeeze(1) if believers.size else None,
     )
-    return _chunked(acq, posterior.candidates[torch.as_tensor(free, dtype=torch.long)].unsqueeze(1))
+    return _chunked(acq, _as_x(free), chunk=128)
 
 
-def _chunked(acq: AcquisitionFunction, x: torch.Tensor) -> NDArray[np.float64]:
+def _as_x(indices: NDArray[np.int64]) -> torch.Tensor:
+    """Candidate indices ``(k,)`` as botorch inputs ``(k, 1, 1)``."""
+    return torch.as_tensor(indices, dtype=torch.float64).reshape(-1, 1, 1)
+
+
+def _chunked(acq: AcquisitionFunction, x: torch.Tensor, chunk: int = _CHUNK) -> NDArray[np.float64]:
     with torch.no_grad():
-        parts = [acq(x[i : i + _CHUNK]).detach() for i in range(0, x.shape[0], _CHUNK)]
+        parts = [acq(x[i : i + chunk]).detach() for i in range(0, x.shape[0], chunk)]
     return np.asarray(torch.cat(parts).numpy(), dtype=np.float64)

@@ -169,6 +169,16 @@ class CandidatePosterior:
         vs = self._v[:n][:, idx]
         return np.asarray((prior - vs.T @ vs).numpy(), dtype=np.float64)
 
+    def batch_covariance(self, indices: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Joint posterior covariances ``(b, q, q)`` of the candidates ``indices (b, q)``."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        n = len(self.observed)
+        with torch.no_grad():
+            xs = self.candidates[idx]
+            prior = self.model.covar_module(xs, xs).to_dense().detach()
+        vs = self._v[:n][:, idx]  # (n, b, q)
+        return np.asarray((prior - torch.einsum("nbi,nbj->bij", vs, vs)).numpy(), dtype=np.float64)
+
     def exact_model(self) -> SingleTaskGP:
         """A ``SingleTaskGP`` on all current observations with this posterior's hyperparameters (no refit)."""
         x = self.candidates[self.observed]

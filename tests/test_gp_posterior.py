@@ -69,3 +69,17 @@ def test_believers_lower_variance_like_observations_at_the_mean() -> None:
     np.testing.assert_allclose(var, ref.variance, atol=1e-9)
     np.testing.assert_allclose(ref.mean, post.mean, atol=1e-9)  # believers do not move the mean
     assert post.n == obs.size  # believe() does not modify the posterior
+
+
+def test_joint_covariance_equals_botorch() -> None:
+    cand, obs, y = _problem(4)
+    model, _ = fit_gp(cand[obs], torch.as_tensor(y))
+    post = CandidatePosterior(model, cand, obs[:10], y[:10])
+    for i, v in zip(obs[10:], y[10:], strict=True):
+        post.add(int(i), float(v))
+    idx = np.array([[3, 40, 41], [100, 7, 250]])
+    cov = post.batch_covariance(idx)
+    with torch.no_grad():
+        ref = model.posterior(cand[torch.as_tensor(idx)]).mvn.covariance_matrix.numpy()
+    np.testing.assert_allclose(cov, ref, atol=1e-7)
+    np.testing.assert_allclose(post.covariance(idx[0]), ref[0], atol=1e-7)
