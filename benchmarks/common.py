@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -54,5 +55,8 @@ def write(name: str, records: list[Record]) -> Path:
     """Write ``benchmarks/results/<name>.json``."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
+    rows = [
+        {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(r).items()} for r in records
+    ]
+    path.write_text(json.dumps(rows, indent=2, allow_nan=False) + "\n")
     return path

@@ -8,14 +8,22 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import common, loop, simulators, storage, surrogates
+from benchmarks import common, discovery, latency, loop, simulators, storage, surrogates
 
 
 def main() -> int:
     """Run the benchmarks and print the table."""
     console = Console(width=180)
     all_records = []
-    for name, module in (("loop", loop), ("storage", storage), ("simulators", simulators), ("surrogates", surrogates)):
+    modules = (
+        ("loop", loop),
+        ("storage", storage),
+        ("simulators", simulators),
+        ("surrogates", surrogates),
+        ("latency", latency),
+        ("discovery", discovery),
+    )
+    for name, module in modules:
         console.print(f"[bold]running {name}…[/]")
         records = module.run()
         path = common.write(name, records)
@@ -28,7 +36,8 @@ def main() -> int:
         base = "" if math.isnan(r.baseline_value) else f"{r.baseline}: {r.baseline_value:,.1f} {r.unit}"
         ratio = "" if math.isnan(r.ratio) else f"{r.ratio:.2f}×"
         met = {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[r.meets_goal]
-        table.add_row(r.benchmark, r.metric, f"{r.value:,.1f} {r.unit}", base, ratio, r.goal, met)
+        value = "" if math.isnan(r.value) else f"{r.value:,.1f} {r.unit}"
+        table.add_row(r.benchmark, r.metric, value, base, ratio, r.goal, met)
     console.print(table)
     return 0
 

@@ -70,6 +70,7 @@ class ScalariserSection(_Strict):
     width: float = Field(1.0, gt=0, description="target peak FWHM (target)")
     function: str = Field("", description="module:function (user)")
     units: str = Field("", description="units of a user function's result")
+    log: bool = Field(False, description="maximise the natural log (same ranking; for heavy-tailed positive values)")
 
 
 class PolicySection(_Strict):
@@ -94,6 +95,9 @@ class PolicySection(_Strict):
     pretrain_steps: int = Field(300, ge=0, description="dualvae-bo: image-only training steps before the loop")
     update_steps: int = Field(20, ge=0, description="dualvae-bo: warm-start steps per refit; dkl: joint CNN+GP steps")
     patch_px: int = Field(16, ge=8, description="dualvae-bo, dkl: candidate patch side in image pixels (multiple of 8)")
+    latent_with_position: bool = Field(
+        True, description="dualvae-bo: GP inputs are the image latent and the probe position (false: latent only)"
+    )
     scalariser: ScalariserSection = ScalariserSection()
 
 

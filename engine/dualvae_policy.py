@@ -28,6 +28,9 @@ class DualVAEFeatures:
         channels: spectral channels ``c``.
         pretrain_steps: image-only training steps, run here.
         update_steps, update_seconds: bound of each warm-start update.
+        positions: candidate positions ``(m, d)``; when given, the GP inputs are the latent and the
+            position side by side (each scaled to the unit cube), so that the GP can also follow
+            trends across the field of view that no single patch shows (a doping gradient).
     """
 
     def __init__(
@@ -39,8 +42,10 @@ class DualVAEFeatures:
         pretrain_steps: int = 300,
         update_steps: int = 20,
         update_seconds: float = 1.0,
+        positions: NDArray[np.float64] | None = None,
     ):
         self.surrogate = surrogate
+        self._positions = None if positions is None else unit_cube(positions)
         self._update = (update_steps, update_seconds)
         m = patches.shape[0]
         self._data = PairedData(patches, np.zeros((m, channels), np.float32), np.zeros(m, bool))
@@ -56,4 +61,6 @@ class DualVAEFeatures:
         self.updates.append(report)
         if not report.rolled_back:
             self._latents = unit_cube(self.surrogate.image_latent(self._data.patches))
-        return Features(self._latents)
+        if self._positions is None:
+            return Features(self._latents)
+        return Features(np.concatenate([self._latents, self._positions], axis=1))

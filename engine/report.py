@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from numpy.typing import NDArray
 
 from engine.storage.reader import RunData
 
 
-def summary_figure(run: RunData, out: Path, n_spectra: int = 5, channel: str | None = None) -> Path:
+def summary_figure(
+    run: RunData,
+    out: Path,
+    n_spectra: int = 5,
+    channel: str | None = None,
+    discovery: Mapping[str, NDArray[np.float64]] | None = None,
+    top_size: int = 0,
+) -> Path:
     """Write a PNG: the structural image with measured positions coloured by order, and a few spectra.
 
     Args:
@@ -20,13 +30,20 @@ def summary_figure(run: RunData, out: Path, n_spectra: int = 5, channel: str | N
         out: PNG path to write.
         n_spectra: how many spectra to show, evenly spaced in acquisition order.
         channel: image channel (default: the first).
+        discovery: label → recall curve ``(n,)`` of the top locations of a known ground truth;
+            adds a third panel with the curves.
+        top_size: how many locations the top set holds (for the panel's title).
 
     Returns:
         ``out``.
     """
-    fig = Figure(figsize=(12, 5), layout="constrained")
+    fig = Figure(figsize=(17 if discovery else 12, 5), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_img, ax_spec = fig.subplots(1, 2, width_ratios=[1, 1.3])
+    if discovery:
+        ax_img, ax_spec, ax_disc = fig.subplots(1, 3, width_ratios=[1, 1.2, 1])
+        _discovery_panel(ax_disc, discovery, top_size)
+    else:
+        ax_img, ax_spec = fig.subplots(1, 2, width_ratios=[1, 1.3])
     name = channel or next(iter(run.images), None)
     axes = {a.name: i for i, a in enumerate(run.description.axes)}
     if name is not None:
@@ -65,3 +82,14 @@ def summary_figure(run: RunData, out: Path, n_spectra: int = 5, channel: str | N
     fig.suptitle(f"dualscope run {run.path.name}")
     fig.savefig(out, dpi=110)
     return out
+
+
+def _discovery_panel(ax: Axes, curves: Mapping[str, NDArray[np.float64]], top_size: int) -> None:
+    for label, curve in curves.items():
+        ax.plot(np.arange(1, curve.size + 1), curve, lw=1.5, label=label)
+    ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("measurements")
+    ax.set_ylabel("fraction of the top locations found")
+    ax.set_title(f"discovery of the top {top_size} locations (ground truth)")
+    ax.legend(fontsize=8, loc="upper left")

@@ -162,6 +162,28 @@ class LoopArea:
 
 
 @dataclass(frozen=True)
+class Logarithm:
+    """``ln`` of another scalariser: the same ranking, a tamer scale for heavy-tailed positive values.
+
+    A GP fitted on a few huge values and many small ones models the outliers and little else;
+    on the logarithm it sees the structure of the whole range. Values ``≤ 0`` give NaN (not used by
+    the GP).
+    """
+
+    inner: Scalariser
+    name: str = "log"
+
+    def units(self, axis_units: str) -> str:
+        """``ln(inner units)``."""
+        return f"ln({self.inner.units(axis_units)})"
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``ln`` of the inner values ``(n,)``; NaN where they are not positive."""
+        v = self.inner(spectra, axis)
+        return np.asarray(np.log(v, out=np.full_like(v, np.nan), where=v > 0), dtype=np.float64)
+
+
+@dataclass(frozen=True)
 class UserFunction:
     """A user's ``module:function`` taking ``(spectra (n, c), axis (c,))`` and returning ``(n,)``."""
 

@@ -36,7 +36,7 @@ def test_help_explains_each_command(command: list[str]) -> None:
 
 
 def test_demo_end_to_end_then_inspect(tmp_path: Path) -> None:
-    result = _cli("demo", "--output-dir", str(tmp_path))
+    result = _cli("demo", "--output-dir", str(tmp_path), timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     run_path = Path(re.search(r"Run:\s+(\S+\.zarr)", result.stdout).group(1))  # type: ignore[union-attr]
     figure = Path(re.search(r"Figure:\s+(\S+\.png)", result.stdout).group(1))  # type: ignore[union-attr]
@@ -44,14 +44,20 @@ def test_demo_end_to_end_then_inspect(tmp_path: Path) -> None:
     assert figure.stat().st_size > 20_000 and figure.read_bytes()[:4] == b"\x89PNG"
     assert "200 spectra" in result.stdout and "budget of 200" in result.stdout
     run = read_run(run_path)
-    assert run.n == 200 and run.policy_names == ["random"] and run.attrs["status"] == "closed"
+    assert run.n == 200 and run.policy_names == ["dualvae-bo"] and run.attrs["status"] == "closed"
     assert len(set(run.columns["candidate_index"].tolist())) == 200
     assert np.isfinite(run.spectra).all() and run.spectra.sum() > 0
+    versions = run.columns["model_version"]
+    assert np.all(versions[:5] == -1) and np.all(np.diff(versions) >= 0) and versions[-1] >= 1  # snapshots
+    (baseline,) = tmp_path.glob("demo-random-*.zarr")
+    assert read_run(baseline).policy_names == ["random"] and read_run(baseline).n == 200
+    found = re.findall(r"Found:\s+(\S+): (\d+)% of the top (\d+) locations", result.stdout)
+    assert [f[0] for f in found] == ["dualvae-bo", "random"] and all(int(f[2]) >= 10 for f in found)
 
     inspected = _cli("inspect", str(run_path), "--json")
     assert inspected.returncode == 0, inspected.stderr
     summary = json.loads(inspected.stdout)
-    assert summary["spectra"] == 200 and summary["problems"] == [] and summary["policy"] == "random"
+    assert summary["spectra"] == 200 and summary["problems"] == [] and summary["policy"] == "dualvae-bo"
     assert summary["axes"].startswith("x [0, 100] nm")
     assert summary["instrument"] == "dualscope-stem-twin"
     table = _cli("inspect", str(run_path))
@@ -64,7 +70,8 @@ def test_run_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
     result = _cli("run", str(cfg))
     assert result.returncode == 2
     assert (
-        "policy.batchsize: unknown key; allowed here: acquisition, batch_size, initial, name, patch_px" in result.stderr
+        "policy.batchsize: unknown key; allowed here: acquisition, batch_size, initial, latent_with_position, name"
+        in result.stderr
     )
 
 

@@ -1,13 +1,15 @@
-"""Scalarisers against hand-computed values."""
+"""Scalarisers and discovery curves against hand-computed values."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from engine.discovery import measurements_to, recall_curve, top_set
 from engine.scalarisers import (
     BandIntegral,
     BandRatio,
+    Logarithm,
     LoopArea,
     PeakPosition,
     Scalariser,
@@ -78,3 +80,22 @@ def test_loop_area_by_hand() -> None:
     hysteretic = np.tanh(tri - 2 * np.sign(np.gradient(tri)))
     assert LoopArea()(hysteretic[None], tri)[0] > 1.0
     assert LoopArea().units("V") == "counts V"
+
+
+def test_discovery_curves_by_hand() -> None:
+    values = np.array([5.0, 1.0, 9.0, 9.0, 0.0, 3.0])
+    np.testing.assert_array_equal(top_set(values, 0.2), [2, 3])  # ceil(1.2) = 2 best
+    np.testing.assert_array_equal(top_set(values, 0.01), [2, 3])  # one, plus the tie
+    curve = recall_curve([0, 3, 1, 2], np.array([2, 3]))
+    np.testing.assert_allclose(curve, [0.0, 0.5, 0.5, 1.0])
+    assert measurements_to(curve, 0.5) == 2 and measurements_to(curve, 1.0) == 4
+    assert measurements_to(curve[:1], 0.5) == float("inf")
+
+
+def test_logarithm_keeps_the_ranking() -> None:
+    spectra = np.array([[1.0, 1.0], [10.0, 10.0], [0.0, 0.0]])
+    axis = np.array([0.0, 1.0])
+    out = Logarithm(BandIntegral(0, 1))(spectra, axis)
+    np.testing.assert_allclose(out[:2], np.log([2.0, 20.0]))
+    assert np.isnan(out[2])  # no log of zero: the GP skips it
+    assert Logarithm(BandIntegral(0, 1)).units("eV") == "ln(counts eV)"

@@ -27,6 +27,7 @@ from engine.protocols import Clock, Instrument, Policy
 from engine.scalarisers import (
     BandIntegral,
     BandRatio,
+    Logarithm,
     LoopArea,
     PeakPosition,
     Scalariser,
@@ -84,6 +85,11 @@ def new_run_path(output_dir: Path, name: str, clock: Clock) -> Path:
 
 def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
     """The scalariser a ``[policy.scalariser]`` table describes."""
+    inner = _scalariser(section, axis)
+    return Logarithm(inner) if section.log else inner
+
+
+def _scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
     if section.kind == "band":
         return BandIntegral(section.low, section.high)
     if section.kind == "peak":
@@ -130,7 +136,7 @@ def build_policy(
         from engine.surrogate import extract_patches
 
         patches = extract_patches(image.data, candidates.pixels, section.patch_px)
-        features = _image_features(section, patches, axis.size, rng)
+        features = _image_features(section, patches, axis.size, rng, candidates.positions)
     bo = ScalarBO(
         build_scalariser(section.scalariser, axis),
         axis.values(),
@@ -146,7 +152,11 @@ def build_policy(
 
 
 def _image_features(
-    section: PolicySection, patches: NDArray[np.float32], channels: int, rng: np.random.Generator
+    section: PolicySection,
+    patches: NDArray[np.float32],
+    channels: int,
+    rng: np.random.Generator,
+    positions: NDArray[np.float64],
 ) -> FeatureModel:
     seed = int(rng.integers(2**31 - 1))
     if section.name == "dkl":
@@ -164,6 +174,7 @@ def _image_features(
         channels,
         pretrain_steps=section.pretrain_steps,
         update_steps=section.update_steps,
+        positions=positions if section.latent_with_position else None,
     )
 
 

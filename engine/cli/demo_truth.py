@@ -1,0 +1,41 @@
+"""The demo's ground truth: the twin's noise-free spectra at every candidate, for discovery curves.
+
+Only the composition root may build a simulator in-process; the campaign itself measured the twin
+over ZeroMQ and never saw these spectra.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.cli.wiring import build_scalariser
+from engine.config import RunConfig
+from engine.discovery import recall_curve, top_set
+from engine.protocols import Clock
+from engine.storage.reader import RunData
+from simulators.stem_twin import StemTwinOptions, stem_twin
+
+
+def twin_discovery(
+    config: RunConfig, runs: dict[str, RunData], clock: Clock, fraction: float = 0.01
+) -> tuple[dict[str, NDArray[np.float64]], int]:
+    """Recall of the top ``fraction`` of candidates (by the config's scalariser) after each measurement.
+
+    Args:
+        config: the demo's configuration (a ``stem-twin`` instrument).
+        runs: label → a run over the same candidates (e.g. the policy's and random's).
+        clock: injected time source for the in-process twin.
+
+    Returns:
+        label → recall curve ``(n,)``, and the size of the top set.
+    """
+    options = StemTwinOptions.model_validate(config.instrument.options)
+    stem = stem_twin(options, clock)
+    first = next(iter(runs.values()))
+    axis = stem.describe().spectral_axis
+    cube = stem.expected_counts(first.candidate_positions) * options.acquisition_time_s
+    values = build_scalariser(config.policy.scalariser, axis)(cube, axis.values())
+    top = top_set(np.asarray(values, dtype=np.float64), fraction)
+    curves = {label: recall_curve(run.columns["candidate_index"], top) for label, run in runs.items()}
+    return curves, int(top.size)
