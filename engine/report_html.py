@@ -59,8 +59,16 @@ def timing_figure(run: RunData) -> bytes:
     """Seconds in decide / measure / record per step (log scale)."""
     fig = _new_figure((9, 3.6))
     ax = fig.subplots()
-    for col, label in (("time_decide_s", "decide"), ("time_measure_s", "measure"), ("time_record_s", "record")):
-        ax.plot(run.columns["step"], run.columns[col], ".", ms=3, label=label)
+    stages = (
+        ("time_decide_s", "decide"),
+        ("time_condition_s", "of which: condition the model"),
+        ("time_acquire_s", "of which: score candidates"),
+        ("time_measure_s", "measure"),
+        ("time_record_s", "record"),
+    )
+    for col, label in stages:
+        if np.isfinite(run.columns[col]).any():
+            ax.plot(run.columns["step"], run.columns[col], ".", ms=3, label=label)
     ax.set(yscale="log", xlabel="step", ylabel="seconds", title="time of each stage per step")
     ax.legend()
     return _png(fig)

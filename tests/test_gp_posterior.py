@@ -83,3 +83,33 @@ def test_joint_covariance_equals_botorch() -> None:
         ref = model.posterior(cand[torch.as_tensor(idx)]).mvn.covariance_matrix.numpy()
     np.testing.assert_allclose(cov, ref, atol=1e-7)
     np.testing.assert_allclose(post.covariance(idx[0]), ref[0], atol=1e-7)
+
+
+def test_candidate_table_gives_botorch_the_same_acquisition_values() -> None:
+    from botorch.acquisition.analytic import LogExpectedImprovement
+    from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+    from botorch.sampling.normal import SobolQMCNormalSampler
+
+    from engine.acquisition import CandidateTable
+
+    cand, obs, y = _problem(5)
+    model, _ = fit_gp(cand[obs], torch.as_tensor(y))
+    post = CandidatePosterior(model, cand, obs, y)
+    table = CandidateTable(post)
+    idx = torch.arange(50, dtype=torch.float64).reshape(-1, 1, 1)
+    with torch.no_grad():
+        ours = LogExpectedImprovement(table, best_f=float(y.max()))(idx)
+        ref = LogExpectedImprovement(model, best_f=float(y.max()))(cand[:50].unsqueeze(1))
+        np.testing.assert_allclose(ours.numpy(), ref.numpy(), atol=1e-6)
+        base = np.asarray(obs[:8])
+        kw = {"prune_baseline": False, "cache_root": False}
+        nei_ours = qLogNoisyExpectedImprovement(
+            table,
+            torch.as_tensor(base, dtype=torch.float64).unsqueeze(-1),
+            SobolQMCNormalSampler(torch.Size([256]), seed=0),
+            **kw,
+        )(idx[:10])
+        nei_ref = qLogNoisyExpectedImprovement(
+            model, cand[torch.as_tensor(base)], SobolQMCNormalSampler(torch.Size([256]), seed=0), **kw
+        )(cand[:10].unsqueeze(1))
+    np.testing.assert_allclose(nei_ours.numpy(), nei_ref.numpy(), atol=1e-3)  # same draws, same joint posterior

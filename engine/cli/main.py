@@ -788,7 +788,7 @@ def _summary(run: Any, integrity: Any) -> dict[str, Any]:
     ts = run.columns["timestamps"]
     med = {
         k: round(float(np.nanmedian(run.columns[k])) * 1e3, 3) if n and np.isfinite(run.columns[k]).any() else None
-        for k in ("time_decide_s", "time_measure_s", "time_record_s")
+        for k in ("time_decide_s", "time_condition_s", "time_acquire_s", "time_measure_s", "time_record_s")
     }
     return {
         "spectra": n,
@@ -805,6 +805,11 @@ def _summary(run: Any, integrity: Any) -> dict[str, Any]:
         "last_spectrum": _fmt_time(float(ts[-1])) if n else "-",
         "time_span_s": round(float(ts[-1] - ts[0]), 3) if n else 0.0,
         "median_decide_ms": med["time_decide_s"],
+        "median_condition_ms": med["time_condition_s"],
+        "median_acquire_ms": med["time_acquire_s"],
+        "model_versions": (
+            f"{int(run.columns['model_version'].min())}…{int(run.columns['model_version'].max())}" if n else "-"
+        ),
         "median_measure_ms": med["time_measure_s"],
         "median_record_ms": med["time_record_s"],
         "journal_pending_rows": integrity.journal_rows,
