@@ -22,7 +22,7 @@ from benchmarks.common import Record, machine
 from engine.clock import SystemClock
 from engine.decisions import Decision, Proposal, StepTimings
 from engine.storage import RunWriter
-from engine.storage.layout import row_columns
+from engine.storage.layout import row_columns, trailing_shape
 from engine.types import Measurement
 
 CHANNELS = 1000
@@ -84,7 +84,7 @@ def plain_rate(workdir: Path, blocks: list[dict[str, Any]], chunk_rows: int) -> 
     group = zarr.open_group(workdir / "plain.zarr", mode="w")
     arrays = {}
     for col in row_columns("energy_loss"):
-        trailing = {"spectra": (CHANNELS,), "positions": (2,)}.get(col.name, ())
+        trailing = trailing_shape(col.name, CHANNELS, 2)
         arrays[col.name] = group.create_array(
             col.name, shape=(0, *trailing), chunks=(chunk_rows, *trailing), dtype=col.dtype, fill_value=col.fill
         )

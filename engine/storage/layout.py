@@ -75,3 +75,8 @@ def row_columns(spectral_dim: str) -> tuple[Column, ...]:
         Column("time_measure_s", "float64", (), float("nan"), "s"),
         Column("time_record_s", "float64", (), float("nan"), "s"),
     )
+
+
+def trailing_shape(column: str, channels: int, axes: int) -> tuple[int, ...]:
+    """Shape of one row of ``column`` for ``channels`` spectral channels and ``axes`` position axes."""
+    return {"spectra": (channels,), "positions": (axes,), "runner_up_values": (RUNNER_UPS,)}.get(column, ())

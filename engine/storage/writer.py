@@ -37,7 +37,16 @@ from engine.decisions import Decision, StepTimings
 from engine.errors import RunCorrupt, RunStorageError
 from engine.protocols import Clock
 from engine.storage.journal import Journal, fsync_dir
-from engine.storage.layout import ATTR, FORMAT_VERSION, JOURNAL_PATH, ROW_DIM, RUNNER_UPS, Column, row_columns
+from engine.storage.layout import (
+    ATTR,
+    FORMAT_VERSION,
+    JOURNAL_PATH,
+    ROW_DIM,
+    RUNNER_UPS,
+    Column,
+    row_columns,
+    trailing_shape,
+)
 from engine.storage.reader import array_node as _array
 from engine.types import Image, InstrumentDescription, Measurement
 
@@ -126,7 +135,7 @@ class RunWriter:
         spec = description.spectral_axis
         c, d = spec.size, len(description.axes)
         for col in row_columns(spec.name):
-            trailing = {"spectra": (c,), "positions": (d,), "runner_up_values": (RUNNER_UPS,)}.get(col.name, ())
+            trailing = trailing_shape(col.name, c, d)
             group.create_array(
                 col.name,
                 shape=(0, *trailing),
