@@ -10,8 +10,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,formats]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(PY) -c "import engine, instruments, simulators, torch, botorch, zarr, zmq" 
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,formats,nion]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -c "import engine, instruments, simulators, torch, botorch, zarr, zmq, nion.instrumentation, nion.usim_device"
 	touch $(STAMP)
 
 install: $(STAMP)

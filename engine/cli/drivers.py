@@ -15,6 +15,7 @@ from engine.errors import ConfigError
 from engine.importers import import_file
 from engine.protocols import Clock
 from instruments.driver import Driver
+from instruments.drivers.nion_options import NionOptions
 from instruments.replay import ReplayDriver
 from simulators.darkfield import DarkFieldOptions, darkfield_twin
 from simulators.stem_twin import StemTwinOptions, stem_twin
@@ -58,6 +59,13 @@ def replay_driver(options: ReplayOptions, clock: Clock) -> Driver:
     )
 
 
+def nion_driver(options: NionOptions, clock: Clock) -> Driver:
+    """Start Nion's instrumentation stack (with its simulated STEM when ``usim``) and drive it."""
+    from instruments.drivers.nion_usim import open_nion  # needs the 'nion' extra
+
+    return open_nion(options, clock)
+
+
 DRIVERS: dict[str, DriverEntry] = {
     "synthetic": DriverEntry(
         SyntheticOptions,
@@ -78,6 +86,12 @@ DRIVERS: dict[str, DriverEntry] = {
         DarkFieldOptions,
         darkfield_twin,
         "dark-field twin: grid of 1-6 sphere Au clusters, SEM image, CDA scattering spectra (simulators.darkfield)",
+    ),
+    "nion": DriverEntry(
+        NionOptions,
+        nion_driver,
+        "a Nion STEM through the Nion Swift instrumentation API, or Nion's simulated STEM with usim = true "
+        "(instruments.drivers.nion; extra 'nion')",
     ),
 }
 

@@ -252,6 +252,9 @@ def serve(
     seed: Annotated[int | None, typer.Option(help="Seed of the simulated specimen and noise (simulators).")] = None,
     exit_with_parent: Annotated[bool, typer.Option(help="Stop when the parent process exits.")] = False,
     list_options: Annotated[bool, typer.Option(help="List the driver's options and exit.")] = False,
+    usim: Annotated[
+        bool, typer.Option(help="nion only: start Nion's simulated STEM in this process (same as -o usim=true).")
+    ] = False,
 ) -> None:
     """Serve a driver over ZeroMQ until Ctrl-C or SIGTERM.
 
@@ -266,6 +269,10 @@ def serve(
         options = _parse_options(option or [], options_json)
         if seed is not None:
             options["seed"] = seed
+        if usim:
+            if driver != "nion":
+                raise ConfigError(f"--usim is an option of the nion driver, not of {driver!r}")
+            options["usim"] = True
         drv = build_driver(driver, options, clock)
     except DualscopeError as exc:
         _fail(exc)
@@ -291,6 +298,9 @@ def serve(
     finally:
         server.close()
         context.term()
+        close = getattr(drv, "close", None)  # drivers that hold hardware (nion) release it
+        if callable(close):
+            close()
 
 
 simulate_app = typer.Typer(help="Generate simulated datasets.", no_args_is_help=True)
