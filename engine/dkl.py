@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from botorch.models import SingleTaskGP
 from gpytorch.mlls import ExactMarginalLogLikelihood  # type: ignore[import-untyped]
+from linear_operator.utils.warnings import NumericalWarning
 from numpy.typing import NDArray
 from torch import nn
 
@@ -62,6 +63,7 @@ class DKLFeatures:
             self.cnn: nn.Module = feature_extractor(patches.shape[1], features)
         self.steps, self.lr = steps, lr
         self.losses: list[float] = []
+        self.numerical_warnings = 0
 
     def refit(self, observed: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]) -> Features:
         """Train CNN and GP jointly on ``values (n,)`` at ``observed (n,)``; features of every candidate."""
@@ -74,17 +76,30 @@ class DKLFeatures:
         optimiser = torch.optim.Adam([*self.cnn.parameters(), *gp.parameters()], lr=self.lr)
         gp.train()
         self.cnn.train()
-        for _ in range(self.steps):
-            optimiser.zero_grad()
-            feats = self.cnn(x_obs)
-            gp.set_train_data(feats, y, strict=False)  # type: ignore[operator]
-            loss = -mll(gp(feats), y).sum()
-            loss.backward()
-            optimiser.step()
-            self.losses.append(float(loss.detach()))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", NumericalWarning)  # jitter on a near-singular kernel: counted
+            self._train(gp, mll, optimiser, x_obs, y)
+        self.numerical_warnings += len(caught)
         self.cnn.eval()
         with torch.no_grad():
             unit = self.cnn(self._patches)
             gp.set_train_data(unit[torch.as_tensor(observed, dtype=torch.long)], y, strict=False)  # type: ignore[operator]
         gp.eval()
         return Features(np.asarray(unit.numpy(), dtype=np.float64), gp)
+
+    def _train(
+        self,
+        gp: SingleTaskGP,
+        mll: ExactMarginalLogLikelihood,
+        optimiser: torch.optim.Optimizer,
+        x: torch.Tensor,
+        y: torch.Tensor,
+    ) -> None:
+        for _ in range(self.steps):
+            optimiser.zero_grad()
+            feats = self.cnn(x)
+            gp.set_train_data(feats, y, strict=False)  # type: ignore[operator]
+            loss = -mll(gp(feats), y).sum()
+            loss.backward()
+            optimiser.step()
+            self.losses.append(float(loss.detach()))
