@@ -4,9 +4,9 @@ Every acquisition is botorch's own class evaluated on a :class:`CandidateTable`,
 ``Model`` whose inputs are candidate indices and whose posterior is the conditioned GP's (joint
 where ``q > 1``), so scoring 10,000 candidates with an analytic acquisition (log EI, UCB, max
 variance) costs a few vector operations. Noisy log EI (``qLogNoisyExpectedImprovement``, baseline:
-the 16 observations of highest posterior mean) and Thompson sampling (one joint draw) score a
-shortlist: the ``shortlist`` candidates with the highest upper bound ``μ + 3σ``, where their
-maximiser lies in all but pathological cases.
+the 16 observations of highest posterior mean, at most 256 candidates) and Thompson sampling (one
+joint draw) score a shortlist: the ``shortlist`` candidates with the highest upper bound
+``μ + 3σ``, where their maximiser lies in all but pathological cases.
 
 A batch of ``q`` is chosen greedily: each pick, and every externally pending point, is added as a
 kriging believer (observed at its posterior mean: the mean is unchanged, the variance drops), so
@@ -41,6 +41,7 @@ SHORTLISTED = ("noisy-log-ei", "thompson")
 RUNNER_UPS = 5
 _CHUNK = 4096
 _BASELINE = 16
+_NEI_SHORTLIST = 256
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ def select(
         raise ValueError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
     gen = torch.Generator().manual_seed(seed)
     free = np.asarray(available, dtype=np.int64)
+    if acquisition == "noisy-log-ei":
+        shortlist = min(shortlist, _NEI_SHORTLIST)
     if acquisition in SHORTLISTED and free.size > shortlist:
         upper = posterior.mean[free] + 3.0 * np.sqrt(posterior.variance[free])
         free = np.sort(free[np.argpartition(-upper, shortlist)[:shortlist]])

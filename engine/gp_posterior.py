@@ -170,14 +170,16 @@ class CandidatePosterior:
         return np.asarray((prior - vs.T @ vs).numpy(), dtype=np.float64)
 
     def batch_covariance(self, indices: NDArray[np.int64]) -> NDArray[np.float64]:
-        """Joint posterior covariances ``(b, q, q)`` of the candidates ``indices (b, q)``."""
-        idx = torch.as_tensor(indices, dtype=torch.long)
-        n = len(self.observed)
-        with torch.no_grad():
-            xs = self.candidates[idx]
-            prior = self.model.covar_module(xs, xs).to_dense().detach()
-        vs = self._v[:n][:, idx]  # (n, b, q)
-        return np.asarray((prior - torch.einsum("nbi,nbj->bij", vs, vs)).numpy(), dtype=np.float64)
+        """Joint posterior covariances ``(b, q, q)`` of the candidates ``indices (b, q)``.
+
+        The covariance of the distinct candidates is computed once and indexed per batch (MC
+        acquisitions repeat the same baseline points in every batch).
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        unique, inverse = np.unique(idx.ravel(), return_inverse=True)
+        gram = self.covariance(unique)
+        inv = inverse.reshape(idx.shape)
+        return np.asarray(gram[inv[:, :, None], inv[:, None, :]], dtype=np.float64)
 
     def exact_model(self) -> SingleTaskGP:
         """A ``SingleTaskGP`` on all current observations with this posterior's hyperparameters (no refit)."""

@@ -146,6 +146,7 @@ def test_background_refits_never_block_decisions_and_versions_are_monotone() -> 
     assert all(v >= 1 for v in versions[8:]) and all(b >= a for a, b in itertools.pairwise(versions))
     trainer.wait()
     assert _measure(policy, cands).model_version == max(versions) + 1  # the finished refit is picked up
+    trainer.close()  # the last measurement started another refit: wait for it before the interpreter exits
     assert 2 <= features.refits < 15 - 4  # refits were skipped while one was running, not queued
     assert trainer.failures == []
 
