@@ -162,6 +162,30 @@ class LoopArea:
 
 
 @dataclass(frozen=True)
+class TargetMatch:
+    """How close a spectrum is to a target ``(c,)``: ``−‖S − T‖₂ / ‖T‖₂`` (0 = identical, higher is better).
+
+    Unlike :class:`TargetSimilarity` it also compares the amplitude, as inverse design against a
+    simulator needs.
+    """
+
+    target: tuple[float, ...]
+    name: str = "target_match"
+
+    def units(self, axis_units: str) -> str:
+        """Dimensionless (a relative distance)."""
+        return ""
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Negated relative L2 distances ``(n,)``."""
+        t = np.asarray(self.target, np.float64)
+        if t.size != axis.size:
+            raise ValueError(f"target has {t.size} channels, the spectra {axis.size}")
+        norm = float(np.linalg.norm(t)) or 1.0
+        return np.asarray(-np.linalg.norm(np.asarray(spectra, np.float64) - t, axis=1) / norm, dtype=np.float64)
+
+
+@dataclass(frozen=True)
 class Logarithm:
     """``ln`` of another scalariser: the same ranking, a tamer scale for heavy-tailed positive values.
 
