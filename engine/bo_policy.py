@@ -206,11 +206,6 @@ class ScalarBO:
             acquire_s=time.perf_counter() - t1,
         )
 
-    @property
-    def values(self) -> NDArray[np.float64]:
-        """Scalarised measured values ``(n,)`` in measurement order (NaN where the scalariser had none)."""
-        return np.asarray(self._values)
-
 
 class BOPolicy:
     """A model-based policy: a name and the :class:`ScalarBO` built with its feature model.

@@ -15,8 +15,8 @@ needed. Kriging believers (pending points observed at their posterior mean) leav
 unchanged and lower the variance by the same rank-1 term.
 
 The kernel, prior mean and noise are those of a fitted botorch ``SingleTaskGP`` (inputs in the unit
-cube, outcomes standardised); :meth:`CandidatePosterior.exact_model` rebuilds that GP on all current
-observations without refitting, for the acquisitions that need a joint posterior. Pure compute.
+cube, outcomes standardised); joint covariances of any candidates come from the same ``V``
+(:meth:`CandidatePosterior.covariance`). Pure compute.
 """
 
 from __future__ import annotations
@@ -180,14 +180,3 @@ class CandidatePosterior:
         gram = self.covariance(unique)
         inv = inverse.reshape(idx.shape)
         return np.asarray(gram[inv[:, :, None], inv[:, None, :]], dtype=np.float64)
-
-    def exact_model(self) -> SingleTaskGP:
-        """A ``SingleTaskGP`` on all current observations with this posterior's hyperparameters (no refit)."""
-        x = self.candidates[self.observed]
-        y = torch.as_tensor(self.y, dtype=torch.float64).unsqueeze(-1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # botorch's standardisation hint: y is standardised by the snapshot
-            model = SingleTaskGP(x, y, outcome_transform=None)
-        model.load_state_dict(self.model.state_dict())
-        model.eval()
-        return model

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
 
 class Trainer(Protocol[T]):
@@ -100,11 +99,6 @@ class ThreadTrainer(Generic[T]):
         with self._lock:
             result, self._result = self._result, None
         return result
-
-    @property
-    def busy(self) -> bool:
-        """Whether a job is running."""
-        return self._thread is not None and self._thread.is_alive()
 
     def wait(self, timeout_s: float | None = None) -> None:
         """Block until the running job (if any) finishes (tests, shutdown)."""
