@@ -71,7 +71,6 @@ class Snapshot:
     y_mean: float
     y_std: float
     posterior: CandidatePosterior
-    fit_s: float
     fit_warnings: int
 
 
@@ -109,9 +108,12 @@ class ScalarBO:
         self.scalariser, self.axis, self.acquisition, self._rng = scalariser, axis, acquisition, rng
         self.initial, self.features, self.trainer = max(1, initial), features, trainer
         self.refit_every, self.travel_cost = refit_every, travel_cost
-        self._indices: list[int] = []
-        self._values: list[float] = []
-        self._spectra: list[NDArray[np.float32]] = []
+        self._n_told = 0  # measurements told, finite values or not (the schedule counts them all)
+        self._last_index: int | None = None
+        # observations with a finite value: what the GP sees, in the order it sees them
+        self._obs_idx: list[int] = []
+        self._obs_y: list[float] = []
+        self._obs_spectra: list[NDArray[np.float32]] = []
         self._submitted_n = -1
         self._next_version = 1
         self.snapshot: Snapshot | None = None
@@ -122,24 +124,25 @@ class ScalarBO:
     # ------------------------------------------------------------------ data in
     def add(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
         """Scalarise the measured spectra of candidates ``indices`` and start a refit when due."""
-        self._indices.extend(int(i) for i in indices)
-        self._values.extend(float(v) for v in self.scalariser(spectra, self.axis))
-        self._spectra.extend(np.asarray(spectra, dtype=np.float32))
+        values = self.scalariser(spectra, self.axis)
+        for i, v, s in zip(indices, values, np.asarray(spectra, dtype=np.float32), strict=True):
+            if np.isfinite(v):  # NaN (no peak in the window, ...) is measured but not modelled
+                self._obs_idx.append(int(i))
+                self._obs_y.append(float(v))
+                self._obs_spectra.append(s)
+        self._n_told += len(indices)
+        if len(indices):
+            self._last_index = int(indices[-1])
         self._maybe_refit()
 
-    def _finite(self) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float32]]:
-        values = np.asarray(self._values)
-        ok = np.isfinite(values)
-        spectra = np.asarray(self._spectra, dtype=np.float32)[ok] if self._spectra else np.empty((0, self.axis.size))
-        return np.asarray(self._indices, np.int64)[ok], values[ok], spectra.astype(np.float32)
-
     def _maybe_refit(self) -> None:
-        n = len(self._values)
+        n = self._n_told
         if n < self.initial or (self._submitted_n >= 0 and n - self._submitted_n < self.refit_every):
             return
-        idx, values, spectra = self._finite()
-        if idx.size < 2:
+        if len(self._obs_idx) < 2:
             return
+        idx, values = np.asarray(self._obs_idx, np.int64), np.asarray(self._obs_y)
+        spectra = np.asarray(self._obs_spectra, dtype=np.float32)  # copies: the job must not share state
         version = self._next_version
         if self.trainer.submit(lambda: self._refit(version, idx, values, spectra)):
             self._submitted_n, self._next_version = n, version + 1
@@ -148,7 +151,6 @@ class ScalarBO:
         self, version: int, idx: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]
     ) -> Snapshot:
         """Runs in the trainer: learn the features, fit the GP, build its posterior at every candidate."""
-        t0 = time.perf_counter()
         mean, std = float(values.mean()), float(values.std()) or 1.0
         y = (values - mean) / std
         feats = self.features.refit(idx, y, spectra)
@@ -158,7 +160,7 @@ class ScalarBO:
         if model is None:
             model, warn = fit_gp(x[idx], torch.as_tensor(y))
         posterior = CandidatePosterior(model, x, idx, y)
-        return Snapshot(version, idx.size, mean, std, posterior, time.perf_counter() - t0, warn)
+        return Snapshot(version, idx.size, mean, std, posterior, warn)
 
     # ----------------------------------------------------------------- decisions
     def _catch_up(self) -> None:
@@ -168,10 +170,9 @@ class ScalarBO:
             self.fit_warnings += snap.fit_warnings
         if self._live is None or self.snapshot is None:
             return
-        idx, values, _ = self._finite()
-        for i, v in zip(idx[self._live_n :], values[self._live_n :], strict=True):
-            self._live.add(int(i), (float(v) - self.snapshot.y_mean) / self.snapshot.y_std)
-        self._live_n = idx.size
+        for i, v in zip(self._obs_idx[self._live_n :], self._obs_y[self._live_n :], strict=True):
+            self._live.add(i, (v - self.snapshot.y_mean) / self.snapshot.y_std)
+        self._live_n = len(self._obs_idx)
 
     def propose(self, candidates: CandidateSet, q: int) -> Proposal:
         """The acquisition's best ``q`` available candidates on the latest snapshot (random before one exists)."""
@@ -185,8 +186,8 @@ class ScalarBO:
             k = min(q, free.size)
             return Proposal(self._rng.choice(free, size=k, replace=False).astype(np.int64), np.full(k, np.nan))
         travel = None
-        if self.travel_cost > 0 and self._indices:
-            travel = TravelCost(candidates.positions, self._indices[-1], self.travel_cost)
+        if self.travel_cost > 0 and self._last_index is not None:
+            travel = TravelCost(candidates.positions, self._last_index, self.travel_cost)
         choice = select(
             self._live,
             free,
@@ -194,7 +195,7 @@ class ScalarBO:
             q,
             self.acquisition,
             seed=int(self._rng.integers(2**31 - 1)),
-            step=len(self._values),
+            step=self._n_told,
             travel=travel,
         )
         return Proposal(
