@@ -5,7 +5,7 @@ the latest snapshot on the newest observation (O(n m)) and scores every candidat
 the background thread every ``refit_every`` observations, competing for the same two cores while
 the decisions are timed. ``refit``: the reference in the same run, a botorch ``SingleTaskGP``
 fitted from scratch on all observations at each step, then log EI on every candidate.
-The GP inputs are 4-D (the size of a dual-VAE latent); the values a smooth function plus noise.
+The GP inputs are fixed 4-D features (standing in for dual-VAE latents); the values a smooth function plus noise.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from botorch.acquisition.analytic import LogExpectedImprovement
 
 from benchmarks.common import Record, machine
 from engine.acquisition import ACQUISITIONS
-from engine.bo_policy import Features, ScalarBO, Snapshot
+from engine.bo_policy import PositionFeatures, ScalarBO, Snapshot
 from engine.candidates import CandidateSet
 from engine.gp_posterior import fit_gp
 from engine.scalarisers import BandIntegral
@@ -29,23 +29,15 @@ from engine.trainer import ThreadTrainer
 M, N, D = 10_000, 1_000, 4
 
 
-class _Fixed:
-    """Fixed 4-D features (stand-in for dual-VAE latents)."""
-
-    def __init__(self, unit: np.ndarray):
-        self.unit = unit
-
-    def refit(self, observed: np.ndarray, values: np.ndarray, spectra: np.ndarray) -> Features:
-        return Features(self.unit)
-
-
 def _truth(x: np.ndarray) -> np.ndarray:
     return np.sin(5 * x[:, 0]) * np.cos(3 * x[:, 1]) + x[:, 2] ** 2 - 0.5 * x[:, 3]
 
 
 def _policy(acquisition: str, rng: np.random.Generator, unit: np.ndarray) -> tuple[ScalarBO, ThreadTrainer[Snapshot]]:
     trainer: ThreadTrainer[Snapshot] = ThreadTrainer()
-    bo = ScalarBO(BandIntegral(-1, 1), np.zeros(1), acquisition, rng, 5, _Fixed(unit), trainer, refit_every=25)
+    bo = ScalarBO(
+        BandIntegral(-1, 1), np.zeros(1), acquisition, rng, 5, PositionFeatures(unit), trainer, refit_every=25
+    )
     return bo, trainer
 
 
