@@ -21,6 +21,7 @@ from engine.dkl import DKLFeatures
 from engine.gp_posterior import CandidatePosterior, fit_gp
 from engine.scalarisers import BandIntegral
 from engine.storage import read_run
+from engine.storage.reader import RunData
 from engine.trainer import InlineTrainer, ThreadTrainer, Trainer
 
 ROOT = Path(__file__).parent.parent
@@ -187,28 +188,42 @@ def test_dkl_trains_cnn_and_gp_jointly() -> None:
         DKLFeatures(np.zeros((4, 6, 6), np.float32), seed=0)
 
 
-def test_gp_position_campaign_over_zeromq(tmp_path: Path) -> None:
-    cfg = tmp_path / "bo.toml"
-    cfg.write_text(
-        f'[run]\nname = "bo"\noutput_dir = "{tmp_path}"\n[instrument]\nmode = "spawn"\ndriver = "stem-twin"\n'
-        "[instrument.options]\nfield_of_view_nm = 60.0\nn_channels = 120\nacquisition_time_s = 0.25\n"
-        '[candidates]\nstride_px = 8\n[policy]\nname = "gp-position"\nacquisition = "ucb"\ninitial = 4\n'
-        'training = "background"\n'
-        '[policy.scalariser]\nkind = "band"\nlow = 0.5\nhigh = 1.0\n[stop]\nbudget = 15\n'
-    )
+def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    result = subprocess.run(
-        [sys.executable, "-m", "engine.cli.main", "run", str(cfg)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
     )
+
+
+def _twin_campaign(
+    tmp_path: Path, policy: str, options: str, policy_keys: str, scalariser: str, budget: int
+) -> RunData:
+    """``dualscope run`` of ``policy`` against a spawned STEM twin over ZeroMQ; the run it wrote."""
+    cfg = tmp_path / f"{policy}.toml"
+    cfg.write_text(
+        f'[run]\nname = "{policy}"\noutput_dir = "{tmp_path}"\n'
+        '[instrument]\nmode = "spawn"\ndriver = "stem-twin"\n'
+        f"[instrument.options]\nfield_of_view_nm = 60.0\n{options}\n"
+        f'[candidates]\nstride_px = 8\n[policy]\nname = "{policy}"\n{policy_keys}\n'
+        f"[policy.scalariser]\n{scalariser}\n[stop]\nbudget = {budget}\n"
+    )
+    result = _run(tmp_path, "run", str(cfg))
     assert result.returncode == 0, result.stdout + result.stderr
-    run = read_run(next(tmp_path.glob("bo-*.zarr")))
-    assert run.n == 15 and run.policy_names == ["gp-position"]
-    assert len(set(run.columns["candidate_index"].tolist())) == 15
+    run = read_run(next(tmp_path.glob(f"{policy}-*.zarr")))
+    assert run.n == budget and run.policy_names == [policy]
+    assert len(set(run.columns["candidate_index"].tolist())) == budget
+    return run
+
+
+def test_gp_position_campaign_over_zeromq(tmp_path: Path) -> None:
+    run = _twin_campaign(
+        tmp_path,
+        "gp-position",
+        "n_channels = 120\nacquisition_time_s = 0.25",
+        'acquisition = "ucb"\ninitial = 4\ntraining = "background"',
+        'kind = "band"\nlow = 0.5\nhigh = 1.0',
+        15,
+    )
     mv = run.columns["model_version"]
     # background refits: random until the first snapshot, then snapshot versions, never going back
     assert np.all(mv[:5] == -1) and np.all(np.diff(mv) >= 0) and mv[-1] >= 1
@@ -217,28 +232,16 @@ def test_gp_position_campaign_over_zeromq(tmp_path: Path) -> None:
     assert np.all(run.columns["time_acquire_s"][used] < 0.5) and np.all(np.isnan(run.columns["time_acquire_s"][~used]))
 
 
-def _run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
-    )
-
-
 def test_dualvae_bo_campaign_over_zeromq(tmp_path: Path) -> None:
-    cfg = tmp_path / "dv.toml"
-    cfg.write_text(
-        f'[run]\nname = "dv"\noutput_dir = "{tmp_path}"\n[instrument]\nmode = "spawn"\ndriver = "stem-twin"\n'
-        "[instrument.options]\nfield_of_view_nm = 60.0\nn_channels = 64\nacquisition_time_s = 0.001\n"
-        '[candidates]\nstride_px = 8\n[policy]\nname = "dualvae-bo"\nacquisition = "log-ei"\ninitial = 4\n'
-        'pretrain_steps = 30\nupdate_steps = 3\npatch_px = 16\ntraining = "inline"\n'
-        '[policy.scalariser]\nkind = "peak"\nlow = 0.4\nhigh = 1.2\n'
-        "[stop]\nbudget = 12\n"
+    run = _twin_campaign(
+        tmp_path,
+        "dualvae-bo",
+        "n_channels = 64\nacquisition_time_s = 0.001",
+        'acquisition = "log-ei"\ninitial = 4\npretrain_steps = 30\nupdate_steps = 3\npatch_px = 16\n'
+        'training = "inline"',
+        'kind = "peak"\nlow = 0.4\nhigh = 1.2',
+        12,
     )
-    result = _run(tmp_path, "run", str(cfg))
-    assert result.returncode == 0, result.stdout + result.stderr
-    run = read_run(next(tmp_path.glob("dv-*.zarr")))
-    assert run.n == 12 and run.policy_names == ["dualvae-bo"]
-    assert len(set(run.columns["candidate_index"].tolist())) == 12
     mv = run.columns["model_version"]
     assert np.all(mv[:4] == -1) and np.all(np.diff(mv[4:]) == 1)  # inline: one snapshot per measurement
     assert np.all(np.isfinite(run.columns["acquisition_value"][4:]))
@@ -246,19 +249,15 @@ def test_dualvae_bo_campaign_over_zeromq(tmp_path: Path) -> None:
 
 
 def test_dkl_campaign_over_zeromq(tmp_path: Path) -> None:
-    cfg = tmp_path / "dkl.toml"
-    cfg.write_text(
-        f'[run]\nname = "dkl"\noutput_dir = "{tmp_path}"\n[instrument]\nmode = "spawn"\ndriver = "stem-twin"\n'
-        "[instrument.options]\nfield_of_view_nm = 60.0\nn_channels = 64\nacquisition_time_s = 0.001\n"
-        '[candidates]\nstride_px = 8\n[policy]\nname = "dkl"\nacquisition = "ucb"\ninitial = 4\nbatch_size = 2\n'
-        'update_steps = 10\npatch_px = 16\ntraining = "inline"\ntravel_cost = 0.5\n'
-        '[policy.scalariser]\nkind = "band"\nlow = 0.4\nhigh = 1.2\n[stop]\nbudget = 12\n'
+    run = _twin_campaign(
+        tmp_path,
+        "dkl",
+        "n_channels = 64\nacquisition_time_s = 0.001",
+        'acquisition = "ucb"\ninitial = 4\nbatch_size = 2\nupdate_steps = 10\npatch_px = 16\n'
+        'training = "inline"\ntravel_cost = 0.5',
+        'kind = "band"\nlow = 0.4\nhigh = 1.2',
+        12,
     )
-    result = _run(tmp_path, "run", str(cfg))
-    assert result.returncode == 0, result.stdout + result.stderr
-    run = read_run(next(tmp_path.glob("dkl-*.zarr")))
-    assert run.n == 12 and run.policy_names == ["dkl"]
-    assert len(set(run.columns["candidate_index"].tolist())) == 12
     mv = run.columns["model_version"]
     assert np.all(mv[:4] == -1) and np.all(mv[4:] >= 1) and np.all(np.diff(mv) >= 0)
 
