@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +69,7 @@ def _with_values(truth: Truth) -> Truth:
     from engine.cli.wiring import build_scalariser
 
     values = build_scalariser(truth.scalariser, truth.axis)(truth.spectra, truth.axis.values())
-    return Truth(**{**truth.__dict__, "values": np.asarray(values, dtype=np.float64)})
+    return replace(truth, values=np.asarray(values, dtype=np.float64))
 
 
 def stem_twin_truth(seed: int) -> Truth:
@@ -92,8 +92,10 @@ def stem_twin_truth(seed: int) -> Truth:
         cube,
         band,
         image,
+        poisson=True,
+        cap=250,
     )
-    return _with_values(Truth(**{**truth.__dict__, "poisson": True, "cap": 250}))
+    return _with_values(truth)
 
 
 def _imported(name: str, file: str, scalariser: ScalariserSection, patch_px: int, cap: int) -> Truth:

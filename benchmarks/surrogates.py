@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,13 @@ def im2spec_records(name: str, model: Surrogate, train: PairedData, test: Paired
     return out
 
 
+def latent_classes(latent: Callable[[np.ndarray], np.ndarray], train: PairedData, test: PairedData) -> np.ndarray:
+    """Particle numbers of ``test`` predicted from the spectrum latent by a classifier fitted on ``train``."""
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=5000))
+    clf.fit(latent(train.spectra), train.labels)
+    return np.asarray(clf.predict(latent(test.spectra)))
+
+
 def darkfield(workdir: Path) -> list[Record]:
     m = machine()
     options = DarkFieldOptions(patch_pixels=32, n_channels=512, patch_nm=300, max_particles=3, seed=11)
@@ -129,9 +137,7 @@ def darkfield(workdir: Path) -> list[Record]:
         )
     ]
     records += im2spec_records("dark-field", model, train, test)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=5000))
-    clf.fit(model.spectrum_latent(train.spectra), train.labels)
-    predicted = clf.predict(model.spectrum_latent(test.spectra))
+    predicted = latent_classes(model.spectrum_latent, train, test)
     assert test.labels is not None
     for k in (1, 2, 3):
         acc = float(np.mean(predicted[test.labels == k] == k))
@@ -197,9 +203,7 @@ def separated_records(train: PairedData, test: PairedData, dual: Surrogate, dual
             m,
         ),
     ]
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=10.0, max_iter=5000))
-    clf.fit(sep.spectrum_latent(train.spectra), train.labels)
-    predicted = clf.predict(sep.spectrum_latent(test.spectra))
+    predicted = latent_classes(sep.spectrum_latent, train, test)
     assert test.labels is not None
     for k in (1, 2, 3):
         dual_acc = float(np.mean(dual_classes[test.labels == k] == k))

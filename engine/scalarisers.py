@@ -40,6 +40,14 @@ def _window(axis: NDArray[np.float64], low: float, high: float) -> NDArray[np.bo
     return sel
 
 
+def _target_on(target: tuple[float, ...], axis: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The target spectrum ``(c,)``, checked against the spectra's axis ``(c,)``."""
+    t = np.asarray(target, np.float64)
+    if t.size != axis.size:
+        raise ValueError(f"target has {t.size} channels, the spectra {axis.size}")
+    return t
+
+
 def _channel_widths(axis: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.abs(np.gradient(axis)) if axis.size > 1 else np.ones(1)
 
@@ -129,9 +137,7 @@ class TargetSimilarity:
 
     def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
         """Cosine similarities ``(n,)``."""
-        t = np.asarray(self.target, np.float64)
-        if t.size != axis.size:
-            raise ValueError(f"target has {t.size} channels, the spectra {axis.size}")
+        t = _target_on(self.target, axis)
         s = np.asarray(spectra, np.float64)
         norms = np.linalg.norm(s, axis=1) * np.linalg.norm(t)
         return np.asarray(np.divide(s @ t, norms, out=np.zeros(s.shape[0]), where=norms > 0), dtype=np.float64)
@@ -178,9 +184,7 @@ class TargetMatch:
 
     def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
         """Negated relative L2 distances ``(n,)``."""
-        t = np.asarray(self.target, np.float64)
-        if t.size != axis.size:
-            raise ValueError(f"target has {t.size} channels, the spectra {axis.size}")
+        t = _target_on(self.target, axis)
         norm = float(np.linalg.norm(t)) or 1.0
         return np.asarray(-np.linalg.norm(np.asarray(spectra, np.float64) - t, axis=1) / norm, dtype=np.float64)
 
