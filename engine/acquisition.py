@@ -5,7 +5,7 @@ Every acquisition is botorch's own class evaluated on a :class:`CandidateTable`,
 where ``q > 1``), so scoring 10,000 candidates with an analytic acquisition (log EI, UCB, max
 variance) costs a few vector operations. Noisy log EI (``qLogNoisyExpectedImprovement``, baseline:
 the 16 observations of highest posterior mean, at most 256 candidates) and Thompson sampling (one
-joint draw) score a shortlist: the ``shortlist`` candidates with the highest upper bound
+joint draw) score a shortlist (:data:`SHORTLISTS`): the candidates with the highest upper bound
 ``μ + 3σ``, where their maximiser lies in all but pathological cases.
 
 A batch of ``q`` is chosen greedily: each pick, and every externally pending point, is added as a
@@ -37,11 +37,11 @@ from numpy.typing import NDArray
 from engine.gp_posterior import CandidatePosterior
 
 ACQUISITIONS = ("log-ei", "noisy-log-ei", "ucb", "max-variance", "thompson")
-SHORTLISTED = ("noisy-log-ei", "thompson")
+SHORTLISTS = {"noisy-log-ei": 256, "thompson": 512}
+"""Acquisitions that score only the candidates of highest ``μ + 3σ``, and how many."""
 RUNNER_UPS = 5
 _CHUNK = 4096
 _BASELINE = 16
-_NEI_SHORTLIST = 256
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def select(
     seed: int,
     step: int,
     travel: TravelCost | None = None,
-    shortlist: int = 512,
+    shortlist: int | None = None,
 ) -> Choice:
     """Pick up to ``q`` of ``available`` candidates (indices into the posterior's candidates).
 
@@ -138,17 +138,16 @@ def select(
         seed: seeds the MC sampler and the Thompson draws.
         step: decision number (for the UCB schedule).
         travel: optional travel cost.
-        shortlist: candidates scored by the shortlisted acquisitions.
+        shortlist: candidates scored by a shortlisted acquisition (default: :data:`SHORTLISTS`).
     """
     if acquisition not in ACQUISITIONS:
         raise ValueError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
     gen = torch.Generator().manual_seed(seed)
     free = np.asarray(available, dtype=np.int64)
-    if acquisition == "noisy-log-ei":
-        shortlist = min(shortlist, _NEI_SHORTLIST)
-    if acquisition in SHORTLISTED and free.size > shortlist:
+    keep = shortlist if shortlist is not None else SHORTLISTS.get(acquisition)
+    if acquisition in SHORTLISTS and keep is not None and free.size > keep:
         upper = posterior.mean[free] + 3.0 * np.sqrt(posterior.variance[free])
-        free = np.sort(free[np.argpartition(-upper, shortlist)[:shortlist]])
+        free = np.sort(free[np.argpartition(-upper, keep)[:keep]])
     chosen: list[int] = []
     values: list[float] = []
     runner_ups = np.empty(0)
