@@ -81,7 +81,7 @@ def stem_twin_truth(seed: int) -> Truth:
     stem = stem_twin(options, SystemClock())
     description, image = stem.describe(), stem.acquire_image("haadf")
     cands = CandidateSet.from_image_grid(image, description, 4, 2)
-    cube = stem.expected_counts(cands.positions) * options.acquisition_time_s
+    cube = stem.expected_counts(cands.positions)  # counts in one 10 ms dwell
     band = ScalariserSection(kind="band", low=0.7, high=0.9)
     truth = Truth(
         f"stem-twin-{seed}",

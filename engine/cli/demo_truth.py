@@ -34,7 +34,7 @@ def twin_discovery(
     stem = stem_twin(options, clock)
     first = next(iter(runs.values()))
     axis = stem.describe().spectral_axis
-    cube = stem.expected_counts(first.candidate_positions) * options.acquisition_time_s
+    cube = stem.expected_counts(first.candidate_positions)  # counts in one dwell
     values = build_scalariser(config.policy.scalariser, axis)(cube, axis.values())
     top = top_set(np.asarray(values, dtype=np.float64), fraction)
     curves = {label: recall_curve(run.columns["candidate_index"], top) for label, run in runs.items()}
