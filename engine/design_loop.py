@@ -21,7 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
-from engine.protocols import Policy
+from engine.decisions import Decision, Proposal, StepTimings
+from engine.protocols import Clock, Policy, Recorder
+from engine.types import Measurement
 
 Simulate = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 """A simulator: design ``(d,)`` in the unit cube → spectrum ``(c,)``."""
@@ -61,7 +63,7 @@ class InlineExecutor:
 
     def submit(self, index: int, design: NDArray[np.float64]) -> None:
         """Evaluate now."""
-        self._done.append(_evaluate(self._simulate, index, design))
+        self._done.append(evaluate(self._simulate, index, design))
 
     def next_outcome(self) -> Outcome:
         """The oldest finished evaluation."""
@@ -81,7 +83,7 @@ class ThreadExecutor:
 
     def submit(self, index: int, design: NDArray[np.float64]) -> None:
         """Queue an evaluation on the pool."""
-        future: Future[Outcome] = self._pool.submit(_evaluate, self._simulate, index, design)
+        future: Future[Outcome] = self._pool.submit(evaluate, self._simulate, index, design)
         future.add_done_callback(lambda f: self._done.put(f.result()))
 
     def next_outcome(self) -> Outcome:
@@ -93,7 +95,8 @@ class ThreadExecutor:
         self._pool.shutdown(wait=True)
 
 
-def _evaluate(simulate: Simulate, index: int, design: NDArray[np.float64]) -> Outcome:
+def evaluate(simulate: Simulate, index: int, design: NDArray[np.float64]) -> Outcome:
+    """Run ``simulate(design)`` and wrap the spectrum, or the error, as an :class:`Outcome` (runs in workers)."""
     try:
         spectrum = np.asarray(simulate(design), dtype=np.float64)
     except Exception as exc:  # a failed evaluation is reported, not fatal
@@ -105,13 +108,87 @@ def _evaluate(simulate: Simulate, index: int, design: NDArray[np.float64]) -> Ou
 
 @dataclass
 class DesignHistory:
-    """What the loop did, in completion order."""
+    """What one search did, in completion order (``k`` successful evaluations).
 
-    indices: list[int] = field(default_factory=list)
+    Attributes:
+        method: the policy or optimiser name (``design-bo``, ``random``, ``differential-evolution``).
+        designs: the evaluated designs, each ``(d,)`` in the unit cube.
+        spectra: their spectra, each ``(c,)``.
+        indices: pool index of each design, ``-1`` for designs outside the pool (differential evolution).
+        model_versions: surrogate snapshot each design was proposed with (``-1``: none).
+        failures: ``(pool index, reason)`` of every failed evaluation.
+        resubmitted: pool indices re-submitted after a failure (once per failure that was retried).
+    """
+
+    method: str = ""
+    designs: list[NDArray[np.float64]] = field(default_factory=list)
     spectra: list[NDArray[np.float64]] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
     model_versions: list[int] = field(default_factory=list)
     failures: list[tuple[int, str]] = field(default_factory=list)
     resubmitted: list[int] = field(default_factory=list)
+
+    def add(self, index: int, design: NDArray[np.float64], spectrum: NDArray[np.float64], version: int) -> None:
+        """Append one successful evaluation."""
+        self.indices.append(index)
+        self.designs.append(np.asarray(design, dtype=np.float64))
+        self.spectra.append(spectrum)
+        self.model_versions.append(version)
+
+
+class DesignLog:
+    """Streams a search's decisions and evaluations into a :class:`~engine.protocols.Recorder`.
+
+    Each submission is a :class:`~engine.decisions.Decision` (request id ``{prefix}-{step:06d}``),
+    recorded before the evaluation starts; a success is a one-row measurement (position = the design
+    in the unit cube, ``measure_s`` = seconds from submission to result); a failure is recorded as
+    missing with what was done about it (re-submitted as which request, or given up). Without a
+    recorder it only numbers the steps.
+    """
+
+    def __init__(self, recorder: Recorder | None, clock: Clock, prefix: str = "design"):
+        self._recorder, self._clock, self._prefix = recorder, clock, prefix
+        self._step = 0
+        self._started: dict[str, float] = {}
+
+    def decided(self, method: str, proposal: Proposal) -> Decision:
+        """Stamp and record a decision (before its evaluation is submitted)."""
+        decision = Decision(self._step, f"{self._prefix}-{self._step:06d}", method, proposal, self._clock.time())
+        self._step += 1
+        self._started[decision.request_id] = self._clock.monotonic()
+        if self._recorder is not None:
+            self._recorder.record_decision(decision)
+        return decision
+
+    def succeeded(self, decision: Decision, design: NDArray[np.float64], spectrum: NDArray[np.float64]) -> None:
+        """Record the spectrum ``(c,)`` of ``design (d,)`` durably."""
+        waited = self._clock.monotonic() - self._started.pop(decision.request_id, self._clock.monotonic())
+        if self._recorder is None:
+            return
+        measurement = Measurement(
+            decision.request_id,
+            np.asarray(design, dtype=np.float64)[None, :],
+            np.asarray(spectrum, dtype=np.float32)[None, :],
+            np.array([self._clock.time()]),
+            waited,
+        )
+        self._recorder.record_measurement(decision, measurement, StepTimings(0.0, waited))
+
+    def failed(self, decision: Decision, reason: str) -> None:
+        """Record that ``decision``'s evaluation produced nothing, and why / what was done."""
+        self._started.pop(decision.request_id, None)
+        if self._recorder is not None:
+            self._recorder.record_missing(decision, reason)
+
+    @classmethod
+    def silent(cls) -> DesignLog:
+        """A log that records nothing (only numbers the steps)."""
+        return cls(None, _NoClock())
+
+    @property
+    def next_request_id(self) -> str:
+        """The request id the next decision will get."""
+        return f"{self._prefix}-{self._step:06d}"
 
 
 def run_design(
@@ -121,11 +198,18 @@ def run_design(
     *,
     budget: int,
     workers: int,
+    log: DesignLog | None = None,
     stop: Callable[[DesignHistory], bool] | None = None,
     on_outcome: Callable[[Outcome, DesignHistory], None] | None = None,
     max_failures: int = 2,
+    designs: NDArray[np.float64] | None = None,
 ) -> DesignHistory:
     """Keep ``workers`` evaluations in flight until ``budget`` have finished (or ``stop`` says so).
+
+    A design that fails (a worker died, the simulator raised, non-finite spectra) is re-submitted
+    at once, as a new recorded decision, until it has failed ``max_failures`` times; then it is given
+    up (marked measured, never proposed again). Either way the failure is recorded with what was
+    done about it, and the campaign goes on.
 
     Args:
         policy: proposes pool indices (its ``tell`` gets each spectrum ``(1, c)``).
@@ -133,46 +217,64 @@ def run_design(
         executor: where evaluations run.
         budget: successful evaluations to make.
         workers: evaluations in flight at once.
+        log: records decisions, spectra and failures (default: numbers steps, records nothing).
         stop: checked after each outcome; ``True`` ends the loop (e.g. the target is reached).
-        on_outcome: called after each outcome (progress, recording).
-        max_failures: evaluations of one design that may fail before it is given up (a worker
-            that died is worth a second try; a design the simulator cannot handle is not).
+        on_outcome: called after each outcome (progress bars).
+        max_failures: failed evaluations of one design before it is given up (a worker that died is
+            worth a second try; a design the simulator cannot handle is not).
+        designs: what the executor is sent for each pool index ``(m, d')`` (default ``pool.positions``;
+            the latent design space sends sphere geometries while the GP sees latent coordinates).
     """
-    history = DesignHistory()
-    versions: dict[int, int] = {}
-    in_flight = 0
+    payload = pool.positions if designs is None else designs
+    log = log if log is not None else DesignLog.silent()
+    history = DesignHistory(method=policy.name)
+    decisions: dict[int, Decision] = {}
     failed: dict[int, int] = {}
+
+    def submit(index: int, decision: Decision) -> None:
+        decisions[index] = decision
+        executor.submit(index, payload[index])
+
     while len(history.indices) < budget:
-        while in_flight < workers and len(history.indices) + in_flight < budget:
+        while len(decisions) < workers and len(history.indices) + len(decisions) < budget:
             proposal = policy.propose(pool, 1)
             if proposal.indices.size == 0:
                 break
-            index = int(proposal.indices[0])
             pool.mark_pending(proposal.indices)
-            versions[index] = proposal.model_version
-            executor.submit(index, pool.positions[index])
-            in_flight += 1
-        if in_flight == 0:
+            submit(int(proposal.indices[0]), log.decided(policy.name, proposal))
+        if not decisions:
             break
         outcome = executor.next_outcome()
-        in_flight -= 1
+        decision = decisions.pop(outcome.index)
         idx = np.array([outcome.index], dtype=np.int64)
         if outcome.spectrum is None:
+            reason = outcome.error or "failed"
             failed[outcome.index] = failed.get(outcome.index, 0) + 1
-            history.failures.append((outcome.index, outcome.error or "failed"))
+            history.failures.append((outcome.index, reason))
             if failed[outcome.index] < max_failures:
-                pool.release(idx)  # may be proposed again: recorded as resubmittable
+                log.failed(decision, f"{reason}; re-submitted as {log.next_request_id}")
                 history.resubmitted.append(outcome.index)
+                submit(outcome.index, log.decided(policy.name, decision.proposal))
             else:
-                pool.mark_measured(idx)  # given up: never proposed again
+                log.failed(decision, f"{reason}; given up after {failed[outcome.index]} failed evaluations")
+                pool.mark_measured(idx)  # never proposed again
         else:
+            log.succeeded(decision, pool.positions[outcome.index], outcome.spectrum)
             pool.mark_measured(idx)
             policy.tell(idx, outcome.spectrum[None, :].astype(np.float32))
-            history.indices.append(outcome.index)
-            history.spectra.append(outcome.spectrum)
-            history.model_versions.append(versions.pop(outcome.index, -1))
+            history.add(outcome.index, pool.positions[outcome.index], outcome.spectrum, decision.proposal.model_version)
         if on_outcome is not None:
             on_outcome(outcome, history)
         if stop is not None and stop(history):
             break
     return history
+
+
+class _NoClock:
+    """Timestamps for a loop that records nothing."""
+
+    def time(self) -> float:
+        return 0.0
+
+    def monotonic(self) -> float:
+        return 0.0

@@ -18,6 +18,7 @@ from instruments.driver import Driver
 from instruments.drivers.nion_options import NionOptions
 from instruments.replay import ReplayDriver
 from simulators.darkfield import DarkFieldOptions, darkfield_twin
+from simulators.design_sim import ClusterSimOptions, design_cda_driver
 from simulators.stem_twin import StemTwinOptions, stem_twin
 from simulators.synthetic import SyntheticOptions, synthetic_microscope
 
@@ -86,6 +87,12 @@ DRIVERS: dict[str, DriverEntry] = {
         DarkFieldOptions,
         darkfield_twin,
         "dark-field twin: grid of 1-6 sphere Au clusters, SEM image, CDA scattering spectra (simulators.darkfield)",
+    ),
+    "design-cda": DriverEntry(
+        ClusterSimOptions,
+        design_cda_driver,
+        "inverse-design simulator: a design in [0, 1]^6 (cluster arrangement, size, gap, material) -> CDA "
+        "dark-field spectrum; `dualscope design` runs a pool of these (simulators.design_sim)",
     ),
     "nion": DriverEntry(
         NionOptions,

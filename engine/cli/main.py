@@ -22,6 +22,7 @@ from rich.table import Table
 
 from engine import __version__
 from engine.campaign import StepReport
+from engine.cli.design_command import design
 from engine.cli.drivers import DRIVERS, build_driver, driver_options
 from engine.cli.wiring import RunOutcome, execute_run, open_instrument
 from engine.clock import SystemClock
@@ -302,6 +303,8 @@ def serve(
         if callable(close):
             close()
 
+
+app.command()(design)
 
 simulate_app = typer.Typer(help="Generate simulated datasets.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")

@@ -1,0 +1,353 @@
+"""``dualscope design``: inverse design against the coupled-dipole simulator (composition root).
+
+Builds the target, the design space (parametric clusters or a structure VAE's latent space), the
+simulator, the executor (inline, threads, a pool of ZeroMQ simulator servers, or Dask), the Zarr
+run, then runs the Bayesian optimisation and its baselines with the same budget, one after the
+other, and writes the figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+from numpy.typing import NDArray
+from pydantic import ValidationError
+from scipy.stats import qmc
+
+from engine.bo_policy import BOPolicy, PositionFeatures, ScalarBO
+from engine.candidates import CandidateSet
+from engine.cli.spawn import spawned_server
+from engine.cli.wiring import build_scalariser, new_run_path
+from engine.config import format_validation_error
+from engine.design_baselines import DE_NAME, differential_evolution_search
+from engine.design_config import DesignConfig, TargetSection
+from engine.design_loop import DesignHistory, DesignLog, Executor, InlineExecutor, Simulate, ThreadExecutor, run_design
+from engine.design_report import Geometry, SearchSummary, design_figure, summarise
+from engine.design_target import DesignTarget, load_target_file, peak_target
+from engine.errors import ConfigError
+from engine.latent_design import spheres_of
+from engine.policies import RandomPolicy
+from engine.protocols import Clock
+from engine.scalarisers import Scalariser
+from engine.storage import RunWriter
+from engine.trainer import InlineTrainer
+from engine.types import Axis, InstrumentDescription
+from simulators.design_sim import ClusterSimOptions, ClusterSimulator, GeometrySimulator
+from simulators.design_space import ClusterDesign
+
+BO_NAME = "design-bo"
+
+
+@dataclass(frozen=True)
+class DesignProblem:
+    """Everything a search needs, built once from the config.
+
+    Attributes:
+        options: the simulator's validated options (bounds, energies, medium, delay).
+        target: the target spectrum and tolerances, or None when maximising a scalariser.
+        scalariser: what the BO maximises, from spectra ``(n, c)``.
+        pool: candidate designs ``(m, d)`` in the unit cube.
+        payload: what the executor is sent per pool index ``(m, d')``.
+        simulate: payload ``(d',)`` → spectrum ``(c,)``.
+        prepare: a point of the cube ``(d,)`` → payload ``(d',)`` (differential evolution).
+        geometry: a point of the cube ``(d,)`` → its spheres (figures).
+        describe: a point of the cube ``(d,)`` → a one-line description.
+        axis_names: names of the ``d`` design coordinates.
+    """
+
+    options: ClusterSimOptions
+    target: DesignTarget | None
+    scalariser: Scalariser
+    pool: NDArray[np.float64]
+    payload: NDArray[np.float64]
+    simulate: Simulate
+    prepare: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None
+    geometry: Callable[[NDArray[np.float64]], Geometry]
+    describe: Callable[[NDArray[np.float64]], str]
+    axis_names: tuple[str, ...]
+
+    def score(self, spectra: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Reported objective ``(n,)`` of spectra ``(n, c)``: ``−relative L2`` to the target, else the scalariser."""
+        if self.target is not None:
+            return -self.target.distance(spectra)
+        return self.scalariser(np.atleast_2d(spectra), self.options.energy_ev())
+
+
+class TargetDistance:
+    """The target as a scalariser: ``−ln(relative L2 distance)`` (higher is closer; same ranking as ``−distance``).
+
+    The logarithm spreads the sharp minimum around the target over a range a GP models well.
+    """
+
+    name = "target_log_distance"
+
+    def __init__(self, target: DesignTarget):
+        self.target = target
+
+    def units(self, axis_units: str) -> str:
+        """Dimensionless."""
+        return ""
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``−ln distance`` per spectrum ``(n,)``."""
+        return -np.log(np.maximum(self.target.distance(spectra), 1e-12))
+
+
+def simulator_options(config: DesignConfig) -> ClusterSimOptions:
+    """Validate ``[simulator]`` with the simulator's options model."""
+    try:
+        options = ClusterSimOptions.model_validate(config.simulator)
+        options.space()
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, ClusterSimOptions, "[simulator]")) from None
+    except ValueError as exc:
+        raise ConfigError(f"[simulator]: {exc}") from None
+    return options
+
+
+def build_target(section: TargetSection, options: ClusterSimOptions) -> DesignTarget | None:
+    """The target the ``[target]`` table describes (None for ``kind = "scalariser"``)."""
+    energy = options.energy_ev()
+    tol = {"rel_tol": section.rel_tol, "peak_tol_ev": section.peak_tol_ev}
+    if section.kind == "peak":
+        return peak_target(energy, section.centre_ev, section.width_ev, section.amplitude_nm2, **tol)
+    if section.kind == "file":
+        if section.file is None:
+            raise ConfigError("target.file is required when target.kind = 'file'")
+        return load_target_file(section.file, energy, fit_scale=section.match_shape_only, **tol)
+    if section.kind == "structure":
+        s = section.structure
+        try:
+            design = ClusterDesign(s.arrangement, s.n, s.radius_nm, s.gap_nm, s.material, s.sn_fraction)
+            spectrum = design.spectrum(energy, options.n_medium**2)
+        except (ValueError, KeyError) as exc:
+            raise ConfigError(f"[target.structure]: {exc}") from None
+        label = f"{s.n} {s.material} r={s.radius_nm:g} nm, gap {s.gap_nm:g} nm, {s.arrangement}"
+        return DesignTarget(spectrum, energy, False, section.rel_tol, section.peak_tol_ev, label)
+    return None
+
+
+def build_problem(config: DesignConfig, load_latent: Callable[[DesignConfig], Any] | None = None) -> DesignProblem:
+    """Target, pool and simulator for ``config`` (``load_latent`` builds the latent space from the checkpoint)."""
+    options = simulator_options(config)
+    target = build_target(config.target, options)
+    scalariser: Scalariser = (
+        TargetDistance(target)
+        if target is not None
+        else build_scalariser(config.target.scalariser, options.spectral_axis())
+    )
+    rng_seed = config.run.seed
+    if config.space.kind == "clusters":
+        space = options.space()
+        pool = qmc.Sobol(space.dim, seed=rng_seed).random(config.space.pool)
+
+        def cluster_geometry(u: NDArray[np.float64]) -> Geometry:
+            d = space.decode(u)
+            return d.centres_nm(), np.full(d.n, d.radius_nm)
+
+        def cluster_label(u: NDArray[np.float64]) -> str:
+            d = space.decode(u)
+            doping = f" Sn {d.sn_fraction:.3f}" if d.material == "ITO" else ""
+            return f"{d.n} {d.material}{doping} r={d.radius_nm:.1f} nm gap {d.gap_nm:.1f} nm {d.arrangement}"
+
+        return DesignProblem(
+            options, target, scalariser, pool, pool, ClusterSimulator(options), None,
+            cluster_geometry, cluster_label, space.NAMES,
+        )  # fmt: skip
+    if load_latent is None or config.space.checkpoint is None:
+        raise ConfigError("space.kind = 'latent' needs space.checkpoint (a `dualscope train` directory)")
+    latent = load_latent(config)
+    cube = qmc.Sobol(latent.dim, seed=rng_seed).random(config.space.pool)
+    geometry = latent.geometry(cube)
+    keep = np.isfinite(geometry).any(axis=1)
+    if keep.sum() < 16:
+        raise ConfigError(
+            f"only {int(keep.sum())} of {cube.shape[0]} latent points decode to a structure with particles; "
+            "lower space.latent_span or train the structure VAE longer"
+        )
+
+    def prepare(u: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(latent.geometry(u[None, :])[0])
+
+    def latent_geometry(u: NDArray[np.float64]) -> Geometry:
+        return spheres_of(prepare(u))
+
+    def latent_label(u: NDArray[np.float64]) -> str:
+        _, r = latent_geometry(u)
+        return f"{r.size} {config.space.material} spheres, r {r.min():.0f}-{r.max():.0f} nm" if r.size else "empty"
+
+    names = tuple(f"z{i}" for i in range(latent.dim))
+    simulate = GeometrySimulator(options, config.space.material)
+    return DesignProblem(
+        options, target, scalariser, cube[keep], geometry[keep], simulate, prepare, latent_geometry, latent_label, names
+    )
+
+
+@contextmanager
+def open_executor(config: DesignConfig, problem: DesignProblem, context: zmq.Context[Any]) -> Iterator[Executor]:
+    """The executor ``[executor]`` names, closed (servers and clusters stopped) on exit."""
+    section = config.executor
+    if section.kind == "inline":
+        yield InlineExecutor(problem.simulate)
+        return
+    if section.kind == "threads":
+        executor: Executor = ThreadExecutor(problem.simulate, section.workers)
+        try:
+            yield executor
+        finally:
+            executor.close()
+        return
+    if section.kind == "dask":
+        from engine.dask_executor import DaskExecutor, dask_client
+
+        with dask_client(section.scheduler or None, section.workers) as client:
+            executor = DaskExecutor(client, problem.simulate)
+            try:
+                yield executor
+            finally:
+                executor.close()
+        return
+    if config.space.kind != "clusters":
+        raise ConfigError("executor.kind = 'servers' serves the cluster space only; use threads or dask")
+    from instruments.server_pool import ServerPoolExecutor
+
+    with ExitStack() as stack:
+        opts = problem.options.model_dump(mode="json")
+        endpoints = [stack.enter_context(spawned_server("design-cda", opts)) for _ in range(section.workers)]
+        pool_executor = ServerPoolExecutor(endpoints, context, timeout_s=section.timeout_s)
+        stack.callback(pool_executor.close)
+        yield pool_executor
+
+
+def create_run(config: DesignConfig, text: str, problem: DesignProblem, clock: Clock) -> RunWriter:
+    """A new Zarr run: the design coordinates are its axes, the pool its candidates."""
+    m = problem.pool.shape[0]
+    description = InstrumentDescription(
+        name="dualscope-design",
+        axes=tuple(Axis(n, "1", 0.0, 1.0) for n in problem.axis_names),
+        spectral_axis=problem.options.spectral_axis(),
+        image_channels=(),
+        extra={"simulator": problem.options.model_dump(mode="json"), "space": config.space.kind},
+    )
+    target = problem.target
+    attrs = {
+        "design": {
+            "space": config.space.model_dump(mode="json"),
+            "simulator": problem.options.model_dump(mode="json"),
+            "target_label": target.label if target is not None else f"maximise {problem.scalariser.name}",
+            "target_spectrum": target.spectrum.tolist() if target is not None else None,
+            "payload": problem.payload.tolist() if config.space.kind == "latent" else None,
+        }
+    }
+    candidates = CandidateSet(problem.pool, np.zeros((m, 2), np.int64), (1, m))
+    path = new_run_path(config.run.output_dir, config.run.name, clock)
+    return RunWriter.create(
+        path,
+        description=description,
+        images=[],
+        candidates=candidates,
+        config_toml=text,
+        clock=clock,
+        chunk_rows=config.run.chunk_rows,
+        extra_attrs=attrs,
+    )
+
+
+def run_searches(
+    config: DesignConfig,
+    problem: DesignProblem,
+    executor: Executor,
+    writer: RunWriter | None,
+    clock: Clock,
+    on_result: Callable[[str, DesignHistory], None] | None = None,
+) -> list[DesignHistory]:
+    """The BO search, then each baseline, with the same budget, simulator and executor."""
+    budget, workers = config.stop.budget, config.executor.workers
+    target = problem.target
+    stop = None
+    if target is not None and config.target.stop_when_reached:
+
+        def stop(h: DesignHistory) -> bool:
+            return bool(h.spectra) and bool(target.reached(h.spectra[-1])[0])
+
+    m = problem.pool.shape[0]
+
+    def fresh_pool() -> CandidateSet:
+        return CandidateSet(problem.pool, np.zeros((m, 2), np.int64), (1, m))
+
+    def progress(method: str) -> Callable[..., None] | None:
+        return None if on_result is None else (lambda o, h: on_result(method, h))
+
+    seed = config.run.seed
+    opt = config.optimiser
+    bo = ScalarBO(
+        problem.scalariser,
+        problem.options.energy_ev(),
+        opt.acquisition,
+        np.random.default_rng(seed),
+        opt.initial,
+        PositionFeatures(problem.pool),
+        InlineTrainer(),
+        refit_every=opt.refit_every,
+    )
+    histories = [
+        run_design(
+            BOPolicy(BO_NAME, bo), fresh_pool(), executor, budget=budget, workers=workers,
+            log=DesignLog(writer, clock, "bo"), stop=stop, on_outcome=progress(BO_NAME), designs=problem.payload,
+        )
+    ]  # fmt: skip
+    for name in opt.baselines:
+        rng = np.random.default_rng(seed + 1)
+        if name == "random":
+            pool = fresh_pool()
+            h = run_design(
+                RandomPolicy(rng), pool, executor, budget=budget, workers=workers,
+                log=DesignLog(writer, clock, "random"), stop=stop, on_outcome=progress("random"),
+                designs=problem.payload,
+            )  # fmt: skip
+        else:
+            h = differential_evolution_search(
+                lambda s: float(problem.score(s)[0]), problem.pool.shape[1], executor, rng, budget=budget,
+                log=DesignLog(writer, clock, "de"), stop=stop, popsize=opt.de_popsize, prepare=problem.prepare,
+            )  # fmt: skip
+            if on_result is not None:
+                on_result(DE_NAME, h)
+        histories.append(h)
+    return histories
+
+
+def summaries_of(problem: DesignProblem, histories: list[DesignHistory]) -> list[SearchSummary]:
+    """One :class:`SearchSummary` per search."""
+    target = problem.target
+    return [summarise(h, problem.score, target.reached if target is not None else None) for h in histories]
+
+
+def write_figure(
+    path: Path, problem: DesignProblem, histories: list[DesignHistory], summaries: list[SearchSummary]
+) -> Path:
+    """The convergence / best-structure / spectra figure."""
+    best_spectra, geometries, labels = {}, {}, {}
+    for h, s in zip(histories, summaries, strict=True):
+        if s.evaluations:
+            k = int(np.nanargmax(problem.score(np.asarray(h.spectra))))
+            best_spectra[s.method] = np.asarray(h.spectra[k])
+            geometries[s.method] = problem.geometry(s.best_design)
+            labels[s.method] = problem.describe(s.best_design)
+    target = problem.target
+    return design_figure(
+        path,
+        summaries,
+        best_spectra,
+        geometries,
+        labels,
+        problem.options.energy_ev(),
+        target.spectrum if target is not None else None,
+        target.label if target is not None else "",
+        target.rel_tol if target is not None else None,
+    )

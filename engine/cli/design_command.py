@@ -1,0 +1,147 @@
+"""The ``dualscope design`` command: parse, compose (engine.cli.design), run with a progress bar, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import zmq
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine.clock import SystemClock
+from engine.config import format_validation_error
+from engine.design_config import DesignConfig, load_design_config
+from engine.design_loop import DesignHistory
+from engine.errors import ConfigError, DualscopeError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def design(
+    config_path: Annotated[
+        Path, typer.Argument(metavar="CONFIG.toml", help="Design configuration (see examples/design.toml).")
+    ],
+    executor: Annotated[
+        str | None, typer.Option(help="Override [executor] kind: inline, threads, servers or dask.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Override [executor] workers (evaluations in flight).", min=1)
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address tcp://HOST:8786 (implies --executor dask).")
+    ] = None,
+    budget: Annotated[int | None, typer.Option(help="Override [stop] budget (evaluations per search).", min=1)] = None,
+) -> None:
+    """Inverse design: find structures whose simulated spectrum matches a target.
+
+    The file gives a target (a spectrum file, "a peak at E eV of width w", a known structure, or a
+    scalariser to maximise), a design space (parametric clusters: arrangement, number, radius, gap,
+    material, doping; or a trained structure VAE's latent space), the coupled-dipole simulator's
+    range, and a budget. Bayesian optimisation (a GP on the design coordinates, log-EI, asynchronous
+    batches: a new design whenever a worker is free) runs first, then random search and scipy's
+    differential evolution with the same budget and simulator. Structures, spectra and decisions
+    stream into runs/<name>-<timestamp>.zarr; the figure next to it shows convergence, the best
+    structures and their spectra against the target. Evaluations run inline, on threads, on a pool of
+    `dualscope serve design-cda` processes over ZeroMQ, or on Dask (--scheduler, or a LocalCluster of
+    --workers processes on loopback). A worker that dies mid-evaluation costs a re-submission, recorded
+    in the run, never the campaign.
+    """
+    try:
+        config, text = load_design_config(config_path)
+        config = _override(config, executor, workers, scheduler, budget)
+        _run(config, text)
+    except DualscopeError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _override(
+    config: DesignConfig, executor: str | None, workers: int | None, scheduler: str | None, budget: int | None
+) -> DesignConfig:
+    """Apply the command-line overrides, validated like the file."""
+    ex: dict[str, Any] = {}
+    if executor is not None:
+        ex["kind"] = executor
+    if scheduler is not None:
+        ex["kind"], ex["scheduler"] = "dask", scheduler
+    if workers is not None:
+        ex["workers"] = workers
+    data = config.model_dump()
+    data["executor"] = {**data["executor"], **ex}
+    if budget is not None:
+        data["stop"] = {"budget": budget}
+    try:
+        return DesignConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, DesignConfig, "command-line options")) from None
+
+
+def _run(config: DesignConfig, text: str) -> None:
+    from engine.cli.design import build_problem, create_run, open_executor, run_searches, summaries_of, write_figure
+
+    clock = SystemClock()
+    problem = build_problem(config, _load_latent)
+    n_searches = 1 + len(config.optimiser.baselines)
+    out.print(
+        f"Target: [bold]{problem.target.label if problem.target else 'maximise ' + problem.scalariser.name}[/]; "
+        f"space {config.space.kind} ({problem.pool.shape[0]} candidates, {problem.pool.shape[1]} coordinates); "
+        f"executor {config.executor.kind} × {config.executor.workers}"
+    )
+    context: zmq.Context[Any] = zmq.Context()
+    writer = create_run(config, text, problem, clock)
+    histories: list[DesignHistory] = []
+    status = "failed"
+    try:
+        with (
+            open_executor(config, problem, context) as ex,
+            Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[best]}"), TimeElapsedColumn(), console=out,
+            ) as bar,
+        ):  # fmt: skip
+            task = bar.add_task("design", total=config.stop.budget * n_searches, best="")
+            done: dict[str, int] = {}
+
+            def on_result(method: str, h: DesignHistory) -> None:
+                done[method] = len(h.spectra)
+                best = float(problem.score(h.spectra[-1])[0]) if h.spectra else float("nan")
+                bar.update(task, completed=sum(done.values()), description=method, best=f"last {best:.3g}")
+
+            histories = run_searches(config, problem, ex, writer, clock, on_result)
+        status = "complete"
+    finally:
+        summaries = summaries_of(problem, histories)
+        writer.close({"status": status, "searches": [s.to_json() for s in summaries]})
+        context.term()
+    out.print(f"Run:    [bold]{writer.root}[/]")
+    table = Table(title="inverse design: best of each search")
+    for col in ("search", "evaluations", "failures", "best score", "calls to target", "best structure"):
+        table.add_column(col)
+    for s in summaries:
+        table.add_row(
+            s.method, str(s.evaluations), str(s.failures), f"{s.best_score:.4g}",
+            "-" if s.calls_to_target is None else str(s.calls_to_target),
+            problem.describe(s.best_design) if s.evaluations else "-",
+        )  # fmt: skip
+    out.print(table)
+    if config.run.figure:
+        figure = write_figure(writer.root.with_suffix(".png"), problem, histories, summaries)
+        out.print(f"Figure: [bold]{figure}[/]")
+
+
+def _load_latent(config: DesignConfig) -> Any:
+    import torch
+
+    from engine.checkpoints import load_surrogate
+    from engine.latent_design import LatentDesignSpace
+    from simulators.particles import detect_spheres
+
+    assert config.space.checkpoint is not None
+    surrogate = load_surrogate(config.space.checkpoint, torch.device("cpu"))
+    px = config.space.pixel_nm
+    return LatentDesignSpace(surrogate, lambda patch: detect_spheres(patch, px), config.space.latent_span)

@@ -1,0 +1,154 @@
+"""Baselines of inverse design, run with the same budget, simulator and executor as the BO loop.
+
+* random search is :class:`~engine.policies.RandomPolicy` over the same pool of designs, through
+  :func:`~engine.design_loop.run_design` (so it is asynchronous, recorded and fault-tolerant the
+  same way as the BO loop);
+* differential evolution: :func:`scipy.optimize.differential_evolution` on the continuous unit
+  cube, each generation evaluated in parallel through the executor (scipy's ``workers`` map with
+  ``updating="deferred"``), stopped when the budget is spent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import differential_evolution
+
+from engine.decisions import Proposal
+from engine.design_loop import DesignHistory, DesignLog, Executor
+
+Score = Callable[[NDArray[np.float64]], float]
+"""The objective to maximise, from one spectrum ``(c,)`` (e.g. the negated relative L2 to a target)."""
+
+DE_NAME = "differential-evolution"
+
+
+class _BudgetSpent(Exception):
+    """Raised inside scipy's map to end differential evolution when the budget is used up."""
+
+
+def differential_evolution_search(
+    score: Score,
+    dim: int,
+    executor: Executor,
+    rng: np.random.Generator,
+    *,
+    budget: int,
+    log: DesignLog | None = None,
+    stop: Callable[[DesignHistory], bool] | None = None,
+    popsize: int = 5,
+    max_failures: int = 2,
+    prepare: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None = None,
+) -> DesignHistory:
+    """Scipy's differential evolution (best1bin, Sobol initial population) on ``[0, 1]^dim``.
+
+    The population is ``popsize × dim`` designs; each generation is evaluated in parallel through
+    ``executor``. A failed evaluation is re-submitted (recorded as such) until it has failed
+    ``max_failures`` times, then scores ``-inf``. The search ends when ``budget`` evaluations have
+    succeeded or ``stop`` says so (checked after each evaluation). Designs are outside any pool:
+    their pool index is ``-1``.
+
+    Args:
+        score: maps a spectrum ``(c,)`` to the value to maximise.
+        dim: dimension ``d`` of the design cube.
+        executor: where evaluations run.
+        rng: seeds scipy's generator.
+        budget: successful evaluations to make.
+        log: records decisions, spectra and failures.
+        stop: checked after each evaluation.
+        popsize: scipy's population multiplier (population = ``popsize × dim``).
+        max_failures: failed evaluations of one design before it scores ``-inf``.
+        prepare: maps a point of the cube ``(d,)`` to what the executor is sent (default: the point).
+    """
+    log = log if log is not None else DesignLog.silent()
+    history = DesignHistory(method=DE_NAME)
+
+    def evaluate_all(designs: Iterable[NDArray[np.float64]]) -> Iterator[float]:
+        batch = [np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0) for u in designs]
+        if len(history.indices) >= budget or (stop is not None and stop(history)):
+            raise _BudgetSpent
+        todo = batch[: budget - len(history.indices)]  # the rest of the last generation is never evaluated
+        values = _evaluate_batch(todo, executor, log, history, score, max_failures, stop, prepare)
+        return iter(values + [np.inf] * (len(batch) - len(todo)))
+
+    with contextlib.suppress(_BudgetSpent):
+        differential_evolution(
+            lambda u: 0.0,  # never called: every evaluation goes through evaluate_all
+            [(0.0, 1.0)] * dim,
+            maxiter=10**6,
+            popsize=popsize,
+            init="sobol",
+            tol=0.0,
+            atol=0.0,
+            polish=False,
+            updating="deferred",
+            workers=_Map(evaluate_all),
+            rng=int(rng.integers(2**31)),
+        )
+    return history
+
+
+def _evaluate_batch(
+    batch: list[NDArray[np.float64]],
+    executor: Executor,
+    log: DesignLog,
+    history: DesignHistory,
+    score: Score,
+    max_failures: int,
+    stop: Callable[[DesignHistory], bool] | None,
+    prepare: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None,
+) -> list[float]:
+    """Evaluate a generation ``(k, d)`` in parallel; minimisation values (``-score``) in batch order."""
+    values = [np.inf] * len(batch)
+    decisions = {}
+    payload = [u if prepare is None else prepare(u) for u in batch]
+    for k in range(len(batch)):
+        decisions[k] = log.decided(DE_NAME, _proposal())
+        executor.submit(k, payload[k])
+    failures = dict.fromkeys(range(len(batch)), 0)
+    while decisions:
+        outcome = executor.next_outcome()
+        k = outcome.index
+        decision = decisions.pop(k)
+        if outcome.spectrum is None:
+            failures[k] += 1
+            history.failures.append((-1, outcome.error or "failed"))
+            if failures[k] < max_failures:
+                log.failed(decision, f"{outcome.error}; re-submitted as {log.next_request_id}")
+                history.resubmitted.append(-1)
+                decisions[k] = log.decided(DE_NAME, _proposal())
+                executor.submit(k, payload[k])
+            else:
+                log.failed(decision, f"{outcome.error}; given up after {failures[k]} failed evaluations")
+            continue
+        log.succeeded(decision, batch[k], outcome.spectrum)
+        history.add(-1, batch[k], outcome.spectrum, -1)
+        values[k] = -float(score(outcome.spectrum))
+        if stop is not None and stop(history):
+            for pending in decisions.values():  # let them finish; the search ends after this batch
+                log.failed(pending, "not needed: the search stopped")
+            _drain(executor, len(decisions))
+            break
+    return values
+
+
+def _drain(executor: Executor, n: int) -> None:
+    for _ in range(n):
+        executor.next_outcome()
+
+
+def _proposal() -> Proposal:
+    return Proposal(np.array([-1], dtype=np.int64), np.array([np.nan]))
+
+
+class _Map:
+    """A map-like callable for scipy's ``workers`` (it must be callable as ``map(func, iterable)``)."""
+
+    def __init__(self, evaluate_all: Callable[[Iterable[NDArray[np.float64]]], Iterator[float]]):
+        self._evaluate_all = evaluate_all
+
+    def __call__(self, func: object, iterable: Iterable[NDArray[np.float64]]) -> Iterator[float]:
+        return self._evaluate_all(iterable)

@@ -1,0 +1,139 @@
+"""The ``dualscope design`` configuration: one TOML file parsed into typed, frozen models.
+
+Unknown keys and bad values fail with :class:`~engine.errors.ConfigError` naming the key and what
+is allowed. ``[simulator]`` holds the cluster space's bounds and the simulator's physics and is
+validated by the simulator's own options model at the composition root.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from engine.config import ScalariserSection, _Strict, format_validation_error
+from engine.errors import ConfigError
+
+
+class DesignRunSection(_Strict):
+    """``[run]``: naming, output and reproducibility."""
+
+    name: str = Field("design", pattern=r"^[A-Za-z0-9_.-]+$", description="prefix of the run directory name")
+    output_dir: Path = Field(Path("runs"), description="where runs/<name>-<timestamp>.zarr go")
+    seed: int = Field(0, description="seed of the pool, the optimisers and the baselines")
+    chunk_rows: int = Field(64, ge=1, le=65536, description="rows per Zarr chunk")
+    figure: bool = Field(True, description="write the convergence / best-structures figure next to the run")
+
+
+class StructureSection(_Strict):
+    """A cluster given explicitly (``kind = "structure"``): its simulated spectrum is the target."""
+
+    arrangement: Literal["chain", "triangle", "square", "random"] = "chain"
+    n: int = Field(3, ge=1, le=12)
+    radius_nm: float = Field(20.0, gt=0)
+    gap_nm: float = Field(4.0, gt=0)
+    material: str = Field("Au", description="Au, Ag or ITO")
+    sn_fraction: float = Field(0.1, ge=0, le=0.3)
+
+
+class TargetSection(_Strict):
+    """``[target]``: what to aim at."""
+
+    kind: Literal["peak", "file", "structure", "scalariser"] = Field(
+        "peak",
+        description="peak: a Lorentzian at centre_ev with FWHM width_ev; file: a two-column spectrum "
+        "(eV, value); structure: the spectrum of [target.structure]; scalariser: maximise [target.scalariser]",
+    )
+    centre_ev: float = Field(2.0, gt=0, description="peak centre, eV (peak)")
+    width_ev: float = Field(0.2, gt=0, description="peak FWHM, eV (peak)")
+    amplitude_nm2: float | None = Field(
+        None, gt=0, description="peak height, nm² (peak); without it only the shape is matched"
+    )
+    file: Path | None = Field(None, description="two-column .csv/.txt/.npy file, eV and value (file)")
+    match_shape_only: bool = Field(True, description="file: match the shape only (best scale factor first)")
+    rel_tol: float = Field(0.1, gt=0, description="relative L2 distance that counts as reaching the target")
+    peak_tol_ev: float = Field(0.02, gt=0, description="peak-position error that counts as reaching it, eV")
+    stop_when_reached: bool = Field(False, description="end each search once the target is reached")
+    structure: StructureSection = StructureSection()
+    scalariser: ScalariserSection = ScalariserSection()
+
+
+class SpaceSection(_Strict):
+    """``[space]``: which structures are candidates."""
+
+    kind: Literal["clusters", "latent"] = Field(
+        "clusters",
+        description="clusters: the parametric cluster space of [simulator]; latent: points of a trained "
+        "structure VAE's latent space, decoded to an image and turned into spheres by particle detection",
+    )
+    pool: int = Field(8192, ge=16, le=1_000_000, description="candidate designs (a scrambled Sobol sample)")
+    checkpoint: Path | None = Field(None, description="latent: a `dualscope train` checkpoint directory")
+    latent_span: float = Field(2.5, gt=0, description="latent: the cube spans ± this many standard deviations")
+    pixel_nm: float = Field(6.25, gt=0, description="latent: nm per pixel of the decoded patches")
+    material: str = Field("Au", description="latent: material of the detected spheres")
+
+
+class OptimiserSection(_Strict):
+    """``[optimiser]``: the Bayesian optimisation and its baselines."""
+
+    acquisition: Literal["log-ei", "noisy-log-ei", "ucb", "max-variance", "thompson"] = "log-ei"
+    initial: int = Field(8, ge=1, description="random designs before the first GP")
+    refit_every: int = Field(1, ge=1, description="new results between GP refits")
+    baselines: tuple[Literal["random", "differential-evolution"], ...] = Field(
+        ("random", "differential-evolution"), description="baselines run with the same budget and simulator"
+    )
+    de_popsize: int = Field(5, ge=2, description="differential evolution: population = de_popsize × dimension")
+
+
+class ExecutorSection(_Strict):
+    """``[executor]``: where the simulator runs."""
+
+    kind: Literal["inline", "threads", "servers", "dask"] = Field(
+        "threads",
+        description="inline: one at a time in this process; threads: a thread pool; servers: a pool of "
+        "`dualscope serve design-cda` processes over ZeroMQ; dask: a Dask cluster (scheduler, or a LocalCluster)",
+    )
+    workers: int = Field(4, ge=1, le=1024, description="evaluations in flight (threads, servers or local Dask workers)")
+    scheduler: str = Field("", description="dask: tcp://HOST:8786 of a running scheduler (empty: a LocalCluster)")
+    timeout_s: float = Field(60.0, gt=0, description="servers: seconds to wait for one evaluation")
+
+
+class DesignStopSection(_Strict):
+    """``[stop]``: the budget of each search."""
+
+    budget: int = Field(100, ge=1, description="successful simulator evaluations per search")
+
+
+class DesignConfig(_Strict):
+    """The whole ``dualscope design`` file."""
+
+    run: DesignRunSection = DesignRunSection()
+    target: TargetSection = TargetSection()
+    space: SpaceSection = SpaceSection()
+    simulator: dict[str, Any] = Field(default_factory=dict, description="cluster bounds and physics")
+    optimiser: OptimiserSection = OptimiserSection()
+    executor: ExecutorSection = ExecutorSection()
+    stop: DesignStopSection = DesignStopSection()
+
+
+def parse_design_config(text: str, source: str = "<design config>") -> DesignConfig:
+    """Parse TOML ``text`` into a :class:`DesignConfig`; errors name the key and the allowed values."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return DesignConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, DesignConfig, source)) from None
+
+
+def load_design_config(path: Path) -> tuple[DesignConfig, str]:
+    """Read and parse the design TOML at ``path``; returns the config and its text (stored in the run)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    return parse_design_config(text, str(path)), text
