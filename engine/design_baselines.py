@@ -68,7 +68,7 @@ def differential_evolution_search(
 
     def evaluate_all(designs: Iterable[NDArray[np.float64]]) -> Iterator[float]:
         batch = [np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0) for u in designs]
-        if len(history.indices) >= budget or (stop is not None and stop(history)):
+        if len(history.indices) >= budget or (history.spectra and stop is not None and stop(history)):
             raise _BudgetSpent
         todo = batch[: budget - len(history.indices)]  # the rest of the last generation is never evaluated
         values = _evaluate_batch(todo, executor, log, history, score, max_failures, stop, prepare)

@@ -218,7 +218,7 @@ def run_design(
         budget: successful evaluations to make.
         workers: evaluations in flight at once.
         log: records decisions, spectra and failures (default: numbers steps, records nothing).
-        stop: checked after each outcome; ``True`` ends the loop (e.g. the target is reached).
+        stop: checked after each outcome once a result exists; ``True`` ends the loop (e.g. the target is reached).
         on_outcome: called after each outcome (progress bars).
         max_failures: failed evaluations of one design before it is given up (a worker that died is
             worth a second try; a design the simulator cannot handle is not).
@@ -265,7 +265,7 @@ def run_design(
             history.add(outcome.index, pool.positions[outcome.index], outcome.spectrum, decision.proposal.model_version)
         if on_outcome is not None:
             on_outcome(outcome, history)
-        if stop is not None and stop(history):
+        if stop is not None and history.spectra and stop(history):
             break
     return history
 
