@@ -10,8 +10,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,formats,nion]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(PY) -c "import engine, instruments, simulators, torch, botorch, zarr, zmq, nion.instrumentation, nion.usim_device"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,formats,nion,dask]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -c "import engine, instruments, simulators, torch, botorch, zarr, zmq, nion.instrumentation, nion.usim_device, distributed"
 	touch $(STAMP)
 
 install: $(STAMP)

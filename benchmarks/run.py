@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import common, discovery, latency, loop, simulators, storage, surrogates
+from benchmarks import common, design, discovery, latency, loop, simulators, storage, surrogates
 
 
 def main() -> int:
@@ -22,6 +22,7 @@ def main() -> int:
         ("surrogates", surrogates),
         ("latency", latency),
         ("discovery", discovery),
+        ("design", design),
     )
     for name, module in modules:
         console.print(f"[bold]running {name}…[/]")
