@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -142,16 +144,21 @@ def _allowed_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
     return sorted(current.model_fields)
 
 
-def parse_config(text: str, source: str = "<config>") -> RunConfig:
-    """Parse TOML ``text`` into a :class:`RunConfig`; errors name the key and the allowed values."""
+def parse_model(text: str, model: type[M], source: str) -> M:
+    """Parse TOML ``text`` into ``model``; errors name the key and the allowed values."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     try:
-        return RunConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, RunConfig, source)) from None
+        raise ConfigError(format_validation_error(exc, model, source)) from None
+
+
+def parse_config(text: str, source: str = "<config>") -> RunConfig:
+    """Parse TOML ``text`` into a :class:`RunConfig`; errors name the key and the allowed values."""
+    return parse_model(text, RunConfig, source)
 
 
 def load_config(path: Path) -> tuple[RunConfig, str]:

@@ -7,13 +7,12 @@ validated by the simulator's own options model at the composition root.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from engine.config import ScalariserSection, _Strict, format_validation_error
+from engine.config import ScalariserSection, _Strict, parse_model
 from engine.errors import ConfigError
 
 
@@ -120,14 +119,7 @@ class DesignConfig(_Strict):
 
 def parse_design_config(text: str, source: str = "<design config>") -> DesignConfig:
     """Parse TOML ``text`` into a :class:`DesignConfig`; errors name the key and the allowed values."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
-    try:
-        return DesignConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, DesignConfig, source)) from None
+    return parse_model(text, DesignConfig, source)
 
 
 def load_design_config(path: Path) -> tuple[DesignConfig, str]:

@@ -55,7 +55,8 @@ def test_driver_options_are_checked_by_the_driver() -> None:
     with pytest.raises(ConfigError, match=r"image_pixel: unknown key; allowed here: .*image_pixels"):
         driver_options("synthetic", {"image_pixel": 64})
     with pytest.raises(
-        ConfigError, match="unknown driver 'jeol'; available: darkfield-twin, design-cda, nion, replay, stem-twin, synthetic"
+        ConfigError,
+        match="unknown driver 'jeol'; available: darkfield-twin, design-cda, nion, replay, stem-twin, synthetic",
     ):
         driver_options("jeol", {})
 
