@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from scipy.optimize import differential_evolution
 
 from engine.decisions import Proposal
-from engine.design_loop import DesignHistory, DesignLog, Executor
+from engine.design_loop import DesignHistory, DesignLog, Dispatch, Executor
 
 Score = Callable[[NDArray[np.float64]], float]
 """The objective to maximise, from one spectrum ``(c,)`` (e.g. the negated relative L2 to a target)."""
@@ -63,16 +63,27 @@ def differential_evolution_search(
         max_failures: failed evaluations of one design before it scores ``-inf``.
         prepare: maps a point of the cube ``(d,)`` to what the executor is sent (default: the point).
     """
-    log = log if log is not None else DesignLog.silent()
     history = DesignHistory(method=DE_NAME)
+    dispatch = Dispatch(executor, log if log is not None else DesignLog.silent(), history, max_failures)
+    outside = Proposal(np.array([-1], dtype=np.int64), np.array([np.nan]))  # DE designs are not in a pool
 
-    def evaluate_all(designs: Iterable[NDArray[np.float64]]) -> Iterator[float]:
+    def evaluate_all(func: object, designs: Iterable[NDArray[np.float64]]) -> Iterator[float]:
+        """Scipy's ``workers`` map: one generation ``(k, d)`` in parallel → minimisation values ``(k,)``."""
         batch = [np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0) for u in designs]
         if len(history.indices) >= budget or (history.spectra and stop is not None and stop(history)):
             raise _BudgetSpent
-        todo = batch[: budget - len(history.indices)]  # the rest of the last generation is never evaluated
-        values = _evaluate_batch(todo, executor, log, history, score, max_failures, stop, prepare)
-        return iter(values + [np.inf] * (len(batch) - len(todo)))
+        values = [np.inf] * len(batch)  # the rest of the last generation is never evaluated
+        for k, u in enumerate(batch[: budget - len(history.indices)]):
+            dispatch.submit(k, outside, u, u if prepare is None else prepare(u))
+        while len(dispatch):
+            outcome, _ = dispatch.next()
+            if outcome.spectrum is None:
+                continue  # given up: scores +inf
+            history.add(-1, batch[outcome.index], outcome.spectrum, -1)
+            values[outcome.index] = -float(score(outcome.spectrum))
+            if stop is not None and stop(history):
+                dispatch.drain()  # the search ends after this generation
+        return iter(values)
 
     with contextlib.suppress(_BudgetSpent):
         differential_evolution(
@@ -85,70 +96,7 @@ def differential_evolution_search(
             atol=0.0,
             polish=False,
             updating="deferred",
-            workers=_Map(evaluate_all),
+            workers=evaluate_all,
             rng=int(rng.integers(2**31)),
         )
     return history
-
-
-def _evaluate_batch(
-    batch: list[NDArray[np.float64]],
-    executor: Executor,
-    log: DesignLog,
-    history: DesignHistory,
-    score: Score,
-    max_failures: int,
-    stop: Callable[[DesignHistory], bool] | None,
-    prepare: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None,
-) -> list[float]:
-    """Evaluate a generation ``(k, d)`` in parallel; minimisation values (``-score``) in batch order."""
-    values = [np.inf] * len(batch)
-    decisions = {}
-    payload = [u if prepare is None else prepare(u) for u in batch]
-    for k in range(len(batch)):
-        decisions[k] = log.decided(DE_NAME, _proposal())
-        executor.submit(k, payload[k])
-    failures = dict.fromkeys(range(len(batch)), 0)
-    while decisions:
-        outcome = executor.next_outcome()
-        k = outcome.index
-        decision = decisions.pop(k)
-        if outcome.spectrum is None:
-            failures[k] += 1
-            history.failures.append((-1, outcome.error or "failed"))
-            if failures[k] < max_failures:
-                log.failed(decision, f"{outcome.error}; re-submitted as {log.next_request_id}")
-                history.resubmitted.append(-1)
-                decisions[k] = log.decided(DE_NAME, _proposal())
-                executor.submit(k, payload[k])
-            else:
-                log.failed(decision, f"{outcome.error}; given up after {failures[k]} failed evaluations")
-            continue
-        log.succeeded(decision, batch[k], outcome.spectrum)
-        history.add(-1, batch[k], outcome.spectrum, -1)
-        values[k] = -float(score(outcome.spectrum))
-        if stop is not None and stop(history):
-            for pending in decisions.values():  # let them finish; the search ends after this batch
-                log.failed(pending, "not needed: the search stopped")
-            _drain(executor, len(decisions))
-            break
-    return values
-
-
-def _drain(executor: Executor, n: int) -> None:
-    for _ in range(n):
-        executor.next_outcome()
-
-
-def _proposal() -> Proposal:
-    return Proposal(np.array([-1], dtype=np.int64), np.array([np.nan]))
-
-
-class _Map:
-    """A map-like callable for scipy's ``workers`` (it must be callable as ``map(func, iterable)``)."""
-
-    def __init__(self, evaluate_all: Callable[[Iterable[NDArray[np.float64]]], Iterator[float]]):
-        self._evaluate_all = evaluate_all
-
-    def __call__(self, func: object, iterable: Iterable[NDArray[np.float64]]) -> Iterator[float]:
-        return self._evaluate_all(iterable)

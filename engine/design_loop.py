@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
+from engine.clock import SystemClock
 from engine.decisions import Decision, Proposal, StepTimings
 from engine.protocols import Clock, Policy, Recorder
 from engine.types import Measurement
@@ -183,12 +184,64 @@ class DesignLog:
     @classmethod
     def silent(cls) -> DesignLog:
         """A log that records nothing (only numbers the steps)."""
-        return cls(None, _NoClock())
+        return cls(None, SystemClock())
 
     @property
     def next_request_id(self) -> str:
         """The request id the next decision will get."""
         return f"{self._prefix}-{self._step:06d}"
+
+
+class Dispatch:
+    """The evaluations of one search in flight on an executor, recorded through a :class:`DesignLog`.
+
+    Each submission is a recorded decision; a success is recorded as a measurement of ``design``
+    (the point of the design cube; ``payload`` is what the executor was sent). A failure is recorded
+    and the same payload re-submitted at once, as a new decision, until it has failed
+    ``max_failures`` times; then it is given up. Failures go into ``history`` under the proposal's
+    pool index (``-1`` outside a pool).
+    """
+
+    def __init__(self, executor: Executor, log: DesignLog, history: DesignHistory, max_failures: int = 2):
+        self._executor, self._log, self._history, self._max_failures = executor, log, history, max_failures
+        self._in_flight: dict[int, tuple[Decision, NDArray[np.float64], NDArray[np.float64]]] = {}
+        self._failed: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._in_flight)
+
+    def submit(self, key: int, proposal: Proposal, design: NDArray[np.float64], payload: NDArray[np.float64]) -> None:
+        """Record a decision and send ``payload`` to the executor under ``key`` (unique among those in flight)."""
+        decision = self._log.decided(self._history.method, proposal)
+        self._in_flight[key] = (decision, design, payload)
+        self._executor.submit(key, payload)
+
+    def next(self) -> tuple[Outcome, Decision]:
+        """The next evaluation that succeeded or was given up (failures in between are re-submitted)."""
+        while True:
+            outcome = self._executor.next_outcome()
+            decision, design, payload = self._in_flight.pop(outcome.index)
+            if outcome.spectrum is not None:
+                self._log.succeeded(decision, design, outcome.spectrum)
+                return outcome, decision
+            reason = outcome.error or "failed"
+            failures = self._failed[outcome.index] = self._failed.get(outcome.index, 0) + 1
+            pool_index = int(decision.proposal.indices[0])
+            self._history.failures.append((pool_index, reason))
+            if failures >= self._max_failures:
+                self._log.failed(decision, f"{reason}; given up after {failures} failed evaluations")
+                return outcome, decision
+            self._log.failed(decision, f"{reason}; re-submitted as {self._log.next_request_id}")
+            self._history.resubmitted.append(pool_index)
+            self.submit(outcome.index, decision.proposal, design, payload)
+
+    def drain(self) -> None:
+        """Wait out what is still in flight (a search that stopped early), recording it as not needed."""
+        for decision, _, _ in self._in_flight.values():
+            self._log.failed(decision, "not needed: the search stopped")
+        for _ in range(len(self._in_flight)):
+            self._executor.next_outcome()
+        self._in_flight.clear()
 
 
 def run_design(
@@ -209,7 +262,8 @@ def run_design(
     A design that fails (a worker died, the simulator raised, non-finite spectra) is re-submitted
     at once, as a new recorded decision, until it has failed ``max_failures`` times; then it is given
     up (marked measured, never proposed again). Either way the failure is recorded with what was
-    done about it, and the campaign goes on.
+    done about it, and the campaign goes on. When ``stop`` ends the search, the evaluations still in
+    flight are waited for and recorded as not needed, so the executor is free for the next search.
 
     Args:
         policy: proposes pool indices (its ``tell`` gets each spectrum ``(1, c)``).
@@ -219,62 +273,34 @@ def run_design(
         workers: evaluations in flight at once.
         log: records decisions, spectra and failures (default: numbers steps, records nothing).
         stop: checked after each outcome once a result exists; ``True`` ends the loop (e.g. the target is reached).
-        on_outcome: called after each outcome (progress bars).
+        on_outcome: called after each design that succeeded or was given up (progress bars).
         max_failures: failed evaluations of one design before it is given up (a worker that died is
             worth a second try; a design the simulator cannot handle is not).
         designs: what the executor is sent for each pool index ``(m, d')`` (default ``pool.positions``;
             the latent design space sends sphere geometries while the GP sees latent coordinates).
     """
     payload = pool.positions if designs is None else designs
-    log = log if log is not None else DesignLog.silent()
     history = DesignHistory(method=policy.name)
-    decisions: dict[int, Decision] = {}
-    failed: dict[int, int] = {}
-
-    def submit(index: int, decision: Decision) -> None:
-        decisions[index] = decision
-        executor.submit(index, payload[index])
-
+    dispatch = Dispatch(executor, log if log is not None else DesignLog.silent(), history, max_failures)
     while len(history.indices) < budget:
-        while len(decisions) < workers and len(history.indices) + len(decisions) < budget:
+        while len(dispatch) < workers and len(history.indices) + len(dispatch) < budget:
             proposal = policy.propose(pool, 1)
             if proposal.indices.size == 0:
                 break
             pool.mark_pending(proposal.indices)
-            submit(int(proposal.indices[0]), log.decided(policy.name, proposal))
-        if not decisions:
+            index = int(proposal.indices[0])
+            dispatch.submit(index, proposal, pool.positions[index], payload[index])
+        if not len(dispatch):
             break
-        outcome = executor.next_outcome()
-        decision = decisions.pop(outcome.index)
+        outcome, decision = dispatch.next()
         idx = np.array([outcome.index], dtype=np.int64)
-        if outcome.spectrum is None:
-            reason = outcome.error or "failed"
-            failed[outcome.index] = failed.get(outcome.index, 0) + 1
-            history.failures.append((outcome.index, reason))
-            if failed[outcome.index] < max_failures:
-                log.failed(decision, f"{reason}; re-submitted as {log.next_request_id}")
-                history.resubmitted.append(outcome.index)
-                submit(outcome.index, log.decided(policy.name, decision.proposal))
-            else:
-                log.failed(decision, f"{reason}; given up after {failed[outcome.index]} failed evaluations")
-                pool.mark_measured(idx)  # never proposed again
-        else:
-            log.succeeded(decision, pool.positions[outcome.index], outcome.spectrum)
-            pool.mark_measured(idx)
+        pool.mark_measured(idx)  # a design given up is never proposed again
+        if outcome.spectrum is not None:
             policy.tell(idx, outcome.spectrum[None, :].astype(np.float32))
             history.add(outcome.index, pool.positions[outcome.index], outcome.spectrum, decision.proposal.model_version)
         if on_outcome is not None:
             on_outcome(outcome, history)
         if stop is not None and history.spectra and stop(history):
             break
+    dispatch.drain()
     return history
-
-
-class _NoClock:
-    """Timestamps for a loop that records nothing."""
-
-    def time(self) -> float:
-        return 0.0
-
-    def monotonic(self) -> float:
-        return 0.0
