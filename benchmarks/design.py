@@ -23,11 +23,10 @@ from scipy.stats import qmc
 from benchmarks.common import Record, machine
 from engine.bo_policy import BOPolicy, PositionFeatures, ScalarBO
 from engine.candidates import CandidateSet
-from engine.cli.design import TargetDistance
 from engine.dask_executor import DaskExecutor, dask_client
 from engine.design_baselines import differential_evolution_search
 from engine.design_loop import DesignHistory, InlineExecutor, run_design
-from engine.design_target import DesignTarget
+from engine.design_target import DesignTarget, TargetDistance
 from engine.policies import RandomPolicy
 from engine.trainer import InlineTrainer
 from simulators.design_sim import ClusterSimOptions, ClusterSimulator

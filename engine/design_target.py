@@ -8,13 +8,14 @@ is *reached* when that distance is within ``rel_tol`` and the spectrum's peak li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from engine.errors import ConfigError
+from engine.scalarisers import PeakPosition, TargetMatch
 
 
 @dataclass(frozen=True)
@@ -36,22 +37,22 @@ class DesignTarget:
     rel_tol: float = 0.1
     peak_tol_ev: float = 0.02
     label: str = "target"
+    _match: TargetMatch = field(init=False, repr=False, compare=False)
+    _peak: PeakPosition = field(init=False, repr=False, compare=False)
+    _target_peak_ev: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.spectrum.shape != self.energy_ev.shape or self.spectrum.ndim != 1:
             raise ConfigError(f"target spectrum {self.spectrum.shape} and energies {self.energy_ev.shape} differ")
         if not np.isfinite(self.spectrum).all() or not np.any(self.spectrum):
             raise ConfigError("the target spectrum must be finite and not all zero")
+        object.__setattr__(self, "_match", TargetMatch(tuple(self.spectrum.tolist()), self.fit_scale))
+        object.__setattr__(self, "_peak", PeakPosition(float(self.energy_ev.min()), float(self.energy_ev.max())))
+        object.__setattr__(self, "_target_peak_ev", float(self.peak_ev(self.spectrum)[0]))
 
     def distance(self, spectra: NDArray[np.floating]) -> NDArray[np.float64]:
         """Relative L2 distances ``(n,)`` of spectra ``(n, c)`` (or one ``(c,)`` → ``(1,)``)."""
-        s = np.atleast_2d(np.asarray(spectra, dtype=np.float64))
-        t = self.spectrum
-        if self.fit_scale:
-            ss = np.einsum("ij,ij->i", s, s)
-            scale = np.divide(s @ t, ss, out=np.zeros(s.shape[0]), where=ss > 0).clip(min=0.0)
-            s = s * scale[:, None]
-        return np.asarray(np.linalg.norm(s - t, axis=1) / np.linalg.norm(t), dtype=np.float64)
+        return -self._match(spectra, self.energy_ev)
 
     def score(self, spectrum: NDArray[np.floating]) -> float:
         """``−distance`` of one spectrum ``(c,)`` (higher is better)."""
@@ -59,27 +60,32 @@ class DesignTarget:
 
     def peak_ev(self, spectra: NDArray[np.floating]) -> NDArray[np.float64]:
         """Peak positions ``(n,)`` in eV (parabolic refinement of the maximum)."""
-        return peak_positions(np.atleast_2d(np.asarray(spectra, dtype=np.float64)), self.energy_ev)
+        return self._peak(np.atleast_2d(np.asarray(spectra, dtype=np.float64)), self.energy_ev)
 
     def reached(self, spectra: NDArray[np.floating]) -> NDArray[np.bool_]:
         """Whether each spectrum ``(n, c)`` matches within both tolerances ``(n,)``."""
-        target_peak = float(self.peak_ev(self.spectrum)[0])
-        close = np.abs(self.peak_ev(spectra) - target_peak) <= self.peak_tol_ev
+        close = np.abs(self.peak_ev(spectra) - self._target_peak_ev) <= self.peak_tol_ev
         return np.asarray((self.distance(spectra) <= self.rel_tol) & close)
 
 
-def peak_positions(spectra: NDArray[np.float64], axis: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Position ``(n,)`` of each spectrum's maximum ``(n, c)`` on ``axis (c,)``, refined by a parabola."""
-    k = np.argmax(spectra, axis=1)
-    inner = (k > 0) & (k < axis.size - 1)
-    pos: NDArray[np.float64] = axis[k].astype(np.float64)
-    if inner.any():
-        rows, kk = np.nonzero(inner)[0], k[inner]
-        y0, y1, y2 = spectra[rows, kk - 1], spectra[rows, kk], spectra[rows, kk + 1]
-        den = y0 - 2 * y1 + y2
-        shift = np.divide(0.5 * (y0 - y2), den, out=np.zeros_like(den), where=den != 0).clip(-0.5, 0.5)
-        pos[rows] = axis[kk] + shift * (axis[kk + 1] - axis[kk - 1]) / 2
-    return pos
+class TargetDistance:
+    """The target as a scalariser: ``−ln(relative L2 distance)`` (higher is closer; same ranking as ``−distance``).
+
+    The logarithm spreads the sharp minimum around the target over a range a GP models well.
+    """
+
+    name = "target_log_distance"
+
+    def __init__(self, target: DesignTarget):
+        self.target = target
+
+    def units(self, axis_units: str) -> str:
+        """Dimensionless."""
+        return ""
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``−ln distance`` per spectrum ``(n,)``."""
+        return -np.log(np.maximum(self.target.distance(spectra), 1e-12))
 
 
 def peak_target(

@@ -172,10 +172,12 @@ class TargetMatch:
     """How close a spectrum is to a target ``(c,)``: ``−‖S − T‖₂ / ‖T‖₂`` (0 = identical, higher is better).
 
     Unlike :class:`TargetSimilarity` it also compares the amplitude, as inverse design against a
-    simulator needs.
+    simulator needs; with ``fit_scale`` each spectrum is first multiplied by its least-squares
+    (non-negative) factor, so only the shape counts.
     """
 
     target: tuple[float, ...]
+    fit_scale: bool = False
     name: str = "target_match"
 
     def units(self, axis_units: str) -> str:
@@ -185,8 +187,12 @@ class TargetMatch:
     def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
         """Negated relative L2 distances ``(n,)``."""
         t = _target_on(self.target, axis)
+        s = np.atleast_2d(np.asarray(spectra, np.float64))
+        if self.fit_scale:
+            ss = np.einsum("ij,ij->i", s, s)
+            s = s * np.divide(s @ t, ss, out=np.zeros(s.shape[0]), where=ss > 0).clip(min=0.0)[:, None]
         norm = float(np.linalg.norm(t)) or 1.0
-        return np.asarray(-np.linalg.norm(np.asarray(spectra, np.float64) - t, axis=1) / norm, dtype=np.float64)
+        return np.asarray(-np.linalg.norm(s - t, axis=1) / norm, dtype=np.float64)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from engine.design_baselines import DE_NAME, differential_evolution_search
 from engine.design_config import DesignConfig, TargetSection
 from engine.design_loop import DesignHistory, DesignLog, Executor, InlineExecutor, Simulate, ThreadExecutor, run_design
 from engine.design_report import Geometry, SearchSummary, design_figure, summarise
-from engine.design_target import DesignTarget, load_target_file, peak_target
+from engine.design_target import DesignTarget, TargetDistance, load_target_file, peak_target
 from engine.errors import ConfigError
 from engine.latent_design import spheres_of
 from engine.policies import RandomPolicy
@@ -77,26 +77,6 @@ class DesignProblem:
         if self.target is not None:
             return -self.target.distance(spectra)
         return self.scalariser(np.atleast_2d(spectra), self.options.energy_ev())
-
-
-class TargetDistance:
-    """The target as a scalariser: ``−ln(relative L2 distance)`` (higher is closer; same ranking as ``−distance``).
-
-    The logarithm spreads the sharp minimum around the target over a range a GP models well.
-    """
-
-    name = "target_log_distance"
-
-    def __init__(self, target: DesignTarget):
-        self.target = target
-
-    def units(self, axis_units: str) -> str:
-        """Dimensionless."""
-        return ""
-
-    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``−ln distance`` per spectrum ``(n,)``."""
-        return -np.log(np.maximum(self.target.distance(spectra), 1e-12))
 
 
 def simulator_options(config: DesignConfig) -> ClusterSimOptions:
