@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.spheres import geometry_vector
 from engine.surrogate import Surrogate
 
 Detect = Callable[[NDArray[np.float64]], tuple[NDArray[np.float64], NDArray[np.float64]]]
@@ -53,17 +54,4 @@ class LatentDesignSpace:
 
     def geometry(self, u: NDArray[np.float64]) -> NDArray[np.float64]:
         """Geometry vectors ``(m, 3 · max_spheres)``: ``x, y, r`` (nm) per sphere, NaN-padded."""
-        out = np.full((len(np.atleast_2d(u)), self.max_spheres, 3), np.nan)
-        for i, patch in enumerate(self.patches(u)):
-            centres, radii = self._detect(patch)
-            n = min(radii.size, self.max_spheres)
-            out[i, :n, :2] = centres[:n, :2]
-            out[i, :n, 2] = radii[:n]
-        return out.reshape(out.shape[0], -1)
-
-
-def spheres_of(geometry: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Centres ``(n, 2)`` and radii ``(n,)`` from a geometry vector ``(3k,)`` (NaN rows dropped)."""
-    rows = np.asarray(geometry, dtype=np.float64).reshape(-1, 3)
-    rows = rows[np.isfinite(rows).all(axis=1)]
-    return rows[:, :2], rows[:, 2]
+        return np.array([geometry_vector(*self._detect(patch), self.max_spheres) for patch in self.patches(u)])

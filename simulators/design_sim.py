@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.errors import AcquisitionAborted, BadRequest, ConfigError
 from engine.protocols import Clock
+from engine.spheres import spheres_of
 from engine.types import JSON, Axis, Image, InstrumentDescription, SpectralAxis, SpectrumBatch
 from simulators.cda import Cluster, dark_field_spectrum
 from simulators.design_space import ARRANGEMENTS, ClusterSpace
@@ -105,17 +106,6 @@ class ClusterSimulator:
         return design.spectrum(self.options.energy_ev(), self.options.n_medium**2)
 
 
-def geometry_vector(centres_nm: NDArray[np.float64], radii_nm: NDArray[np.float64], k: int) -> NDArray[np.float64]:
-    """Flatten up to ``k`` spheres (centres ``(n, 2 or 3)``, radii ``(n,)``, nm) to ``(3k,)``, NaN-padded."""
-    n = radii_nm.size
-    if n > k:
-        raise ValueError(f"{n} spheres do not fit a geometry vector of {k}")
-    out = np.full((k, 3), np.nan)
-    out[:n, :2] = np.asarray(centres_nm, dtype=np.float64)[:, :2]
-    out[:n, 2] = radii_nm
-    return out.ravel()
-
-
 @dataclass(frozen=True)
 class GeometrySimulator:
     """Geometry vector ``(3k,)`` (x, y, radius in nm per sphere; NaN rows unused) → spectrum ``(c,)`` nm².
@@ -131,13 +121,12 @@ class GeometrySimulator:
         """The spectrum of the spheres in ``geometry``; raises ``ValueError`` if it holds none."""
         if self.options.delay_s > 0:
             self.sleep(self.options.delay_s)
-        rows = np.asarray(geometry, dtype=np.float64).reshape(-1, 3)
-        rows = rows[np.isfinite(rows).all(axis=1)]
-        if rows.shape[0] == 0:
+        xy, radii = spheres_of(geometry)
+        if radii.size == 0:
             raise ValueError("the structure holds no particle")
         eps = ito(0.1) if self.material == "ITO" else MATERIALS[self.material]
-        centres = np.column_stack([rows[:, :2], np.zeros(rows.shape[0])])
-        cluster = Cluster(centres, rows[:, 2], [eps] * rows.shape[0], self.options.n_medium**2)
+        centres = np.column_stack([xy, np.zeros(radii.size)])
+        cluster = Cluster(centres, radii, [eps] * radii.size, self.options.n_medium**2)
         return np.asarray(dark_field_spectrum(cluster, self.options.energy_ev()), dtype=np.float64)
 
 

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import zarr
 
 from engine.checkpoints import save_surrogate
 from engine.design_target import load_target_file, peak_target
 from engine.errors import ConfigError
 from engine.storage import read_run
+from engine.storage.integrity import check_run
 from engine.surrogate import PairedData, Surrogate, SurrogateConfig
 from simulators.darkfield import ClusterSample, DarkFieldOptions, darkfield_batch, sem_patch
 from simulators.particles import detect_spheres
@@ -80,6 +82,8 @@ def test_design_with_threads_runs_bo_and_both_baselines_into_one_run(tmp_path: P
     assert [s["evaluations"] for s in searches] == [12, 12, 12]
     assert all(-1 <= s["best_score"] <= 0 for s in searches)  # −relative L2
     assert run.attrs["design"]["target_spectrum"] is not None
+    _, integrity = check_run(_run(tmp_path))  # DE rows are outside the pool (candidate index -1)
+    assert integrity.ok, integrity.problems
     assert _run(tmp_path).with_suffix(".png").stat().st_size > 10_000
     assert "calls to target" in result.stdout
 
@@ -137,7 +141,8 @@ def test_design_in_the_latent_space_of_a_trained_structure_vae(tmp_path: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
     run = read_run(_run(tmp_path))
     assert run.positions.shape[1] == 3 and run.n == 18  # designs are latent coordinates
-    payload = np.asarray(run.attrs["design"]["payload"], dtype=float)  # the spheres each candidate decodes to
+    group = zarr.open_group(_run(tmp_path), mode="r")
+    payload = np.asarray(group["candidate_payload"][:], dtype=float)  # the spheres each candidate decodes to
     assert payload.shape[0] == run.candidate_positions.shape[0] and np.isfinite(payload).any(axis=1).all()
     assert "spheres" in result.stdout
 

@@ -31,10 +31,10 @@ from engine.design_loop import DesignHistory, DesignLog, Executor, InlineExecuto
 from engine.design_report import Geometry, SearchSummary, design_figure, summarise
 from engine.design_target import DesignTarget, TargetDistance, load_target_file, peak_target
 from engine.errors import ConfigError
-from engine.latent_design import spheres_of
 from engine.policies import RandomPolicy
 from engine.protocols import Clock
 from engine.scalarisers import Scalariser
+from engine.spheres import spheres_of
 from engine.storage import RunWriter
 from engine.trainer import InlineTrainer
 from engine.types import Axis, InstrumentDescription
@@ -222,7 +222,6 @@ def create_run(config: DesignConfig, text: str, problem: DesignProblem, clock: C
             "simulator": problem.options.model_dump(mode="json"),
             "target_label": target.label if target is not None else f"maximise {problem.scalariser.name}",
             "target_spectrum": target.spectrum.tolist() if target is not None else None,
-            "payload": problem.payload.tolist() if config.space.kind == "latent" else None,
         }
     }
     candidates = CandidateSet(problem.pool, np.zeros((m, 2), np.int64), (1, m))
@@ -236,6 +235,7 @@ def create_run(config: DesignConfig, text: str, problem: DesignProblem, clock: C
         clock=clock,
         chunk_rows=config.run.chunk_rows,
         extra_attrs=attrs,
+        extra_arrays={"candidate_payload": problem.payload} if config.space.kind == "latent" else None,
     )
 
 

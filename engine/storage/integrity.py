@@ -51,12 +51,15 @@ def check_run(path: Path) -> tuple[RunData, IntegrityReport]:
         outside = (p < axis.low) | (p > axis.high)
         if outside.any():
             report.problems.append(f"{int(outside.sum())} positions outside axis {axis.name} limits")
-    cand = run.columns["candidate_index"]
-    if n and (cand.min() < 0 or cand.max() >= run.candidate_positions.shape[0]):
+    cand = run.columns["candidate_index"]  # -1: a position outside the candidate set
+    if n and (cand.min() < -1 or cand.max() >= run.candidate_positions.shape[0]):
         report.problems.append("candidate_index out of range of candidate_positions")
-    _, counts = np.unique(cand, return_counts=True)
+    in_set = cand >= 0
+    _, counts = np.unique(
+        np.column_stack([run.columns["policy_code"][in_set], cand[in_set]]), axis=0, return_counts=True
+    )
     if np.any(counts > 1):
-        report.notes.append(f"{int((counts > 1).sum())} candidates were measured more than once")
+        report.notes.append(f"{int((counts > 1).sum())} candidates were measured more than once by one policy")
     if run.spectra.shape[1:] != (run.spectral_axis.size,):
         report.problems.append(f"spectra have {run.spectra.shape[1:]} channels, axis says {run.spectral_axis.size}")
     entries, valid, total = read_journal(path.joinpath(*JOURNAL_PATH))

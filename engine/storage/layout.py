@@ -9,7 +9,7 @@ array              dtype        shape                          meaning
 ``positions``      float64      ``(n, d)``                     probe position, axes' units
 ``timestamps``     float64      ``(n,)``                       end of acquisition, s since epoch
 ``step``           int64        ``(n,)``                       campaign step that measured the row
-``candidate_index`` int64       ``(n,)``                       index into ``candidate_positions``
+``candidate_index`` int64       ``(n,)``                       index into ``candidate_positions``; -1 outside them
 ``policy_code``    int16        ``(n,)``                       index into attribute ``policies``
 ``acquisition_value`` float64   ``(n,)``                       NaN for model-free policies
 ``model_version``  int64        ``(n,)``                       -1 when no model was used

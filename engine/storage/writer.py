@@ -113,6 +113,7 @@ class RunWriter:
         clock: Clock,
         chunk_rows: int = 256,
         extra_attrs: Mapping[str, Any] | None = None,
+        extra_arrays: Mapping[str, NDArray[Any]] | None = None,
     ) -> RunWriter:
         """Create a new, empty run at ``path`` (which must not exist).
 
@@ -124,7 +125,10 @@ class RunWriter:
             config_toml: the configuration, as TOML text, stored verbatim.
             clock: injected time source.
             chunk_rows: rows per Zarr chunk and per flushed block.
-            extra_attrs: further JSON attributes stored under ``dualscope``.
+            extra_attrs: further JSON attributes stored under ``dualscope`` (small: the attributes
+                are rewritten at every commit).
+            extra_arrays: further fixed arrays stored once next to the candidates (e.g. what each
+                candidate design decodes to), by name.
         """
         if chunk_rows < 1:
             raise RunStorageError("chunk_rows must be >= 1")
@@ -181,6 +185,9 @@ class RunWriter:
             "candidate_pixels", shape=candidates.pixels.shape, dtype="int64", dimension_names=("candidate", "pixel")
         )
         pix[:] = candidates.pixels
+        for name, values in (extra_arrays or {}).items():
+            extra = group.create_array(name, shape=values.shape, dtype=values.dtype)
+            extra[:] = values
         attrs = {
             "format_version": FORMAT_VERSION,
             "run_id": uuid.uuid4().hex,
