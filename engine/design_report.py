@@ -29,6 +29,7 @@ class SearchSummary:
         failures: failed evaluations (each re-submitted or given up, as recorded in the run).
         best_score: best objective value (``−relative L2`` for a target).
         best_design: the best design ``(d,)`` (a point of the design cube).
+        best_spectrum: its spectrum ``(c,)``.
         best_index: its pool index (``-1``: outside the pool).
         best_curve: best score so far after each evaluation ``(evaluations,)``.
         calls_to_target: evaluations until the target was first reached within tolerance (None: not reached).
@@ -39,6 +40,7 @@ class SearchSummary:
     failures: int
     best_score: float
     best_design: NDArray[np.float64]
+    best_spectrum: NDArray[np.float64]
     best_index: int
     best_curve: NDArray[np.float64]
     calls_to_target: int | None
@@ -64,7 +66,7 @@ def summarise(
     """Summarise a search from its history; ``score``/``reached`` map spectra ``(n, c)`` to ``(n,)``."""
     if not history.spectra:
         empty = np.empty(0)
-        return SearchSummary(history.method, 0, len(history.failures), float("-inf"), empty, -1, empty, None)
+        return SearchSummary(history.method, 0, len(history.failures), float("-inf"), empty, empty, -1, empty, None)
     spectra = np.asarray(history.spectra)
     values = score(spectra)
     best = int(np.nanargmax(values))
@@ -78,6 +80,7 @@ def summarise(
         len(history.failures),
         float(values[best]),
         np.asarray(history.designs[best]),
+        spectra[best],
         int(history.indices[best]),
         np.fmax.accumulate(values),
         hit,
@@ -87,7 +90,6 @@ def summarise(
 def design_figure(
     path: Path,
     summaries: Sequence[SearchSummary],
-    best_spectra: Mapping[str, NDArray[np.float64]],
     geometries: Mapping[str, Geometry],
     labels: Mapping[str, str],
     energy_ev: NDArray[np.float64],
@@ -99,8 +101,7 @@ def design_figure(
 
     Args:
         path: PNG to write.
-        summaries: one per search.
-        best_spectra: method → its best spectrum ``(c,)``.
+        summaries: one per search (with its best spectrum).
         geometries: method → the best structure's spheres.
         labels: method → a one-line description of the best structure.
         energy_ev: photon energies ``(c,)``, eV.
@@ -133,8 +134,8 @@ def design_figure(
     if target is not None:
         spec.plot(energy_ev, target / (np.max(np.abs(target)) or 1.0), "k--", lw=2, label=f"target: {target_label}")
     for s in summaries:
-        if s.method in best_spectra:
-            b = best_spectra[s.method]
+        if s.evaluations:
+            b = s.best_spectrum
             spec.plot(energy_ev, b / (np.max(np.abs(b)) or 1.0), label=f"{s.method} ({s.best_score:.3g})")
     spec.set_xlabel("photon energy (eV)")
     spec.set_ylabel("scattering (normalised)")

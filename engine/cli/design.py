@@ -72,6 +72,16 @@ class DesignProblem:
     describe: Callable[[NDArray[np.float64]], str]
     axis_names: tuple[str, ...]
 
+    def candidates(self) -> CandidateSet:
+        """A fresh candidate set over the pool (each search keeps its own measured/pending marks)."""
+        m = self.pool.shape[0]
+        return CandidateSet(self.pool, np.zeros((m, 2), np.int64), (1, m))
+
+    @property
+    def goal(self) -> str:
+        """What the searches aim at, in words."""
+        return self.target.label if self.target is not None else f"maximise {self.scalariser.name}"
+
     def score(self, spectra: NDArray[np.float64]) -> NDArray[np.float64]:
         """Reported objective ``(n,)`` of spectra ``(n, c)``: ``−relative L2`` to the target, else the scalariser."""
         if self.target is not None:
@@ -207,30 +217,28 @@ def open_executor(config: DesignConfig, problem: DesignProblem, context: zmq.Con
 
 def create_run(config: DesignConfig, text: str, problem: DesignProblem, clock: Clock) -> RunWriter:
     """A new Zarr run: the design coordinates are its axes, the pool its candidates."""
-    m = problem.pool.shape[0]
     description = InstrumentDescription(
         name="dualscope-design",
         axes=tuple(Axis(n, "1", 0.0, 1.0) for n in problem.axis_names),
         spectral_axis=problem.options.spectral_axis(),
         image_channels=(),
-        extra={"simulator": problem.options.model_dump(mode="json"), "space": config.space.kind},
+        extra={"space": config.space.kind},  # the simulator's options are in the attribute ``design``
     )
     target = problem.target
     attrs = {
         "design": {
             "space": config.space.model_dump(mode="json"),
             "simulator": problem.options.model_dump(mode="json"),
-            "target_label": target.label if target is not None else f"maximise {problem.scalariser.name}",
+            "target_label": problem.goal,
             "target_spectrum": target.spectrum.tolist() if target is not None else None,
         }
     }
-    candidates = CandidateSet(problem.pool, np.zeros((m, 2), np.int64), (1, m))
     path = new_run_path(config.run.output_dir, config.run.name, clock)
     return RunWriter.create(
         path,
         description=description,
         images=[],
-        candidates=candidates,
+        candidates=problem.candidates(),
         config_toml=text,
         clock=clock,
         chunk_rows=config.run.chunk_rows,
@@ -254,12 +262,7 @@ def run_searches(
     if target is not None and config.target.stop_when_reached:
 
         def stop(h: DesignHistory) -> bool:
-            return bool(h.spectra) and bool(target.reached(h.spectra[-1])[0])
-
-    m = problem.pool.shape[0]
-
-    def fresh_pool() -> CandidateSet:
-        return CandidateSet(problem.pool, np.zeros((m, 2), np.int64), (1, m))
+            return bool(target.reached(h.spectra[-1])[0])
 
     def progress(method: str) -> Callable[..., None] | None:
         return None if on_result is None else (lambda o, h: on_result(method, h))
@@ -278,16 +281,15 @@ def run_searches(
     )
     histories = [
         run_design(
-            BOPolicy(BO_NAME, bo), fresh_pool(), executor, budget=budget, workers=workers,
+            BOPolicy(BO_NAME, bo), problem.candidates(), executor, budget=budget, workers=workers,
             log=DesignLog(writer, clock, "bo"), stop=stop, on_outcome=progress(BO_NAME), designs=problem.payload,
         )
     ]  # fmt: skip
     for name in opt.baselines:
         rng = np.random.default_rng(seed + 1)
         if name == "random":
-            pool = fresh_pool()
             h = run_design(
-                RandomPolicy(rng), pool, executor, budget=budget, workers=workers,
+                RandomPolicy(rng), problem.candidates(), executor, budget=budget, workers=workers,
                 log=DesignLog(writer, clock, "random"), stop=stop, on_outcome=progress("random"),
                 designs=problem.payload,
             )  # fmt: skip
@@ -308,22 +310,15 @@ def summaries_of(problem: DesignProblem, histories: list[DesignHistory]) -> list
     return [summarise(h, problem.score, target.reached if target is not None else None) for h in histories]
 
 
-def write_figure(
-    path: Path, problem: DesignProblem, histories: list[DesignHistory], summaries: list[SearchSummary]
-) -> Path:
+def write_figure(path: Path, problem: DesignProblem, summaries: list[SearchSummary]) -> Path:
     """The convergence / best-structure / spectra figure."""
-    best_spectra, geometries, labels = {}, {}, {}
-    for h, s in zip(histories, summaries, strict=True):
-        if s.evaluations:
-            k = int(np.nanargmax(problem.score(np.asarray(h.spectra))))
-            best_spectra[s.method] = np.asarray(h.spectra[k])
-            geometries[s.method] = problem.geometry(s.best_design)
-            labels[s.method] = problem.describe(s.best_design)
+    best = [s for s in summaries if s.evaluations]
+    geometries = {s.method: problem.geometry(s.best_design) for s in best}
+    labels = {s.method: problem.describe(s.best_design) for s in best}
     target = problem.target
     return design_figure(
         path,
         summaries,
-        best_spectra,
         geometries,
         labels,
         problem.options.energy_ev(),

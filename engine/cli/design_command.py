@@ -88,7 +88,7 @@ def _run(config: DesignConfig, text: str) -> None:
     problem = build_problem(config, _load_latent)
     n_searches = 1 + len(config.optimiser.baselines)
     out.print(
-        f"Target: [bold]{problem.target.label if problem.target else 'maximise ' + problem.scalariser.name}[/]; "
+        f"Target: [bold]{problem.goal}[/]; "
         f"space {config.space.kind} ({problem.pool.shape[0]} candidates, {problem.pool.shape[1]} coordinates); "
         f"executor {config.executor.kind} × {config.executor.workers}"
     )
@@ -130,7 +130,7 @@ def _run(config: DesignConfig, text: str) -> None:
         )  # fmt: skip
     out.print(table)
     if config.run.figure:
-        figure = write_figure(writer.root.with_suffix(".png"), problem, histories, summaries)
+        figure = write_figure(writer.root.with_suffix(".png"), problem, summaries)
         out.print(f"Figure: [bold]{figure}[/]")
 
 
