@@ -144,16 +144,30 @@ def _allowed_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
     return sorted(current.model_fields)
 
 
+def validate_model(data: Any, model: type[M], source: str) -> M:
+    """Validate plain ``data`` as ``model``; errors name the key and the allowed values."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, model, source)) from None
+
+
 def parse_model(text: str, model: type[M], source: str) -> M:
     """Parse TOML ``text`` into ``model``; errors name the key and the allowed values."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    return validate_model(data, model, source)
+
+
+def load_model(path: Path, model: type[M]) -> tuple[M, str]:
+    """Read and parse the TOML file at ``path`` as ``model``; returns it and the text (stored in the run)."""
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, model, source)) from None
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    return parse_model(text, model, str(path)), text
 
 
 def parse_config(text: str, source: str = "<config>") -> RunConfig:
@@ -163,8 +177,4 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
 
 def load_config(path: Path) -> tuple[RunConfig, str]:
     """Read and parse the TOML file at ``path``; returns the config and its text (stored in the run)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    return parse_config(text, str(path)), text
+    return load_model(path, RunConfig)

@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.config import ScalariserSection, _Strict, parse_model
-from engine.errors import ConfigError
+from engine.config import ScalariserSection, _Strict, load_model, parse_model
 
 
 class DesignRunSection(_Strict):
@@ -124,8 +123,4 @@ def parse_design_config(text: str, source: str = "<design config>") -> DesignCon
 
 def load_design_config(path: Path) -> tuple[DesignConfig, str]:
     """Read and parse the design TOML at ``path``; returns the config and its text (stored in the run)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-    return parse_design_config(text, str(path)), text
+    return load_model(path, DesignConfig)

@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import zmq
 from numpy.typing import NDArray
-from pydantic import ValidationError
 from scipy.stats import qmc
 
 from engine.bo_policy import BOPolicy, PositionFeatures, ScalarBO
 from engine.candidates import CandidateSet
 from engine.cli.spawn import spawned_server
 from engine.cli.wiring import build_scalariser, new_run_path
-from engine.config import format_validation_error
+from engine.config import validate_model
 from engine.design_baselines import DE_NAME, differential_evolution_search
 from engine.design_config import DesignConfig, TargetSection
 from engine.design_loop import DesignHistory, DesignLog, Executor, InlineExecutor, Simulate, ThreadExecutor, run_design
@@ -91,11 +90,9 @@ class DesignProblem:
 
 def simulator_options(config: DesignConfig) -> ClusterSimOptions:
     """Validate ``[simulator]`` with the simulator's options model."""
+    options = validate_model(config.simulator, ClusterSimOptions, "[simulator]")
     try:
-        options = ClusterSimOptions.model_validate(config.simulator)
         options.space()
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, ClusterSimOptions, "[simulator]")) from None
     except ValueError as exc:
         raise ConfigError(f"[simulator]: {exc}") from None
     return options

@@ -7,16 +7,15 @@ from typing import Annotated, Any
 
 import typer
 import zmq
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from engine.clock import SystemClock
-from engine.config import format_validation_error
+from engine.config import validate_model
 from engine.design_config import DesignConfig, load_design_config
 from engine.design_loop import DesignHistory
-from engine.errors import ConfigError, DualscopeError
+from engine.errors import DualscopeError
 
 out = Console()
 err = Console(stderr=True)
@@ -75,10 +74,7 @@ def _override(
     data["executor"] = {**data["executor"], **ex}
     if budget is not None:
         data["stop"] = {"budget": budget}
-    try:
-        return DesignConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, DesignConfig, "command-line options")) from None
+    return validate_model(data, DesignConfig, "command-line options")
 
 
 def _run(config: DesignConfig, text: str) -> None:

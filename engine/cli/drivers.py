@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from engine.config import format_validation_error
+from engine.config import validate_model
 from engine.errors import ConfigError
 from engine.importers import import_file
 from engine.protocols import Clock
@@ -108,11 +108,7 @@ def driver_options(name: str, options: Mapping[str, Any]) -> BaseModel:
     entry = DRIVERS.get(name)
     if entry is None:
         raise ConfigError(f"unknown driver {name!r}; available: {', '.join(sorted(DRIVERS))}")
-    try:
-        return entry.options.model_validate(dict(options))
-    except ValidationError as exc:
-        msg = format_validation_error(exc, entry.options, f"options of driver {name!r}")
-        raise ConfigError(msg) from None
+    return validate_model(dict(options), entry.options, f"options of driver {name!r}")
 
 
 def build_driver(name: str, options: Mapping[str, Any], clock: Clock) -> Driver:
