@@ -97,13 +97,19 @@ class ClusterSimulator:
 
     options: ClusterSimOptions
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+    _space: ClusterSpace = field(init=False, repr=False, compare=False)
+    _energy_ev: NDArray[np.float64] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_space", self.options.space())  # once, not per evaluation
+        object.__setattr__(self, "_energy_ev", self.options.energy_ev())
 
     def __call__(self, u: NDArray[np.float64]) -> NDArray[np.float64]:
         """The spectrum of ``space.decode(u)`` on the options' energy axis (after the fixed delay)."""
         if self.options.delay_s > 0:
             self.sleep(self.options.delay_s)
-        design = self.options.space().decode(np.asarray(u, dtype=np.float64))
-        return design.spectrum(self.options.energy_ev(), self.options.n_medium**2)
+        design = self._space.decode(np.asarray(u, dtype=np.float64))
+        return design.spectrum(self._energy_ev, self.options.n_medium**2)
 
 
 @dataclass(frozen=True)
