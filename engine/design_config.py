@@ -12,17 +12,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from engine.config import ScalariserSection, _Strict, load_model, parse_model
+from engine.config import RunSection, ScalariserSection, _Strict, load_model, parse_model
 
 
-class DesignRunSection(_Strict):
-    """``[run]``: naming, output and reproducibility."""
+class DesignRunSection(RunSection):
+    """``[run]`` of a design: the campaign's, named ``design`` by default (the seed also draws the pool)."""
 
     name: str = Field("design", pattern=r"^[A-Za-z0-9_.-]+$", description="prefix of the run directory name")
-    output_dir: Path = Field(Path("runs"), description="where runs/<name>-<timestamp>.zarr go")
-    seed: int = Field(0, description="seed of the pool, the optimisers and the baselines")
-    chunk_rows: int = Field(64, ge=1, le=65536, description="rows per Zarr chunk")
-    figure: bool = Field(True, description="write the convergence / best-structures figure next to the run")
 
 
 class StructureSection(_Strict):
