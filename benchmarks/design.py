@@ -3,9 +3,10 @@
 Calls to target: three reachable targets (spectra of known clusters) × two seeds; a search reaches
 the target when a spectrum is within 0.1 relative L2 and its peak within 0.02 eV; every search runs
 in-process (one evaluation at a time, reproducible) until then or its cap. BO is the `dualscope
-design` search (GP on the six design coordinates over an 8,192-point Sobol pool, log-EI on
-−ln distance); DE is scipy's differential_evolution (best1bin, population 5 × 6, Sobol init);
-random draws from the same pool. A search that never reaches the target counts as its cap.
+design` search (GP on the six design coordinates over an 8,192-point Sobol pool, 16 random designs
+first, then log-EI on −ln tolerance ratio); DE is scipy's differential_evolution (best1bin,
+population 5 × 6, Sobol init) maximising the same objective (−tolerance ratio); random draws from
+the same pool. A search that never reaches the target counts as its cap.
 
 Dask scaling: a simulator with a fixed 0.5 s per call; on 2 cores that extra time is a sleep, not
 CPU work (four CPU-bound workers could not run four times faster on two cores). Evaluations per
@@ -26,7 +27,7 @@ from engine.candidates import CandidateSet
 from engine.dask_executor import DaskExecutor, dask_client
 from engine.design_baselines import differential_evolution_search
 from engine.design_loop import DesignHistory, InlineExecutor, run_design
-from engine.design_target import DesignTarget, TargetDistance
+from engine.design_target import DesignTarget, TargetTolerance
 from engine.policies import RandomPolicy
 from engine.trainer import InlineTrainer
 from simulators.design_sim import ClusterSimOptions, ClusterSimulator
@@ -41,6 +42,7 @@ TARGETS = {
 SEEDS = (0, 1)
 CAPS = {"design-bo": 100, "differential-evolution": 600, "random": 600}
 POOL = 8192
+INITIAL = 16  # the design config's default
 
 
 def _pool(seed: int) -> tuple[np.ndarray, CandidateSet]:
@@ -67,7 +69,8 @@ def calls_to_target() -> dict[str, list[int]]:
         for seed in SEEDS:
             pts, pool = _pool(seed)
             rng = np.random.default_rng(seed)
-            bo = ScalarBO(TargetDistance(target), energy, "log-ei", rng, 8, PositionFeatures(pts), InlineTrainer())
+            objective = TargetTolerance(target)
+            bo = ScalarBO(objective, energy, "log-ei", rng, INITIAL, PositionFeatures(pts), InlineTrainer())
             h = run_design(BOPolicy("design-bo", bo), pool, InlineExecutor(simulate), budget=CAPS["design-bo"],
                            workers=1, stop=stop)  # fmt: skip
             calls["design-bo"].append(_calls(h, target, CAPS["design-bo"]))

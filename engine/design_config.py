@@ -73,7 +73,7 @@ class OptimiserSection(_Strict):
     """``[optimiser]``: the Bayesian optimisation and its baselines."""
 
     acquisition: Literal["log-ei", "noisy-log-ei", "ucb", "max-variance", "thompson"] = "log-ei"
-    initial: int = Field(8, ge=1, description="random designs before the first GP")
+    initial: int = Field(16, ge=1, description="random designs before the first GP (about 2-3 × the design dimension)")
     refit_every: int = Field(1, ge=1, description="new results between GP refits")
     baselines: tuple[Literal["random", "differential-evolution"], ...] = Field(
         ("random", "differential-evolution"), description="baselines run with the same budget and simulator"

@@ -1,9 +1,11 @@
 """What inverse design aims at: a target spectrum (from a file or "a peak at E eV of width w") and a tolerance.
 
-The score of a spectrum is the negated relative L2 distance to the target (0 = identical), after the
-best positive scale factor when only the shape matters (a peak given without an amplitude). A target
-is *reached* when that distance is within ``rel_tol`` and the spectrum's peak lies within
-``peak_tol_ev`` of the target's.
+The distance of a spectrum is its relative L2 distance to the target (0 = identical), after the best
+positive scale factor when only the shape matters (a peak given without an amplitude). A target is
+*reached* when that distance is within ``rel_tol`` and the spectrum's peak lies within ``peak_tol_ev``
+of the target's. What the searches optimise is the *tolerance ratio*, the larger of distance /
+``rel_tol`` and peak error / ``peak_tol_ev`` (reached ⇔ ratio ≤ 1): optimising the distance alone
+finds spectra of the right shape whose peak sits a few channels off, and then stalls.
 """
 
 from __future__ import annotations
@@ -54,9 +56,14 @@ class DesignTarget:
         """Relative L2 distances ``(n,)`` of spectra ``(n, c)`` (or one ``(c,)`` → ``(1,)``)."""
         return -self._match(spectra, self.energy_ev)
 
+    def tolerance_ratio(self, spectra: NDArray[np.floating]) -> NDArray[np.float64]:
+        """``max(distance / rel_tol, |peak − target peak| / peak_tol_ev)`` per spectrum ``(n,)``; ≤ 1 is reached."""
+        peak_error = np.abs(self.peak_ev(spectra) - self._target_peak_ev)
+        return np.asarray(np.maximum(self.distance(spectra) / self.rel_tol, peak_error / self.peak_tol_ev))
+
     def score(self, spectrum: NDArray[np.floating]) -> float:
-        """``−distance`` of one spectrum ``(c,)`` (higher is better)."""
-        return -float(self.distance(spectrum)[0])
+        """``−tolerance ratio`` of one spectrum ``(c,)``: what the searches maximise (≥ −1 is reached)."""
+        return -float(self.tolerance_ratio(spectrum)[0])
 
     def peak_ev(self, spectra: NDArray[np.floating]) -> NDArray[np.float64]:
         """Peak positions ``(n,)`` in eV (parabolic refinement of the maximum)."""
@@ -68,13 +75,13 @@ class DesignTarget:
         return np.asarray((self.distance(spectra) <= self.rel_tol) & close)
 
 
-class TargetDistance:
-    """The target as a scalariser: ``−ln(relative L2 distance)`` (higher is closer; same ranking as ``−distance``).
+class TargetTolerance:
+    """The target as a scalariser: ``−ln(tolerance ratio)`` (higher is closer; ≥ 0 is reached).
 
     The logarithm spreads the sharp minimum around the target over a range a GP models well.
     """
 
-    name = "target_log_distance"
+    name = "target_log_tolerance"
 
     def __init__(self, target: DesignTarget):
         self.target = target
@@ -84,8 +91,8 @@ class TargetDistance:
         return ""
 
     def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``−ln distance`` per spectrum ``(n,)``."""
-        return -np.log(np.maximum(self.target.distance(spectra), 1e-12))
+        """``−ln tolerance ratio`` per spectrum ``(n,)``."""
+        return -np.log(np.maximum(self.target.tolerance_ratio(spectra), 1e-12))
 
 
 def peak_target(

@@ -11,6 +11,7 @@ from scipy.stats import qmc
 from engine.bo_policy import BOPolicy, PositionFeatures, ScalarBO
 from engine.candidates import CandidateSet
 from engine.design_loop import InlineExecutor, Outcome, ThreadExecutor, run_design
+from engine.design_target import TargetTolerance, peak_target
 from engine.scalarisers import TargetMatch
 from engine.trainer import InlineTrainer
 from simulators.design_space import ClusterDesign, ClusterSpace
@@ -129,3 +130,17 @@ def test_inverse_design_of_a_gold_trimer_against_the_cda() -> None:
     values = score(np.asarray(history.spectra), energy)
     assert len(history.indices) == 16 and np.isfinite(values).all()
     assert values.max() > np.median(score(np.asarray([space.decode(u).spectrum(energy) for u in pts[:64]]), energy))
+
+
+def test_the_tolerance_ratio_is_at_most_one_exactly_when_the_target_is_reached() -> None:
+    energy = np.linspace(1.5, 3.0, 301)
+    target = peak_target(energy, 2.2, 0.2, rel_tol=0.1, peak_tol_ev=0.02)
+    spectra = np.array([peak_target(energy, c, w).spectrum for c, w in [(2.2, 0.2), (2.21, 0.2), (2.25, 0.2),
+                                                                        (2.2, 0.3), (2.6, 0.2)]])  # fmt: skip
+    ratio = target.tolerance_ratio(spectra)
+    np.testing.assert_array_equal(ratio <= 1, target.reached(spectra))
+    assert ratio[0] < 1e-6 and target.reached(spectra).tolist() == [True, True, False, False, False]
+    # the peak error alone keeps 2.25 eV out even though its shape is close: the ratio says which
+    assert abs(target.peak_ev(spectra[2:3])[0] - 2.25) < 0.005 and ratio[2] >= 2.5 - 1e-6
+    assert target.score(spectra[1]) == -ratio[1]
+    np.testing.assert_allclose(TargetTolerance(target)(spectra, energy), -np.log(np.maximum(ratio, 1e-12)))

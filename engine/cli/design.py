@@ -28,7 +28,7 @@ from engine.design_baselines import DE_NAME, differential_evolution_search
 from engine.design_config import DesignConfig, TargetSection
 from engine.design_loop import DesignHistory, DesignLog, Executor, InlineExecutor, Simulate, ThreadExecutor, run_design
 from engine.design_report import Geometry, SearchSummary, design_figure, summarise
-from engine.design_target import DesignTarget, TargetDistance, load_target_file, peak_target
+from engine.design_target import DesignTarget, TargetTolerance, load_target_file, peak_target
 from engine.errors import ConfigError
 from engine.policies import RandomPolicy
 from engine.protocols import Clock
@@ -81,6 +81,12 @@ class DesignProblem:
         """What the searches aim at, in words."""
         return self.target.label if self.target is not None else f"maximise {self.scalariser.name}"
 
+    def objective(self, spectrum: NDArray[np.float64]) -> float:
+        """What every search maximises, from one spectrum ``(c,)``: the target's score, else the scalariser."""
+        if self.target is not None:
+            return self.target.score(spectrum)
+        return float(self.scalariser(np.atleast_2d(spectrum), self.options.energy_ev())[0])
+
     def score(self, spectra: NDArray[np.float64]) -> NDArray[np.float64]:
         """Reported objective ``(n,)`` of spectra ``(n, c)``: ``−relative L2`` to the target, else the scalariser."""
         if self.target is not None:
@@ -125,7 +131,7 @@ def build_problem(config: DesignConfig, load_latent: Callable[[DesignConfig], An
     options = simulator_options(config)
     target = build_target(config.target, options)
     scalariser: Scalariser = (
-        TargetDistance(target)
+        TargetTolerance(target)
         if target is not None
         else build_scalariser(config.target.scalariser, options.spectral_axis())
     )
@@ -292,7 +298,7 @@ def run_searches(
             )  # fmt: skip
         else:
             h = differential_evolution_search(
-                lambda s: float(problem.score(s)[0]), problem.pool.shape[1], executor, rng, budget=budget,
+                problem.objective, problem.pool.shape[1], executor, rng, budget=budget,
                 log=DesignLog(writer, clock, "de"), stop=stop, popsize=opt.de_popsize, prepare=problem.prepare,
             )  # fmt: skip
             if on_result is not None:
