@@ -46,6 +46,10 @@ class InstrumentSection(_Strict):
     retries: int = Field(2, ge=0, le=100, description="re-sends of the same request id after a timeout")
     image_channel: str = Field("haadf", description="structural image channel to acquire first")
     options: dict[str, Any] = Field(default_factory=dict, description="driver options, checked by the driver")
+    client_key: Path | None = Field(
+        None, description="connect: this client's .key_secret file (`dualscope keys new`), if the server requires keys"
+    )
+    server_key: Path | None = Field(None, description="connect: the server's public .key file (with client_key)")
 
 
 class CandidatesSection(_Strict):

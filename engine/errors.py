@@ -64,6 +64,12 @@ class AcquisitionAborted(InstrumentError):
     code = "aborted"
 
 
+class Unauthorised(InstrumentError):
+    """The client's key does not hold a role that may send this command."""
+
+    code = "unauthorised"
+
+
 class InstrumentTimeout(InstrumentError):
     """No reply arrived within the timeout after all retries."""
 
@@ -106,6 +112,7 @@ INSTRUMENT_ERRORS: dict[str, type[InstrumentError]] = {
         InstrumentTimeout,
         InstrumentConnectionError,
         NoRecordedData,
+        Unauthorised,
     )
 }
 """Wire error code → exception class, used to re-raise typed errors from replies."""

@@ -19,6 +19,7 @@ from engine.errors import (
 )
 from engine.types import JSON, Image, InstrumentDescription, Measurement
 from instruments import messages
+from instruments.auth import ClientAuth
 from instruments.local import new_request_id
 from instruments.wire import DEFAULT_MAX_ARRAY_BYTES, PROTOCOL_VERSION, Message, decode, encode
 
@@ -39,6 +40,7 @@ class ZmqInstrument:
         retries: re-sends after a timeout.
         id_factory: makes request ids when the caller gives none.
         monotonic: clock for the timeouts.
+        auth: this client's CURVE key pair and the server's public key (servers that require keys).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class ZmqInstrument:
         id_factory: Callable[[], str] = new_request_id,
         monotonic: Callable[[], float] = time.monotonic,
         max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
+        auth: ClientAuth | None = None,
     ):
         if timeout_s <= 0 or retries < 0:
             raise ValueError("timeout_s must be > 0 and retries >= 0")
@@ -58,7 +61,10 @@ class ZmqInstrument:
         self._ids, self._monotonic, self._max_bytes = id_factory, monotonic, max_array_bytes
         self._sock = context.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._auth = auth
         try:
+            if auth is not None:
+                auth.secure(self._sock)
             self._sock.connect(endpoint)
         except zmq.ZMQError as exc:
             self._sock.close(linger=0)
@@ -138,9 +144,12 @@ class ZmqInstrument:
         except zmq.ZMQError as exc:
             raise InstrumentConnectionError(f"ZeroMQ error talking to {self.endpoint}: {exc}", rid) from exc
         garbage = f" ({self.unreadable_replies} unreadable replies so far)" if self.unreadable_replies else ""
+        hint = "is the server running?"
+        if self._auth is not None:
+            hint = f"is the server running, and is the key {self._auth.client.name!r} in its authorised-keys file?"
         raise InstrumentTimeout(
             f"no reply from {self.endpoint} to {command!r} (request {rid}) after {self.retries + 1} attempts "
-            f"of {self.timeout_s:g} s{garbage}; is the server running?",
+            f"of {self.timeout_s:g} s{garbage}; {hint}",
             rid,
         )
 

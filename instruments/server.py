@@ -7,6 +7,10 @@ to an acquisition is kept in a :class:`~instruments.reply_cache.ReplyCache`: a
 retried request id is answered from it and never acquires twice; a retry that
 arrives while its request is still running gets a ``progress`` message.
 The server never dies on a malformed message: it answers with an error.
+
+With a :class:`~instruments.auth.ServerAuth` the socket is a CURVE server: only clients in the
+authorised-keys file connect, and each command is checked against the sender's role (a refusal is
+answered with an ``unauthorised`` error and logged). Without one, it binds loopback only.
 """
 
 from __future__ import annotations
@@ -21,9 +25,18 @@ from typing import Any
 import zmq
 
 from engine import __version__
-from engine.errors import BadRequest, DeviceFault, InstrumentBusy, InstrumentConnectionError, InstrumentError
+from engine.errors import (
+    BadRequest,
+    DeviceFault,
+    DualscopeError,
+    InstrumentBusy,
+    InstrumentConnectionError,
+    InstrumentError,
+    Unauthorised,
+)
 from engine.protocols import Clock
 from instruments import messages
+from instruments.auth import ServerAuth, ZapHandler, least_role_for, permitted
 from instruments.driver import Driver
 from instruments.endpoints import require_loopback
 from instruments.guard import GuardedDriver
@@ -56,6 +69,7 @@ class InstrumentServer:
         endpoint: where to bind; ``tcp://127.0.0.1:*`` picks a free loopback port.
         cache_size: acquisition replies kept for idempotent retries.
         max_array_bytes: largest request accepted.
+        auth: require CURVE keys and roles (then any endpoint may be bound); ``None``: loopback only.
     """
 
     def __init__(
@@ -67,19 +81,28 @@ class InstrumentServer:
         endpoint: str = "tcp://127.0.0.1:*",
         cache_size: int = 1024,
         max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
+        auth: ServerAuth | None = None,
     ):
-        require_loopback(endpoint)
+        if auth is None:
+            require_loopback(endpoint)
+        self._auth = auth
+        self.unauthorised: list[str] = []
         self._guard = GuardedDriver(driver)
         self._ctx, self._clock = context, clock
         self._max_bytes = max_array_bytes
         self._cache: ReplyCache[Frames] = ReplyCache(cache_size)
         self._started = clock.monotonic()
+        self._zap = ZapHandler(context, auth.clients) if auth is not None else None
         self._router = context.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
         try:
+            if auth is not None:
+                auth.secure(self._router)
             self._router.bind(endpoint)
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, DualscopeError) as exc:
             self._router.close(linger=0)
+            if self._zap is not None:
+                self._zap.close()
             raise InstrumentConnectionError(f"cannot bind {endpoint!r}: {exc}") from exc
         self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._inproc = f"inproc://dualscope-worker-{next(_counter)}"
@@ -104,7 +127,9 @@ class InstrumentServer:
             if self._done in events:
                 self._finish(self._done.recv_multipart(copy=True))
             if self._router in events:
-                self._receive(self._router.recv_multipart(copy=True))
+                frames = self._router.recv_multipart(copy=False)
+                user = frames[-1].get("User-Id") if self._auth is not None else None
+                self._receive([f.bytes for f in frames], user)
 
     def close(self) -> None:
         """Stop the worker and close the sockets (linger 0); idempotent."""
@@ -115,9 +140,16 @@ class InstrumentServer:
         self._worker.join(timeout=5)
         self._router.close(linger=0)
         self._done.close(linger=0)
+        if self._zap is not None:
+            self._zap.close()
+
+    @property
+    def refused(self) -> list[str]:
+        """Connections refused by authentication (unknown keys), as logged."""
+        return list(self._zap.refused) if self._zap is not None else []
 
     # ---------------------------------------------------------------- handling
-    def _receive(self, frames: list[bytes]) -> None:
+    def _receive(self, frames: list[bytes], user: str | None = None) -> None:
         if len(frames) < 2:
             return  # not even an envelope: nothing to answer
         route, payload = [frames[0]], frames[1:]
@@ -132,6 +164,8 @@ class InstrumentServer:
             return
         if msg.type != "request":
             self._send(route, error_message(msg.request_id, msg.command, BadRequest.code, "expected a request"))
+            return
+        if self._auth is not None and not self._authorised(route, msg, user):
             return
         if (cached := self._cache.get(msg.request_id)) is not None:
             self._router.send_multipart([*route, *cached])
@@ -148,6 +182,19 @@ class InstrumentServer:
             self._jobs.put((route, msg))
             return
         self._send(route, self._answer(msg, self._immediate))
+
+    def _authorised(self, route: list[bytes], msg: Message, user: str | None) -> bool:
+        """Check ``msg``'s command against the role of the key that sent it; answer and log a refusal."""
+        assert self._auth is not None
+        role = self._auth.clients.role_of(user or "")
+        if role is not None and permitted(role, msg.command):
+            return True
+        who = f"client {user!r} (role {role})" if role else f"an unidentified client {user!r}"
+        reason = f"{who} may not send {msg.command!r}; it needs the role {least_role_for(msg.command)}"
+        log.warning("refused request %s: %s", msg.request_id, reason)
+        self.unauthorised.append(reason)
+        self._send(route, error_message(msg.request_id, msg.command, Unauthorised.code, reason))
+        return False
 
     def _immediate(self, msg: Message) -> Message:
         cmd = msg.command

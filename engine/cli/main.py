@@ -24,6 +24,7 @@ from engine import __version__
 from engine.campaign import StepReport
 from engine.cli.design_command import design
 from engine.cli.drivers import DRIVERS, build_driver, driver_options
+from engine.cli.keys_command import keys_app
 from engine.cli.wiring import RunOutcome, execute_run, open_instrument
 from engine.clock import SystemClock
 from engine.config import RunConfig, load_config, parse_config
@@ -33,6 +34,7 @@ from engine.stop_rules import OperatorStop
 from engine.storage import read_run, recover_run
 from engine.storage.integrity import check_run
 from engine.storage.reader import RunData, array_node
+from instruments.auth import AuthorisedKeys, KeyPair, ServerAuth
 
 app = typer.Typer(
     name="dualscope",
@@ -240,6 +242,14 @@ def _watch_parent(stop: threading.Event) -> None:
             stop.set()
 
 
+def _server_auth(authorised_keys: Path | None, server_key: Path | None) -> ServerAuth | None:
+    if authorised_keys is None and server_key is None:
+        return None
+    if authorised_keys is None or server_key is None:
+        raise ConfigError("--authorised-keys and --server-key go together: give both or neither")
+    return ServerAuth(KeyPair.load(server_key), AuthorisedKeys.load(authorised_keys))
+
+
 @app.command()
 def serve(
     driver: Annotated[str, typer.Argument(help=f"Driver to serve: {', '.join(sorted(DRIVERS))}.")],
@@ -256,10 +266,19 @@ def serve(
     usim: Annotated[
         bool, typer.Option(help="nion only: start Nion's simulated STEM in this process (same as -o usim=true).")
     ] = False,
+    authorised_keys: Annotated[
+        Path | None,
+        typer.Option(help="Require CURVE keys: admit only the clients in this file (`dualscope keys new`)."),
+    ] = None,
+    server_key: Annotated[
+        Path | None, typer.Option(help="This server's .key_secret file (with --authorised-keys).")
+    ] = None,
 ) -> None:
     """Serve a driver over ZeroMQ until Ctrl-C or SIGTERM.
 
-    Binds loopback only. Prints `READY <endpoint>` on stdout once bound, so scripts can connect.
+    Binds loopback only, unless --authorised-keys and --server-key are given: then every client must
+    present a listed CURVE key and may send only what its role allows (refusals are logged).
+    Prints `READY <endpoint>` on stdout once bound, so scripts can connect.
     Driver options come from --option KEY=VALUE or --options-json; --list-options shows them.
     """
     if list_options:
@@ -274,6 +293,7 @@ def serve(
             if driver != "nion":
                 raise ConfigError(f"--usim is an option of the nion driver, not of {driver!r}")
             options["usim"] = True
+        auth = _server_auth(authorised_keys, server_key)
         drv = build_driver(driver, options, clock)
     except DualscopeError as exc:
         _fail(exc)
@@ -285,7 +305,7 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        server = InstrumentServer(drv, context, clock, endpoint=endpoint)
+        server = InstrumentServer(drv, context, clock, endpoint=endpoint, auth=auth)
     except DualscopeError as exc:
         context.term()
         _fail(exc)
@@ -308,6 +328,7 @@ app.command()(design)
 
 simulate_app = typer.Typer(help="Generate simulated datasets.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(keys_app, name="keys")
 
 
 @simulate_app.command("stem")

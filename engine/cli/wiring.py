@@ -38,6 +38,7 @@ from engine.stop_rules import Budget, OperatorStop, WallTime
 from engine.storage import RunWriter
 from engine.trainer import InlineTrainer, ThreadTrainer, Trainer
 from engine.types import Image, SpectralAxis
+from instruments.auth import ClientAuth, KeyPair
 from instruments.client import ZmqInstrument
 from instruments.local import LocalInstrument
 
@@ -62,9 +63,19 @@ def open_instrument(section: InstrumentSection, context: zmq.Context[Any], clock
         yield client
 
 
+def client_auth(client_key: Path | None, server_key: Path | None) -> ClientAuth | None:
+    """CURVE credentials from this client's ``.key_secret`` and the server's public ``.key`` (both or neither)."""
+    if client_key is None and server_key is None:
+        return None
+    if client_key is None or server_key is None:
+        raise ConfigError("instrument.client_key and instrument.server_key go together: give both or neither")
+    return ClientAuth(KeyPair.load(client_key), KeyPair.load(server_key).public)
+
+
 @contextmanager
 def _client(endpoint: str, section: InstrumentSection, context: zmq.Context[Any]) -> Iterator[ZmqInstrument]:
-    client = ZmqInstrument(endpoint, context, timeout_s=section.timeout_s, retries=section.retries)
+    auth = client_auth(section.client_key, section.server_key)
+    client = ZmqInstrument(endpoint, context, timeout_s=section.timeout_s, retries=section.retries, auth=auth)
     try:
         client.hello()
         yield client
