@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck imports pytest bench clean
+.PHONY: install demo test lint typecheck imports pytest bench fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis runs
+
+# many more hypothesis cases against the wire format and a live server than `make test` runs
+fuzz: $(STAMP)
+	DUALSCOPE_FUZZ_EXAMPLES=20000 $(PY) -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics

@@ -120,8 +120,8 @@ def decode(frames: Sequence[bytes | memoryview], max_array_bytes: int = DEFAULT_
     if not frames:
         raise MalformedMessage("empty message")
     header = _parse_header(bytes(frames[0]))
-    rid = header.get("id")
-    rid = rid if isinstance(rid, str) else ""
+    raw_id = header.get("id")
+    rid = raw_id[:128] if isinstance(raw_id, str) else ""  # what errors echo must itself be a valid id
     version = header.get("v")
     if version != PROTOCOL_VERSION:
         raise ProtocolVersionMismatch(
@@ -130,8 +130,8 @@ def decode(frames: Sequence[bytes | memoryview], max_array_bytes: int = DEFAULT_
     kind, cmd, body, specs = header.get("type"), header.get("cmd"), header.get("body", {}), header.get("arrays", [])
     if kind not in _TYPES:
         raise MalformedMessage(f"message type {kind!r} is not one of {', '.join(_TYPES)}", rid)
-    if not rid or len(rid) > 128:
-        raise MalformedMessage("request id must be a non-empty string of at most 128 characters", rid[:128])
+    if not rid or len(str(raw_id)) > 128:
+        raise MalformedMessage("request id must be a non-empty string of at most 128 characters", rid)
     if not isinstance(cmd, str) or not cmd:
         raise MalformedMessage("'cmd' must be a non-empty string", rid)
     if not isinstance(body, dict):
