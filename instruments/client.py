@@ -30,7 +30,8 @@ class ZmqInstrument:
     Every receive has a timeout. After a timeout the *same* request id is sent
     again (at most ``retries`` times); the server answers a repeated id from its
     reply cache, so a retry never measures twice and never loses a measurement.
-    A ``progress`` answer (the request is still running) restarts the wait.
+    A ``progress`` answer (the request is still running) restarts the wait without re-sending, so a
+    long acquisition costs one request per timeout, not a busy loop.
     Error replies are raised as the matching :mod:`engine.errors` type.
 
     Args:
@@ -129,14 +130,18 @@ class ZmqInstrument:
         frames = encode(messages.request(rid, command, body, arrays), self._max_bytes)
         attempts = 0
         try:
+            send = True
             while attempts <= self.retries:
-                self._sock.send_multipart(frames, copy=False)
-                attempts += 1
+                if send:
+                    self._sock.send_multipart(frames, copy=False)
+                    attempts += 1
+                send = True
                 reply = self._await(rid)
                 if reply is None:
                     continue  # timed out: re-send the same id
                 if reply.type == "progress":
-                    attempts -= 1  # still running: wait again without spending a retry
+                    # still running: wait another timeout before asking again, without spending a retry
+                    attempts, send = attempts - 1, False
                     continue
                 if reply.type == "error":
                     raise self._error(reply)

@@ -70,6 +70,8 @@ class InstrumentServer:
         cache_size: acquisition replies kept for idempotent retries.
         max_array_bytes: largest request accepted.
         auth: require CURVE keys and roles (then any endpoint may be bound); ``None``: loopback only.
+        rate_per_s: requests per second each client may send on average (a token bucket holding
+            ``2 × rate_per_s``); beyond it requests are answered ``busy`` without being handled.
     """
 
     def __init__(
@@ -82,7 +84,12 @@ class InstrumentServer:
         cache_size: int = 1024,
         max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
         auth: ServerAuth | None = None,
+        rate_per_s: float = 500.0,
     ):
+        if rate_per_s <= 0:
+            raise ValueError("rate_per_s must be > 0")
+        self._rate = rate_per_s
+        self._buckets: dict[bytes, tuple[float, float]] = {}  # client → (tokens, when)
         if auth is None:
             require_loopback(endpoint)
         self._auth = auth
@@ -155,12 +162,17 @@ class InstrumentServer:
         route, payload = [frames[0]], frames[1:]
         if payload and payload[0] == b"":  # a REQ client: keep its delimiter
             route, payload = [*route, b""], payload[1:]
-        self._last_seen[frames[0]] = self._clock.monotonic()
+        self._last_seen[frames[0]] = now = self._clock.monotonic()
         self._requests += 1
+        limited = not self._take_token(frames[0], now)
         try:
             msg = decode(payload, self._max_bytes)
         except InstrumentError as exc:
             self._send(route, error_message(exc.request_id, "", exc.code, str(exc)))
+            return
+        if limited:
+            text = f"rate limit: at most {self._rate:g} requests/s per client; slow down and retry"
+            self._send(route, error_message(msg.request_id, msg.command, InstrumentBusy.code, text))
             return
         if msg.type != "request":
             self._send(route, error_message(msg.request_id, msg.command, BadRequest.code, "expected a request"))
@@ -182,6 +194,17 @@ class InstrumentServer:
             self._jobs.put((route, msg))
             return
         self._send(route, self._answer(msg, self._immediate))
+
+    def _take_token(self, client: bytes, now: float) -> bool:
+        """Token bucket per client: ``rate_per_s`` tokens a second, at most ``2 × rate_per_s`` saved."""
+        capacity = 2 * self._rate
+        tokens, then = self._buckets.get(client, (capacity, now))
+        tokens = min(capacity, tokens + (now - then) * self._rate)
+        if tokens < 1:
+            self._buckets[client] = (tokens, now)
+            return False
+        self._buckets[client] = (tokens - 1, now)
+        return True
 
     def _authorised(self, route: list[bytes], msg: Message, user: str | None) -> bool:
         """Check ``msg``'s command against the role of the key that sent it; answer and log a refusal."""

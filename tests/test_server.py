@@ -17,7 +17,7 @@ from instruments.client import ZmqInstrument
 from instruments.endpoints import is_loopback
 from instruments.server import InstrumentServer
 from instruments.wire import Message, decode, encode
-from tests.conftest import CountingDriver, positions_in
+from tests.conftest import CountingDriver, FakeClock, positions_in
 
 
 def _raw(context: zmq.Context[Any], endpoint: str, kind: int = zmq.DEALER) -> zmq.Socket[Any]:
@@ -187,3 +187,27 @@ def test_server_close_is_idempotent_and_stops_serving(counting: CountingDriver, 
     srv.close()
     srv.close()
     assert not t.is_alive()
+
+
+def test_a_client_over_the_rate_limit_is_told_to_slow_down(counting: CountingDriver, zmq_context: Any) -> None:
+    clock = FakeClock()
+    server = InstrumentServer(counting, zmq_context, clock, endpoint="tcp://127.0.0.1:*", rate_per_s=5)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop, 5), daemon=True)
+    thread.start()
+    try:
+        with ZmqInstrument(server.endpoint, zmq_context, timeout_s=2) as client:
+            answers: list[str] = []
+            for _ in range(14):  # a burst of 10 (2 s worth) is allowed, then nothing until time passes
+                try:
+                    answers.append("ok" if client.heartbeat() else "empty")
+                except InstrumentBusy as exc:
+                    answers.append(str(exc))
+            assert answers[:10] == ["ok"] * 10
+            assert all("rate limit: at most 5 requests/s per client" in a for a in answers[10:])
+            clock.mono += 1.0  # one second later: five more
+            assert client.heartbeat()["requests"] == 15
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
