@@ -9,6 +9,7 @@ from engine.candidates import CandidateSet
 from engine.decisions import Decision, StepTimings
 from engine.errors import NoRecordedData
 from engine.protocols import Clock, Instrument, Policy, Recorder, StopRule
+from engine.safety import SafetyLimits
 from engine.types import Measurement, SpectralAxis
 
 
@@ -31,6 +32,7 @@ class CampaignResult:
     stop_reason: str
     elapsed_s: float
     missing: int = 0
+    refused: int = 0
 
 
 class Campaign:
@@ -47,6 +49,10 @@ class Campaign:
         request_prefix: request ids are ``f"{request_prefix}-{step:06d}"``, unique per run.
         batch_size: positions per ``measure`` call (``q``).
         on_step: called after each recorded step (progress bars, live plots).
+        safety: limits checked before each command is sent; a refused batch is recorded as missing
+            with its reason, and its candidates are never proposed again.
+        max_refusals: refused batches in a row after which the campaign stops (the policy keeps
+            proposing what the limits forbid).
     """
 
     def __init__(
@@ -62,9 +68,12 @@ class Campaign:
         request_prefix: str,
         batch_size: int = 1,
         on_step: Callable[[StepReport], None] | None = None,
+        safety: SafetyLimits | None = None,
+        max_refusals: int = 20,
     ):
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+        if batch_size < 1 or max_refusals < 1:
+            raise ValueError("batch_size and max_refusals must be >= 1")
+        self.safety, self.max_refusals = safety, max_refusals
         self.instrument, self.policy, self.recorder = instrument, policy, recorder
         self.candidates, self.spectral_axis = candidates, spectral_axis
         self.stop_rules, self.clock = tuple(stop_rules), clock
@@ -84,6 +93,7 @@ class Campaign:
         step's candidates are released; everything recorded before stays recorded.
         """
         started, step, missing = self.clock.monotonic(), first_step, 0
+        refused = in_a_row = 0
         while (reason := self._stop_reason(n_recorded, started)) is None:
             t0 = self.clock.monotonic()
             proposal = self.policy.propose(self.candidates, self.batch_size)
@@ -94,12 +104,23 @@ class Campaign:
                 step, f"{self.request_prefix}-{step:06d}", self.policy.name, proposal, self.clock.time()
             )
             self.recorder.record_decision(decision)
+            positions = self.candidates.positions[proposal.indices]
+            if self.safety is not None and (why := self.safety.check(positions)) is not None:
+                self.candidates.mark_measured(proposal.indices)  # never proposed again
+                self.recorder.record_missing(decision, f"refused by the safety limits: {why}")
+                refused, in_a_row, step = refused + 1, in_a_row + 1, step + 1
+                if in_a_row >= self.max_refusals:
+                    reason = (
+                        f"stopped: the policy proposed {in_a_row} refused points in a row (last: {why}); "
+                        "change the policy or the candidates, or review the [safety] limits"
+                    )
+                    break
+                continue
+            in_a_row = 0
             self.candidates.mark_pending(proposal.indices)
             t1 = self.clock.monotonic()
             try:
-                measurement = self.instrument.measure(
-                    self.candidates.positions[proposal.indices], request_id=decision.request_id
-                )
+                measurement = self.instrument.measure(positions, request_id=decision.request_id)
                 measurement.check(self.spectral_axis)
             except NoRecordedData as exc:  # replaying a run: the recording has nothing there
                 self.candidates.mark_measured(proposal.indices)
@@ -112,9 +133,12 @@ class Campaign:
                 raise
             timings = StepTimings(decide_s=t1 - t0, measure_s=self.clock.monotonic() - t1)
             n_recorded = self.recorder.record_measurement(decision, measurement, timings)
+            if self.safety is not None:
+                self.safety.commit(measurement.positions)
             self.candidates.mark_measured(proposal.indices)
             self.policy.tell(proposal.indices, measurement.spectra)
             step += 1
             if self.on_step is not None:
                 self.on_step(StepReport(decision, measurement, timings, n_recorded))
-        return CampaignResult(n_recorded, step - first_step, reason, self.clock.monotonic() - started, missing)
+        elapsed = self.clock.monotonic() - started
+        return CampaignResult(n_recorded, step - first_step, reason, elapsed, missing, refused)

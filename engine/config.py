@@ -11,9 +11,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import ConfigError
+from engine.safety import DoseBudget, Polygon, SafetyLimits
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -114,6 +116,42 @@ class StopSection(_Strict):
     max_wall_time_s: float = Field(3600.0, gt=0, description="stop after this many seconds")
 
 
+class SafetySection(_Strict):
+    """``[safety]``: limits checked by the engine before each command (and by a server started with --safety)."""
+
+    soft_limits: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="{axis = [low, high]}: narrower than the instrument's own range"
+    )
+    max_step: float | None = Field(None, gt=0, description="largest move between consecutive positions")
+    forbidden: list[list[tuple[float, float]]] = Field(
+        default_factory=list, description="polygons [[x, y], ...] of the x/y plane no position may fall in"
+    )
+    dose_budget_e_per_nm2: float | None = Field(None, gt=0, description="most electrons per nm² anywhere")
+    electrons_per_measurement: float | None = Field(
+        None, gt=0, description="electrons of one dwell (beam current × dwell / e); needed with a dose budget"
+    )
+    probe_radius_nm: float = Field(1.0, gt=0, description="a dwell's dose is spread over this disk")
+    cell_nm: float = Field(1.0, gt=0, description="grid pitch of the dose bookkeeping")
+    max_refusals: int = Field(20, ge=1, description="refused proposals in a row before the campaign stops")
+
+    def limits(self, axes: list[str]) -> SafetyLimits | None:
+        """The :class:`SafetyLimits` this section describes for an instrument with ``axes`` (None: no limits)."""
+        if (self.dose_budget_e_per_nm2 is None) != (self.electrons_per_measurement is None):
+            raise ConfigError("[safety]: dose_budget_e_per_nm2 and electrons_per_measurement go together")
+        try:
+            dose = None
+            if self.dose_budget_e_per_nm2 is not None and self.electrons_per_measurement is not None:
+                dose = DoseBudget(
+                    self.dose_budget_e_per_nm2, self.electrons_per_measurement, self.probe_radius_nm, self.cell_nm
+                )
+            polygons = [Polygon(np.asarray(p, dtype=np.float64)) for p in self.forbidden]
+            if not (self.soft_limits or self.max_step or polygons or dose):
+                return None
+            return SafetyLimits(axes, dict(self.soft_limits), self.max_step, polygons, dose)
+        except ValueError as exc:
+            raise ConfigError(f"[safety]: {exc}") from None
+
+
 class RunConfig(_Strict):
     """The whole configuration file."""
 
@@ -122,6 +160,7 @@ class RunConfig(_Strict):
     candidates: CandidatesSection = CandidatesSection()
     policy: PolicySection = PolicySection()
     stop: StopSection = StopSection()
+    safety: SafetySection = SafetySection()
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:

@@ -8,7 +8,8 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.errors import BadRequest, DeviceFault, InstrumentError
+from engine.errors import BadRequest, DeviceFault, InstrumentError, OutOfLimits
+from engine.safety import SafetyLimits
 from engine.types import Image, InstrumentDescription, SpectrumBatch
 from instruments.driver import Driver
 
@@ -20,10 +21,12 @@ class GuardedDriver:
 
     Args:
         driver: the device driver.
+        safety: limits checked again here, after the engine's own check, before the driver sees a
+            position (a refusal is an ``out_of_limits`` error naming the limit).
     """
 
-    def __init__(self, driver: Driver):
-        self.driver = driver
+    def __init__(self, driver: Driver, safety: SafetyLimits | None = None):
+        self.driver, self.safety = driver, safety
         try:
             self.description: InstrumentDescription = driver.describe()
         except InstrumentError:
@@ -45,6 +48,8 @@ class GuardedDriver:
     def measure(self, positions: NDArray[np.floating]) -> tuple[NDArray[np.float64], SpectrumBatch]:
         """Validate ``positions (n, d)``, measure, and check the driver's answer is ``(n, c)``."""
         pos = self.description.check_positions(positions)
+        if self.safety is not None and (why := self.safety.check(pos)) is not None:
+            raise OutOfLimits(f"refused by the server's safety limits: {why}")
         batch = self._call(lambda: self.driver.measure(pos), "measure")
         expected = (pos.shape[0], self.description.spectral_axis.size)
         if batch.spectra.shape != expected or batch.timestamps.shape != (pos.shape[0],):
@@ -52,6 +57,8 @@ class GuardedDriver:
                 f"driver returned spectra {batch.spectra.shape} and timestamps {batch.timestamps.shape}; "
                 f"expected {expected} and ({pos.shape[0]},)"
             )
+        if self.safety is not None:
+            self.safety.commit(pos)
         return pos, batch
 
     def _call(self, fn: Callable[[], T], what: str) -> T:

@@ -35,6 +35,7 @@ from engine.errors import (
     Unauthorised,
 )
 from engine.protocols import Clock
+from engine.safety import SafetyLimits
 from instruments import messages
 from instruments.auth import ServerAuth, ZapHandler, least_role_for, permitted
 from instruments.driver import Driver
@@ -72,6 +73,7 @@ class InstrumentServer:
         auth: require CURVE keys and roles (then any endpoint may be bound); ``None``: loopback only.
         rate_per_s: requests per second each client may send on average (a token bucket holding
             ``2 × rate_per_s``); beyond it requests are answered ``busy`` without being handled.
+        safety: limits checked before the driver sees a position (the engine checks them too).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class InstrumentServer:
         max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
         auth: ServerAuth | None = None,
         rate_per_s: float = 500.0,
+        safety: SafetyLimits | None = None,
     ):
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be > 0")
@@ -94,7 +97,7 @@ class InstrumentServer:
             require_loopback(endpoint)
         self._auth = auth
         self.unauthorised: list[str] = []
-        self._guard = GuardedDriver(driver)
+        self._guard = GuardedDriver(driver, safety)
         self._ctx, self._clock = context, clock
         self._max_bytes = max_array_bytes
         self._cache: ReplyCache[Frames] = ReplyCache(cache_size)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 import zmq
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -55,7 +56,7 @@ def design(
         config = _override(config, executor, workers, scheduler, budget)
         _run(config, text)
     except DualscopeError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 

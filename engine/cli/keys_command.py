@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from engine.errors import DualscopeError
 from instruments.auth import ROLES, AuthorisedKeys, KeyPair
@@ -47,7 +48,7 @@ def new(
                 raise DualscopeError(f"{authorised} already lists a key called {name!r}; choose another name")
         public_path, secret_path = pair.save(directory)
     except DualscopeError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     out.print(f"public key:  {public_path}")
     out.print(f"secret key:  {secret_path} (keep it private)")

@@ -16,7 +16,9 @@ from typing import Annotated, Any
 import typer
 import zarr
 import zmq
+from pydantic import BaseModel, ConfigDict
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -27,7 +29,7 @@ from engine.cli.drivers import DRIVERS, build_driver, driver_options
 from engine.cli.keys_command import keys_app
 from engine.cli.wiring import RunOutcome, execute_run, open_instrument
 from engine.clock import SystemClock
-from engine.config import RunConfig, load_config, parse_config
+from engine.config import RunConfig, SafetySection, load_config, load_model, parse_config
 from engine.errors import ConfigError, DualscopeError
 from engine.report import summary_figure
 from engine.stop_rules import OperatorStop
@@ -117,7 +119,8 @@ def _run_campaign(config: RunConfig, text: str, candidates: Any = None) -> RunOu
         figure = summary_figure(read_run(outcome.run_path), outcome.run_path.with_suffix(".png"))
         out.print(f"Figure: [bold]{figure}[/]")
     if outcome.error is not None:
-        err.print(f"[red]The campaign stopped on an error:[/] {type(outcome.error).__name__}: {outcome.error}")
+        what = escape(f"{type(outcome.error).__name__}: {outcome.error}")
+        err.print(f"[red]The campaign stopped on an error:[/] {what}")
         err.print("Everything measured before the error is recorded in the run above.")
         raise typer.Exit(1)
     assert outcome.result is not None
@@ -125,11 +128,13 @@ def _run_campaign(config: RunConfig, text: str, candidates: Any = None) -> RunOu
     out.print(f"Done:   {r.n_recorded} spectra in {r.elapsed_s:.1f} s; {r.stop_reason}.")
     if r.missing:
         out.print(f"        {r.missing} chosen positions were never measured in the recording (marked as missing).")
+    if r.refused:
+        out.print(f"        {r.refused} proposals refused by the safety limits (recorded as missing, with why).")
     return outcome
 
 
 def _fail(exc: DualscopeError) -> None:
-    err.print(f"[red]error:[/] {exc}")
+    err.print(f"[red]error:[/] {escape(str(exc))}")
     raise typer.Exit(2)
 
 
@@ -242,6 +247,13 @@ def _watch_parent(stop: threading.Event) -> None:
             stop.set()
 
 
+class _SafetyFile(BaseModel):
+    """A file read for its ``[safety]`` table (a run config, or a file with only that table)."""
+
+    model_config = ConfigDict(extra="ignore")
+    safety: SafetySection = SafetySection()
+
+
 def _server_auth(authorised_keys: Path | None, server_key: Path | None) -> ServerAuth | None:
     if authorised_keys is None and server_key is None:
         return None
@@ -273,6 +285,10 @@ def serve(
     server_key: Annotated[
         Path | None, typer.Option(help="This server's .key_secret file (with --authorised-keys).")
     ] = None,
+    safety: Annotated[
+        Path | None,
+        typer.Option(help="A TOML file whose [safety] table (as in a run config) the server enforces too."),
+    ] = None,
 ) -> None:
     """Serve a driver over ZeroMQ until Ctrl-C or SIGTERM.
 
@@ -295,6 +311,10 @@ def serve(
             options["usim"] = True
         auth = _server_auth(authorised_keys, server_key)
         drv = build_driver(driver, options, clock)
+        limits = None
+        if safety is not None:
+            section = load_model(safety, _SafetyFile)[0].safety
+            limits = section.limits([a.name for a in drv.describe().axes])
     except DualscopeError as exc:
         _fail(exc)
         return
@@ -305,7 +325,7 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        server = InstrumentServer(drv, context, clock, endpoint=endpoint, auth=auth)
+        server = InstrumentServer(drv, context, clock, endpoint=endpoint, auth=auth, safety=limits)
     except DualscopeError as exc:
         context.term()
         _fail(exc)

@@ -251,6 +251,8 @@ def execute_run(
         request_prefix=writer.run_id[:12],
         batch_size=config.policy.batch_size,
         on_step=on_step,
+        safety=config.safety.limits([a.name for a in description.axes]),
+        max_refusals=config.safety.max_refusals,
     )
     result: CampaignResult | None = None
     error: BaseException | None = None
