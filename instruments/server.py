@@ -74,6 +74,8 @@ class InstrumentServer:
         rate_per_s: requests per second each client may send on average (a token bucket holding
             ``2 × rate_per_s``); beyond it requests are answered ``busy`` without being handled.
         safety: limits checked before the driver sees a position (the engine checks them too).
+        client_silence_s: abort an acquisition when the client that asked for it has sent nothing
+            for this long (the engine has gone: a client re-asks at least every two reply timeouts).
     """
 
     def __init__(
@@ -88,10 +90,12 @@ class InstrumentServer:
         auth: ServerAuth | None = None,
         rate_per_s: float = 500.0,
         safety: SafetyLimits | None = None,
+        client_silence_s: float = 300.0,
     ):
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be > 0")
-        self._rate = rate_per_s
+        self._rate, self._silence_s = rate_per_s, client_silence_s
+        self.abandoned: list[str] = []
         self._buckets: dict[bytes, tuple[float, float]] = {}  # client → (tokens, when)
         if auth is None:
             require_loopback(endpoint)
@@ -136,6 +140,7 @@ class InstrumentServer:
             events = dict(poller.poll(poll_ms))
             if self._done in events:
                 self._finish(self._done.recv_multipart(copy=True))
+            self._abort_abandoned()
             if self._router in events:
                 frames = self._router.recv_multipart(copy=False)
                 user = frames[-1].get("User-Id") if self._auth is not None else None
@@ -197,6 +202,16 @@ class InstrumentServer:
             self._jobs.put((route, msg))
             return
         self._send(route, self._answer(msg, self._immediate))
+
+    def _abort_abandoned(self) -> None:
+        """Abort the acquisition whose client has been silent for ``client_silence_s`` (it cannot be told)."""
+        now = self._clock.monotonic()
+        for rid, route in self._in_flight.items():
+            silent = now - self._last_seen.get(route[0], now)
+            if silent > self._silence_s and rid not in self.abandoned:
+                log.warning("client silent for %.1f s: aborting its acquisition %s", silent, rid)
+                self.abandoned.append(rid)
+                self._guard.driver.abort()
 
     def _take_token(self, client: bytes, now: float) -> bool:
         """Token bucket per client: ``rate_per_s`` tokens a second, at most ``2 × rate_per_s`` saved."""

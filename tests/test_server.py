@@ -211,3 +211,27 @@ def test_a_client_over_the_rate_limit_is_told_to_slow_down(counting: CountingDri
         stop.set()
         thread.join(timeout=5)
         server.close()
+
+
+def test_an_acquisition_is_aborted_when_its_client_goes_silent(counting: CountingDriver, zmq_context: Any) -> None:
+    counting.delay_s = 30.0
+    server = InstrumentServer(counting, zmq_context, SystemClock(), client_silence_s=0.3)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop, 10), daemon=True)
+    thread.start()
+    try:
+        gone = _raw(zmq_context, server.endpoint)
+        t0 = time.monotonic()
+        gone.send_multipart(_request("orphan-1", "measure", positions=positions_in(counting.describe(), 1)))
+        gone.close(linger=0)  # the engine disappears mid-acquisition
+        while not server.abandoned and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+        assert server.abandoned == ["orphan-1"] and time.monotonic() - t0 < 5
+        # the outcome is kept: asking again for the same request id gets "aborted", not a new acquisition
+        with ZmqInstrument(server.endpoint, zmq_context, timeout_s=5) as back, pytest.raises(AcquisitionAborted):
+            back.measure(positions_in(counting.describe(), 1), request_id="orphan-1")
+        assert counting.calls == 1
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
