@@ -5,12 +5,33 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import NDArray
+
 from engine.candidates import CandidateSet
 from engine.decisions import Decision, StepTimings
-from engine.errors import NoRecordedData
+from engine.errors import (
+    AcquisitionAborted,
+    DeviceFault,
+    InstrumentBusy,
+    InstrumentConnectionError,
+    InstrumentTimeout,
+    InvalidSpectrum,
+    NoRecordedData,
+)
 from engine.protocols import Clock, Instrument, Policy, Recorder, StopRule
 from engine.safety import SafetyLimits
 from engine.types import Measurement, SpectralAxis
+
+FAULTS = (
+    DeviceFault,
+    InvalidSpectrum,
+    InstrumentTimeout,
+    InstrumentConnectionError,
+    InstrumentBusy,
+    AcquisitionAborted,
+)
+"""Failures of one measurement that a fault-tolerant campaign records and survives."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +54,7 @@ class CampaignResult:
     elapsed_s: float
     missing: int = 0
     refused: int = 0
+    faults: int = 0
 
 
 class Campaign:
@@ -53,6 +75,12 @@ class Campaign:
             with its reason, and its candidates are never proposed again.
         max_refusals: refused batches in a row after which the campaign stops (the policy keeps
             proposing what the limits forbid).
+        fault_retries: a failed measurement (device fault, invalid spectrum, timeout, lost
+            connection, busy, aborted) is recorded as missing with what was done, and its candidates
+            are released for another try, up to this many failures each; then they are given up.
+            0: a fault ends the campaign with the error (everything before it stays recorded).
+        max_faults_in_a_row: failed measurements in a row after which the campaign stops cleanly
+            with a message (an instrument that stays unreachable).
     """
 
     def __init__(
@@ -70,10 +98,16 @@ class Campaign:
         on_step: Callable[[StepReport], None] | None = None,
         safety: SafetyLimits | None = None,
         max_refusals: int = 20,
+        fault_retries: int = 0,
+        max_faults_in_a_row: int = 5,
     ):
         if batch_size < 1 or max_refusals < 1:
             raise ValueError("batch_size and max_refusals must be >= 1")
+        if fault_retries < 0 or max_faults_in_a_row < 1:
+            raise ValueError("fault_retries must be >= 0 and max_faults_in_a_row >= 1")
         self.safety, self.max_refusals = safety, max_refusals
+        self.fault_retries, self.max_faults_in_a_row = fault_retries, max_faults_in_a_row
+        self._failures: dict[int, int] = {}
         self.instrument, self.policy, self.recorder = instrument, policy, recorder
         self.candidates, self.spectral_axis = candidates, spectral_axis
         self.stop_rules, self.clock = tuple(stop_rules), clock
@@ -93,7 +127,7 @@ class Campaign:
         step's candidates are released; everything recorded before stays recorded.
         """
         started, step, missing = self.clock.monotonic(), first_step, 0
-        refused = in_a_row = 0
+        refused = in_a_row = faults = faults_in_a_row = 0
         while (reason := self._stop_reason(n_recorded, started)) is None:
             t0 = self.clock.monotonic()
             proposal = self.policy.propose(self.candidates, self.batch_size)
@@ -128,9 +162,23 @@ class Campaign:
                 missing += proposal.indices.size
                 step += 1
                 continue
+            except FAULTS as exc:
+                if not self.fault_retries:
+                    self.candidates.release(proposal.indices)
+                    raise
+                faults, faults_in_a_row, step = faults + 1, faults_in_a_row + 1, step + 1
+                what = self._after_fault(proposal.indices)
+                self.recorder.record_missing(decision, f"{type(exc).__name__}: {exc}; {what}")
+                if faults_in_a_row >= self.max_faults_in_a_row:
+                    reason = f"stopped after {faults_in_a_row} failed measurements in a row; the last: {exc}"
+                    if isinstance(exc, (InstrumentTimeout, InstrumentConnectionError)):
+                        reason += "; the instrument is unreachable: check it runs and is reachable, then resume"
+                    break
+                continue
             except BaseException:
                 self.candidates.release(proposal.indices)
                 raise
+            faults_in_a_row = 0
             timings = StepTimings(decide_s=t1 - t0, measure_s=self.clock.monotonic() - t1)
             n_recorded = self.recorder.record_measurement(decision, measurement, timings)
             if self.safety is not None:
@@ -141,4 +189,14 @@ class Campaign:
             if self.on_step is not None:
                 self.on_step(StepReport(decision, measurement, timings, n_recorded))
         elapsed = self.clock.monotonic() - started
-        return CampaignResult(n_recorded, step - first_step, reason, elapsed, missing, refused)
+        return CampaignResult(n_recorded, step - first_step, reason, elapsed, missing, refused, faults)
+
+    def _after_fault(self, indices: NDArray[np.int64]) -> str:
+        """Release the candidates of a failed measurement, or give them up; what was done, in words."""
+        counts = [self._failures.get(int(i), 0) + 1 for i in indices]
+        self._failures.update({int(i): c for i, c in zip(indices, counts, strict=True)})
+        if max(counts) > self.fault_retries:
+            self.candidates.mark_measured(indices)
+            return f"given up after {max(counts)} failed measurements"
+        self.candidates.release(indices)
+        return "released for another try"

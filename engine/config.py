@@ -152,6 +152,15 @@ class SafetySection(_Strict):
             raise ConfigError(f"[safety]: {exc}") from None
 
 
+class FaultsSection(_Strict):
+    """``[faults]``: what a campaign does when a measurement fails."""
+
+    retries_per_point: int = Field(
+        2, ge=0, description="failed measurements of a point before it is given up (0: a fault ends the campaign)"
+    )
+    max_in_a_row: int = Field(5, ge=1, description="failed measurements in a row that end the campaign cleanly")
+
+
 class RunConfig(_Strict):
     """The whole configuration file."""
 
@@ -161,6 +170,7 @@ class RunConfig(_Strict):
     policy: PolicySection = PolicySection()
     stop: StopSection = StopSection()
     safety: SafetySection = SafetySection()
+    faults: FaultsSection = FaultsSection()
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:

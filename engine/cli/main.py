@@ -128,6 +128,8 @@ def _run_campaign(config: RunConfig, text: str, candidates: Any = None) -> RunOu
     out.print(f"Done:   {r.n_recorded} spectra in {r.elapsed_s:.1f} s; {r.stop_reason}.")
     if r.missing:
         out.print(f"        {r.missing} chosen positions were never measured in the recording (marked as missing).")
+    if r.faults:
+        out.print(f"        {r.faults} failed measurements recorded as missing, with what was done about each.")
     if r.refused:
         out.print(f"        {r.refused} proposals refused by the safety limits (recorded as missing, with why).")
     return outcome

@@ -253,6 +253,8 @@ def execute_run(
         on_step=on_step,
         safety=config.safety.limits([a.name for a in description.axes]),
         max_refusals=config.safety.max_refusals,
+        fault_retries=config.faults.retries_per_point,
+        max_faults_in_a_row=config.faults.max_in_a_row,
     )
     result: CampaignResult | None = None
     error: BaseException | None = None
