@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
-from engine.decisions import Decision, StepTimings
+from engine.decisions import Decision, Proposal, StepTimings
 from engine.errors import (
     AcquisitionAborted,
     DeviceFault,
@@ -19,6 +19,7 @@ from engine.errors import (
     InvalidSpectrum,
     NoRecordedData,
 )
+from engine.operator import OperatorControl
 from engine.protocols import Clock, Instrument, Policy, Recorder, StopRule
 from engine.safety import SafetyLimits
 from engine.types import Measurement, SpectralAxis
@@ -81,6 +82,9 @@ class Campaign:
             0: a fault ends the campaign with the error (everything before it stays recorded).
         max_faults_in_a_row: failed measurements in a row after which the campaign stops cleanly
             with a message (an instrument that stays unreachable).
+        operator: the operator's pause / resume / stop / inject (a control socket drives it); an
+            injected position is measured next, as the nearest unmeasured candidate, recorded as
+            decided by ``operator:NAME``.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class Campaign:
         max_refusals: int = 20,
         fault_retries: int = 0,
         max_faults_in_a_row: int = 5,
+        operator: OperatorControl | None = None,
     ):
         if batch_size < 1 or max_refusals < 1:
             raise ValueError("batch_size and max_refusals must be >= 1")
@@ -108,6 +113,7 @@ class Campaign:
         self.safety, self.max_refusals = safety, max_refusals
         self.fault_retries, self.max_faults_in_a_row = fault_retries, max_faults_in_a_row
         self._failures: dict[int, int] = {}
+        self.operator = operator
         self.instrument, self.policy, self.recorder = instrument, policy, recorder
         self.candidates, self.spectral_axis = candidates, spectral_axis
         self.stop_rules, self.clock = tuple(stop_rules), clock
@@ -128,15 +134,18 @@ class Campaign:
         """
         started, step, missing = self.clock.monotonic(), first_step, 0
         refused = in_a_row = faults = faults_in_a_row = 0
-        while (reason := self._stop_reason(n_recorded, started)) is None:
+        while True:
+            if self.operator is not None:
+                self.operator.progress.update(n_recorded=n_recorded, step=step)
+                self.operator.wait_while_paused()
+            if (reason := self._stop_reason(n_recorded, started)) is not None:
+                break
             t0 = self.clock.monotonic()
-            proposal = self.policy.propose(self.candidates, self.batch_size)
+            method, proposal = self._next_proposal()
             if proposal.indices.size == 0:
                 reason = "every candidate has been measured"
                 break
-            decision = Decision(
-                step, f"{self.request_prefix}-{step:06d}", self.policy.name, proposal, self.clock.time()
-            )
+            decision = Decision(step, f"{self.request_prefix}-{step:06d}", method, proposal, self.clock.time())
             self.recorder.record_decision(decision)
             positions = self.candidates.positions[proposal.indices]
             if self.safety is not None and (why := self.safety.check(positions)) is not None:
@@ -190,6 +199,17 @@ class Campaign:
                 self.on_step(StepReport(decision, measurement, timings, n_recorded))
         elapsed = self.clock.monotonic() - started
         return CampaignResult(n_recorded, step - first_step, reason, elapsed, missing, refused, faults)
+
+    def _next_proposal(self) -> tuple[str, Proposal]:
+        """An operator's injected point (the nearest available candidate) if one waits, else the policy's."""
+        injected = self.operator.take_injected() if self.operator is not None else None
+        if injected is not None:
+            position, who = injected
+            free = self.candidates.available()
+            if free.size and position.shape == (self.candidates.positions.shape[1],):
+                nearest = free[np.argmin(np.linalg.norm(self.candidates.positions[free] - position, axis=1))]
+                return f"operator:{who}", Proposal(np.array([nearest], dtype=np.int64), np.array([np.nan]))
+        return self.policy.name, self.policy.propose(self.candidates, self.batch_size)
 
     def _after_fault(self, indices: NDArray[np.int64]) -> str:
         """Release the candidates of a failed measurement, or give them up; what was done, in words."""

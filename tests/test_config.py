@@ -34,7 +34,10 @@ def test_defaults_and_frozen() -> None:
     ("text", "needles"),
     [
         ("[run]\nnmae = 'x'", ["run.nmae: unknown key", "allowed here: chunk_rows, figure, name, output_dir, seed"]),
-        ("[polcy]\nname = 'random'", ["polcy: unknown key", "candidates, faults, instrument, policy, run, safety, stop"]),
+        (
+            "[polcy]\nname = 'random'",
+            ["polcy: unknown key", "candidates, faults, instrument, policy, run, safety, stop"],
+        ),
         ("[policy]\nname = 'bo'", ["policy.name", "'random', 'raster', 'gp-position', 'dualvae-bo' or 'dkl'", "'bo'"]),
         ("[stop]\nbudget = 0", ["stop.budget", "greater than or equal to 1"]),
         ("[instrument]\nmode = 'telepathy'", ["instrument.mode", "'spawn', 'connect' or 'local'"]),

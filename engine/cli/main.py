@@ -24,6 +24,7 @@ from rich.table import Table
 
 from engine import __version__
 from engine.campaign import StepReport
+from engine.cli.ctl_command import ctl
 from engine.cli.design_command import design
 from engine.cli.drivers import DRIVERS, build_driver, driver_options
 from engine.cli.keys_command import keys_app
@@ -111,7 +112,7 @@ def _run_campaign(config: RunConfig, text: str, candidates: Any = None) -> RunOu
                     rate = f"{report.n_recorded / elapsed:.0f} spectra/s"
                     progress.update(task, completed=report.n_recorded, rate=rate)
 
-                outcome = execute_run(config, text, instrument, clock, stop, on_step, candidates)
+                outcome = execute_run(config, text, instrument, clock, stop, on_step, candidates, context)
     finally:
         context.term()
     out.print(f"Run:    [bold]{outcome.run_path}[/]")
@@ -347,6 +348,7 @@ def serve(
 
 
 app.command()(design)
+app.command()(ctl)
 
 simulate_app = typer.Typer(help="Generate simulated datasets.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")

@@ -22,6 +22,7 @@ from engine.config import InstrumentSection, PolicySection, RunConfig, Scalarise
 from engine.dkl import DKLFeatures
 from engine.dualvae_policy import DualVAEFeatures
 from engine.errors import ConfigError
+from engine.operator import OperatorControl
 from engine.policies import make_policy
 from engine.protocols import Clock, Instrument, Policy
 from engine.scalarisers import (
@@ -40,6 +41,7 @@ from engine.trainer import InlineTrainer, ThreadTrainer, Trainer
 from engine.types import Image, SpectralAxis
 from instruments.auth import ClientAuth, KeyPair
 from instruments.client import ZmqInstrument
+from instruments.control import ControlServer
 from instruments.local import LocalInstrument
 
 
@@ -206,8 +208,12 @@ def execute_run(
     operator_stop: OperatorStop,
     on_step: Callable[[StepReport], None] | None = None,
     candidates: CandidateSet | None = None,
+    context: zmq.Context[Any] | None = None,
 ) -> RunOutcome:
     """Acquire the structural image, create the run, run the campaign and close the run.
+
+    With a ZeroMQ ``context`` the campaign takes operator commands on a loopback control socket
+    (its endpoint is stored in the run for `dualscope ctl`), and records each action in the run.
 
     The run is closed (consistent, with its outcome) whatever happens; an error
     is returned in the outcome, not raised, so the caller can report both. ``candidates``
@@ -240,6 +246,11 @@ def execute_run(
         clock=clock,
         chunk_rows=config.run.chunk_rows,
     )
+    operator, control = None, None
+    if context is not None:
+        operator = OperatorControl(clock, lambda a: writer.record_operator_action(a.to_json()), operator_stop)
+        control = ControlServer(operator, description, context)
+        writer.set_control_endpoint(control.endpoint)
     campaign = Campaign(
         instrument=instrument,
         policy=policy,
@@ -255,6 +266,7 @@ def execute_run(
         max_refusals=config.safety.max_refusals,
         fault_retries=config.faults.retries_per_point,
         max_faults_in_a_row=config.faults.max_in_a_row,
+        operator=operator,
     )
     result: CampaignResult | None = None
     error: BaseException | None = None
@@ -263,6 +275,8 @@ def execute_run(
     except (Exception, KeyboardInterrupt) as exc:
         error = exc
     finally:
+        if control is not None:
+            control.close()
         trainer.close()
         outcome = {
             "stop_reason": result.stop_reason if result else f"error: {type(error).__name__}: {error}",

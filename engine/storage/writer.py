@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -95,6 +96,7 @@ class RunWriter:
         self._chunk_rows = int(self._attrs["chunk_rows"])
         self._committed = int(self._attrs["committed_rows"])
         self._policies: list[str] = list(self._attrs["policies"])
+        self._attrs_lock = threading.Lock()  # operator actions arrive from the control socket's thread
         self._buffer: list[dict[str, NDArray[Any]]] = []
         self._buffered = 0
         self._journal = Journal(root.joinpath(*JOURNAL_PATH))
@@ -282,6 +284,16 @@ class RunWriter:
         }
         self._set_attrs(missing=[*self._attrs.get("missing", []), entry])
 
+    def record_operator_action(self, entry: Mapping[str, Any]) -> None:
+        """Append an operator action (what, who, when, details; JSON) to attribute ``operator_actions``, durably."""
+        self._check_open()
+        self._set_attrs(operator_actions=[*self._attrs.get("operator_actions", []), dict(entry)])
+
+    def set_control_endpoint(self, endpoint: str) -> None:
+        """Note where this run's campaign takes operator commands (``dualscope ctl`` reads it)."""
+        self._check_open()
+        self._set_attrs(control_endpoint=endpoint)
+
     @property
     def missing_request_ids(self) -> set[str]:
         """Request ids of decisions recorded as missing (they are not in flight)."""
@@ -442,8 +454,9 @@ class RunWriter:
         self._set_attrs(committed_rows=stop)
 
     def _set_attrs(self, **changes: Any) -> None:
-        self._attrs.update(changes)
-        self._group.update_attributes({ATTR: self._attrs})
+        with self._attrs_lock:
+            self._attrs.update(changes)
+            self._group.update_attributes({ATTR: dict(self._attrs)})
         _fsync_file(self.root / "zarr.json")
         fsync_dir(self.root)
 

@@ -1,0 +1,65 @@
+"""``dualscope ctl RUN COMMAND``: the operator's commands to a running campaign, over its control socket."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import zmq
+from rich.console import Console
+from rich.markup import escape
+
+from engine.errors import DualscopeError, RunStorageError
+from engine.storage import read_run
+from instruments.control import COMMANDS, send_control
+
+out = Console()
+err = Console(stderr=True)
+
+
+def ctl(
+    run: Annotated[Path, typer.Argument(metavar="RUN.zarr", help="The run of a campaign that is running now.")],
+    command: Annotated[
+        str,
+        typer.Argument(
+            help="status; pause (after the current measurement); resume; stop; "
+            "inject (measure POSITION next, e.g. `inject 12.5 40`)"
+        ),
+    ],
+    position: Annotated[
+        list[float] | None, typer.Argument(help="inject: the position, one number per axis (the axes' units).")
+    ] = None,
+    who: Annotated[str, typer.Option("--as", help="Your name, recorded with the action in the run.")] = "",
+    timeout_s: Annotated[float, typer.Option(help="Seconds to wait for the campaign's answer.")] = 5.0,
+) -> None:
+    """Command a running campaign: status, pause, resume, stop, inject a point to measure next.
+
+    The campaign's control endpoint is read from the run; each action is recorded in the run
+    (attribute `operator_actions`) with who did it.
+    """
+    if command not in COMMANDS:
+        err.print(f"[red]error:[/] unknown command {command!r}; use {', '.join(COMMANDS)}")
+        raise typer.Exit(2)
+    if (command == "inject") != bool(position):
+        err.print("[red]error:[/] inject needs a position (one number per axis); other commands take none")
+        raise typer.Exit(2)
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        endpoint = read_run(run).attrs.get("control_endpoint")
+        if not endpoint:
+            raise RunStorageError(f"{run} has no control endpoint: it was not started by `dualscope run`/`demo`")
+        status = send_control(
+            str(endpoint), command, who or getpass.getuser(), context, position=position, timeout_s=timeout_s
+        )
+    except DualscopeError as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    finally:
+        context.destroy(linger=0)
+    state = "stopping" if status.get("stopping") else "paused" if status.get("paused") else "running"
+    recorded, step = status.get("n_recorded", 0), status.get("step", 0)
+    out.print(f"{command}: campaign {state}; {recorded} spectra recorded, step {step}")
+    if status.get("injected_queued"):
+        out.print(f"        {status['injected_queued']} injected point(s) queued")

@@ -1,0 +1,144 @@
+"""The control socket of a running campaign: ``dualscope ctl`` talks to it over the dualscope wire format.
+
+Commands (a request's ``cmd``; ``body.who`` names the operator): ``status``, ``pause`` (after the
+current measurement), ``resume``, ``stop``, ``inject`` (``body.position``: the point to measure
+next, in the instrument axes' units). Replies carry the campaign's status. Binds loopback only;
+malformed requests get a typed error and change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import zmq
+
+from engine.errors import INSTRUMENT_ERRORS, BadRequest, DeviceFault, InstrumentError, InstrumentTimeout
+from engine.operator import OperatorControl
+from engine.types import InstrumentDescription
+from instruments import messages
+from instruments.endpoints import require_loopback
+from instruments.local import new_request_id
+from instruments.wire import Message, decode, encode, error_message
+
+log = logging.getLogger(__name__)
+
+COMMANDS = ("status", "pause", "resume", "stop", "inject")
+
+
+class ControlServer:
+    """Serves ``control`` on a loopback ROUTER socket from a thread, until :meth:`close`.
+
+    Args:
+        control: the campaign's operator control.
+        description: the instrument's axes (to check injected positions).
+        context: injected ZeroMQ context.
+        endpoint: loopback endpoint; a ``*`` port picks a free one.
+    """
+
+    def __init__(
+        self,
+        control: OperatorControl,
+        description: InstrumentDescription,
+        context: zmq.Context[Any],
+        endpoint: str = "tcp://127.0.0.1:*",
+    ):
+        require_loopback(endpoint)
+        self._control, self._description = control, description
+        self._socket = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.bind(endpoint)
+        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="dualscope-control", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if not self._socket.poll(50):
+                continue
+            frames = self._socket.recv_multipart()
+            if len(frames) < 2:
+                continue
+            try:
+                msg = decode(frames[1:], 1 << 16)
+                answer = messages.reply(msg, self._handle(msg))
+            except InstrumentError as exc:
+                answer = error_message(exc.request_id, "", exc.code, str(exc))
+            except ValueError as exc:
+                answer = error_message("", "", BadRequest.code, str(exc))
+            self._socket.send_multipart([frames[0], *encode(answer)])
+
+    def _handle(self, msg: Message) -> dict[str, Any]:
+        who = msg.body.get("who")
+        if not isinstance(who, str) or not who:
+            raise BadRequest("a control request names its operator in body.who", msg.request_id)
+        if msg.command == "pause":
+            self._control.pause(who)
+        elif msg.command == "resume":
+            self._control.resume(who)
+        elif msg.command == "stop":
+            self._control.stop(who)
+        elif msg.command == "inject":
+            self._control.inject(self._position(msg), who)
+        elif msg.command != "status":
+            raise BadRequest(f"unknown control command {msg.command!r}; use {', '.join(COMMANDS)}", msg.request_id)
+        if msg.command != "status":
+            log.info("operator %s: %s", who, msg.command)
+        return self._control.status()
+
+    def _position(self, msg: Message) -> np.ndarray:
+        raw = msg.body.get("position")
+        axes = self._description.axes
+        if not isinstance(raw, list) or len(raw) != len(axes):
+            names = ", ".join(a.name for a in axes)
+            raise BadRequest(f"inject needs body.position = [{names}] ({len(axes)} numbers)", msg.request_id)
+        try:
+            pos = np.array(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise BadRequest("inject: position must hold numbers", msg.request_id) from None
+        self._description.check_positions(pos[None, :])  # out of the instrument's limits: typed error
+        return pos
+
+    def close(self) -> None:
+        """Stop the thread and close the socket (linger 0)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._socket.close(linger=0)
+
+
+def send_control(
+    endpoint: str,
+    command: str,
+    who: str,
+    context: zmq.Context[Any],
+    *,
+    position: list[float] | None = None,
+    timeout_s: float = 5.0,
+) -> dict[str, Any]:
+    """Send one control ``command`` as operator ``who``; the campaign's status after it.
+
+    Raises:
+        InstrumentTimeout: no answer (the campaign has ended, or is not taking commands).
+        BadRequest: the campaign refused the command (the message says why).
+    """
+    body: dict[str, Any] = {"who": who}
+    if position is not None:
+        body["position"] = position
+    rid = new_request_id()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart(encode(messages.request(rid, command, body)))
+        if not sock.poll(int(timeout_s * 1000)):
+            raise InstrumentTimeout(f"no answer from the campaign at {endpoint} in {timeout_s:g} s; has it ended?", rid)
+        reply = decode(sock.recv_multipart(), 1 << 16)
+    finally:
+        sock.close(linger=0)
+    if reply.type == "error":
+        code, text = str(reply.body.get("code", "")), str(reply.body.get("message", ""))
+        raise INSTRUMENT_ERRORS.get(code, DeviceFault)(text, rid)
+    return dict(reply.body)

@@ -1,0 +1,134 @@
+"""The operator: pause, resume, stop and inject on a running campaign, over its control socket, all recorded."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from engine.campaign import Campaign, CampaignResult
+from engine.candidates import CandidateSet
+from engine.clock import SystemClock
+from engine.errors import BadRequest, OutOfLimits
+from engine.operator import OperatorAction, OperatorControl
+from engine.policies import RandomPolicy
+from engine.stop_rules import Budget
+from engine.storage import read_run
+from instruments.control import ControlServer, send_control
+from instruments.local import LocalInstrument
+from tests.conftest import CountingDriver
+from tests.fakes import MemoryRecorder
+from tests.test_cli import DUALSCOPE, ROOT, _cli, _write_config
+
+
+def _wait(condition: Any, timeout_s: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout_s, "timed out"
+        time.sleep(0.01)
+
+
+def test_pause_inject_resume_stop_over_the_control_socket(
+    counting: CountingDriver, zmq_context: zmq.Context[Any]
+) -> None:
+    counting.delay_s = 0.02
+    inst = LocalInstrument(counting)
+    desc = inst.describe()
+    cands = CandidateSet.from_image_grid(inst.acquire_image("haadf"), desc, 4, margin_px=1)
+    actions: list[OperatorAction] = []
+    control = OperatorControl(SystemClock(), actions.append)
+    server = ControlServer(control, desc, zmq_context)
+    rec = MemoryRecorder()
+    campaign = Campaign(
+        instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=rec, candidates=cands,
+        spectral_axis=desc.spectral_axis, stop_rules=[Budget(10_000), control.stop_rule], clock=SystemClock(),
+        request_prefix="op", operator=control,
+    )  # fmt: skip
+    results: list[CampaignResult] = []
+    thread = threading.Thread(target=lambda: results.append(campaign.run()), daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: len(rec.rows) >= 3)
+        status = send_control(server.endpoint, "pause", "alice", zmq_context)
+        assert status["paused"] is True
+        time.sleep(0.2)
+        held = len(rec.rows)
+        time.sleep(0.3)
+        assert len(rec.rows) == held, "a paused campaign measures nothing"
+        target = cands.positions[cands.available()[7]] + 0.1
+        queued = send_control(server.endpoint, "inject", "alice", zmq_context, position=target.tolist())
+        assert queued["injected_queued"] == 1
+        with pytest.raises(BadRequest, match=r"inject needs body.position = \[x, y\]"):
+            send_control(server.endpoint, "inject", "alice", zmq_context, position=[1.0])
+        with pytest.raises(OutOfLimits):
+            send_control(server.endpoint, "inject", "alice", zmq_context, position=[1e9, 0.0])
+        with pytest.raises(BadRequest, match="names its operator"):
+            send_control(server.endpoint, "status", "", zmq_context)
+        send_control(server.endpoint, "resume", "bob", zmq_context)
+        _wait(lambda: len(rec.rows) > held + 2)
+        injected = rec.rows[held]
+        assert injected[0].policy == "operator:alice"
+        np.testing.assert_allclose(injected[1].positions[0], target - 0.1)
+        assert send_control(server.endpoint, "stop", "carol", zmq_context)["stopping"] is True
+        thread.join(timeout=10)
+    finally:
+        control.stop("test teardown")
+        thread.join(timeout=10)
+        server.close()
+    assert results and results[0].stop_reason == "stopped by the operator"
+    assert [(a.action, a.who) for a in actions[:4]] == [
+        ("pause", "alice"), ("inject", "alice"), ("resume", "bob"), ("stop", "carol"),
+    ]  # fmt: skip
+
+
+def test_a_paused_campaign_stops_when_asked(counting: CountingDriver) -> None:
+    inst = LocalInstrument(counting)
+    cands = CandidateSet.from_image_grid(inst.acquire_image("haadf"), inst.describe(), 4, margin_px=1)
+    control = OperatorControl(SystemClock())
+    control.pause("alice")
+    campaign = Campaign(
+        instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=MemoryRecorder(), candidates=cands,
+        spectral_axis=inst.describe().spectral_axis, stop_rules=[Budget(5), control.stop_rule], clock=SystemClock(),
+        request_prefix="op", operator=control,
+    )  # fmt: skip
+    threading.Timer(0.3, control.stop, args=("bob",)).start()
+    result = campaign.run()
+    assert result.n_recorded == 0 and result.stop_reason == "stopped by the operator"
+
+
+def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path)
+    proc = subprocess.Popen([*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        while not list(tmp_path.glob("ctrlc-*.zarr")) and time.monotonic() - t0 < 60:
+            time.sleep(0.2)
+        run_path = next(tmp_path.glob("ctrlc-*.zarr"))
+        _wait(lambda: _cli("ctl", str(run_path), "status").returncode == 0, 60)
+        paused = _cli("ctl", str(run_path), "pause", "--as", "alice")
+        assert paused.returncode == 0 and "pause: campaign paused" in paused.stdout
+        bad = _cli("ctl", str(run_path), "inject", "--as", "alice")
+        assert bad.returncode == 2 and "inject needs a position" in bad.stderr
+        assert _cli("ctl", str(run_path), "inject", "10", "12", "--as", "alice").returncode == 0
+        assert _cli("ctl", str(run_path), "resume", "--as", "bob").returncode == 0
+        stopped = _cli("ctl", str(run_path), "stop", "--as", "bob")
+        assert stopped.returncode == 0 and "campaign stopping" in stopped.stdout
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and "stopped by the operator" in out, out + err
+    run = read_run(run_path)
+    actions = [(a["action"], a["who"]) for a in run.attrs["operator_actions"]]
+    assert actions == [("pause", "alice"), ("inject", "alice"), ("resume", "bob"), ("stop", "bob")]
+    assert run.attrs["operator_actions"][1]["position"] == [10.0, 12.0]
+    ended = _cli("ctl", str(run_path), "status", "--timeout-s", "0.5")
+    assert ended.returncode == 2 and "has it ended?" in ended.stderr
