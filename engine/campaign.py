@@ -148,6 +148,11 @@ class Campaign:
             decision = Decision(step, f"{self.request_prefix}-{step:06d}", method, proposal, self.clock.time())
             self.recorder.record_decision(decision)
             positions = self.candidates.positions[proposal.indices]
+            if (why_not := self._not_approved(method, positions)) is not None:
+                self.candidates.mark_measured(proposal.indices)  # never proposed again
+                self.recorder.record_missing(decision, why_not)
+                step += 1
+                continue
             if self.safety is not None and (why := self.safety.check(positions)) is not None:
                 self.candidates.mark_measured(proposal.indices)  # never proposed again
                 self.recorder.record_missing(decision, f"refused by the safety limits: {why}")
@@ -210,6 +215,19 @@ class Campaign:
                 nearest = free[np.argmin(np.linalg.norm(self.candidates.positions[free] - position, axis=1))]
                 return f"operator:{who}", Proposal(np.array([nearest], dtype=np.int64), np.array([np.nan]))
         return self.policy.name, self.policy.propose(self.candidates, self.batch_size)
+
+    def _not_approved(self, method: str, positions: NDArray[np.float64]) -> str | None:
+        """Approval mode: why the policy's proposal is not measured (vetoed, edited), or None to go ahead."""
+        op = self.operator
+        if op is None or op.approval_timeout_s is None or method.startswith("operator:"):
+            return None
+        verdict = op.await_verdict(positions)
+        if verdict.action == "approve":
+            return None
+        if verdict.action == "edit" and verdict.position is not None:
+            op.inject(verdict.position, verdict.who)
+            return f"edited by {verdict.who}: measuring {verdict.position.tolist()} instead"
+        return f"vetoed by {verdict.who}"
 
     def _after_fault(self, indices: NDArray[np.int64]) -> str:
         """Release the candidates of a failed measurement, or give them up; what was done, in words."""

@@ -161,6 +161,17 @@ class FaultsSection(_Strict):
     max_in_a_row: int = Field(5, ge=1, description="failed measurements in a row that end the campaign cleanly")
 
 
+class OperatorSection(_Strict):
+    """``[operator]``: approval mode (`dualscope ctl RUN approve|veto|edit X Y`)."""
+
+    approval_timeout_s: float | None = Field(
+        None, gt=0, description="each proposed point waits this long for approve / veto / edit (unset: no approval)"
+    )
+    on_timeout: Literal["veto", "approve", "stop"] = Field(
+        "veto", description="what an unanswered proposal becomes: veto (skip it), approve, or stop the campaign"
+    )
+
+
 class RunConfig(_Strict):
     """The whole configuration file."""
 
@@ -171,6 +182,7 @@ class RunConfig(_Strict):
     stop: StopSection = StopSection()
     safety: SafetySection = SafetySection()
     faults: FaultsSection = FaultsSection()
+    operator: OperatorSection = OperatorSection()
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:

@@ -34,6 +34,19 @@ class OperatorAction:
         return {"action": self.action, "who": self.who, "time": self.time, **self.details}
 
 
+APPROVAL_FALLBACKS = ("veto", "approve", "stop")
+"""What happens to a proposal nobody approved in time."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The operator's answer to a proposal: ``approve``, ``veto`` or ``edit`` (then ``position``), by whom."""
+
+    action: str
+    who: str
+    position: NDArray[np.float64] | None = None
+
+
 class OperatorControl:
     """Pause / resume / stop / inject for one campaign.
 
@@ -41,6 +54,9 @@ class OperatorControl:
         clock: stamps each action.
         on_action: called with each :class:`OperatorAction`, in the caller's thread (e.g. record it in the run).
         stop: the stop rule to trigger (e.g. the one Ctrl-C triggers too); a new one by default.
+        approval_timeout_s: approval mode: each proposed point waits this long for approve / veto /
+            edit (None: no approval mode).
+        on_timeout: what an unanswered proposal becomes: ``veto`` (skip it), ``approve`` or ``stop``.
     """
 
     def __init__(
@@ -48,7 +64,17 @@ class OperatorControl:
         clock: Clock,
         on_action: Callable[[OperatorAction], None] | None = None,
         stop: OperatorStop | None = None,
+        approval_timeout_s: float | None = None,
+        on_timeout: str = "veto",
     ):
+        if on_timeout not in APPROVAL_FALLBACKS:
+            raise ValueError(f"on_timeout must be one of {', '.join(APPROVAL_FALLBACKS)}, got {on_timeout!r}")
+        if approval_timeout_s is not None and approval_timeout_s <= 0:
+            raise ValueError("approval_timeout_s must be > 0")
+        self.approval_timeout_s, self.on_timeout = approval_timeout_s, on_timeout
+        self._verdict_ready = threading.Condition()
+        self._awaiting: NDArray[np.float64] | None = None
+        self._verdict: Verdict | None = None
         self._clock, self._on_action = clock, on_action
         self._lock = threading.Lock()
         self._running = threading.Event()
@@ -88,6 +114,36 @@ class OperatorControl:
             self._injected.append((pos, who))
         return self._act("inject", who, position=pos.tolist())
 
+    def decide(self, action: str, who: str, position: NDArray[np.float64] | None = None) -> OperatorAction:
+        """Answer the proposal awaiting approval: ``approve``, ``veto`` or ``edit`` (to ``position (d,)``)."""
+        if action not in ("approve", "veto", "edit") or (action == "edit") != (position is not None):
+            raise ValueError("answer a proposal with approve, veto, or edit with a position")
+        with self._verdict_ready:
+            if self._awaiting is None:
+                raise ValueError("no proposal is awaiting approval")
+            pos = None if position is None else np.asarray(position, dtype=np.float64)
+            self._verdict = Verdict(action, who, pos)
+            self._verdict_ready.notify_all()
+        return self._act(action, who, **({} if pos is None else {"position": pos.tolist()}))
+
+    def await_verdict(self, positions: NDArray[np.float64]) -> Verdict:
+        """Approval mode: hold ``positions (n, d)`` until the operator answers or the timeout's fallback applies."""
+        assert self.approval_timeout_s is not None
+        with self._verdict_ready:
+            self._awaiting, self._verdict = np.asarray(positions, dtype=np.float64), None
+            self._verdict_ready.wait_for(
+                lambda: self._verdict is not None or self.stop_rule.event.is_set(), self.approval_timeout_s
+            )
+            verdict, self._awaiting = self._verdict, None
+        if verdict is not None:
+            return verdict
+        if self.stop_rule.event.is_set():
+            return Verdict("veto", "stop")
+        if self.on_timeout == "stop":
+            self.stop_rule.request()
+        self._act(f"timeout-{self.on_timeout}", "approval timeout", timeout_s=self.approval_timeout_s)
+        return Verdict("approve" if self.on_timeout == "approve" else "veto", f"timeout ({self.on_timeout})")
+
     @property
     def paused(self) -> bool:
         """Whether the campaign is held."""
@@ -107,5 +163,6 @@ class OperatorControl:
         """Paused / stopping / queued injections and the campaign's progress."""
         with self._lock:
             queued = len(self._injected)
+        awaiting = self._awaiting
         return {"paused": self.paused, "stopping": self.stop_rule.event.is_set(), "injected_queued": queued,
-                **self.progress}  # fmt: skip
+                "awaiting_approval": None if awaiting is None else awaiting.tolist(), **self.progress}  # fmt: skip

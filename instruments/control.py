@@ -2,7 +2,8 @@
 
 Commands (a request's ``cmd``; ``body.who`` names the operator): ``status``, ``pause`` (after the
 current measurement), ``resume``, ``stop``, ``inject`` (``body.position``: the point to measure
-next, in the instrument axes' units). Replies carry the campaign's status. Binds loopback only;
+next, in the instrument axes' units); in approval mode ``approve``, ``veto`` or ``edit``
+(``body.position``) the proposal awaiting approval. Replies carry the campaign's status. Binds loopback only;
 malformed requests get a typed error and change nothing.
 """
 
@@ -25,7 +26,7 @@ from instruments.wire import Message, decode, encode, error_message
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("status", "pause", "resume", "stop", "inject")
+COMMANDS = ("status", "pause", "resume", "stop", "inject", "approve", "veto", "edit")
 
 
 class ControlServer:
@@ -83,6 +84,12 @@ class ControlServer:
             self._control.stop(who)
         elif msg.command == "inject":
             self._control.inject(self._position(msg), who)
+        elif msg.command in ("approve", "veto", "edit"):
+            position = self._position(msg) if msg.command == "edit" else None
+            try:
+                self._control.decide(msg.command, who, position)
+            except ValueError as exc:
+                raise BadRequest(str(exc), msg.request_id) from None
         elif msg.command != "status":
             raise BadRequest(f"unknown control command {msg.command!r}; use {', '.join(COMMANDS)}", msg.request_id)
         if msg.command != "status":
@@ -94,7 +101,7 @@ class ControlServer:
         axes = self._description.axes
         if not isinstance(raw, list) or len(raw) != len(axes):
             names = ", ".join(a.name for a in axes)
-            raise BadRequest(f"inject needs body.position = [{names}] ({len(axes)} numbers)", msg.request_id)
+            raise BadRequest(f"{msg.command} needs body.position = [{names}] ({len(axes)} numbers)", msg.request_id)
         try:
             pos = np.array(raw, dtype=np.float64)
         except (TypeError, ValueError):

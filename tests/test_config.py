@@ -36,7 +36,7 @@ def test_defaults_and_frozen() -> None:
         ("[run]\nnmae = 'x'", ["run.nmae: unknown key", "allowed here: chunk_rows, figure, name, output_dir, seed"]),
         (
             "[polcy]\nname = 'random'",
-            ["polcy: unknown key", "candidates, faults, instrument, policy, run, safety, stop"],
+            ["polcy: unknown key", "candidates, faults, instrument, operator, policy, run, safety, stop"],
         ),
         ("[policy]\nname = 'bo'", ["policy.name", "'random', 'raster', 'gp-position', 'dualvae-bo' or 'dkl'", "'bo'"]),
         ("[stop]\nbudget = 0", ["stop.budget", "greater than or equal to 1"]),

@@ -115,7 +115,7 @@ def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_p
         paused = _cli("ctl", str(run_path), "pause", "--as", "alice")
         assert paused.returncode == 0 and "pause: campaign paused" in paused.stdout
         bad = _cli("ctl", str(run_path), "inject", "--as", "alice")
-        assert bad.returncode == 2 and "inject needs a position" in bad.stderr
+        assert bad.returncode == 2 and "inject and edit need a position" in bad.stderr
         assert _cli("ctl", str(run_path), "inject", "10", "12", "--as", "alice").returncode == 0
         assert _cli("ctl", str(run_path), "resume", "--as", "bob").returncode == 0
         stopped = _cli("ctl", str(run_path), "stop", "--as", "bob")
@@ -132,3 +132,56 @@ def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_p
     assert run.attrs["operator_actions"][1]["position"] == [10.0, 12.0]
     ended = _cli("ctl", str(run_path), "status", "--timeout-s", "0.5")
     assert ended.returncode == 2 and "has it ended?" in ended.stderr
+
+
+def test_approval_mode_approve_veto_edit_and_the_timeout_fallback(
+    counting: CountingDriver, zmq_context: zmq.Context[Any]
+) -> None:
+    inst = LocalInstrument(counting)
+    desc = inst.describe()
+    cands = CandidateSet.from_image_grid(inst.acquire_image("haadf"), desc, 4, margin_px=1)
+    actions: list[OperatorAction] = []
+    control = OperatorControl(SystemClock(), actions.append, approval_timeout_s=1.5, on_timeout="veto")
+    server = ControlServer(control, desc, zmq_context)
+    rec = MemoryRecorder()
+    campaign = Campaign(
+        instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=rec, candidates=cands,
+        spectral_axis=desc.spectral_axis, stop_rules=[Budget(3), control.stop_rule], clock=SystemClock(),
+        request_prefix="ap", operator=control,
+    )  # fmt: skip
+    results: list[CampaignResult] = []
+    thread = threading.Thread(target=lambda: results.append(campaign.run()), daemon=True)
+    thread.start()
+
+    def awaiting() -> list[float] | None:
+        return send_control(server.endpoint, "status", "t", zmq_context)["awaiting_approval"]  # type: ignore[no-any-return]
+
+    try:
+        _wait(lambda: awaiting() is not None)
+        first = awaiting()
+        send_control(server.endpoint, "approve", "alice", zmq_context)
+        _wait(lambda: len(rec.rows) == 1)
+        np.testing.assert_allclose(rec.rows[0][1].positions, first)
+        _wait(lambda: awaiting() is not None)
+        send_control(server.endpoint, "veto", "bob", zmq_context)
+        _wait(lambda: awaiting() is not None and len(rec.missing) == 1)
+        edit_to = cands.positions[cands.available()[0]]
+        send_control(server.endpoint, "edit", "carol", zmq_context, position=edit_to.tolist())
+        _wait(lambda: len(rec.rows) == 2)  # the edited point is measured without asking again
+        np.testing.assert_allclose(rec.rows[1][1].positions[0], edit_to)
+        assert rec.rows[1][0].policy == "operator:carol"
+        _wait(lambda: len(rec.missing) == 3, 5)  # nobody answers: vetoed after 1.5 s
+        with pytest.raises(BadRequest, match=r"edit needs body\.position"):
+            send_control(server.endpoint, "edit", "dave", zmq_context, position=None)
+        send_control(server.endpoint, "approve", "alice", zmq_context)
+        thread.join(timeout=10)
+    finally:
+        control.stop("teardown")
+        thread.join(timeout=10)
+        server.close()
+    reasons = [r for _, r in rec.missing]
+    assert reasons[0] == "vetoed by bob" and reasons[1].startswith("edited by carol: measuring [")
+    assert reasons[2] == "vetoed by timeout (veto)"
+    assert results[0].n_recorded == 3
+    assert [a.action for a in actions][:4] == ["approve", "veto", "edit", "inject"]
+    assert "timeout-veto" in [a.action for a in actions]

@@ -25,16 +25,21 @@ def ctl(
         str,
         typer.Argument(
             help="status; pause (after the current measurement); resume; stop; "
-            "inject (measure POSITION next, e.g. `inject 12.5 40`)"
+            "inject (measure POSITION next, e.g. `inject 12.5 40`); in approval mode: approve, veto, "
+            "or edit POSITION (measure that instead of the proposal)"
         ),
     ],
     position: Annotated[
-        list[float] | None, typer.Argument(help="inject: the position, one number per axis (the axes' units).")
+        list[float] | None,
+        typer.Argument(help="inject / edit: the position, one number per axis (the axes' units)."),
     ] = None,
     who: Annotated[str, typer.Option("--as", help="Your name, recorded with the action in the run.")] = "",
     timeout_s: Annotated[float, typer.Option(help="Seconds to wait for the campaign's answer.")] = 5.0,
 ) -> None:
-    """Command a running campaign: status, pause, resume, stop, inject a point to measure next.
+    """Command a running campaign: status, pause, resume, stop, inject, approve, veto, edit.
+
+    pause/resume/stop act after the current measurement; inject queues a point to measure next; in
+    approval mode ([operator] approval_timeout_s) each proposed point waits for approve, veto or edit.
 
     The campaign's control endpoint is read from the run; each action is recorded in the run
     (attribute `operator_actions`) with who did it.
@@ -42,8 +47,8 @@ def ctl(
     if command not in COMMANDS:
         err.print(f"[red]error:[/] unknown command {command!r}; use {', '.join(COMMANDS)}")
         raise typer.Exit(2)
-    if (command == "inject") != bool(position):
-        err.print("[red]error:[/] inject needs a position (one number per axis); other commands take none")
+    if (command in ("inject", "edit")) != bool(position):
+        err.print("[red]error:[/] inject and edit need a position (one number per axis); other commands take none")
         raise typer.Exit(2)
     context: zmq.Context[Any] = zmq.Context()
     try:
@@ -61,5 +66,7 @@ def ctl(
     state = "stopping" if status.get("stopping") else "paused" if status.get("paused") else "running"
     recorded, step = status.get("n_recorded", 0), status.get("step", 0)
     out.print(f"{command}: campaign {state}; {recorded} spectra recorded, step {step}")
+    if status.get("awaiting_approval") is not None:
+        out.print(f"        awaiting approval: {status['awaiting_approval']} (approve, veto or edit X Y)")
     if status.get("injected_queued"):
         out.print(f"        {status['injected_queued']} injected point(s) queued")

@@ -248,7 +248,13 @@ def execute_run(
     )
     operator, control = None, None
     if context is not None:
-        operator = OperatorControl(clock, lambda a: writer.record_operator_action(a.to_json()), operator_stop)
+        operator = OperatorControl(
+            clock,
+            lambda a: writer.record_operator_action(a.to_json()),
+            operator_stop,
+            approval_timeout_s=config.operator.approval_timeout_s,
+            on_timeout=config.operator.on_timeout,
+        )
         control = ControlServer(operator, description, context)
         writer.set_control_endpoint(control.endpoint)
     campaign = Campaign(
