@@ -109,3 +109,26 @@ def test_without_fault_retries_a_fault_ends_the_campaign_with_the_error(syntheti
     campaign = _campaign(LocalInstrument(driver), MemoryRecorder(), 5)
     with pytest.raises(DeviceFault, match="injected driver fault"):
         campaign.run()
+
+
+def test_stalls_slow_replies_and_disconnects_are_survived(synthetic: Any, zmq_context: zmq.Context[Any]) -> None:
+    driver = FaultyDriver(synthetic, np.random.default_rng(2), DriverFaults(latency_s=0.01, stall_probability=0.1,
+                                                                          stall_s=0.6))  # fmt: skip
+    server = InstrumentServer(driver, zmq_context, SystemClock())
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop, 5), daemon=True)
+    thread.start()
+    faults = TransportFaults(disconnect_probability=0.2, disconnect_s=0.4)
+    proxy = FaultyProxy(server.endpoint, zmq_context, np.random.default_rng(4), faults)
+    try:
+        with ZmqInstrument(proxy.endpoint, zmq_context, timeout_s=0.25, retries=4) as inst:
+            rec = MemoryRecorder()
+            result = _campaign(inst, rec, 25, fault_retries=2).run()
+        assert result.n_recorded == 25 and driver.injected["stall"] > 0 and faults.counts["disconnect"] > 0
+        assert len({d.request_id for d, _, _ in rec.rows}) == 25
+        assert result.faults == len(rec.missing)  # anything the client's retries could not absorb is recorded
+    finally:
+        proxy.close()
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
