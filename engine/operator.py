@@ -151,8 +151,9 @@ class OperatorControl:
 
     def wait_while_paused(self, poll_s: float = 0.1) -> None:
         """Block the campaign while paused (returns at once otherwise, or when stopped, Ctrl-C included)."""
-        while not self._running.wait(poll_s) and not self.stop_rule.event.is_set():
-            pass
+        while not self.stop_rule.event.is_set():
+            if self._running.wait(poll_s):
+                return
 
     def take_injected(self) -> tuple[NDArray[np.float64], str] | None:
         """The oldest injected position and who asked for it, if any."""

@@ -34,25 +34,31 @@ def _wait(condition: Any, timeout_s: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def _start(
+    driver: CountingDriver, control: OperatorControl, context: zmq.Context[Any], budget: int
+) -> tuple[ControlServer, CandidateSet, MemoryRecorder, list[CampaignResult], threading.Thread]:
+    """A campaign under ``control`` running in a thread, with its control socket."""
+    inst = LocalInstrument(driver)
+    desc = inst.describe()
+    cands = CandidateSet.from_image_grid(inst.acquire_image("haadf"), desc, 4, margin_px=1)
+    rec, results = MemoryRecorder(), list[CampaignResult]()
+    campaign = Campaign(
+        instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=rec, candidates=cands,
+        spectral_axis=desc.spectral_axis, stop_rules=[Budget(budget), control.stop_rule], clock=SystemClock(),
+        request_prefix="op", operator=control,
+    )  # fmt: skip
+    thread = threading.Thread(target=lambda: results.append(campaign.run()), daemon=True)
+    thread.start()
+    return ControlServer(control, desc, context), cands, rec, results, thread
+
+
 def test_pause_inject_resume_stop_over_the_control_socket(
     counting: CountingDriver, zmq_context: zmq.Context[Any]
 ) -> None:
     counting.delay_s = 0.02
-    inst = LocalInstrument(counting)
-    desc = inst.describe()
-    cands = CandidateSet.from_image_grid(inst.acquire_image("haadf"), desc, 4, margin_px=1)
     actions: list[OperatorAction] = []
     control = OperatorControl(SystemClock(), actions.append)
-    server = ControlServer(control, desc, zmq_context)
-    rec = MemoryRecorder()
-    campaign = Campaign(
-        instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=rec, candidates=cands,
-        spectral_axis=desc.spectral_axis, stop_rules=[Budget(10_000), control.stop_rule], clock=SystemClock(),
-        request_prefix="op", operator=control,
-    )  # fmt: skip
-    results: list[CampaignResult] = []
-    thread = threading.Thread(target=lambda: results.append(campaign.run()), daemon=True)
-    thread.start()
+    server, cands, rec, results, thread = _start(counting, control, zmq_context, 10_000)
     try:
         _wait(lambda: len(rec.rows) >= 3)
         status = send_control(server.endpoint, "pause", "alice", zmq_context)
@@ -137,21 +143,9 @@ def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_p
 def test_approval_mode_approve_veto_edit_and_the_timeout_fallback(
     counting: CountingDriver, zmq_context: zmq.Context[Any]
 ) -> None:
-    inst = LocalInstrument(counting)
-    desc = inst.describe()
-    cands = CandidateSet.from_image_grid(inst.acquire_image("haadf"), desc, 4, margin_px=1)
     actions: list[OperatorAction] = []
     control = OperatorControl(SystemClock(), actions.append, approval_timeout_s=1.5, on_timeout="veto")
-    server = ControlServer(control, desc, zmq_context)
-    rec = MemoryRecorder()
-    campaign = Campaign(
-        instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=rec, candidates=cands,
-        spectral_axis=desc.spectral_axis, stop_rules=[Budget(3), control.stop_rule], clock=SystemClock(),
-        request_prefix="ap", operator=control,
-    )  # fmt: skip
-    results: list[CampaignResult] = []
-    thread = threading.Thread(target=lambda: results.append(campaign.run()), daemon=True)
-    thread.start()
+    server, cands, rec, results, thread = _start(counting, control, zmq_context, 3)
 
     def awaiting() -> list[float] | None:
         return send_control(server.endpoint, "status", "t", zmq_context)["awaiting_approval"]  # type: ignore[no-any-return]
