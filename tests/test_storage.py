@@ -78,6 +78,16 @@ def test_round_trip(tmp_path: Path) -> None:
     assert all(rows == 37 for rows in run.array_rows.values())
 
 
+def test_a_torn_attribute_write_leaves_the_run_readable(tmp_path: Path) -> None:
+    # SIGKILL during zarr's atomic write of zarr.json leaves "zarr.<id>.partial" beside it; zarr then
+    # lists it as a group member (found by the kill test): reading must not trip over it
+    path = tmp_path / "r.zarr"
+    _fill(path, 5)
+    (path / "zarr.446574f4601e418696a024af64cec787.partial").write_bytes(b'{"zarr_format": 3, "node_ty')
+    run = read_run(path)
+    assert run.n == 5 and run.images["haadf"].data.shape == (40, 40)
+
+
 def test_reader_sees_only_committed_rows_while_writing(tmp_path: Path) -> None:
     path = tmp_path / "r.zarr"
     writer = _fill(path, 10, chunk_rows=4, close=False)

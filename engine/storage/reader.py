@@ -109,7 +109,9 @@ def read_run(path: Path | str) -> RunData:
             y_arr, x_arr = array_node(group, "image_y"), array_node(group, "image_x")
             y_axis = _image_axis("y", np.asarray(y_arr[:]), str(y_arr.attrs.get("units", "")))
             x_axis = _image_axis("x", np.asarray(x_arr[:]), str(x_arr.attrs.get("units", "")))
-            for key in group.array_keys():
+            # the directory, not group.array_keys(): zarr lists a torn write's leftover
+            # "zarr.<id>.partial" as a member and fails on it (a run killed mid-write must stay readable)
+            for key in sorted(p.name for p in path.iterdir() if p.is_dir()):
                 if key.startswith("image_") and key not in ("image_y", "image_x"):
                     arr = array_node(group, key)
                     channel = key.removeprefix("image_")
