@@ -39,7 +39,8 @@ def ctl(
     """Command a running campaign: status, pause, resume, stop, inject, approve, veto, edit.
 
     pause/resume/stop act after the current measurement; inject queues a point to measure next; in
-    approval mode ([operator] approval_timeout_s) each proposed point waits for approve, veto or edit.
+    approval mode (operator.approval_timeout_s in the run config) each proposed point waits for approve,
+    veto or edit.
 
     The campaign's control endpoint is read from the run; each action is recorded in the run
     (attribute `operator_actions`) with who did it.
