@@ -290,7 +290,7 @@ def serve(
     ] = None,
     safety: Annotated[
         Path | None,
-        typer.Option(help="A TOML file whose [safety] table (as in a run config) the server enforces too."),
+        typer.Option(help="A TOML file (a run config, say) whose safety table the server enforces too."),
     ] = None,
 ) -> None:
     """Serve a driver over ZeroMQ until Ctrl-C or SIGTERM.
