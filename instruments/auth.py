@@ -136,6 +136,8 @@ class AuthorisedKeys:
             _check_name_role(name, role, f"{source}, line {number}")
             if public in keys:
                 raise ConfigError(f"{source}, line {number}: the key of {name!r} is already listed")
+            if any(k.name == name for k in keys.values()):
+                raise ConfigError(f"{source}, line {number}: the name {name!r} is already used by another key")
             keys[public] = KeyPair(name, role, public, "")
         return cls(keys)
 
@@ -151,9 +153,21 @@ class AuthorisedKeys:
             raise ConfigError(f"{path} lists no keys; add clients with `dualscope keys new NAME --authorised {path}`")
         return keys
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_roles", {k.name: k.role for k in self.by_public.values()})
+
     def role_of(self, name: str) -> str | None:
-        """The role of the client called ``name`` (None if unknown)."""
-        return next((k.role for k in self.by_public.values() if k.name == name), None)
+        """The role of the client called ``name`` (None if unknown); checked on every request, so a dict lookup."""
+        roles: dict[str, str] = self._roles  # type: ignore[attr-defined]
+        return roles.get(name)
+
+
+def _own_keys(socket: zmq.Socket[Any], pair: KeyPair, what: str) -> None:
+    """Give ``socket`` its own CURVE key pair (the secret half must be there)."""
+    if not pair.secret:
+        raise ConfigError(f"{what} of {pair.name!r} has no secret half; pass its .key_secret file")
+    socket.curve_secretkey = pair.secret.encode("ascii")
+    socket.curve_publickey = pair.public.encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -165,10 +179,7 @@ class ServerAuth:
 
     def secure(self, socket: zmq.Socket[Any]) -> None:
         """Make ``socket`` a CURVE server in the dualscope ZAP domain (before it binds)."""
-        if not self.server.secret:
-            raise ConfigError(f"the server key of {self.server.name!r} has no secret half; pass its .key_secret file")
-        socket.curve_secretkey = self.server.secret.encode("ascii")
-        socket.curve_publickey = self.server.public.encode("ascii")
+        _own_keys(socket, self.server, "the server key")
         socket.curve_server = True
         socket.zap_domain = ZAP_DOMAIN.encode("ascii")
 
@@ -182,10 +193,7 @@ class ClientAuth:
 
     def secure(self, socket: zmq.Socket[Any]) -> None:
         """Make ``socket`` a CURVE client of the server (before it connects)."""
-        if not self.client.secret:
-            raise ConfigError(f"the key of {self.client.name!r} has no secret half; pass its .key_secret file")
-        socket.curve_secretkey = self.client.secret.encode("ascii")
-        socket.curve_publickey = self.client.public.encode("ascii")
+        _own_keys(socket, self.client, "the key")
         socket.curve_serverkey = self.server_public.encode("ascii")
 
 

@@ -75,6 +75,8 @@ def test_authorised_keys_errors_name_the_line(tmp_path: Path) -> None:
         AuthorisedKeys.parse(["root bob " + "x" * 40])
     with pytest.raises(ConfigError, match="line 2: the key of 'alice2' is already listed"):
         AuthorisedKeys.parse([good, good.replace("alice", "alice2")])
+    with pytest.raises(ConfigError, match="line 2: the name 'alice' is already used"):
+        AuthorisedKeys.parse([good, KeyPair.new("alice", "observer").authorised_line()])
     empty = tmp_path / "authorised_keys"
     empty.write_text("# nobody yet\n")
     with pytest.raises(ConfigError, match="lists no keys"):
