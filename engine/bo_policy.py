@@ -16,8 +16,9 @@ structural image. Pure decision code: no I/O.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from engine.acquisition import ACQUISITIONS, TravelCost, select
 from engine.candidates import CandidateSet
 from engine.decisions import Proposal
 from engine.gp_posterior import CandidatePosterior, fit_gp, unit_cube
+from engine.rng_state import rng_state, set_rng_state
 from engine.scalarisers import Scalariser
 from engine.trainer import Trainer
 
@@ -162,6 +164,50 @@ class ScalarBO:
         posterior = CandidatePosterior(model, x, idx, y)
         return Snapshot(version, idx.size, mean, std, posterior, warn)
 
+    # ------------------------------------------------------------------ resume
+    def state(self) -> dict[str, Any]:
+        """RNG state, schedule counters and which snapshot is in use (see :class:`engine.protocols.Resumable`)."""
+        snap = self.snapshot
+        return {
+            "rng": rng_state(self._rng),
+            "n_told": self._n_told,
+            "submitted_n": self._submitted_n,
+            "next_version": self._next_version,
+            "snapshot_version": snap.version if snap is not None else 0,
+            "snapshot_obs": snap.n_obs if snap is not None else 0,
+        }
+
+    def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
+        """Back to ``state`` with the measurements ``told`` before it; the snapshot in use is refitted now.
+
+        The snapshot is fitted on the same observations as the one in use when ``state`` was taken
+        (one fit, not the whole history); later observations are conditioned on at the next proposal,
+        as they were. Stateless features (``gp-position``) give the same model; learned features (the
+        dual VAE, DKL) learn all those observations in this one refit.
+
+        Raises:
+            ValueError: ``told`` does not hold the ``n_told`` measurements the state counts.
+        """
+        for indices, spectra in told:
+            values = self.scalariser(spectra, self.axis)
+            for i, v, s in zip(indices, values, np.asarray(spectra, dtype=np.float32), strict=True):
+                if np.isfinite(v):
+                    self._obs_idx.append(int(i))
+                    self._obs_y.append(float(v))
+                    self._obs_spectra.append(s)
+            self._n_told += len(indices)
+            if len(indices):
+                self._last_index = int(indices[-1])
+        if self._n_told != int(state["n_told"]):
+            raise ValueError(f"the policy state counts {state['n_told']} measurements, the run has {self._n_told}")
+        set_rng_state(self._rng, state["rng"])
+        self._submitted_n, self._next_version = int(state["submitted_n"]), int(state["next_version"])
+        version, n_obs = int(state["snapshot_version"]), int(state["snapshot_obs"])
+        if version > 0:
+            idx, values = np.asarray(self._obs_idx[:n_obs], np.int64), np.asarray(self._obs_y[:n_obs])
+            snap = self._refit(version, idx, values, np.asarray(self._obs_spectra[:n_obs], dtype=np.float32))
+            self.snapshot, self._live, self._live_n = snap, snap.posterior, snap.n_obs
+
     # ----------------------------------------------------------------- decisions
     def _catch_up(self) -> None:
         snap = self.trainer.poll()
@@ -230,3 +276,11 @@ class BOPolicy:
     def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
         """Scalarise the measured spectra, remember them, and start a refit when due."""
         self.bo.add(indices, spectra)
+
+    def state(self) -> dict[str, Any]:
+        """See :meth:`ScalarBO.state`."""
+        return self.bo.state()
+
+    def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
+        """See :meth:`ScalarBO.restore`."""
+        self.bo.restore(state, told)

@@ -20,7 +20,7 @@ from engine.errors import (
     NoRecordedData,
 )
 from engine.operator import OperatorControl
-from engine.protocols import Clock, Instrument, Policy, Recorder, StopRule
+from engine.protocols import Clock, Instrument, Policy, Recorder, Resumable, StopRule
 from engine.safety import SafetyLimits
 from engine.types import Measurement, SpectralAxis
 
@@ -126,84 +126,103 @@ class Campaign:
                 return reason
         return None
 
-    def run(self, first_step: int = 0, n_recorded: int = 0) -> CampaignResult:
+    def run(self, first_step: int = 0, n_recorded: int = 0, reconcile: Decision | None = None) -> CampaignResult:
         """Run steps until a stop rule fires or no candidate is left.
+
+        Args:
+            first_step: the step number to start from (a resumed run goes on from its last step).
+            n_recorded: rows already recorded (the budget counts them).
+            reconcile: a decision taken before a crash whose outcome is unknown: it is carried out
+                first, with its own request id (the instrument answers from its reply cache if it
+                measured it already), before any new decision.
 
         Errors from the instrument or an invalid spectrum propagate after the
         step's candidates are released; everything recorded before stays recorded.
         """
-        started, step, missing = self.clock.monotonic(), first_step, 0
-        refused = in_a_row = faults = faults_in_a_row = 0
-        while True:
+        started = self.clock.monotonic()
+        tally = _Tally(step=first_step, n_recorded=n_recorded)
+        reason: str | None = None
+        if reconcile is not None:
+            reason = self._carry_out(reconcile, self.clock.monotonic(), tally)
+        while reason is None:
             if self.operator is not None:
-                self.operator.progress.update(n_recorded=n_recorded, step=step)
+                self.operator.progress.update(n_recorded=tally.n_recorded, step=tally.step)
                 self.operator.wait_while_paused()
-            if (reason := self._stop_reason(n_recorded, started)) is not None:
+            if (reason := self._stop_reason(tally.n_recorded, started)) is not None:
                 break
             t0 = self.clock.monotonic()
             method, proposal = self._next_proposal()
             if proposal.indices.size == 0:
                 reason = "every candidate has been measured"
                 break
-            decision = Decision(step, f"{self.request_prefix}-{step:06d}", method, proposal, self.clock.time())
+            state = self.policy.state() if isinstance(self.policy, Resumable) else None
+            rid = f"{self.request_prefix}-{tally.step:06d}"
+            decision = Decision(tally.step, rid, method, proposal, self.clock.time(), state)
             self.recorder.record_decision(decision)
             positions = self.candidates.positions[proposal.indices]
             if (why_not := self._not_approved(method, positions)) is not None:
                 self.candidates.mark_measured(proposal.indices)  # never proposed again
                 self.recorder.record_missing(decision, why_not)
-                step += 1
+                tally.step += 1
                 continue
-            if self.safety is not None and (why := self.safety.check(positions)) is not None:
-                self.candidates.mark_measured(proposal.indices)  # never proposed again
-                self.recorder.record_missing(decision, f"refused by the safety limits: {why}")
-                refused, in_a_row, step = refused + 1, in_a_row + 1, step + 1
-                if in_a_row >= self.max_refusals:
-                    reason = (
-                        f"stopped: the policy proposed {in_a_row} refused points in a row (last: {why}); "
-                        "change the policy or the candidates, or review the [safety] limits"
-                    )
-                    break
-                continue
-            in_a_row = 0
-            self.candidates.mark_pending(proposal.indices)
-            t1 = self.clock.monotonic()
-            try:
-                measurement = self.instrument.measure(positions, request_id=decision.request_id)
-                measurement.check(self.spectral_axis)
-            except NoRecordedData as exc:  # replaying a run: the recording has nothing there
-                self.candidates.mark_measured(proposal.indices)
-                self.recorder.record_missing(decision, str(exc))
-                missing += proposal.indices.size
-                step += 1
-                continue
-            except FAULTS as exc:
-                if not self.fault_retries:
-                    self.candidates.release(proposal.indices)
-                    raise
-                faults, faults_in_a_row, step = faults + 1, faults_in_a_row + 1, step + 1
-                what = self._after_fault(proposal.indices)
-                self.recorder.record_missing(decision, f"{type(exc).__name__}: {exc}; {what}")
-                if faults_in_a_row >= self.max_faults_in_a_row:
-                    reason = f"stopped after {faults_in_a_row} failed measurements in a row; the last: {exc}"
-                    if isinstance(exc, (InstrumentTimeout, InstrumentConnectionError)):
-                        reason += "; the instrument is unreachable: check it runs and is reachable, then resume"
-                    break
-                continue
-            except BaseException:
-                self.candidates.release(proposal.indices)
-                raise
-            faults_in_a_row = 0
-            timings = StepTimings(decide_s=t1 - t0, measure_s=self.clock.monotonic() - t1)
-            n_recorded = self.recorder.record_measurement(decision, measurement, timings)
-            if self.safety is not None:
-                self.safety.commit(measurement.positions)
-            self.candidates.mark_measured(proposal.indices)
-            self.policy.tell(proposal.indices, measurement.spectra)
-            step += 1
-            if self.on_step is not None:
-                self.on_step(StepReport(decision, measurement, timings, n_recorded))
+            reason = self._carry_out(decision, t0, tally)
         elapsed = self.clock.monotonic() - started
-        return CampaignResult(n_recorded, step - first_step, reason, elapsed, missing, refused, faults)
+        return CampaignResult(
+            tally.n_recorded, tally.step - first_step, reason, elapsed, tally.missing, tally.refused, tally.faults
+        )
+
+    def _carry_out(self, decision: Decision, t0: float, tally: _Tally) -> str | None:
+        """Check the limits, measure, record the outcome, tell the policy; a reason to stop, or ``None``."""
+        indices = decision.proposal.indices
+        positions = self.candidates.positions[indices]
+        tally.step += 1
+        if self.safety is not None and (why := self.safety.check(positions)) is not None:
+            self.candidates.mark_measured(indices)  # never proposed again
+            self.recorder.record_missing(decision, f"refused by the safety limits: {why}")
+            tally.refused, tally.refusals_in_a_row = tally.refused + 1, tally.refusals_in_a_row + 1
+            if tally.refusals_in_a_row >= self.max_refusals:
+                return (
+                    f"stopped: the policy proposed {tally.refusals_in_a_row} refused points in a row (last: {why}); "
+                    "change the policy or the candidates, or review the [safety] limits"
+                )
+            return None
+        tally.refusals_in_a_row = 0
+        self.candidates.mark_pending(indices)
+        t1 = self.clock.monotonic()
+        try:
+            measurement = self.instrument.measure(positions, request_id=decision.request_id)
+            measurement.check(self.spectral_axis)
+        except NoRecordedData as exc:  # replaying a run: the recording has nothing there
+            self.candidates.mark_measured(indices)
+            self.recorder.record_missing(decision, str(exc))
+            tally.missing += indices.size
+            return None
+        except FAULTS as exc:
+            if not self.fault_retries:
+                self.candidates.release(indices)
+                raise
+            tally.faults, tally.faults_in_a_row = tally.faults + 1, tally.faults_in_a_row + 1
+            released, what = self._after_fault(indices)
+            self.recorder.record_missing(decision, f"{type(exc).__name__}: {exc}; {what}", released=released)
+            if tally.faults_in_a_row >= self.max_faults_in_a_row:
+                reason = f"stopped after {tally.faults_in_a_row} failed measurements in a row; the last: {exc}"
+                if isinstance(exc, (InstrumentTimeout, InstrumentConnectionError)):
+                    reason += "; the instrument is unreachable: check it runs and is reachable, then resume"
+                return reason
+            return None
+        except BaseException:
+            self.candidates.release(indices)
+            raise
+        tally.faults_in_a_row = 0
+        timings = StepTimings(decide_s=t1 - t0, measure_s=self.clock.monotonic() - t1)
+        tally.n_recorded = self.recorder.record_measurement(decision, measurement, timings)
+        if self.safety is not None:
+            self.safety.commit(measurement.positions)
+        self.candidates.mark_measured(indices)
+        self.policy.tell(indices, measurement.spectra)
+        if self.on_step is not None:
+            self.on_step(StepReport(decision, measurement, timings, tally.n_recorded))
+        return None
 
     def _next_proposal(self) -> tuple[str, Proposal]:
         """An operator's injected point (the nearest available candidate) if one waits, else the policy's."""
@@ -229,12 +248,29 @@ class Campaign:
             return f"edited by {verdict.who}: measuring {verdict.position.tolist()} instead"
         return f"vetoed by {verdict.who}"
 
-    def _after_fault(self, indices: NDArray[np.int64]) -> str:
-        """Release the candidates of a failed measurement, or give them up; what was done, in words."""
+    def _after_fault(self, indices: NDArray[np.int64]) -> tuple[bool, str]:
+        """Release the candidates of a failed measurement, or give them up: whether released, and in words."""
         counts = [self._failures.get(int(i), 0) + 1 for i in indices]
         self._failures.update({int(i): c for i, c in zip(indices, counts, strict=True)})
         if max(counts) > self.fault_retries:
             self.candidates.mark_measured(indices)
-            return f"given up after {max(counts)} failed measurements"
+            return False, f"given up after {max(counts)} failed measurements"
         self.candidates.release(indices)
-        return "released for another try"
+        return True, "released for another try"
+
+    def restore_failures(self, counts: dict[int, int]) -> None:
+        """Failed measurements per candidate so far (a resumed run goes on counting toward ``fault_retries``)."""
+        self._failures = dict(counts)
+
+
+@dataclass
+class _Tally:
+    """Counters of one :meth:`Campaign.run`."""
+
+    step: int
+    n_recorded: int
+    missing: int = 0
+    refused: int = 0
+    refusals_in_a_row: int = 0
+    faults: int = 0
+    faults_in_a_row: int = 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +43,9 @@ class Decision:
         policy: policy name.
         proposal: what was proposed.
         decided_at: seconds since the Unix epoch.
+        policy_state: the policy's resumable state right after this proposal (JSON: its RNG state and
+            counters), stored with the decision so that ``dualscope resume`` continues from here;
+            ``None`` for policies that do not support it.
     """
 
     step: int
@@ -48,6 +53,7 @@ class Decision:
     policy: str
     proposal: Proposal
     decided_at: float
+    policy_state: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,7 @@ INSTRUMENT_ERRORS: dict[str, type[InstrumentError]] = {
     )
 }
 """Wire error code → exception class, used to re-raise typed errors from replies."""
+
+
+class ResumeError(RunStorageError):
+    """A run cannot be resumed as it is (closed, never started, another instrument or configuration)."""

@@ -43,8 +43,11 @@ def fit_gp(x: torch.Tensor, y: torch.Tensor) -> tuple[SingleTaskGP, int]:
     Returns:
         The fitted model and the number of botorch warnings (e.g. all values equal) counted, not raised.
     """
-    with warnings.catch_warnings(record=True) as caught:
+    # a failed fit is retried from hyperparameters sampled with torch's global RNG: seed it here, so
+    # that the same data always gives the same model (a resumed run makes the same decisions)
+    with warnings.catch_warnings(record=True) as caught, torch.random.fork_rng(devices=[]):
         warnings.simplefilter("always")
+        torch.manual_seed(0)
         model = SingleTaskGP(x, y.unsqueeze(-1), outcome_transform=None)
         fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     return model, len(caught)

@@ -6,11 +6,15 @@ implement the same :class:`~engine.protocols.Policy` protocol.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
 from engine.decisions import Proposal
+from engine.rng_state import rng_state, set_rng_state
 
 
 class RandomPolicy:
@@ -30,6 +34,14 @@ class RandomPolicy:
 
     def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
         """Random search learns nothing."""
+
+    def state(self) -> dict[str, Any]:
+        """The RNG state (see :class:`engine.protocols.Resumable`)."""
+        return {"rng": rng_state(self._rng)}
+
+    def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
+        """Put the RNG back; random search needs nothing of what was measured."""
+        set_rng_state(self._rng, state["rng"])
 
 
 class RasterPolicy:
@@ -60,6 +72,13 @@ class RasterPolicy:
 
     def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
         """A raster learns nothing."""
+
+    def state(self) -> dict[str, Any]:
+        """Nothing: the order follows from the candidates alone."""
+        return {}
+
+    def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
+        """Nothing to restore: the measured candidates are marked in the candidate set."""
 
 
 POLICY_NAMES = ("random", "raster")

@@ -69,6 +69,15 @@ class Instrument(Protocol):
 
 
 @runtime_checkable
+class Recalls(Protocol):
+    """An instrument that can say what it did with a request id (to reconcile a command in flight at a crash)."""
+
+    def recall(self, request_id: str) -> Mapping[str, JSON]:
+        """``{"state": "done" | "running" | "unknown", "instance": ID}`` for ``request_id``."""
+        ...
+
+
+@runtime_checkable
 class Policy(Protocol):
     """Chooses where to measure next. Pure decision code: no I/O."""
 
@@ -84,6 +93,25 @@ class Policy(Protocol):
 
 
 @runtime_checkable
+class Resumable(Protocol):
+    """A policy whose decisions can be continued after a crash (``dualscope resume``).
+
+    ``state`` is taken right after each proposal and stored with the decision; ``restore`` is called
+    on a freshly built policy (same configuration and seed) with the last stored state and every
+    spectrum measured so far, and must leave the policy as it was when that state was taken (plus
+    those spectra told), so that the next proposals are the ones an uninterrupted run makes.
+    """
+
+    def state(self) -> dict[str, JSON]:
+        """JSON state: RNG state, counters (small: it is stored with every decision)."""
+        ...
+
+    def restore(self, state: Mapping[str, JSON], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
+        """Restore ``state`` and the measurements ``told`` before it (per step: indices (k,), spectra (k, c))."""
+        ...
+
+
+@runtime_checkable
 class Recorder(Protocol):
     """Durable storage of a run's decisions and measurements."""
 
@@ -95,8 +123,11 @@ class Recorder(Protocol):
         """Make ``measurement`` durable; return the number of rows now recorded."""
         ...
 
-    def record_missing(self, decision: Decision, reason: str) -> None:
-        """Note that ``decision``'s positions have no data (a replay of a run that never measured them)."""
+    def record_missing(self, decision: Decision, reason: str, *, released: bool = False) -> None:
+        """Note that ``decision``'s positions have no data, and why.
+
+        ``released``: the candidates were released for another try (a fault), not given up.
+        """
         ...
 
     def close(self) -> None:

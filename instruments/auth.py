@@ -33,7 +33,7 @@ from engine.errors import ConfigError
 log = logging.getLogger(__name__)
 
 ROLES = ("observer", "agent", "operator")
-_OBSERVER = frozenset({"hello", "describe", "status", "heartbeat"})
+_OBSERVER = frozenset({"hello", "describe", "status", "heartbeat", "recall"})
 _AGENT = _OBSERVER | {"measure", "acquire_image"}
 COMMANDS_BY_ROLE: dict[str, frozenset[str] | None] = {"observer": _OBSERVER, "agent": _AGENT, "operator": None}
 """Commands each role may send (``None``: every command)."""

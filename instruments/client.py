@@ -99,6 +99,14 @@ class ZmqInstrument:
         """Server and driver state."""
         return dict(self._call("status").body)
 
+    def recall(self, request_id: str) -> Mapping[str, JSON]:
+        """What the server did with ``request_id``: ``{"state": "done" | "running" | "unknown", "instance": ID}``.
+
+        ``instance`` identifies the server process: an ``unknown`` from another instance than the one
+        the request was sent to says nothing (that server may have restarted and forgotten it).
+        """
+        return dict(self._call("recall", {"request_id": request_id}).body)
+
     def heartbeat(self) -> Mapping[str, JSON]:
         """A liveness check both ways: the server notes this client, the reply shows the server is alive."""
         return dict(self._call("heartbeat").body)

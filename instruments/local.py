@@ -32,6 +32,7 @@ class LocalInstrument:
         self._guard = GuardedDriver(driver)
         self._ids = id_factory
         self._cache: ReplyCache[Measurement] = ReplyCache(cache_size)
+        self.instance = uuid.uuid4().hex  # this object: a new one (after a restart) remembers nothing
 
     def describe(self) -> InstrumentDescription:
         """The driver's description."""
@@ -53,7 +54,12 @@ class LocalInstrument:
 
     def status(self) -> Mapping[str, JSON]:
         """The driver's status."""
-        return {"driver": dict(self._guard.driver.status())}
+        return {"instance": self.instance, "driver": dict(self._guard.driver.status())}
+
+    def recall(self, request_id: str) -> Mapping[str, JSON]:
+        """What this instrument did with ``request_id`` (see :meth:`instruments.client.ZmqInstrument.recall`)."""
+        state = "done" if self._cache.get(request_id) is not None else "unknown"
+        return {"request_id": request_id, "state": state, "instance": self.instance}
 
     def abort(self) -> None:
         """Abort the driver's acquisition."""

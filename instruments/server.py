@@ -5,7 +5,8 @@ A ROUTER socket receives requests from any number of DEALER (or REQ) clients.
 ``heartbeat`` and ``abort`` are answered while an acquisition runs. Every reply
 to an acquisition is kept in a :class:`~instruments.reply_cache.ReplyCache`: a
 retried request id is answered from it and never acquires twice; a retry that
-arrives while its request is still running gets a ``progress`` message.
+arrives while its request is still running gets a ``progress`` message, and the reply when it
+completes (also when the retry comes from another client: an engine resumed after a crash).
 The server never dies on a malformed message: it answers with an error.
 
 With a :class:`~instruments.auth.ServerAuth` the socket is a CURVE server: only clients in the
@@ -19,6 +20,7 @@ import itertools
 import logging
 import queue
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -54,7 +56,7 @@ from instruments.wire import (
 log = logging.getLogger(__name__)
 
 ACQUISITIONS = frozenset({"measure", "acquire_image"})
-IMMEDIATE = frozenset({"hello", "describe", "status", "abort", "heartbeat"})
+IMMEDIATE = frozenset({"hello", "describe", "status", "abort", "heartbeat", "recall"})
 _counter = itertools.count()
 
 Frames = list[bytes | memoryview]
@@ -91,6 +93,7 @@ class InstrumentServer:
         rate_per_s: float = 500.0,
         safety: SafetyLimits | None = None,
         client_silence_s: float = 300.0,
+        instance: str | None = None,
     ):
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be > 0")
@@ -105,6 +108,7 @@ class InstrumentServer:
         self._ctx, self._clock = context, clock
         self._max_bytes = max_array_bytes
         self._cache: ReplyCache[Frames] = ReplyCache(cache_size)
+        self.instance = instance or uuid.uuid4().hex
         self._started = clock.monotonic()
         self._zap = ZapHandler(context, auth.clients) if auth is not None else None
         self._router = context.socket(zmq.ROUTER)
@@ -125,6 +129,7 @@ class InstrumentServer:
         self._done.bind(self._inproc)
         self._jobs: queue.Queue[tuple[list[bytes], Message] | None] = queue.Queue()
         self._in_flight: dict[str, list[bytes]] = {}
+        self._waiters: dict[str, list[list[bytes]]] = {}  # other routes asking for a running request
         self._last_seen: dict[bytes, float] = {}
         self._requests = 0
         self._worker = threading.Thread(target=self._work, name="dualscope-acquisition", daemon=True)
@@ -192,6 +197,8 @@ class InstrumentServer:
             return
         if msg.request_id in self._in_flight:
             self._send(route, Message("progress", msg.request_id, msg.command, {"state": "running"}))
+            if route != self._in_flight[msg.request_id]:  # another client (a resumed engine): tell it too
+                self._waiters.setdefault(msg.request_id, []).append(route)
             return
         if msg.command in ACQUISITIONS:
             if self._in_flight:
@@ -246,6 +253,8 @@ class InstrumentServer:
             return messages.reply(msg, self._heartbeat())
         if cmd == "status":
             return messages.reply(msg, {**self._heartbeat(), "driver": dict(self._guard.driver.status())})
+        if cmd == "recall":
+            return messages.reply(msg, self._recall(msg.body.get("request_id")))
         if cmd == "abort":
             aborted = bool(self._in_flight)
             self._guard.driver.abort()
@@ -253,8 +262,18 @@ class InstrumentServer:
         known = ", ".join(sorted(IMMEDIATE | ACQUISITIONS))
         raise BadRequest(f"unknown command {cmd!r}; this server knows {known}")
 
+    def _recall(self, request_id: object) -> dict[str, Any]:
+        """What this server did with ``request_id``: ``done`` (reply cached), ``running`` or ``unknown``."""
+        if not isinstance(request_id, str) or not request_id:
+            raise BadRequest("recall needs a non-empty string 'request_id'")
+        state = "done" if self._cache.get(request_id) is not None else "unknown"
+        if request_id in self._in_flight:
+            state = "running"
+        return {"request_id": request_id, "state": state, "instance": self.instance}
+
     def _heartbeat(self) -> dict[str, Any]:
         return {
+            "instance": self.instance,
             "uptime_s": self._clock.monotonic() - self._started,
             "busy": bool(self._in_flight),
             "in_flight": next(iter(self._in_flight), None),
@@ -302,8 +321,8 @@ class InstrumentServer:
         rid, reply = frames[0].decode(), list[bytes | memoryview](frames[1:])
         route = self._in_flight.pop(rid, None)
         self._cache.put(rid, reply)
-        if route is not None:
-            self._router.send_multipart([*route, *reply])
+        for waiting in [*([route] if route is not None else []), *self._waiters.pop(rid, [])]:
+            self._router.send_multipart([*waiting, *reply])
 
     def _send(self, route: list[bytes], msg: Message) -> None:
         self._router.send_multipart([*route, *encode(msg, self._max_bytes)])

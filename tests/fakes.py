@@ -41,7 +41,7 @@ class MemoryRecorder:
     def candidates(self) -> np.ndarray:
         return np.concatenate([d.proposal.indices for d, _, _ in self.rows])
 
-    def record_missing(self, decision: Decision, reason: str) -> None:
+    def record_missing(self, decision: Decision, reason: str, *, released: bool = False) -> None:
         self.missing.append((decision, reason))
 
     def close(self) -> None:

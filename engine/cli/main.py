@@ -6,7 +6,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -28,15 +28,17 @@ from engine.cli.ctl_command import ctl
 from engine.cli.design_command import design
 from engine.cli.drivers import DRIVERS, build_driver, driver_options
 from engine.cli.keys_command import keys_app
+from engine.cli.resuming import resume_run
 from engine.cli.wiring import RunOutcome, execute_run, open_instrument
 from engine.clock import SystemClock
 from engine.config import RunConfig, SafetySection, load_config, load_model, parse_config
 from engine.errors import ConfigError, DualscopeError
+from engine.protocols import Instrument
 from engine.report import summary_figure
 from engine.stop_rules import OperatorStop
 from engine.storage import read_run, recover_run
 from engine.storage.integrity import check_run
-from engine.storage.reader import RunData, array_node
+from engine.storage.reader import RunData, array_node, open_run_group, read_candidates
 from instruments.auth import AuthorisedKeys, KeyPair, ServerAuth
 
 app = typer.Typer(
@@ -89,7 +91,26 @@ def _operator_stop() -> Iterator[OperatorStop]:
         signal.signal(signal.SIGINT, previous)
 
 
+OnStep = Callable[[StepReport], None]
+Execute = Callable[[Instrument, SystemClock, OperatorStop, OnStep, "zmq.Context[Any]"], RunOutcome]
+"""Runs a campaign on an open instrument: (instrument, clock, operator stop, progress callback, context)."""
+
+
 def _run_campaign(config: RunConfig, text: str, candidates: Any = None) -> RunOutcome:
+    def execute(
+        instrument: Instrument,
+        clock: SystemClock,
+        stop: OperatorStop,
+        on_step: Callable[[StepReport], None],
+        context: zmq.Context[Any],
+    ) -> RunOutcome:
+        return execute_run(config, text, instrument, clock, stop, on_step, candidates, context)
+
+    return _with_progress(config, execute)
+
+
+def _with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOutcome:
+    """Open the instrument, run ``execute`` under a progress bar (Ctrl-C stops cleanly), report the outcome."""
     clock = SystemClock()
     context: zmq.Context[Any] = zmq.Context()
     try:
@@ -105,14 +126,14 @@ def _run_campaign(config: RunConfig, text: str, candidates: Any = None) -> RunOu
                 TimeRemainingColumn(),
             )
             with Progress(*columns, console=out) as progress:
-                task = progress.add_task("measuring", total=config.stop.budget, rate="")
+                task = progress.add_task("measuring", total=config.stop.budget, completed=start, rate="")
 
                 def on_step(report: StepReport) -> None:
                     elapsed = progress.tasks[0].elapsed or 1e-9
-                    rate = f"{report.n_recorded / elapsed:.0f} spectra/s"
+                    rate = f"{(report.n_recorded - start) / elapsed:.0f} spectra/s"
                     progress.update(task, completed=report.n_recorded, rate=rate)
 
-                outcome = execute_run(config, text, instrument, clock, stop, on_step, candidates, context)
+                outcome = execute(instrument, clock, stop, on_step, context)
     finally:
         context.term()
     out.print(f"Run:    [bold]{outcome.run_path}[/]")
@@ -215,6 +236,59 @@ def run(
         _run_campaign(config, text)
     except DualscopeError as exc:
         _fail(exc)
+
+
+@app.command()
+def resume(
+    run_path: Annotated[Path, typer.Argument(metavar="RUN.zarr", help="The run of a campaign that was killed.")],
+) -> None:
+    """Continue a campaign that was killed (Ctrl-C twice, SIGKILL, a crash, a power cut).
+
+    Recovers the run (nothing acquired is lost), rebuilds the campaign from the configuration stored
+    in it, restores the policy (its RNG state and model, from the state stored with the last
+    decision, plus the data recorded since) and asks the instrument what it did with the command in
+    flight at the crash, by its request id: a measurement it made is fetched, not repeated; one it
+    cannot account for (it restarted) is measured again and recorded as a possible repeat in the
+    run's 'repeats'. With the same instrument and `training = "inline"` the resumed run makes the same
+    decisions as one never interrupted. A run that was closed has nothing to resume.
+    """
+    clock = SystemClock()
+    try:
+        group = open_run_group(run_path)
+        attrs: dict[str, Any] = dict(group.attrs["dualscope"])  # type: ignore[arg-type]
+        if attrs.get("status") == "closed":
+            reason = attrs.get("outcome", {}).get("stop_reason", "closed")
+            out.print(f"{run_path} is closed ({escape(str(reason))}); nothing to resume.")
+            return
+        config = parse_config(str(attrs.get("config_toml", "")), f"{run_path} (stored configuration)")
+        report, writer = recover_run(run_path, clock, keep_open=True)
+        assert writer is not None
+        out.print(
+            f"Recovered {run_path}: {report.committed_after} rows ({report.replayed_rows} from the journal)"
+            + (f"; in flight at the crash: {', '.join(report.in_flight)}" if report.in_flight else "")
+        )
+        opened = writer
+    except DualscopeError as exc:
+        _fail(exc)
+        return
+
+    def execute(
+        instrument: Instrument,
+        clock: SystemClock,
+        stop: OperatorStop,
+        on_step: Callable[[StepReport], None],
+        context: zmq.Context[Any],
+    ) -> RunOutcome:
+        return resume_run(opened, config, instrument, clock, stop, on_step, context)
+
+    try:
+        _with_progress(config, execute, start=opened.n_recorded)
+    except DualscopeError as exc:
+        opened.release(status="interrupted")
+        _fail(exc)
+    except BaseException:
+        opened.release(status="interrupted")
+        raise
 
 
 def _parse_options(pairs: list[str], options_json: str) -> dict[str, Any]:
@@ -514,13 +588,7 @@ def replay(
         _fail(ConfigError(str(exc)))
         return
     if not si.complete:  # a recorded run: choose among its own candidates, measured or not
-        g = zarr.open_group(source, mode="r")
-        grid_attr: list[int] = list(dict(g.attrs["dualscope"])["candidate_grid"])  # type: ignore[arg-type]
-        candidates = CandidateSet(
-            np.asarray(array_node(g, "candidate_positions")[:]),
-            np.asarray(array_node(g, "candidate_pixels")[:]),
-            (int(grid_attr[0]), int(grid_attr[1])),
-        )
+        candidates = read_candidates(source)
     else:
         m = si.positions.shape[0]
         nx = int(np.unique(si.positions[:, 0]).size)
@@ -884,9 +952,9 @@ def _fmt_time(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (``argv``: the arguments, default ``sys.argv[1:]``)."""
+    app(args=argv)
 
 
 if __name__ == "__main__":

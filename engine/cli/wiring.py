@@ -19,6 +19,7 @@ from engine.candidates import CandidateSet
 from engine.cli.drivers import build_driver, driver_options
 from engine.cli.spawn import spawned_server
 from engine.config import InstrumentSection, PolicySection, RunConfig, ScalariserSection
+from engine.decisions import Decision
 from engine.dkl import DKLFeatures
 from engine.dualvae_policy import DualVAEFeatures
 from engine.errors import ConfigError
@@ -38,7 +39,7 @@ from engine.scalarisers import (
 from engine.stop_rules import Budget, OperatorStop, WallTime
 from engine.storage import RunWriter
 from engine.trainer import InlineTrainer, ThreadTrainer, Trainer
-from engine.types import Image, SpectralAxis
+from engine.types import Image, InstrumentDescription, SpectralAxis
 from instruments.auth import ClientAuth, KeyPair
 from instruments.client import ZmqInstrument
 from instruments.control import ControlServer
@@ -246,6 +247,40 @@ def execute_run(
         clock=clock,
         chunk_rows=config.run.chunk_rows,
     )
+    writer.note_instrument(_instance_of(instrument))
+    parts = CampaignParts(config, description, instrument, policy, writer, candidates, trainer)
+    campaign, control = build_campaign(parts, clock, operator_stop, on_step, context)
+    return run_to_close(campaign, parts, control)
+
+
+@dataclass(frozen=True)
+class CampaignParts:
+    """What a campaign is built from, whether new or resumed."""
+
+    config: RunConfig
+    description: InstrumentDescription
+    instrument: Instrument
+    policy: Policy
+    writer: RunWriter
+    candidates: CandidateSet
+    trainer: Trainer[Snapshot]
+
+
+def _instance_of(instrument: Instrument) -> str | None:
+    """The instrument instance id its status reports (a restarted server has a new one), if any."""
+    instance = instrument.status().get("instance")
+    return str(instance) if instance is not None else None
+
+
+def build_campaign(
+    parts: CampaignParts,
+    clock: Clock,
+    operator_stop: OperatorStop,
+    on_step: Callable[[StepReport], None] | None,
+    context: zmq.Context[Any] | None,
+) -> tuple[Campaign, ControlServer | None]:
+    """The campaign over ``parts``, with an operator control socket when a ZeroMQ ``context`` is given."""
+    config, writer, description = parts.config, parts.writer, parts.description
     operator, control = None, None
     if context is not None:
         operator = OperatorControl(
@@ -258,10 +293,10 @@ def execute_run(
         control = ControlServer(operator, description, context)
         writer.set_control_endpoint(control.endpoint)
     campaign = Campaign(
-        instrument=instrument,
-        policy=policy,
+        instrument=parts.instrument,
+        policy=parts.policy,
         recorder=writer,
-        candidates=candidates,
+        candidates=parts.candidates,
         spectral_axis=description.spectral_axis,
         stop_rules=[Budget(config.stop.budget), WallTime(config.stop.max_wall_time_s), operator_stop],
         clock=clock,
@@ -274,19 +309,32 @@ def execute_run(
         max_faults_in_a_row=config.faults.max_in_a_row,
         operator=operator,
     )
+    return campaign, control
+
+
+def run_to_close(
+    campaign: Campaign,
+    parts: CampaignParts,
+    control: ControlServer | None,
+    *,
+    first_step: int = 0,
+    reconcile: Decision | None = None,
+) -> RunOutcome:
+    """Run ``campaign`` and close its run (consistent, with its outcome) whatever happens."""
+    writer = parts.writer
     result: CampaignResult | None = None
     error: BaseException | None = None
     try:
-        result = campaign.run()
+        result = campaign.run(first_step, writer.n_recorded, reconcile)
     except (Exception, KeyboardInterrupt) as exc:
         error = exc
     finally:
         if control is not None:
             control.close()
-        trainer.close()
+        parts.trainer.close()
         outcome = {
             "stop_reason": result.stop_reason if result else f"error: {type(error).__name__}: {error}",
             "n_recorded": writer.n_recorded,
         }
         writer.close(outcome=outcome)
-    return RunOutcome(path, result, error)
+    return RunOutcome(writer.root, result, error)

@@ -11,6 +11,7 @@ import zarr
 import zarr.storage
 from numpy.typing import NDArray
 
+from engine.candidates import CandidateSet
 from engine.errors import RunCorrupt, RunStorageError
 from engine.storage.layout import ATTR, FORMAT_VERSION, row_columns
 from engine.types import Image, ImageAxis, InstrumentDescription, SpectralAxis
@@ -122,6 +123,21 @@ def read_run(path: Path | str) -> RunData:
     except KeyError as exc:
         raise RunCorrupt(f"{path}: missing array {exc}") from exc
     return RunData(path, attrs, columns, array_rows, spectral_values, images, candidates)
+
+
+def read_candidates(path: Path) -> CandidateSet:
+    """The candidate set a run was created with: positions ``(m, d)``, pixels ``(m, 2)``, grid shape."""
+    group = open_run_group(path)
+    attrs: dict[str, Any] = dict(group.attrs[ATTR])  # type: ignore[arg-type]
+    grid = [int(g) for g in attrs["candidate_grid"]]
+    try:
+        return CandidateSet(
+            np.asarray(array_node(group, "candidate_positions")[:]),
+            np.asarray(array_node(group, "candidate_pixels")[:]),
+            (int(grid[0]), int(grid[1])),
+        )
+    except (KeyError, ValueError) as exc:
+        raise RunCorrupt(f"{path}: cannot read the candidates ({exc})") from exc
 
 
 def array_node(group: zarr.Group, name: str) -> zarr.Array:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from engine.protocols import Clock
-from engine.storage.journal import read_journal
+from engine.storage.journal import JournalEntry, read_journal
 from engine.storage.layout import JOURNAL_PATH
 from engine.storage.writer import RunWriter
 
@@ -71,6 +71,8 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         if first != expected:
             break  # one writer never leaves a gap; stop rather than misplace rows
         writer.append_rows({name: np.array(arr) for name, arr in entry.arrays.items()}, journaled=True)
+        if "step" in entry.meta:
+            writer.note_resume_point(int(entry.meta["step"]), entry.meta.get("policy_state"))
         expected += k
         replayed += k
     settled = measured_ids | writer.missing_request_ids
@@ -80,6 +82,7 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         if e.meta["kind"] == "decision" and str(e.meta["request_id"]) not in settled
     ]
     writer.flush()
+    _keep_in_flight(writer, entries)
     writer.truncate_journal(0)
     report = RecoveryReport(before, writer.committed_rows, replayed, total - valid, in_flight, removed)
     writer.log_recovery({"at": clock.time(), **report.to_json()})
@@ -87,3 +90,17 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         return report, writer
     writer.release(status=writer.status)
     return report, None
+
+
+def _keep_in_flight(writer: RunWriter, entries: list[JournalEntry]) -> None:
+    """Store the decision whose outcome is unknown (later than every settled step) in the run's attributes.
+
+    Only the latest decision can be in flight (the campaign sends one command at a time); one kept
+    by an earlier recovery stays until a resume settles it.
+    """
+    decisions = [dict(e.meta) for e in entries if e.meta["kind"] == "decision" and "step" in e.meta]
+    if (kept := writer.in_flight) is not None:
+        decisions.append(kept)
+    settled = writer.last_settled_step()
+    pending = [d for d in decisions if int(d["step"]) > settled]
+    writer.set_in_flight(max(pending, key=lambda d: int(d["step"])) if pending else None)

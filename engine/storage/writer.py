@@ -99,6 +99,7 @@ class RunWriter:
         self._attrs_lock = threading.Lock()  # operator actions arrive from the control socket's thread
         self._buffer: list[dict[str, NDArray[Any]]] = []
         self._buffered = 0
+        self._point: dict[str, Any] | None = None  # step and policy state of the last buffered measurement
         self._journal = Journal(root.joinpath(*JOURNAL_PATH))
         self._closed = False
 
@@ -263,26 +264,71 @@ class RunWriter:
             self.flush(in_flight=decision)
         rows = self._rows(decision, measurement, timings)
         first_row = self.n_recorded
+        point = {"step": decision.step, "policy_state": _plain(decision.policy_state)}
         self._journal.append(
-            {"kind": "measurement", "first_row": first_row, "request_id": measurement.request_id},
+            {"kind": "measurement", "first_row": first_row, "request_id": measurement.request_id, **point},
             rows,
             sync=True,
         )
+        self._point = point
         rows["time_record_s"][:] = self._clock.monotonic() - t0
         self._buffer.append(rows)
         self._buffered += measurement.positions.shape[0]
         return self.n_recorded
 
-    def record_missing(self, decision: Decision, reason: str) -> None:
-        """Record (durably, in attribute ``missing``) that ``decision``'s candidates had no data."""
+    def record_missing(self, decision: Decision, reason: str, *, released: bool = False) -> None:
+        """Record (durably, in attribute ``missing``) that ``decision``'s candidates had no data, and why.
+
+        ``released``: the candidates were released for another try (a fault), not given up.
+        """
         self._check_open()
         entry = {
             "step": decision.step,
             "request_id": decision.request_id,
             "candidates": decision.proposal.indices.tolist(),
             "reason": reason,
+            "released": released,
+            "policy_state": _plain(decision.policy_state),
         }
         self._set_attrs(missing=[*self._attrs.get("missing", []), entry])
+
+    def record_repeat(self, entry: Mapping[str, Any]) -> None:
+        """Note (attribute ``repeats``) a measurement that may repeat one the instrument made before a crash."""
+        self._check_open()
+        self._set_attrs(repeats=[*self._attrs.get("repeats", []), dict(entry)])
+
+    # ----------------------------------------------------------------- resuming
+    def note_resume_point(self, step: int, policy_state: Mapping[str, Any] | None) -> None:
+        """The step and policy state of the last buffered measurement (recovery replays them from the journal)."""
+        self._point = {"step": step, "policy_state": _plain(policy_state)}
+
+    def log_resume(self, entry: Mapping[str, Any]) -> None:
+        """Append ``entry`` to the run's ``resumes`` log and mark it ``open`` again."""
+        self._check_open()
+        self._set_attrs(resumes=[*self._attrs.get("resumes", []), dict(entry)], status="open")
+
+    def note_instrument(self, instance: str | None) -> None:
+        """The instrument instance this run talks to (attribute ``instrument_instance``; see ``recall``)."""
+        self._check_open()
+        self._set_attrs(instrument_instance=instance)
+
+    def set_in_flight(self, decision: Mapping[str, Any] | None) -> None:
+        """Keep the decision whose outcome is unknown (attribute ``in_flight``) until it is reconciled."""
+        self._check_open()
+        self._set_attrs(in_flight=dict(decision) if decision is not None else None)
+
+    @property
+    def in_flight(self) -> dict[str, Any] | None:
+        """The decision kept by :meth:`set_in_flight` (its journal meta), if any."""
+        kept = self._attrs.get("in_flight")
+        return dict(kept) if kept else None
+
+    def last_settled_step(self) -> int:
+        """The highest step with an outcome recorded (committed rows or missing entries); -1 if none."""
+        steps = [int(m["step"]) for m in self._attrs.get("missing", [])]
+        if self._committed:
+            steps.append(int(np.asarray(self._arrays["step"][self._committed - 1 : self._committed])[0]))
+        return max(steps, default=-1)
 
     def record_operator_action(self, entry: Mapping[str, Any]) -> None:
         """Append an operator action (what, who, when, details; JSON) to attribute ``operator_actions``, durably."""
@@ -352,7 +398,14 @@ class RunWriter:
         if self._closed:
             return
         self.flush()
-        self._set_attrs(status="closed", closed_at=self._clock.time(), outcome=dict(outcome or {}))
+        kept = self.in_flight
+        settled = kept is None or int(kept["step"]) <= self.last_settled_step()
+        self._set_attrs(
+            status="closed",
+            closed_at=self._clock.time(),
+            outcome=dict(outcome or {}),
+            **({"in_flight": None} if settled and kept is not None else {}),
+        )
         self._journal.truncate(0)
         self._journal.close()
         self._closed = True
@@ -379,6 +432,7 @@ class RunWriter:
             "policy": decision.policy,
             "candidates": decision.proposal.indices.tolist(),
             "decided_at": decision.decided_at,
+            "policy_state": _plain(decision.policy_state),
         }
 
     def _policy_code(self, name: str) -> int:
@@ -451,7 +505,10 @@ class RunWriter:
             _fsync_file(self.root / arr.path / "zarr.json")
             fsync_dir(self.root / arr.path)
         self._committed = stop
-        self._set_attrs(committed_rows=stop)
+        if self._point is not None:
+            self._set_attrs(committed_rows=stop, resume_point=self._point)
+        else:
+            self._set_attrs(committed_rows=stop)
 
     def _set_attrs(self, **changes: Any) -> None:
         with self._attrs_lock:
@@ -459,6 +516,11 @@ class RunWriter:
             self._group.update_attributes({ATTR: dict(self._attrs)})
         _fsync_file(self.root / "zarr.json")
         fsync_dir(self.root)
+
+
+def _plain(state: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A policy state as a plain JSON dict (``None`` stays ``None``)."""
+    return None if state is None else dict(state)
 
 
 def _runner_ups(values: NDArray[np.float64]) -> NDArray[np.float64]:

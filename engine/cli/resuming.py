@@ -1,0 +1,89 @@
+"""Continue a campaign that was killed: recover its run, rebuild it from the stored config, reconcile, go on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import zmq
+
+from engine.campaign import StepReport
+from engine.cli.wiring import CampaignParts, RunOutcome, build_campaign, build_policy, make_trainer, run_to_close
+from engine.config import RunConfig
+from engine.errors import ResumeError
+from engine.protocols import Clock, Instrument
+from engine.resume import apply_plan, plan_resume, reconcile
+from engine.stop_rules import OperatorStop
+from engine.storage import RunWriter, read_run
+from engine.storage.reader import read_candidates
+
+
+def resume_run(
+    writer: RunWriter,
+    config: RunConfig,
+    instrument: Instrument,
+    clock: Clock,
+    operator_stop: OperatorStop,
+    on_step: Callable[[StepReport], None] | None = None,
+    context: zmq.Context[Any] | None = None,
+) -> RunOutcome:
+    """Continue the recovered run ``writer`` holds open, with the ``config`` stored in it.
+
+    The policy is rebuilt from the configuration and seed, then restored from the state stored with
+    the last settled decision (RNG, counters, the model refitted on the same data) and told what was
+    measured since; the candidates, dose history and fault counts are rebuilt from the run. The
+    decision in flight at the crash is reconciled with the instrument by its request id first: its
+    reply is fetched if the instrument made it, measured now if it never arrived, and recorded as a
+    possible repeat (attribute ``repeats``) if the instrument cannot say. Stop rules count what the
+    run recorded before (the budget); the wall-time limit counts from the resume.
+
+    Raises:
+        ResumeError: the instrument is not the one the run was made with, or the run lacks its image.
+    """
+    run = read_run(writer.root)
+    description = instrument.describe()
+    stored = run.description
+    if description.spectral_axis != stored.spectral_axis or description.axes != stored.axes:
+        raise ResumeError(
+            f"the instrument {description.name!r} does not describe itself as when the run started "
+            f"({stored.name!r}: other axes or spectral calibration); resume with the same instrument"
+        )
+    channel = config.instrument.image_channel
+    if channel not in run.images:
+        raise ResumeError(f"the run has no structural image {channel!r}; it cannot be resumed")
+    candidates = read_candidates(writer.root)
+    trainer = make_trainer(config.policy.training)
+    policy = build_policy(
+        config.policy,
+        stored.spectral_axis,
+        np.random.default_rng(config.run.seed),
+        run.images[channel],
+        candidates,
+        [str(n) for n in stored.extra.get("notes", [])],
+        trainer,
+    )
+    plan = plan_resume(run.attrs, run.columns)
+    parts = CampaignParts(config, stored, instrument, policy, writer, candidates, trainer)
+    campaign, control = build_campaign(parts, clock, operator_stop, on_step, context)
+    try:
+        apply_plan(plan, candidates, policy, campaign.safety)
+        campaign.restore_failures(plan.failures)
+        entry: dict[str, Any] = {"at": clock.time(), "from_step": plan.next_step, "rows": plan.n_recorded}
+        if plan.in_flight is not None:
+            found = reconcile(instrument, plan.in_flight, run.attrs.get("instrument_instance"))
+            entry.update(in_flight=plan.in_flight.request_id, instrument_said=found.state)
+            if found.repeat_note is not None:
+                writer.record_repeat(
+                    {"step": plan.in_flight.step, "request_id": plan.in_flight.request_id, "note": found.repeat_note}
+                )
+        status = instrument.status().get("instance")
+        writer.note_instrument(str(status) if status is not None else None)
+        writer.log_resume(entry)
+    except BaseException:
+        if control is not None:
+            control.close()
+        trainer.close()
+        writer.release(status="interrupted")
+        raise
+    return run_to_close(campaign, parts, control, first_step=plan.next_step, reconcile=plan.in_flight)

@@ -1,0 +1,202 @@
+"""Where a crashed campaign stood, read back from its run: what ``dualscope resume`` restores.
+
+After recovery (:func:`engine.storage.recover_run`) a run holds every measured row (with its
+step and candidate), every missing outcome (refused, vetoed, failed: released or given up), the
+policy state stored with the latest settled decision, and the one decision whose outcome may be
+unknown (in flight at the crash). :func:`plan_resume` turns that into a :class:`ResumePlan`;
+:func:`apply_plan` puts the candidates, the safety limits and the policy back where they were;
+:func:`reconcile` asks the instrument what it did with the decision in flight. Pure bookkeeping:
+the run data and the instrument are passed in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.candidates import CandidateSet
+from engine.decisions import Decision, Proposal
+from engine.errors import ResumeError
+from engine.protocols import Instrument, Policy, Recalls, Resumable
+from engine.safety import SafetyLimits
+
+Told = list[tuple[NDArray[np.int64], NDArray[np.float32]]]
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What the run says about where its campaign stood.
+
+    Attributes:
+        n_recorded: rows recorded.
+        next_step: the step number of the next new decision.
+        state_step: the step whose stored policy state is restored (-1: none stored).
+        policy_state: that state (JSON), or ``None``.
+        told_before: measurements of the steps before ``state_step``, per step in order
+            (candidate indices ``(k,)``, spectra ``(k, c)``).
+        told_after: measurements from ``state_step`` on (told to the policy after the restore).
+        measured: candidate indices with a recorded spectrum ``(n,)``.
+        retired: candidates never to propose again (refused, vetoed, given up) ``(r,)``.
+        failures: failed measurements per candidate (for the fault retry count).
+        positions: recorded probe positions in order ``(n, d)`` (the dose budget's history).
+        in_flight: the decision whose outcome is unknown, carried out first, or ``None``.
+    """
+
+    n_recorded: int
+    next_step: int
+    state_step: int
+    policy_state: Mapping[str, Any] | None
+    told_before: Told
+    told_after: Told
+    measured: NDArray[np.int64]
+    retired: NDArray[np.int64]
+    failures: dict[int, int]
+    positions: NDArray[np.float64]
+    in_flight: Decision | None = field(default=None)
+
+
+def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -> ResumePlan:
+    """The :class:`ResumePlan` of a recovered run, from its attributes and committed row columns.
+
+    Args:
+        attrs: the run's ``dualscope`` attribute (``missing``, ``resume_point``, ``in_flight``).
+        columns: the committed rows: ``step (n,)``, ``candidate_index (n,)``, ``spectra (n, c)``,
+            ``positions (n, d)``.
+    """
+    steps = np.asarray(columns["step"], dtype=np.int64)
+    index = np.asarray(columns["candidate_index"], dtype=np.int64)
+    spectra = np.asarray(columns["spectra"], dtype=np.float32)
+    missing = list(attrs.get("missing", []))
+    points: list[tuple[int, Mapping[str, Any] | None]] = [(int(m["step"]), m.get("policy_state")) for m in missing]
+    if (rp := attrs.get("resume_point")) is not None:
+        points.append((int(rp["step"]), rp.get("policy_state")))
+    flight = attrs.get("in_flight")
+    settled = max([int(s) for s in steps[-1:]] + [s for s, _ in points], default=-1)
+    in_flight = None
+    if flight and int(flight["step"]) > settled:
+        in_flight = _decision(flight)
+        points.append((in_flight.step, in_flight.policy_state))
+    state_step, state = max(points, key=lambda p: p[0], default=(-1, None))
+    if state is None:
+        state_step = -1
+    told_before, told_after = _told(steps, index, spectra, state_step)
+    released = Counter(int(c) for m in missing if m.get("released") for c in m["candidates"])
+    retired = sorted({int(c) for m in missing if not m.get("released") for c in m["candidates"]})
+    last = in_flight.step if in_flight is not None else settled + 1
+    return ResumePlan(
+        n_recorded=int(steps.size),
+        next_step=last,
+        state_step=state_step,
+        policy_state=state,
+        told_before=told_before,
+        told_after=told_after,
+        measured=index,
+        retired=np.asarray(retired, dtype=np.int64),
+        failures=dict(released),
+        positions=np.asarray(columns["positions"], dtype=np.float64),
+        in_flight=in_flight,
+    )
+
+
+def _told(
+    steps: NDArray[np.int64], index: NDArray[np.int64], spectra: NDArray[np.float32], split: int
+) -> tuple[Told, Told]:
+    """Rows grouped by step, in order: those before step ``split`` and the rest (all after when -1)."""
+    before: Told = []
+    after: Told = []
+    if steps.size == 0:
+        return before, after
+    if np.any(np.diff(steps) < 0):
+        raise ResumeError("the run's rows are not in step order; it cannot be resumed (was it imported?)")
+    bounds = np.flatnonzero(np.diff(steps)) + 1
+    for rows in np.split(np.arange(steps.size), bounds):
+        group = (index[rows], spectra[rows])
+        (before if split >= 0 and steps[rows[0]] < split else after).append(group)
+    return before, after
+
+
+def _decision(meta: Mapping[str, Any]) -> Decision:
+    """The decision a journal entry (kept as ``in_flight``) describes."""
+    indices = np.asarray(meta["candidates"], dtype=np.int64)
+    proposal = Proposal(indices, np.full(indices.size, np.nan))
+    return Decision(
+        int(meta["step"]),
+        str(meta["request_id"]),
+        str(meta["policy"]),
+        proposal,
+        float(meta["decided_at"]),
+        meta.get("policy_state"),
+    )
+
+
+def apply_plan(plan: ResumePlan, candidates: CandidateSet, policy: Policy, safety: SafetyLimits | None) -> None:
+    """Put the candidates, the safety limits' history and a freshly built policy where the run left them.
+
+    A policy without a stored state (or one that cannot restore) is told every measurement instead:
+    it learns the same data, but its random choices start again from the seed.
+
+    Raises:
+        ResumeError: the stored state does not fit the policy or the data (another configuration?).
+    """
+    done = np.union1d(plan.measured, plan.retired).astype(np.int64)
+    if done.size and (done.min() < 0 or done.max() >= len(candidates)):
+        raise ResumeError(f"the run names candidates outside its {len(candidates)} candidates")
+    candidates.mark_measured(done)
+    if safety is not None and plan.positions.size:
+        for row in plan.positions:
+            safety.commit(row[None, :])
+    if plan.policy_state is not None and isinstance(policy, Resumable):
+        try:
+            policy.restore(plan.policy_state, plan.told_before)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ResumeError(f"cannot restore the policy's state: {exc}") from exc
+        told = plan.told_after
+    else:
+        told = plan.told_before + plan.told_after
+    for indices, spectra in told:
+        policy.tell(indices, spectra)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What the instrument said about the decision in flight.
+
+    Attributes:
+        state: ``done`` (measured: its reply is fetched, nothing is repeated), ``running``,
+            ``unknown`` (never received: measured now, for the first time) or ``forgotten``
+            (another instrument instance, or one that cannot say: measured now, possibly again).
+        repeat_note: why the measurement may repeat one made before the crash, or ``None``.
+    """
+
+    state: str
+    repeat_note: str | None
+
+
+def reconcile(instrument: Instrument, decision: Decision, last_instance: str | None) -> Reconciliation:
+    """Ask ``instrument`` what it did with ``decision``'s request id (before it is carried out again).
+
+    Args:
+        instrument: the instrument, connected again.
+        decision: the decision in flight at the crash.
+        last_instance: the instrument instance the run talked to before the crash (``None``: unknown).
+    """
+    rid = decision.request_id
+    if not isinstance(instrument, Recalls):
+        note = f"request {rid}: the instrument cannot say whether it measured it before the crash; measured again"
+        return Reconciliation("forgotten", note)
+    answer = instrument.recall(rid)
+    state, instance = str(answer.get("state")), answer.get("instance")
+    if state in ("done", "running"):
+        return Reconciliation(state, None)
+    if last_instance is not None and instance == last_instance:
+        return Reconciliation("unknown", None)
+    note = (
+        f"request {rid}: the instrument restarted since the crash (instance {instance}, was {last_instance}) "
+        "and cannot say whether it measured it; measured again"
+    )
+    return Reconciliation("forgotten", note)
