@@ -55,7 +55,9 @@ headers = st.fixed_dictionaries(
         "id": st.one_of(st.text(min_size=1, max_size=12), st.text(min_size=129, max_size=140), json_values),
         "type": st.one_of(st.sampled_from(["request", "reply", "error", "progress"]), json_values),
         "cmd": st.one_of(
-            st.sampled_from(["hello", "describe", "status", "heartbeat", "recall", "measure", "acquire_image", "abort"]),
+            st.sampled_from(
+                ["hello", "describe", "status", "heartbeat", "recall", "measure", "acquire_image", "abort"]
+            ),
             json_values,
         ),
         "body": st.one_of(st.dictionaries(st.sampled_from(["channel", "positions", "x"]), json_values), json_values),

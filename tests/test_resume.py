@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from engine.cli.main import main
 from engine.storage import read_run
@@ -28,12 +27,12 @@ from engine.storage.integrity import check_run
 ROOT = Path(__file__).parent.parent
 KILLS = int(os.environ.get("DUALSCOPE_KILLS", "50"))
 BUDGET = 50
+SERVE = (sys.executable, "-m", "engine.cli.main", "serve", "synthetic", "--seed", "3")
 
 
 def _serve() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli.main", "serve", "synthetic", "--seed", "3"]
-        + ["-o", "image_pixels=64", "-o", "n_channels=64", "-o", "acquisition_time_s=0.1"],
+        [*SERVE, "-o", "image_pixels=64", "-o", "n_channels=64", "-o", "acquisition_time_s=0.1"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
