@@ -132,6 +132,7 @@ class InstrumentServer:
         self._waiters: dict[str, list[list[bytes]]] = {}  # other routes asking for a running request
         self._last_seen: dict[bytes, float] = {}
         self._requests = 0
+        self.internal_errors = 0
         self._worker = threading.Thread(target=self._work, name="dualscope-acquisition", daemon=True)
         self._worker.start()
 
@@ -149,7 +150,15 @@ class InstrumentServer:
             if self._router in events:
                 frames = self._router.recv_multipart(copy=False)
                 user = frames[-1].get("User-Id") if self._auth is not None else None
-                self._receive([f.bytes for f in frames], user)
+                raw = [f.bytes for f in frames]
+                try:
+                    self._receive(raw, user)
+                except Exception:  # a bug in handling one message must not take the server down
+                    log.exception("unexpected failure handling a message; answering it as a bad request")
+                    self.internal_errors += 1
+                    if len(raw) >= 2:
+                        text = "the server failed on this message; it was logged"
+                        self._send([raw[0]], error_message("", "", BadRequest.code, text))
 
     def close(self) -> None:
         """Stop the worker and close the sockets (linger 0); idempotent."""

@@ -98,12 +98,17 @@ def encode(message: Message, max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> 
     return [head, *buffers]
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (and the encoder refuses them): a header that has one is malformed."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _parse_header(frame: bytes) -> dict[str, Any]:
     if len(frame) > MAX_HEADER_BYTES:
         raise MalformedMessage(f"header is {len(frame)} bytes; the limit is {MAX_HEADER_BYTES}")
     try:
-        header = json.loads(bytes(frame).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(bytes(frame).decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise MalformedMessage(f"header is not UTF-8 JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise MalformedMessage("header must be a JSON object")
@@ -170,7 +175,7 @@ def _check_spec(spec: Any, rid: str) -> tuple[str, str]:
     name, dtype, shape, units = spec.get("name"), spec.get("dtype"), spec.get("shape"), spec.get("units", "")
     if not isinstance(name, str) or not name:
         raise MalformedMessage("array spec needs a non-empty 'name'", rid)
-    if dtype not in ALLOWED_DTYPES:
+    if not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:  # a list is unhashable: check the type first
         raise MalformedMessage(f"array {name!r}: dtype {dtype!r} is not allowed on the wire", rid)
     if (
         not isinstance(shape, list)

@@ -111,6 +111,12 @@ GOOD = {"v": 1, "id": "abc", "type": "request", "cmd": "measure", "body": {}, "a
             "at most",
         ),
         ([b" " * (MAX_HEADER_BYTES + 1)], "limit"),
+        # found by atheris (tests/fuzz_wire_atheris.py): an unhashable dtype raised TypeError, which
+        # the server does not catch; NaN in a header decoded but could never be encoded again
+        (_frames({**GOOD, "arrays": [{"name": "p", "dtype": [22], "shape": [1]}]}, b"x" * 8), "not allowed"),
+        (_frames({**GOOD, "arrays": [{"name": "p", "dtype": {"a": 1}, "shape": [1]}]}, b"x" * 8), "not allowed"),
+        ([b'{"v": 1, "id": "a", "type": "request", "cmd": "x", "body": {"t": NaN}}'], "NaN is not valid JSON"),
+        ([b'{"v": 1, "id": "a", "type": "request", "cmd": "x", "body": {"t": -Infinity}}'], "Infinity"),
     ],
 )
 def test_malformed_messages_raise_named_errors(frames: list[bytes], match: str) -> None:
