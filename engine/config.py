@@ -162,7 +162,7 @@ class FaultsSection(_Strict):
 
 
 class OperatorSection(_Strict):
-    """``[operator]``: approval mode (`dualscope ctl RUN approve|veto|edit X Y`)."""
+    """``[operator]``: the control socket (`dualscope ctl`), its keys, and approval mode."""
 
     approval_timeout_s: float | None = Field(
         None, gt=0, description="each proposed point waits this long for approve / veto / edit (unset: no approval)"
@@ -170,6 +170,13 @@ class OperatorSection(_Strict):
     on_timeout: Literal["veto", "approve", "stop"] = Field(
         "veto", description="what an unanswered proposal becomes: veto (skip it), approve, or stop the campaign"
     )
+    endpoint: str = Field(
+        "tcp://127.0.0.1:*", description="where the control socket binds; other than loopback only with keys"
+    )
+    authorised_keys: Path | None = Field(
+        None, description="operators' authorised-keys file (ROLE NAME KEY lines); with key: CURVE, names from keys"
+    )
+    key: Path | None = Field(None, description="the campaign's own .key_secret for the control socket")
 
 
 class RunConfig(_Strict):

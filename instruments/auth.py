@@ -177,6 +177,18 @@ class ServerAuth:
     server: KeyPair
     clients: AuthorisedKeys
 
+    @classmethod
+    def from_files(cls, authorised_keys: Path | None, key: Path | None, names: str) -> ServerAuth | None:
+        """From an authorised-keys file and the server's own ``.key_secret`` (both or neither: ``None``).
+
+        ``names`` says how the caller calls the two (e.g. "--authorised-keys and --server-key").
+        """
+        if authorised_keys is None and key is None:
+            return None
+        if authorised_keys is None or key is None:
+            raise ConfigError(f"{names} go together: give both or neither")
+        return cls(KeyPair.load(key), AuthorisedKeys.load(authorised_keys))
+
     def secure(self, socket: zmq.Socket[Any]) -> None:
         """Make ``socket`` a CURVE server in the dualscope ZAP domain (before it binds)."""
         _own_keys(socket, self.server, "the server key")

@@ -3,8 +3,13 @@
 Commands (a request's ``cmd``; ``body.who`` names the operator): ``status``, ``pause`` (after the
 current measurement), ``resume``, ``stop``, ``inject`` (``body.position``: the point to measure
 next, in the instrument axes' units); in approval mode ``approve``, ``veto`` or ``edit``
-(``body.position``) the proposal awaiting approval. Replies carry the campaign's status. Binds loopback only;
-malformed requests get a typed error and change nothing.
+(``body.position``) the proposal awaiting approval. Replies carry the campaign's status; malformed
+requests get a typed error and change nothing.
+
+Without authentication the socket binds loopback only and the operator names themself (``body.who``).
+With a :class:`~instruments.auth.ServerAuth` it is a CURVE server (any address): only listed keys
+connect, ``status`` needs the ``observer`` role or above and every other command ``operator``, and
+the action is recorded under the key's name, whatever ``body.who`` says.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from typing import Any
 import numpy as np
 import zmq
 
-from engine.errors import INSTRUMENT_ERRORS, BadRequest, DeviceFault, InstrumentError, InstrumentTimeout
+from engine.errors import INSTRUMENT_ERRORS, BadRequest, DeviceFault, InstrumentError, InstrumentTimeout, Unauthorised
 from engine.operator import OperatorControl
 from engine.types import InstrumentDescription
 from instruments import messages
+from instruments.auth import ClientAuth, ServerAuth, ZapHandler
 from instruments.endpoints import require_loopback
 from instruments.local import new_request_id
 from instruments.wire import Message, decode, encode, error_message
@@ -27,6 +33,8 @@ from instruments.wire import Message, decode, encode, error_message
 log = logging.getLogger(__name__)
 
 COMMANDS = ("status", "pause", "resume", "stop", "inject", "approve", "veto", "edit")
+READ_ONLY = frozenset({"status"})
+"""Control commands any authenticated role may send; the others need the ``operator`` role."""
 
 
 class ControlServer:
@@ -36,7 +44,8 @@ class ControlServer:
         control: the campaign's operator control.
         description: the instrument's axes (to check injected positions).
         context: injected ZeroMQ context.
-        endpoint: loopback endpoint; a ``*`` port picks a free one.
+        endpoint: where to bind; loopback only without ``auth``; a ``*`` port picks a free one.
+        auth: CURVE keys and the authorised operators (one ZAP handler per context: this one).
     """
 
     def __init__(
@@ -45,11 +54,17 @@ class ControlServer:
         description: InstrumentDescription,
         context: zmq.Context[Any],
         endpoint: str = "tcp://127.0.0.1:*",
+        auth: ServerAuth | None = None,
     ):
-        require_loopback(endpoint)
-        self._control, self._description = control, description
+        if auth is None:
+            require_loopback(endpoint)
+        self._control, self._description, self._auth = control, description, auth
+        self._zap = ZapHandler(context, auth.clients) if auth is not None else None
+        self.unauthorised: list[str] = []
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        if auth is not None:
+            auth.secure(self._socket)
         self._socket.bind(endpoint)
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
@@ -60,20 +75,22 @@ class ControlServer:
         while not self._stop.is_set():
             if not self._socket.poll(50):
                 continue
-            frames = self._socket.recv_multipart()
+            received = self._socket.recv_multipart(copy=False)
+            user = received[-1].get("User-Id") if self._auth is not None else None
+            frames = [f.bytes for f in received]
             if len(frames) < 2:
                 continue
             try:
                 msg = decode(frames[1:], 1 << 16)
-                answer = messages.reply(msg, self._handle(msg))
+                answer = messages.reply(msg, self._handle(msg, user))
             except InstrumentError as exc:
                 answer = error_message(exc.request_id, "", exc.code, str(exc))
             except ValueError as exc:
                 answer = error_message("", "", BadRequest.code, str(exc))
             self._socket.send_multipart([frames[0], *encode(answer)])
 
-    def _handle(self, msg: Message) -> dict[str, Any]:
-        who = msg.body.get("who")
+    def _handle(self, msg: Message, user: str | None) -> dict[str, Any]:
+        who = self._operator(msg, user) if self._auth is not None else msg.body.get("who")
         if not isinstance(who, str) or not who:
             raise BadRequest("a control request names its operator in body.who", msg.request_id)
         if msg.command == "pause":
@@ -96,6 +113,17 @@ class ControlServer:
             log.info("operator %s: %s", who, msg.command)
         return self._control.status()
 
+    def _operator(self, msg: Message, user: str | None) -> str:
+        """The key's name, if its role may send ``msg``'s command; else the refusal is logged and raised."""
+        assert self._auth is not None
+        role = self._auth.clients.role_of(user or "")
+        if role is not None and (role == "operator" or msg.command in READ_ONLY):
+            return str(user)
+        reason = f"{user!r} (role {role}) may not send {msg.command!r} to this campaign; it needs the operator role"
+        log.warning("refused control request: %s", reason)
+        self.unauthorised.append(reason)
+        raise Unauthorised(reason, msg.request_id)
+
     def _position(self, msg: Message) -> np.ndarray:
         raw = msg.body.get("position")
         axes = self._description.axes
@@ -114,6 +142,8 @@ class ControlServer:
         self._stop.set()
         self._thread.join(timeout=5)
         self._socket.close(linger=0)
+        if self._zap is not None:
+            self._zap.close()
 
 
 def send_control(
@@ -124,12 +154,18 @@ def send_control(
     *,
     position: list[float] | None = None,
     timeout_s: float = 5.0,
+    auth: ClientAuth | None = None,
 ) -> dict[str, Any]:
     """Send one control ``command`` as operator ``who``; the campaign's status after it.
 
+    With ``auth`` (the operator's key pair and the campaign's public key) the campaign records the
+    key's name instead of ``who``.
+
     Raises:
-        InstrumentTimeout: no answer (the campaign has ended, or is not taking commands).
+        InstrumentTimeout: no answer (the campaign has ended, is not taking commands, or does not
+            know this key).
         BadRequest: the campaign refused the command (the message says why).
+        Unauthorised: the key's role may not send it.
     """
     body: dict[str, Any] = {"who": who}
     if position is not None:
@@ -138,6 +174,8 @@ def send_control(
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     try:
+        if auth is not None:
+            auth.secure(sock)
         sock.connect(endpoint)
         sock.send_multipart(encode(messages.request(rid, command, body)))
         if not sock.poll(int(timeout_s * 1000)):

@@ -15,11 +15,12 @@ import zmq
 from engine.campaign import Campaign, CampaignResult
 from engine.candidates import CandidateSet
 from engine.clock import SystemClock
-from engine.errors import BadRequest, OutOfLimits
+from engine.errors import BadRequest, InstrumentTimeout, OutOfLimits, Unauthorised
 from engine.operator import OperatorAction, OperatorControl
 from engine.policies import RandomPolicy
 from engine.stop_rules import Budget
 from engine.storage import read_run
+from instruments.auth import AuthorisedKeys, ClientAuth, KeyPair, ServerAuth
 from instruments.control import ControlServer, send_control
 from instruments.local import LocalInstrument
 from tests.conftest import CountingDriver
@@ -179,3 +180,70 @@ def test_approval_mode_approve_veto_edit_and_the_timeout_fallback(
     assert results[0].n_recorded == 3
     assert [a.action for a in actions][:4] == ["approve", "veto", "edit", "inject"]
     assert "timeout-veto" in [a.action for a in actions]
+
+
+def test_a_control_socket_with_keys_admits_listed_operators_and_records_the_key_name(
+    counting: CountingDriver, zmq_context: zmq.Context[Any]
+) -> None:
+    roles = [("ann", "operator"), ("obs", "observer"), ("bot", "agent")]
+    pairs = {name: KeyPair.new(name, role) for name, role in roles}
+    campaign_key = KeyPair.new("campaign", "operator")
+    auth = ServerAuth(campaign_key, AuthorisedKeys.parse(p.authorised_line() for p in pairs.values()))
+    actions: list[OperatorAction] = []
+    control = OperatorControl(SystemClock(), actions.append)
+    inst = LocalInstrument(counting)
+    server = ControlServer(control, inst.describe(), zmq_context, "tcp://127.0.0.1:*", auth)
+
+    def as_key(name: str) -> ClientAuth:
+        return ClientAuth(pairs[name], campaign_key.public)
+
+    try:
+        # status is for any listed role; the key's name is recorded whatever body.who claims
+        assert send_control(server.endpoint, "status", "x", zmq_context, auth=as_key("obs"))["paused"] is False
+        with pytest.raises(Unauthorised, match=r"'obs' \(role observer\) may not send 'pause'"):
+            send_control(server.endpoint, "pause", "obs", zmq_context, auth=as_key("obs"))
+        with pytest.raises(Unauthorised, match="needs the operator role"):
+            send_control(server.endpoint, "stop", "bot", zmq_context, auth=as_key("bot"))
+        assert send_control(server.endpoint, "pause", "mallory", zmq_context, auth=as_key("ann"))["paused"] is True
+        stranger = ClientAuth(KeyPair.new("eve", "operator"), campaign_key.public)
+        with pytest.raises(InstrumentTimeout):  # an unknown key gets no connection at all
+            send_control(server.endpoint, "resume", "eve", zmq_context, auth=stranger, timeout_s=0.5)
+        with pytest.raises(InstrumentTimeout):  # nor does a client without keys
+            send_control(server.endpoint, "resume", "anon", zmq_context, timeout_s=0.5)
+    finally:
+        server.close()
+    assert [(a.action, a.who) for a in actions] == [("pause", "ann")]
+    assert len(server.unauthorised) == 2
+
+
+def test_dualscope_ctl_with_keys_records_the_key_name(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    KeyPair.new("campaign", "operator").save(keys)  # the campaign's own pair (its public key goes in the run)
+    ann = KeyPair.new("ann", "operator")
+    ann.save(keys)
+    (keys / "operators").write_text(ann.authorised_line() + "\n")
+    cfg = _write_config(tmp_path)
+    cfg.write_text(
+        cfg.read_text()
+        + f'[operator]\nauthorised_keys = "{keys / "operators"}"\nkey = "{keys / "campaign.key_secret"}"\n'
+    )
+    proc = subprocess.Popen([*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    secret = str(keys / "ann.key_secret")
+    try:
+        t0 = time.monotonic()
+        while not list(tmp_path.glob("ctrlc-*.zarr")) and time.monotonic() - t0 < 60:
+            time.sleep(0.2)
+        run_path = next(tmp_path.glob("ctrlc-*.zarr"))
+        _wait(lambda: _cli("ctl", str(run_path), "status", "--key", secret).returncode == 0, 60)
+        keyless = _cli("ctl", str(run_path), "stop", "--as", "mallory")
+        assert keyless.returncode == 2 and "requires a key: add --key" in keyless.stderr
+        assert _cli("ctl", str(run_path), "stop", "--key", secret, "--as", "mallory").returncode == 0
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and "stopped by the operator" in out, out + err
+    actions = [(a["action"], a["who"]) for a in read_run(run_path).attrs["operator_actions"]]
+    assert actions == [("stop", "ann")]

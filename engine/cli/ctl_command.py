@@ -11,8 +11,9 @@ import zmq
 from rich.console import Console
 from rich.markup import escape
 
-from engine.errors import DualscopeError, RunStorageError
+from engine.errors import ConfigError, DualscopeError, RunStorageError
 from engine.storage import read_run
+from instruments.auth import ClientAuth, KeyPair
 from instruments.control import COMMANDS, send_control
 
 out = Console()
@@ -33,7 +34,16 @@ def ctl(
         list[float] | None,
         typer.Argument(help="inject / edit: the position, one number per axis (the axes' units)."),
     ] = None,
-    who: Annotated[str, typer.Option("--as", help="Your name, recorded with the action in the run.")] = "",
+    who: Annotated[
+        str, typer.Option("--as", help="Your name, recorded with the action in the run (without keys).")
+    ] = "",
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your .key_secret, when the campaign's control socket requires keys (operator.authorised_keys); "
+            "the action is then recorded under the key's name."
+        ),
+    ] = None,
     timeout_s: Annotated[float, typer.Option(help="Seconds to wait for the campaign's answer.")] = 5.0,
 ) -> None:
     """Command a running campaign: status, pause, resume, stop, inject, approve, veto, edit.
@@ -43,7 +53,9 @@ def ctl(
     veto or edit.
 
     The campaign's control endpoint is read from the run; each action is recorded in the run
-    (attribute `operator_actions`) with who did it.
+    (attribute `operator_actions`) with who did it. When the campaign's control socket requires keys
+    (operator.authorised_keys and operator.key in its config), give yours with --key: status needs
+    any listed role, every other command the operator role, and the key's name is what is recorded.
     """
     if command not in COMMANDS:
         err.print(f"[red]error:[/] unknown command {command!r}; use {', '.join(COMMANDS)}")
@@ -53,12 +65,13 @@ def ctl(
         raise typer.Exit(2)
     context: zmq.Context[Any] = zmq.Context()
     try:
-        endpoint = read_run(run).attrs.get("control_endpoint")
+        attrs = read_run(run).attrs
+        endpoint, public = attrs.get("control_endpoint"), attrs.get("control_public_key")
         if not endpoint:
             raise RunStorageError(f"{run} has no control endpoint: it was not started by `dualscope run`/`demo`")
-        status = send_control(
-            str(endpoint), command, who or getpass.getuser(), context, position=position, timeout_s=timeout_s
-        )
+        auth = _auth(key, public)
+        name = auth.client.name if auth is not None else who or getpass.getuser()
+        status = send_control(str(endpoint), command, name, context, position=position, timeout_s=timeout_s, auth=auth)
     except DualscopeError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
@@ -71,3 +84,12 @@ def ctl(
         out.print(f"        awaiting approval: {status['awaiting_approval']} (approve, veto or edit X Y)")
     if status.get("injected_queued"):
         out.print(f"        {status['injected_queued']} injected point(s) queued")
+
+
+def _auth(key: Path | None, campaign_public: object) -> ClientAuth | None:
+    """CURVE credentials when the campaign requires keys; errors say which side is missing."""
+    if campaign_public and key is None:
+        raise ConfigError("this campaign's control socket requires a key: add --key keys/NAME.key_secret")
+    if key is not None and not campaign_public:
+        raise ConfigError("this campaign's control socket takes no keys (loopback, names by --as); drop --key")
+    return ClientAuth(KeyPair.load(key), str(campaign_public)) if key is not None else None

@@ -39,7 +39,7 @@ from engine.stop_rules import OperatorStop
 from engine.storage import read_run, recover_run
 from engine.storage.integrity import check_run
 from engine.storage.reader import RunData, array_node, open_run_group, read_candidates
-from instruments.auth import AuthorisedKeys, KeyPair, ServerAuth
+from instruments.auth import ServerAuth
 
 app = typer.Typer(
     name="dualscope",
@@ -331,14 +331,6 @@ class _SafetyFile(BaseModel):
     safety: SafetySection = SafetySection()
 
 
-def _server_auth(authorised_keys: Path | None, server_key: Path | None) -> ServerAuth | None:
-    if authorised_keys is None and server_key is None:
-        return None
-    if authorised_keys is None or server_key is None:
-        raise ConfigError("--authorised-keys and --server-key go together: give both or neither")
-    return ServerAuth(KeyPair.load(server_key), AuthorisedKeys.load(authorised_keys))
-
-
 @app.command()
 def serve(
     driver: Annotated[str, typer.Argument(help=f"Driver to serve: {', '.join(sorted(DRIVERS))}.")],
@@ -386,7 +378,7 @@ def serve(
             if driver != "nion":
                 raise ConfigError(f"--usim is an option of the nion driver, not of {driver!r}")
             options["usim"] = True
-        auth = _server_auth(authorised_keys, server_key)
+        auth = ServerAuth.from_files(authorised_keys, server_key, "--authorised-keys and --server-key")
         drv = build_driver(driver, options, clock)
         limits = None
         if safety is not None:

@@ -40,7 +40,7 @@ from engine.stop_rules import Budget, OperatorStop, WallTime
 from engine.storage import RunWriter
 from engine.trainer import InlineTrainer, ThreadTrainer, Trainer
 from engine.types import Image, InstrumentDescription, SpectralAxis
-from instruments.auth import ClientAuth, KeyPair
+from instruments.auth import ClientAuth, KeyPair, ServerAuth
 from instruments.client import ZmqInstrument
 from instruments.control import ControlServer
 from instruments.local import LocalInstrument
@@ -290,8 +290,10 @@ def build_campaign(
             approval_timeout_s=config.operator.approval_timeout_s,
             on_timeout=config.operator.on_timeout,
         )
-        control = ControlServer(operator, description, context)
-        writer.set_control_endpoint(control.endpoint)
+        section = config.operator
+        auth = ServerAuth.from_files(section.authorised_keys, section.key, "operator.authorised_keys and operator.key")
+        control = ControlServer(operator, description, context, section.endpoint, auth)
+        writer.set_control_endpoint(control.endpoint, auth.server.public if auth is not None else None)
     campaign = Campaign(
         instrument=parts.instrument,
         policy=parts.policy,

@@ -335,10 +335,13 @@ class RunWriter:
         self._check_open()
         self._set_attrs(operator_actions=[*self._attrs.get("operator_actions", []), dict(entry)])
 
-    def set_control_endpoint(self, endpoint: str) -> None:
-        """Note where this run's campaign takes operator commands (``dualscope ctl`` reads it)."""
+    def set_control_endpoint(self, endpoint: str, public_key: str | None = None) -> None:
+        """Note where this run's campaign takes operator commands (``dualscope ctl`` reads it).
+
+        ``public_key``: the control socket's CURVE public key (Z85), when it requires keys.
+        """
         self._check_open()
-        self._set_attrs(control_endpoint=endpoint)
+        self._set_attrs(control_endpoint=endpoint, control_public_key=public_key)
 
     @property
     def missing_request_ids(self) -> set[str]:
