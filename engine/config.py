@@ -179,6 +179,13 @@ class OperatorSection(_Strict):
     key: Path | None = Field(None, description="the campaign's own .key_secret for the control socket")
 
 
+class SafetyFile(BaseModel):
+    """A file read for its ``[safety]`` table (a run config, or a file with only that table)."""
+
+    model_config = ConfigDict(extra="ignore")
+    safety: SafetySection = SafetySection()
+
+
 class RunConfig(_Strict):
     """The whole configuration file."""
 

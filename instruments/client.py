@@ -107,6 +107,14 @@ class ZmqInstrument:
         """
         return dict(self._call("recall", {"request_id": request_id}).body)
 
+    def set_limits(self, safety: Mapping[str, JSON]) -> Mapping[str, JSON]:
+        """Replace the server's safety limits with a ``[safety]`` table (``{}``: none); needs the operator role.
+
+        The dose already delivered counts against a new dose budget. Returns the limits now in force
+        and the peak dose so far (e⁻/nm², or ``None`` without a budget).
+        """
+        return dict(self._call("set_limits", {"safety": dict(safety)}).body)
+
     def heartbeat(self) -> Mapping[str, JSON]:
         """A liveness check both ways: the server notes this client, the reply shows the server is alive."""
         return dict(self._call("heartbeat").body)

@@ -27,6 +27,7 @@ class GuardedDriver:
 
     def __init__(self, driver: Driver, safety: SafetyLimits | None = None):
         self.driver, self.safety = driver, safety
+        self._measured: list[NDArray[np.float64]] = []  # every batch measured: limits set later book its dose
         try:
             self.description: InstrumentDescription = driver.describe()
         except InstrumentError:
@@ -57,9 +58,17 @@ class GuardedDriver:
                 f"driver returned spectra {batch.spectra.shape} and timestamps {batch.timestamps.shape}; "
                 f"expected {expected} and ({pos.shape[0]},)"
             )
+        self._measured.append(pos)
         if self.safety is not None:
             self.safety.commit(pos)
         return pos, batch
+
+    def set_limits(self, safety: SafetyLimits | None) -> None:
+        """Replace the safety limits (an operator's command); past measurements' dose is booked into them."""
+        if safety is not None:
+            for pos in self._measured:
+                safety.commit(pos)
+        self.safety = safety
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         try:

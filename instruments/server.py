@@ -25,10 +25,13 @@ from collections.abc import Callable
 from typing import Any
 
 import zmq
+from pydantic import ValidationError
 
 from engine import __version__
+from engine.config import SafetySection
 from engine.errors import (
     BadRequest,
+    ConfigError,
     DeviceFault,
     DualscopeError,
     InstrumentBusy,
@@ -56,7 +59,7 @@ from instruments.wire import (
 log = logging.getLogger(__name__)
 
 ACQUISITIONS = frozenset({"measure", "acquire_image"})
-IMMEDIATE = frozenset({"hello", "describe", "status", "abort", "heartbeat", "recall"})
+IMMEDIATE = frozenset({"hello", "describe", "status", "abort", "heartbeat", "recall", "set_limits"})
 _counter = itertools.count()
 
 Frames = list[bytes | memoryview]
@@ -264,12 +267,28 @@ class InstrumentServer:
             return messages.reply(msg, {**self._heartbeat(), "driver": dict(self._guard.driver.status())})
         if cmd == "recall":
             return messages.reply(msg, self._recall(msg.body.get("request_id")))
+        if cmd == "set_limits":
+            return messages.reply(msg, self._set_limits(msg.body.get("safety")))
         if cmd == "abort":
             aborted = bool(self._in_flight)
             self._guard.driver.abort()
             return messages.reply(msg, {"aborted": aborted})
         known = ", ".join(sorted(IMMEDIATE | ACQUISITIONS))
         raise BadRequest(f"unknown command {cmd!r}; this server knows {known}")
+
+    def _set_limits(self, table: object) -> dict[str, Any]:
+        """Replace the safety limits with a ``[safety]`` table (JSON object; ``{}`` removes them)."""
+        if not isinstance(table, dict):
+            raise BadRequest("set_limits needs body.safety: a [safety] table as a JSON object ({} removes the limits)")
+        try:
+            section = SafetySection.model_validate(table)
+            limits = section.limits([a.name for a in self._guard.description.axes])
+        except (ValidationError, ConfigError) as exc:
+            raise BadRequest(f"set_limits: {exc}") from None
+        self._guard.set_limits(limits)
+        log.warning("safety limits replaced: %s", section.model_dump(exclude_defaults=True) or "none")
+        peak = limits.dose.peak_dose() if limits is not None and limits.dose is not None else None
+        return {"safety": section.model_dump(mode="json", exclude_defaults=True), "peak_dose_e_per_nm2": peak}
 
     def _recall(self, request_id: object) -> dict[str, Any]:
         """What this server did with ``request_id``: ``done`` (reply cached), ``running`` or ``unknown``."""

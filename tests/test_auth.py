@@ -17,7 +17,14 @@ import zmq
 
 from engine.cli.wiring import client_auth
 from engine.clock import SystemClock
-from engine.errors import ConfigError, InstrumentConnectionError, InstrumentTimeout, Unauthorised
+from engine.errors import (
+    BadRequest,
+    ConfigError,
+    InstrumentConnectionError,
+    InstrumentTimeout,
+    OutOfLimits,
+    Unauthorised,
+)
 from instruments.auth import AuthorisedKeys, ClientAuth, KeyPair, ServerAuth, permitted
 from instruments.client import ZmqInstrument
 from instruments.server import InstrumentServer
@@ -103,10 +110,23 @@ def test_each_role_may_send_its_commands_and_no_more(
         assert observer.status()["busy"] is False
         with pytest.raises(Unauthorised, match="needs the role agent"):
             observer.measure(positions_in(desc, 1))
+        with pytest.raises(Unauthorised, match="may not send 'set_limits'; it needs the role operator"):
+            observer.set_limits({})
+    with (
+        _client(secured, zmq_context, keys["agent"], server_key) as agent,
+        pytest.raises(Unauthorised, match="'agent-1' \\(role agent\\) may not send 'set_limits'"),
+    ):
+        agent.set_limits({"max_step": 1.0})
     with _client(secured, zmq_context, keys["operator"], server_key) as operator:
         operator.abort()
         assert operator.measure(positions_in(desc, 1)).spectra.shape[0] == 1
-    assert len(secured.unauthorised) == 2 and "observer-1" in secured.unauthorised[1]
+        assert operator.set_limits({"max_step": 1.0})["safety"] == {"max_step": 1.0}
+        with pytest.raises(OutOfLimits, match="exceeds the largest allowed step 1"):
+            operator.measure(positions_in(desc, 1, seed=5))
+        with pytest.raises(BadRequest, match="max_step"):
+            operator.set_limits({"max_step": -2.0})
+        operator.set_limits({})
+    assert len(secured.unauthorised) == 4 and "observer-1" in secured.unauthorised[1]
 
 
 def test_unknown_keys_and_plain_clients_are_refused_and_logged(

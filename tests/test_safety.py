@@ -166,6 +166,21 @@ def test_serve_reads_the_safety_table_of_a_file(tmp_path: Path) -> None:
             corner = np.array([[20.0 if n == "x" else 5.0 for n in names]])
             with pytest.raises(OutOfLimits, match="forbidden region 1"):
                 client.measure(corner)
+            endpoint = client.endpoint
+            # an operator changes the limits while the server runs: `dualscope limits`
+            cleared = _cli("limits", endpoint, "--clear")
+            assert cleared.returncode == 0 and "Limits now in force" in cleared.stdout and "none" in cleared.stdout
+            client.measure(corner)  # e/nm² so far at the corner: 50 / (π 1²) ≈ 15.9
+            dosed = tmp_path / "dose.toml"
+            dosed.write_text("[safety]\ndose_budget_e_per_nm2 = 40.0\nelectrons_per_measurement = 50.0\n")
+            budget = _cli("limits", endpoint, str(dosed))
+            assert budget.returncode == 0 and "Peak dose so far: 15.9 e/nm²" in budget.stdout, budget.stdout
+            client.measure(corner)  # 31.8: within 40
+            with pytest.raises(OutOfLimits, match="over the budget of 40"):
+                client.measure(corner)  # the dwell before the new budget counts against it
+            bad = _cli("limits", endpoint, str(tmp_path / "bad.toml"))
+            assert bad.returncode == 2 and "unknown axes ['q']" in bad.stderr
+            assert _cli("limits", endpoint).returncode == 2  # neither a file nor --clear
     finally:
         ctx.destroy(linger=0)
         proc.send_signal(signal.SIGTERM)

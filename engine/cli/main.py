@@ -16,7 +16,6 @@ from typing import Annotated, Any
 import typer
 import zarr
 import zmq
-from pydantic import BaseModel, ConfigDict
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -28,10 +27,11 @@ from engine.cli.ctl_command import ctl
 from engine.cli.design_command import design
 from engine.cli.drivers import DRIVERS, build_driver, driver_options
 from engine.cli.keys_command import keys_app
+from engine.cli.limits_command import limits
 from engine.cli.resuming import resume_run
 from engine.cli.wiring import RunOutcome, execute_run, open_instrument
 from engine.clock import SystemClock
-from engine.config import RunConfig, SafetySection, load_config, load_model, parse_config
+from engine.config import RunConfig, SafetyFile, load_config, load_model, parse_config
 from engine.errors import ConfigError, DualscopeError
 from engine.protocols import Instrument
 from engine.report import summary_figure
@@ -324,13 +324,6 @@ def _watch_parent(stop: threading.Event) -> None:
             stop.set()
 
 
-class _SafetyFile(BaseModel):
-    """A file read for its ``[safety]`` table (a run config, or a file with only that table)."""
-
-    model_config = ConfigDict(extra="ignore")
-    safety: SafetySection = SafetySection()
-
-
 @app.command()
 def serve(
     driver: Annotated[str, typer.Argument(help=f"Driver to serve: {', '.join(sorted(DRIVERS))}.")],
@@ -382,7 +375,7 @@ def serve(
         drv = build_driver(driver, options, clock)
         limits = None
         if safety is not None:
-            section = load_model(safety, _SafetyFile)[0].safety
+            section = load_model(safety, SafetyFile)[0].safety
             limits = section.limits([a.name for a in drv.describe().axes])
     except DualscopeError as exc:
         _fail(exc)
@@ -415,6 +408,7 @@ def serve(
 
 app.command()(design)
 app.command()(ctl)
+app.command()(limits)
 
 simulate_app = typer.Typer(help="Generate simulated datasets.", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
