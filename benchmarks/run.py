@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import common, design, discovery, latency, loop, simulators, storage, surrogates
+from benchmarks import common, design, discovery, latency, loop, reliability, simulators, storage, surrogates
 
 
 def main() -> int:
@@ -23,6 +23,7 @@ def main() -> int:
         ("latency", latency),
         ("discovery", discovery),
         ("design", design),
+        ("reliability", reliability),
     )
     for name, module in modules:
         console.print(f"[bold]running {name}…[/]")
