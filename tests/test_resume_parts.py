@@ -168,6 +168,7 @@ def test_a_resumed_engine_asking_for_a_running_request_gets_its_reply(
         deadline = time.monotonic() + 5
         while resumed.recall("in-flight")["state"] != "running":
             assert time.monotonic() < deadline
+            time.sleep(0.01)  # well under the server's rate limit
         assert reconcile(resumed, _decision("in-flight"), served.instance).state == "running"
         t0 = time.monotonic()
         measurement = resumed.measure(np.array([[10.0, 10.0]]), request_id="in-flight")
