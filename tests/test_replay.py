@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from engine.clock import SystemClock
+from engine.config import parse_config
 from engine.errors import OutOfLimits
 from engine.importers import ImportFailed, import_file
 from engine.storage import read_run
@@ -129,6 +130,9 @@ def test_replay_end_to_end_over_zeromq(tmp_path: Path, name: str) -> None:
     run_path = next(tmp_path.glob("replay-*.zarr"))
     run = read_run(run_path)
     assert run.n == 100 and run.description.name == "dualscope-replay"
+    stored = parse_config(run.attrs["config_toml"])  # what `dualscope resume` rebuilds the campaign from
+    assert stored.instrument.driver == "replay" and stored.stop.budget == 100
+    assert stored.instrument.options["dataset"] == str((DATA / name).resolve())
     si = import_file(DATA / name)
     idx, dist = si.nearest(run.positions)
     assert np.all(dist < 1e-6)

@@ -543,30 +543,21 @@ def replay(
     import numpy as np
 
     from engine.candidates import CandidateSet
-    from engine.config import RunConfig
     from engine.importers import import_file
 
     try:
         si = import_file(source)
-        config = RunConfig.model_validate(
-            {
-                "run": {"name": "replay", "output_dir": output_dir, "seed": seed},
-                "instrument": {
-                    "mode": "spawn",
-                    "driver": "replay",
-                    "image_channel": si.image.channel,
-                    "timeout_s": 60.0,
-                    "options": {
-                        "dataset": str(source.resolve()),
-                        "noise": noise,
-                        "acquisition_time_s": acquisition_time_s,
-                        "seed": seed,
-                    },
-                },
-                "policy": {"name": policy},
-                "stop": {"budget": budget},
-            }
+        q = json.dumps  # a JSON string is a valid TOML basic string
+        text = (
+            f"# dualscope replay {source} --policy {policy} --budget {budget} --seed {seed} --noise {noise}\n"
+            f'[run]\nname = "replay"\noutput_dir = {q(str(output_dir))}\nseed = {seed}\n'
+            f'[instrument]\nmode = "spawn"\ndriver = "replay"\nimage_channel = {q(si.image.channel)}\n'
+            "timeout_s = 60.0\n"
+            f"[instrument.options]\ndataset = {q(str(source.resolve()))}\nnoise = {q(noise)}\n"
+            f"acquisition_time_s = {float(acquisition_time_s)!r}\nseed = {seed}\n"
+            f"[policy]\nname = {q(policy)}\n[stop]\nbudget = {budget}\n"
         )
+        config = parse_config(text, "replay")  # stored in the run: `dualscope resume` rebuilds it from there
     except DualscopeError as exc:
         _fail(exc)
         return
@@ -580,7 +571,6 @@ def replay(
         nx = int(np.unique(si.positions[:, 0]).size)
         grid = (m // nx, nx) if nx and m % nx == 0 else (1, m)
         candidates = CandidateSet(si.positions.copy(), si.pixels(), grid)
-    text = f"# dualscope replay {source} --policy {policy} --budget {budget} --seed {seed} --noise {noise}\n"
     try:
         _run_campaign(config, text, candidates)
     except DualscopeError as exc:
