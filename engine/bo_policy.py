@@ -33,13 +33,21 @@ from engine.rng_state import rng_state, set_rng_state
 from engine.scalarisers import Scalariser
 from engine.trainer import Trainer
 
+FeatureCheckpoint = tuple[dict[str, Any], dict[str, torch.Tensor]]
+"""A learned feature model's JSON metadata and weights (copies), as :mod:`engine.checkpoints` saves them."""
+
 
 @dataclass(frozen=True)
 class Features:
-    """GP inputs of every candidate ``(m, d)`` in the unit cube, and a GP already fitted on them, if any."""
+    """GP inputs of every candidate ``(m, d)`` in the unit cube, and what the refit leaves besides.
+
+    ``model``: a GP already fitted on them (DKL), if any. ``checkpoint``: the feature model's
+    checkpoint after this refit (learned features only; ``dualscope resume`` loads it).
+    """
 
     unit: NDArray[np.float64]
     model: SingleTaskGP | None = None
+    checkpoint: FeatureCheckpoint | None = None
 
 
 class FeatureModel(Protocol):
@@ -74,6 +82,7 @@ class Snapshot:
     y_std: float
     posterior: CandidatePosterior
     fit_warnings: int
+    features_checkpoint: FeatureCheckpoint | None = None
 
 
 class ScalarBO:
@@ -162,7 +171,7 @@ class ScalarBO:
         if model is None:
             model, warn = fit_gp(x[idx], torch.as_tensor(y))
         posterior = CandidatePosterior(model, x, idx, y)
-        return Snapshot(version, idx.size, mean, std, posterior, warn)
+        return Snapshot(version, idx.size, mean, std, posterior, warn, feats.checkpoint)
 
     # ------------------------------------------------------------------ resume
     def state(self) -> dict[str, Any]:

@@ -10,12 +10,16 @@ code: the surrogate is injected, no I/O.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from engine.bo_policy import Features
 from engine.gp_posterior import unit_cube
 from engine.surrogate import PairedData, Surrogate, TrainReport
+from engine.surrogate.surrogate import CheckpointError, Normaliser
 
 
 class DualVAEFeatures:
@@ -61,6 +65,22 @@ class DualVAEFeatures:
         self.updates.append(report)
         if not report.rolled_back:
             self._latents = unit_cube(self.surrogate.image_latent(self._data.patches))
+        meta, weights = self.surrogate.to_state()
+        checkpoint = (meta, {k: v.detach().clone() for k, v in weights.items()})  # this thread's copy
         if self._positions is None:
-            return Features(self._latents)
-        return Features(np.concatenate([self._latents, self._positions], axis=1))
+            return Features(self._latents, checkpoint=checkpoint)
+        return Features(np.concatenate([self._latents, self._positions], axis=1), checkpoint=checkpoint)
+
+    def load_checkpoint(self, meta: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
+        """Continue from a checkpoint taken by :meth:`refit` (``dualscope resume``): weights, normaliser, version.
+
+        Raises:
+            CheckpointError: it is for another network (other patch size, channels or latent size).
+        """
+        try:
+            self.surrogate.net.load_state_dict(weights)
+            self.surrogate.norm = Normaliser(**meta["normaliser"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"the feature checkpoint does not fit this dual VAE: {exc}") from exc
+        self.surrogate.sigma_scale, self.surrogate.version = float(meta["sigma_scale"]), int(meta["version"])
+        self._latents = unit_cube(self.surrogate.image_latent(self._data.patches))

@@ -162,13 +162,13 @@ def test_a_resumed_engine_asking_for_a_running_request_gets_its_reply(
     counting.delay_s = 0.6  # the acquisition the killed engine started
     crashed = ZmqInstrument(served.endpoint, zmq_context, timeout_s=5)
     sent = messages.request("in-flight", "measure", None, {"positions": np.array([[10.0, 10.0]])})
-    crashed._sock.send_multipart(encode(sent))  # the request went out; the engine died before the reply came
-    crashed.close()
+    crashed._sock.send_multipart(encode(sent))  # the request went out ...
     with ZmqInstrument(served.endpoint, zmq_context, timeout_s=5, retries=0) as resumed:
         deadline = time.monotonic() + 5
         while resumed.recall("in-flight")["state"] != "running":
             assert time.monotonic() < deadline
             time.sleep(0.01)  # well under the server's rate limit
+        crashed.close()  # ... and the engine died before the reply came
         assert reconcile(resumed, _decision("in-flight"), served.instance).state == "running"
         t0 = time.monotonic()
         measurement = resumed.measure(np.array([[10.0, 10.0]]), request_id="in-flight")
@@ -237,3 +237,22 @@ def test_resume_refuses_another_instrument_and_keeps_the_run(tmp_path: Path) -> 
     writer.release(status="interrupted")
     run = read_run(path)
     assert run.n == 4 and run.attrs["status"] == "interrupted" and run.attrs["in_flight"] is not None
+
+
+def test_a_resumed_dual_vae_continues_from_its_checkpoint_in_the_run(tmp_path: Path) -> None:
+    text = (
+        CONFIG.format(out=tmp_path, channels=40, policy="dualvae-bo")
+        .replace('training = "inline"\n', 'training = "inline"\npretrain_steps = 20\nupdate_steps = 3\npatch_px = 8\n')
+        .replace("budget = 12", "budget = 7")
+    )
+    path = _crash_during_measure(tmp_path, text, after=5)
+    saved = sorted(p.name for p in (path / "checkpoints").iterdir())
+    assert saved and all(name.startswith("features-v") for name in saved) and len(saved) <= 3
+    (path / "checkpoints" / "features-v999999.partial").mkdir()  # a checkpoint the crash interrupted
+    report, writer = recover_run(path, SystemClock(), keep_open=True)
+    assert writer is not None and report.removed_partials == 1
+    inst = LocalInstrument(synthetic_microscope(SyntheticOptions(image_pixels=32, n_channels=40), SystemClock()))
+    outcome = resume_run(writer, parse_config(text), inst, SystemClock(), OperatorStop())
+    assert outcome.error is None and outcome.result is not None and outcome.result.n_recorded == 7
+    resumed = read_run(path).attrs["resumes"][0]
+    assert resumed["features_checkpoint"] == int(saved[-1].removeprefix("features-v"))

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
 
+from engine.bo_policy import BOPolicy
 from engine.campaign import StepReport
+from engine.checkpoints import load_feature_checkpoint
 from engine.cli.wiring import CampaignParts, RunOutcome, build_campaign, build_policy, make_trainer, run_to_close
 from engine.config import RunConfig
+from engine.dualvae_policy import DualVAEFeatures
 from engine.errors import ResumeError
-from engine.protocols import Clock, Instrument
+from engine.protocols import Clock, Instrument, Policy
 from engine.resume import apply_plan, plan_resume, reconcile
 from engine.stop_rules import OperatorStop
 from engine.storage import RunWriter, read_run
 from engine.storage.reader import read_candidates
+from engine.surrogate.surrogate import CheckpointError
 
 
 def resume_run(
@@ -31,12 +36,13 @@ def resume_run(
     """Continue the recovered run ``writer`` holds open, with the ``config`` stored in it.
 
     The policy is rebuilt from the configuration and seed, then restored from the state stored with
-    the last settled decision (RNG, counters, the model refitted on the same data) and told what was
-    measured since; the candidates, dose history and fault counts are rebuilt from the run. The
-    decision in flight at the crash is reconciled with the instrument by its request id first: its
-    reply is fetched if the instrument made it, measured now if it never arrived, and recorded as a
-    possible repeat (attribute ``repeats``) if the instrument cannot say. Stop rules count what the
-    run recorded before (the budget); the wall-time limit counts from the resume.
+    the last settled decision (RNG, counters, the model refitted on the same data; the dual VAE from
+    its last checkpoint in the run) and told what was measured since; the candidates, dose history
+    and fault counts are rebuilt from the run. The decision in flight at the crash is reconciled
+    with the instrument by its request id first: its reply is fetched if the instrument made it,
+    measured now if it never arrived, and recorded as a possible repeat (attribute ``repeats``) if
+    the instrument cannot say. Stop rules count what the run recorded before (the budget); the
+    wall-time limit counts from the resume.
 
     Raises:
         ResumeError: the instrument is not the one the run was made with, or the run lacks its image.
@@ -64,12 +70,15 @@ def resume_run(
         trainer,
     )
     plan = plan_resume(run.attrs, run.columns)
+    loaded = _load_features(policy, writer.root, plan.policy_state)
     parts = CampaignParts(config, stored, instrument, policy, writer, candidates, trainer)
     campaign, control = build_campaign(parts, clock, operator_stop, on_step, context)
     try:
         apply_plan(plan, candidates, policy, campaign.safety)
         campaign.restore_failures(plan.failures)
         entry: dict[str, Any] = {"at": clock.time(), "from_step": plan.next_step, "rows": plan.n_recorded}
+        if loaded is not None:
+            entry["features_checkpoint"] = loaded
         if plan.in_flight is not None:
             found = reconcile(instrument, plan.in_flight, run.attrs.get("instrument_instance"))
             entry.update(in_flight=plan.in_flight.request_id, instrument_said=found.state)
@@ -87,3 +96,23 @@ def resume_run(
         writer.release(status="interrupted")
         raise
     return run_to_close(campaign, parts, control, first_step=plan.next_step, reconcile=plan.in_flight)
+
+
+def _load_features(policy: Policy, run_dir: Path, state: Mapping[str, Any] | None) -> int | None:
+    """Load the learned features' newest checkpoint up to the stored snapshot's version; its version, if any.
+
+    The first refit after the resume then continues training from it on everything recorded (the data
+    since the checkpoint included), instead of from the image-only pretraining.
+    """
+    features = policy.bo.features if isinstance(policy, BOPolicy) else None
+    if state is None or not isinstance(features, DualVAEFeatures):
+        return None
+    found = load_feature_checkpoint(run_dir, int(state.get("snapshot_version", 0)))
+    if found is None:
+        return None
+    version, meta, weights = found
+    try:
+        features.load_checkpoint(meta, weights)
+    except CheckpointError as exc:
+        raise ResumeError(f"cannot load the dual VAE's checkpoint v{version} from the run: {exc}") from exc
+    return version

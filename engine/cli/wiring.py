@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from engine.bo_policy import BOPolicy, FeatureModel, PositionFeatures, ScalarBO, Snapshot
 from engine.campaign import Campaign, CampaignResult, StepReport
 from engine.candidates import CandidateSet
+from engine.checkpoints import save_feature_checkpoint
 from engine.cli.drivers import build_driver, driver_options
 from engine.cli.spawn import spawned_server
 from engine.config import InstrumentSection, PolicySection, RunConfig, ScalariserSection
@@ -304,7 +305,7 @@ def build_campaign(
         clock=clock,
         request_prefix=writer.run_id[:12],
         batch_size=config.policy.batch_size,
-        on_step=on_step,
+        on_step=_checkpointing(parts.policy, writer.root, on_step),
         safety=config.safety.limits([a.name for a in description.axes]),
         max_refusals=config.safety.max_refusals,
         fault_retries=config.faults.retries_per_point,
@@ -312,6 +313,25 @@ def build_campaign(
         operator=operator,
     )
     return campaign, control
+
+
+def _checkpointing(
+    policy: Policy, run_dir: Path, on_step: Callable[[StepReport], None] | None
+) -> Callable[[StepReport], None] | None:
+    """``on_step``, first saving the learned features' checkpoint of each new snapshot into the run (resume)."""
+    if not isinstance(policy, BOPolicy):
+        return on_step
+    saved = [0]
+
+    def step(report: StepReport) -> None:
+        snap = policy.bo.snapshot
+        if snap is not None and snap.features_checkpoint is not None and snap.version != saved[0]:
+            save_feature_checkpoint(run_dir, snap.version, *snap.features_checkpoint)
+            saved[0] = snap.version
+        if on_step is not None:
+            on_step(report)
+
+    return step
 
 
 def run_to_close(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,11 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         (or ``closed`` if it was).
     """
     removed = 0
-    for partial in path.rglob("*.partial"):
-        partial.unlink()
+    for partial in sorted(path.rglob("*.partial")):
+        if partial.is_dir():  # an interrupted checkpoint directory
+            shutil.rmtree(partial)
+        elif partial.exists():
+            partial.unlink()
         removed += 1
     writer = RunWriter.open_existing(path, clock)
     before = writer.committed_rows
