@@ -135,6 +135,11 @@ class ScalarBO:
     # ------------------------------------------------------------------ data in
     def add(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
         """Scalarise the measured spectra of candidates ``indices`` and start a refit when due."""
+        self._remember(indices, spectra)
+        self._maybe_refit()
+
+    def _remember(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
+        """Scalarise and keep the observations (finite values only), count them all, note the probe's place."""
         values = self.scalariser(spectra, self.axis)
         for i, v, s in zip(indices, values, np.asarray(spectra, dtype=np.float32), strict=True):
             if np.isfinite(v):  # NaN (no peak in the window, ...) is measured but not modelled
@@ -144,7 +149,6 @@ class ScalarBO:
         self._n_told += len(indices)
         if len(indices):
             self._last_index = int(indices[-1])
-        self._maybe_refit()
 
     def _maybe_refit(self) -> None:
         n = self._n_told
@@ -198,15 +202,7 @@ class ScalarBO:
             ValueError: ``told`` does not hold the ``n_told`` measurements the state counts.
         """
         for indices, spectra in told:
-            values = self.scalariser(spectra, self.axis)
-            for i, v, s in zip(indices, values, np.asarray(spectra, dtype=np.float32), strict=True):
-                if np.isfinite(v):
-                    self._obs_idx.append(int(i))
-                    self._obs_y.append(float(v))
-                    self._obs_spectra.append(s)
-            self._n_told += len(indices)
-            if len(indices):
-                self._last_index = int(indices[-1])
+            self._remember(indices, spectra)  # no refits: the one in use is rebuilt below
         if self._n_told != int(state["n_told"]):
             raise ValueError(f"the policy state counts {state['n_told']} measurements, the run has {self._n_told}")
         set_rng_state(self._rng, state["rng"])

@@ -182,7 +182,7 @@ def _crash_during_measure(tmp_path: Path, config_text: str, after: int) -> Path:
     config = parse_config(config_text)
 
     class Killed(BaseException):
-        pass
+        """The engine process died (nothing below it handles this)."""
 
     driver = CountingDriver(synthetic_microscope(SyntheticOptions(image_pixels=32, n_channels=40), SystemClock()))
     inst = LocalInstrument(driver)
