@@ -223,6 +223,8 @@ def test_an_acquisition_is_aborted_when_its_client_goes_silent(counting: Countin
         gone = _raw(zmq_context, server.endpoint)
         t0 = time.monotonic()
         gone.send_multipart(_request("orphan-1", "measure", positions=positions_in(counting.describe(), 1)))
+        while counting.calls == 0 and time.monotonic() - t0 < 5:  # linger 0 would drop an undelivered request
+            time.sleep(0.01)
         gone.close(linger=0)  # the engine disappears mid-acquisition
         while not server.abandoned and time.monotonic() - t0 < 10:
             time.sleep(0.05)
