@@ -36,6 +36,7 @@ from engine.candidates import CandidateSet
 from engine.cli.main import main as dualscope
 from engine.clock import SystemClock
 from engine.policies import RandomPolicy
+from engine.protocols import Recorder
 from engine.stop_rules import Budget
 from engine.storage import RunWriter, read_run
 from instruments.client import ZmqInstrument
@@ -160,10 +161,13 @@ def kill_and_resume(kills: int, directory: Path, seed: int = 7, max_delay_s: flo
     return KillChain(done, path, ref_path, seconds)
 
 
-def _campaign(inst: Any, budget: int) -> Campaign:
-    cands = CandidateSet.from_image_grid(inst.acquire_image("haadf"), inst.describe(), 2, margin_px=1)
+def _candidates(inst: Any) -> CandidateSet:
+    return CandidateSet.from_image_grid(inst.acquire_image("haadf"), inst.describe(), 2, margin_px=1)
+
+
+def _campaign(inst: Any, candidates: CandidateSet, recorder: Recorder, budget: int) -> Campaign:
     return Campaign(
-        instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=None, candidates=cands,  # type: ignore[arg-type]
+        instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=recorder, candidates=candidates,
         spectral_axis=inst.describe().spectral_axis, stop_rules=[Budget(budget)], clock=SystemClock(),
         request_prefix="faults", fault_retries=2, max_faults_in_a_row=20,
     )  # fmt: skip
@@ -175,13 +179,12 @@ def driver_faults(directory: Path, budget: int = 200) -> tuple[int, int, int, bo
     faults = DriverFaults(nan_probability=0.15, wrong_shape_probability=0.1, error_probability=0.1)
     driver = FaultyDriver(synthetic_microscope(options, SystemClock()), np.random.default_rng(3), faults)
     inst = LocalInstrument(driver)
-    campaign = _campaign(inst, budget)
+    candidates = _candidates(inst)
     writer = RunWriter.create(
         directory / "driver-faults.zarr", description=inst.describe(), images=[inst.acquire_image("haadf")],
-        candidates=campaign.candidates, config_toml="", clock=SystemClock(),
+        candidates=candidates, config_toml="", clock=SystemClock(),
     )  # fmt: skip
-    campaign.recorder = writer
-    campaign.run()
+    _campaign(inst, candidates, writer, budget).run()
     writer.close()
     run = read_run(directory / "driver-faults.zarr")
     return sum(driver.injected.values()), len(run.attrs["missing"]), run.n, bool(np.isfinite(run.spectra).all())
@@ -212,9 +215,7 @@ def transport_faults(budget: int = 100) -> tuple[dict[str, int], int, int]:
 
     try:
         with ZmqInstrument(proxy.endpoint, context, timeout_s=0.3, retries=3) as inst:
-            campaign = _campaign(inst, budget)
-            campaign.recorder = Ids()
-            result = campaign.run()
+            result = _campaign(inst, _candidates(inst), Ids(), budget).run()
     finally:
         proxy.close()
         stop.set()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -109,16 +111,26 @@ def test_a_paused_campaign_stops_when_asked(counting: CountingDriver) -> None:
     assert result.n_recorded == 0 and result.stop_reason == "stopped by the operator"
 
 
-def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_path: Path) -> None:
-    cfg = _write_config(tmp_path)
+@contextmanager
+def _running(cfg: Path, *status_args: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """``dualscope run cfg`` in a child process, once its control socket answers ``ctl status``; killed if left."""
     proc = subprocess.Popen([*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     try:
         t0 = time.monotonic()
-        while not list(tmp_path.glob("ctrlc-*.zarr")) and time.monotonic() - t0 < 60:
+        while not list(cfg.parent.glob("ctrlc-*.zarr")) and time.monotonic() - t0 < 60:
             time.sleep(0.2)
-        run_path = next(tmp_path.glob("ctrlc-*.zarr"))
-        _wait(lambda: _cli("ctl", str(run_path), "status").returncode == 0, 60)
+        run_path = next(cfg.parent.glob("ctrlc-*.zarr"))
+        _wait(lambda: _cli("ctl", str(run_path), "status", *status_args).returncode == 0, 60)
+        yield proc, run_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_path: Path) -> None:
+    with _running(_write_config(tmp_path)) as (proc, run_path):
         paused = _cli("ctl", str(run_path), "pause", "--as", "alice")
         assert paused.returncode == 0 and "pause: campaign paused" in paused.stdout
         bad = _cli("ctl", str(run_path), "inject", "--as", "alice")
@@ -128,10 +140,6 @@ def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_p
         stopped = _cli("ctl", str(run_path), "stop", "--as", "bob")
         assert stopped.returncode == 0 and "campaign stopping" in stopped.stdout
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0 and "stopped by the operator" in out, out + err
     run = read_run(run_path)
     actions = [(a["action"], a["who"]) for a in run.attrs["operator_actions"]]
@@ -227,23 +235,12 @@ def test_dualscope_ctl_with_keys_records_the_key_name(tmp_path: Path) -> None:
         cfg.read_text()
         + f'[operator]\nauthorised_keys = "{keys / "operators"}"\nkey = "{keys / "campaign.key_secret"}"\n'
     )
-    proc = subprocess.Popen([*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
     secret = str(keys / "ann.key_secret")
-    try:
-        t0 = time.monotonic()
-        while not list(tmp_path.glob("ctrlc-*.zarr")) and time.monotonic() - t0 < 60:
-            time.sleep(0.2)
-        run_path = next(tmp_path.glob("ctrlc-*.zarr"))
-        _wait(lambda: _cli("ctl", str(run_path), "status", "--key", secret).returncode == 0, 60)
+    with _running(cfg, "--key", secret) as (proc, run_path):
         keyless = _cli("ctl", str(run_path), "stop", "--as", "mallory")
         assert keyless.returncode == 2 and "requires a key: add --key" in keyless.stderr
         assert _cli("ctl", str(run_path), "stop", "--key", secret, "--as", "mallory").returncode == 0
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0 and "stopped by the operator" in out, out + err
     actions = [(a["action"], a["who"]) for a in read_run(run_path).attrs["operator_actions"]]
     assert actions == [("stop", "ann")]

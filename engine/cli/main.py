@@ -97,16 +97,9 @@ Execute = Callable[[Instrument, SystemClock, OperatorStop, OnStep, "zmq.Context[
 
 
 def _run_campaign(config: RunConfig, text: str, candidates: Any = None) -> RunOutcome:
-    def execute(
-        instrument: Instrument,
-        clock: SystemClock,
-        stop: OperatorStop,
-        on_step: Callable[[StepReport], None],
-        context: zmq.Context[Any],
-    ) -> RunOutcome:
-        return execute_run(config, text, instrument, clock, stop, on_step, candidates, context)
-
-    return _with_progress(config, execute)
+    return _with_progress(
+        config, lambda inst, clock, stop, step, ctx: execute_run(config, text, inst, clock, stop, step, candidates, ctx)
+    )
 
 
 def _with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOutcome:
@@ -273,13 +266,9 @@ def resume(
         return
 
     def execute(
-        instrument: Instrument,
-        clock: SystemClock,
-        stop: OperatorStop,
-        on_step: Callable[[StepReport], None],
-        context: zmq.Context[Any],
+        inst: Instrument, clock: SystemClock, stop: OperatorStop, step: OnStep, ctx: zmq.Context[Any]
     ) -> RunOutcome:
-        return resume_run(opened, config, instrument, clock, stop, on_step, context)
+        return resume_run(opened, config, inst, clock, stop, step, ctx)
 
     try:
         _with_progress(config, execute, start=opened.n_recorded)

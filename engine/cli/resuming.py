@@ -12,7 +12,15 @@ import zmq
 from engine.bo_policy import BOPolicy
 from engine.campaign import StepReport
 from engine.checkpoints import load_feature_checkpoint
-from engine.cli.wiring import CampaignParts, RunOutcome, build_campaign, build_policy, make_trainer, run_to_close
+from engine.cli.wiring import (
+    CampaignParts,
+    RunOutcome,
+    build_campaign,
+    build_policy,
+    instance_of,
+    make_trainer,
+    run_to_close,
+)
 from engine.config import RunConfig
 from engine.dualvae_policy import DualVAEFeatures
 from engine.errors import ResumeError
@@ -86,8 +94,7 @@ def resume_run(
                 writer.record_repeat(
                     {"step": plan.in_flight.step, "request_id": plan.in_flight.request_id, "note": found.repeat_note}
                 )
-        status = instrument.status().get("instance")
-        writer.note_instrument(str(status) if status is not None else None)
+        writer.note_instrument(instance_of(instrument))
         writer.log_resume(entry)
     except BaseException:
         if control is not None:

@@ -248,7 +248,7 @@ def execute_run(
         clock=clock,
         chunk_rows=config.run.chunk_rows,
     )
-    writer.note_instrument(_instance_of(instrument))
+    writer.note_instrument(instance_of(instrument))
     parts = CampaignParts(config, description, instrument, policy, writer, candidates, trainer)
     campaign, control = build_campaign(parts, clock, operator_stop, on_step, context)
     return run_to_close(campaign, parts, control)
@@ -267,7 +267,7 @@ class CampaignParts:
     trainer: Trainer[Snapshot]
 
 
-def _instance_of(instrument: Instrument) -> str | None:
+def instance_of(instrument: Instrument) -> str | None:
     """The instrument instance id its status reports (a restarted server has a new one), if any."""
     instance = instrument.status().get("instance")
     return str(instance) if instance is not None else None
