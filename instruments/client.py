@@ -62,6 +62,7 @@ class ZmqInstrument:
         self._ids, self._monotonic, self._max_bytes = id_factory, monotonic, max_array_bytes
         self._sock = context.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))  # a send with no peer must not block for ever
         self._auth = auth
         try:
             if auth is not None:
@@ -149,8 +150,11 @@ class ZmqInstrument:
             send = True
             while attempts <= self.retries:
                 if send:
-                    self._sock.send_multipart(frames, copy=False)
                     attempts += 1
+                    try:
+                        self._sock.send_multipart(frames, copy=False)
+                    except zmq.Again:
+                        continue  # no peer to take it within the timeout: an attempt without reply
                 send = True
                 reply = self._await(rid)
                 if reply is None:

@@ -173,11 +173,18 @@ def send_control(
     rid = new_request_id()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    # a send with no peer blocks; bound it (seen once: a keyless client to a keyed campaign blocked for ever)
+    sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
     try:
         if auth is not None:
             auth.secure(sock)
         sock.connect(endpoint)
-        sock.send_multipart(encode(messages.request(rid, command, body)))
+        try:
+            sock.send_multipart(encode(messages.request(rid, command, body)))
+        except zmq.Again:
+            raise InstrumentTimeout(
+                f"could not reach the campaign at {endpoint} in {timeout_s:g} s; has it ended?", rid
+            ) from None
         if not sock.poll(int(timeout_s * 1000)):
             raise InstrumentTimeout(f"no answer from the campaign at {endpoint} in {timeout_s:g} s; has it ended?", rid)
         reply = decode(sock.recv_multipart(), 1 << 16)

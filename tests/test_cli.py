@@ -108,8 +108,18 @@ def test_ctrl_c_stops_cleanly_after_the_current_measurement(tmp_path: Path) -> N
     proc = subprocess.Popen(
         [*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(4.0)
-    proc.send_signal(signal.SIGINT)
+    try:  # interrupt once a spectrum is recorded (start-up takes seconds on a loaded machine)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120 and proc.poll() is None:
+            runs = list(tmp_path.glob("ctrlc-*.zarr"))
+            status = _cli("ctl", str(runs[0]), "status") if runs else None
+            if status is not None and re.search(r"campaign running; [1-9]\d* spectra recorded", status.stdout):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+    except BaseException:
+        proc.kill()
+        raise
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + err
     assert "stopped by the operator" in out
