@@ -8,8 +8,8 @@ first, then log-EI on −ln tolerance ratio); DE is scipy's differential_evoluti
 population 5 × 6, Sobol init) maximising the same objective (−tolerance ratio); random draws from
 the same pool. A search that never reaches the target counts as its cap. The ratio of medians comes
 with a 95 % bootstrap interval (the 15 (target, seed) runs resampled, each keeping its three methods'
-calls): how far a different draw of seeds could move it. Two seeds per target were too few: they gave
-0.39 where five give about 0.55.
+calls): how far a different draw of seeds could move it (two seeds per target proved too few: the
+README gives both figures).
 
 Dask scaling: a simulator with a fixed 0.5 s per call; on 2 cores that extra time is a sleep, not
 CPU work (four CPU-bound workers could not run four times faster on two cores). Evaluations per

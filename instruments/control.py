@@ -175,6 +175,7 @@ def send_control(
     sock.setsockopt(zmq.LINGER, 0)
     # a send with no peer blocks; bound it (seen once: a keyless client to a keyed campaign blocked for ever)
     sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
+    silent = InstrumentTimeout(f"no answer from the campaign at {endpoint} in {timeout_s:g} s; has it ended?", rid)
     try:
         if auth is not None:
             auth.secure(sock)
@@ -182,11 +183,9 @@ def send_control(
         try:
             sock.send_multipart(encode(messages.request(rid, command, body)))
         except zmq.Again:
-            raise InstrumentTimeout(
-                f"could not reach the campaign at {endpoint} in {timeout_s:g} s; has it ended?", rid
-            ) from None
+            raise silent from None
         if not sock.poll(int(timeout_s * 1000)):
-            raise InstrumentTimeout(f"no answer from the campaign at {endpoint} in {timeout_s:g} s; has it ended?", rid)
+            raise silent
         reply = decode(sock.recv_multipart(), 1 << 16)
     finally:
         sock.close(linger=0)

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,25 +107,12 @@ budget = {stop.get("budget", 1000)}
 
 def test_ctrl_c_stops_cleanly_after_the_current_measurement(tmp_path: Path) -> None:
     cfg = _write_config(tmp_path)
-    proc = subprocess.Popen(
-        [*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:  # interrupt once a spectrum is recorded (start-up takes seconds on a loaded machine)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 120 and proc.poll() is None:
-            runs = list(tmp_path.glob("ctrlc-*.zarr"))
-            status = _cli("ctl", str(runs[0]), "status") if runs else None
-            if status is not None and re.search(r"campaign running; [1-9]\d* spectra recorded", status.stdout):
-                break
-            time.sleep(0.2)
+    with _running(cfg) as (proc, run_path):  # interrupt once a spectrum is recorded, however slow the start-up
+        _wait(lambda: re.search(r"[1-9]\d* spectra recorded", _cli("ctl", str(run_path), "status").stdout), 120)
         proc.send_signal(signal.SIGINT)
-    except BaseException:
-        proc.kill()
-        raise
-    out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, out + err
     assert "stopped by the operator" in out
-    run_path = next(tmp_path.glob("ctrlc-*.zarr"))
     run = read_run(run_path)
     assert 0 < run.n < 1000 and run.attrs["status"] == "closed"
     assert run.attrs["outcome"]["stop_reason"] == "stopped by the operator"
@@ -161,3 +150,28 @@ def test_serve_refuses_non_loopback_and_bad_options() -> None:
     assert bad.returncode == 2 and "pixels: unknown key" in bad.stderr
     listed = _cli("serve", "synthetic", "--list-options")
     assert listed.returncode == 0 and "acquisition_time_s" in listed.stdout
+
+
+def _wait(condition: Any, timeout_s: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout_s, "timed out"
+        time.sleep(0.01)
+
+
+@contextmanager
+def _running(cfg: Path, *status_args: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """``dualscope run cfg`` in a child process, once its control socket answers ``ctl status``; killed if left."""
+    proc = subprocess.Popen([*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        t0 = time.monotonic()
+        while not list(cfg.parent.glob("ctrlc-*.zarr")) and time.monotonic() - t0 < 60:
+            time.sleep(0.2)
+        run_path = next(cfg.parent.glob("ctrlc-*.zarr"))
+        _wait(lambda: _cli("ctl", str(run_path), "status", *status_args).returncode == 0, 60)
+        yield proc, run_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +24,7 @@ from instruments.control import ControlServer, send_control
 from instruments.local import LocalInstrument
 from tests.conftest import CountingDriver
 from tests.fakes import MemoryRecorder
-from tests.test_cli import DUALSCOPE, ROOT, _cli, _write_config
-
-
-def _wait(condition: Any, timeout_s: float = 10.0) -> None:
-    t0 = time.monotonic()
-    while not condition():
-        assert time.monotonic() - t0 < timeout_s, "timed out"
-        time.sleep(0.01)
+from tests.test_cli import _cli, _running, _wait, _write_config
 
 
 def _start(
@@ -109,24 +99,6 @@ def test_a_paused_campaign_stops_when_asked(counting: CountingDriver) -> None:
     threading.Timer(0.3, control.stop, args=("bob",)).start()
     result = campaign.run()
     assert result.n_recorded == 0 and result.stop_reason == "stopped by the operator"
-
-
-@contextmanager
-def _running(cfg: Path, *status_args: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    """``dualscope run cfg`` in a child process, once its control socket answers ``ctl status``; killed if left."""
-    proc = subprocess.Popen([*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
-    try:
-        t0 = time.monotonic()
-        while not list(cfg.parent.glob("ctrlc-*.zarr")) and time.monotonic() - t0 < 60:
-            time.sleep(0.2)
-        run_path = next(cfg.parent.glob("ctrlc-*.zarr"))
-        _wait(lambda: _cli("ctl", str(run_path), "status", *status_args).returncode == 0, 60)
-        yield proc, run_path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_path: Path) -> None:
