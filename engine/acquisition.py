@@ -126,6 +126,7 @@ def select(
     step: int,
     travel: TravelCost | None = None,
     shortlist: int | None = None,
+    beta: float | None = None,
 ) -> Choice:
     """Pick up to ``q`` of ``available`` candidates (indices into the posterior's candidates).
 
@@ -139,6 +140,7 @@ def select(
         step: decision number (for the UCB schedule).
         travel: optional travel cost.
         shortlist: candidates scored by a shortlisted acquisition (default: :data:`SHORTLISTS`).
+        beta: UCB's fixed ``β`` (the score is ``μ + √β σ``); default: :func:`ucb_beta`'s schedule.
     """
     if acquisition not in ACQUISITIONS:
         raise ValueError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
@@ -153,7 +155,7 @@ def select(
     runner_ups = np.empty(0)
     believers = [int(i) for i in pending]
     origin = travel.start if travel is not None else -1
-    beta = ucb_beta(step, posterior.candidates.shape[0])
+    beta = ucb_beta(step, posterior.candidates.shape[0]) if beta is None else beta
     for pick in range(min(q, free.size)):
         scores = _scores(posterior, free, np.asarray(believers, np.int64), acquisition, gen, beta)
         if travel is not None and origin >= 0:

@@ -97,6 +97,7 @@ class ScalarBO:
         trainer: where refits run.
         refit_every: new observations between refits (when the trainer is free).
         travel_cost: acquisition units per field-of-view diagonal travelled (0: none).
+        ucb_beta: a fixed ``β`` for ``ucb`` (``μ + √β σ``; small values exploit); default: the GP-UCB schedule.
     """
 
     def __init__(
@@ -111,14 +112,15 @@ class ScalarBO:
         *,
         refit_every: int = 1,
         travel_cost: float = 0.0,
+        ucb_beta: float | None = None,
     ):
         if acquisition not in ACQUISITIONS:
             raise ValueError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
-        if refit_every < 1 or travel_cost < 0:
-            raise ValueError("refit_every must be >= 1 and travel_cost >= 0")
+        if refit_every < 1 or travel_cost < 0 or (ucb_beta is not None and ucb_beta <= 0):
+            raise ValueError("refit_every must be >= 1, travel_cost >= 0 and ucb_beta > 0")
         self.scalariser, self.axis, self.acquisition, self._rng = scalariser, axis, acquisition, rng
         self.initial, self.features, self.trainer = max(1, initial), features, trainer
-        self.refit_every, self.travel_cost = refit_every, travel_cost
+        self.refit_every, self.travel_cost, self.ucb_beta = refit_every, travel_cost, ucb_beta
         self._n_told = 0  # measurements told, finite values or not (the schedule counts them all)
         self._last_index: int | None = None
         # observations with a finite value: what the GP sees, in the order it sees them
@@ -248,6 +250,7 @@ class ScalarBO:
             seed=int(self._rng.integers(2**31 - 1)),
             step=self._n_told,
             travel=travel,
+            beta=self.ucb_beta,
         )
         return Proposal(
             choice.indices,

@@ -166,6 +166,33 @@ class ClusterSpace:
             ]
         )
 
+    def features(self, u: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Model coordinates ``(m, 6)`` of designs ``u (m, 6)``, in which equal structures coincide.
+
+        Columns: arrangement index, n, ln radius (nm), ln gap (nm), material index, Sn fraction. The
+        cube's cells are replaced by what they decode to, so every design of one cell (one
+        arrangement, n and material) shares its categorical coordinates, and structures that are the
+        same are one point: a single sphere has no arrangement or gap (arrangement index 0, and the
+        geometric middle of the gap range), a regular dimer is one structure whatever its
+        arrangement (index 0), and a metal has no Sn fraction (the range's lower bound). Radius and
+        gap are logarithmic, as the optics scale with ratios of lengths.
+        """
+        rows = np.empty((len(u), self.dim), dtype=np.float64)
+        no_gap = math.log(math.sqrt(self.gap_range_nm[0] * self.gap_range_nm[1]))
+        for k, point in enumerate(np.asarray(u, dtype=np.float64)):
+            d = self.decode(point)
+            regular_dimer_or_single = d.n == 1 or (d.n == 2 and d.arrangement != "random")
+            arrangement = 0 if regular_dimer_or_single else self.arrangements.index(d.arrangement)
+            rows[k] = (
+                arrangement,
+                d.n,
+                math.log(d.radius_nm),
+                math.log(d.gap_nm) if d.n > 1 else no_gap,
+                self.materials.index(d.material),
+                d.sn_fraction if d.material == "ITO" else self.sn_range[0],
+            )
+        return rows
+
     def sample(self, rng: np.random.Generator, k: int) -> NDArray[np.float64]:
         """``k`` designs ``(k, 6)`` drawn uniformly from the unit cube."""
         return rng.random((k, self.dim))

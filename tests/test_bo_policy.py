@@ -74,6 +74,20 @@ def test_ucb_schedule_grows_slowly() -> None:
     assert ucb_beta(1, 400) < ucb_beta(100, 400) < 2 * ucb_beta(1, 400) + 5
 
 
+def test_a_fixed_small_ucb_beta_picks_the_best_mean_and_a_large_one_the_most_uncertain() -> None:
+    post = _posterior(np.arange(0, 400, 37))
+    available = np.setdiff1d(np.arange(400), np.arange(0, 400, 37))
+    mean, sd = post.mean[available], np.sqrt(post.variance[available])
+    none = np.empty(0, np.int64)
+    greedy = select(post, available, none, 1, "ucb", seed=0, step=11, beta=1e-8)
+    bold = select(post, available, none, 1, "ucb", seed=0, step=11, beta=1e8)
+    assert greedy.indices[0] == available[np.argmax(mean)]
+    assert bold.indices[0] == available[np.argmax(sd)]
+    middle = select(post, available, none, 1, "ucb", seed=0, step=11, beta=0.25)
+    assert middle.indices[0] == available[np.argmax(mean + 0.5 * sd)]
+    assert middle.values[0] == pytest.approx(np.max(mean + 0.5 * sd))
+
+
 def _policy(acquisition: str = "log-ei", trainer: Trainer[Snapshot] | None = None, features: object = None) -> BOPolicy:
     axis = np.linspace(0, 1, 4)
     bo = ScalarBO(

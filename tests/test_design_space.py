@@ -25,6 +25,30 @@ def test_decode_stays_in_bounds_and_encode_inverts_it() -> None:
         SPACE.decode(np.zeros(5))
 
 
+def test_decoded_features_put_equal_structures_at_one_point() -> None:
+    space = ClusterSpace(n_range=(1, 5), materials=("Au", "Ag", "ITO"))
+    single = [ClusterDesign(a, 1, 20.0, g, "Au", 0.05) for a, g in (("chain", 2.0), ("square", 9.0), ("random", 15.0))]
+    dimers = [ClusterDesign(a, 2, 12.0, 3.0, "Ag", 0.1) for a in ("chain", "triangle", "square")]
+    metal_tin = [ClusterDesign("triangle", 3, 30.0, 6.0, "Au", s) for s in (0.03, 0.12)]
+    for same in (single, dimers, metal_tin):
+        f = space.features(np.array([space.encode(d) for d in same]))
+        np.testing.assert_allclose(f, np.repeat(f[:1], len(same), axis=0), atol=1e-9)
+    different = [
+        ClusterDesign("chain", 3, 20.0, 4.0, "Au", 0.1),
+        ClusterDesign("triangle", 3, 20.0, 4.0, "Au", 0.1),
+        ClusterDesign("random", 2, 12.0, 3.0, "Ag", 0.1),
+        ClusterDesign("chain", 2, 12.0, 3.0, "Ag", 0.1),
+        ClusterDesign("chain", 2, 12.0, 3.0, "ITO", 0.03),
+        ClusterDesign("chain", 2, 12.0, 3.0, "ITO", 0.12),
+    ]
+    f = space.features(np.array([space.encode(d) for d in different]))
+    assert len({tuple(np.round(row, 9)) for row in f}) == len(different)
+    # radius and gap are logarithmic: doubling either moves the point by ln 2 along its column
+    pair = [ClusterDesign("chain", 3, 10.0, 2.0, "Au", 0.1), ClusterDesign("chain", 3, 20.0, 4.0, "Au", 0.1)]
+    f = space.features(np.array([space.encode(d) for d in pair]))
+    np.testing.assert_allclose(f[1] - f[0], [0, 0, np.log(2), np.log(2), 0, 0], atol=1e-9)
+
+
 def test_no_design_has_overlapping_spheres() -> None:
     rng = np.random.default_rng(1)
     for u in SPACE.sample(rng, 200):

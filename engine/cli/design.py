@@ -52,6 +52,7 @@ class DesignProblem:
         target: the target spectrum and tolerances, or None when maximising a scalariser.
         scalariser: what the BO maximises, from spectra ``(n, c)``.
         pool: candidate designs ``(m, d)`` in the unit cube.
+        features: the GP's inputs for each pool design ``(m, k)`` (decoded cluster coordinates, or the pool).
         payload: what the executor is sent per pool index ``(m, d')``.
         simulate: payload ``(d',)`` → spectrum ``(c,)``.
         prepare: a point of the cube ``(d,)`` → payload ``(d',)`` (differential evolution).
@@ -64,6 +65,7 @@ class DesignProblem:
     target: DesignTarget | None
     scalariser: Scalariser
     pool: NDArray[np.float64]
+    features: NDArray[np.float64]
     payload: NDArray[np.float64]
     simulate: Simulate
     prepare: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None
@@ -150,7 +152,7 @@ def build_problem(config: DesignConfig, load_latent: Callable[[DesignConfig], An
             return f"{d.n} {d.material}{doping} r={d.radius_nm:.1f} nm gap {d.gap_nm:.1f} nm {d.arrangement}"
 
         return DesignProblem(
-            options, target, scalariser, pool, pool, ClusterSimulator(options), None,
+            options, target, scalariser, pool, space.features(pool), pool, ClusterSimulator(options), None,
             cluster_geometry, cluster_label, space.NAMES,
         )  # fmt: skip
     if load_latent is None or config.space.checkpoint is None:
@@ -178,8 +180,9 @@ def build_problem(config: DesignConfig, load_latent: Callable[[DesignConfig], An
     names = tuple(f"z{i}" for i in range(latent.dim))
     simulate = GeometrySimulator(options, config.space.material)
     return DesignProblem(
-        options, target, scalariser, cube[keep], geometry[keep], simulate, prepare, latent_geometry, latent_label, names
-    )
+        options, target, scalariser, cube[keep], cube[keep], geometry[keep], simulate, prepare, latent_geometry,
+        latent_label, names,
+    )  # fmt: skip
 
 
 @contextmanager
@@ -278,9 +281,10 @@ def run_searches(
         opt.acquisition,
         np.random.default_rng(seed),
         opt.initial,
-        PositionFeatures(problem.pool),
+        PositionFeatures(problem.features),
         InlineTrainer(),
         refit_every=opt.refit_every,
+        ucb_beta=opt.ucb_beta,
     )
     histories = [
         run_design(
