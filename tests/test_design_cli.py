@@ -14,6 +14,7 @@ import torch
 import zarr
 
 from engine.checkpoints import save_surrogate
+from engine.design_config import parse_design_config
 from engine.design_target import load_target_file, peak_target
 from engine.errors import ConfigError
 from engine.storage import read_run
@@ -154,6 +155,8 @@ def test_bad_configurations_say_what_is_wrong(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text(bad)
     result = _design(str(tmp_path / "bad.toml"))
     assert result.returncode == 2 and "radius" in result.stderr and "below the minimum" in result.stderr
+    with pytest.raises(ConfigError, match="ucb_beta"):
+        parse_design_config("[optimiser]\nucb_beta = 0\n")
     energy = np.linspace(1.6, 2.8, 40)
     with pytest.raises(ConfigError, match="outside the simulated range"):
         peak_target(energy, 3.5, 0.1)
