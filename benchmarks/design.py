@@ -4,12 +4,12 @@ Calls to target: three reachable targets (spectra of known clusters) × ten seed
 the target when a spectrum is within 0.1 relative L2 and its peak within 0.02 eV; every search runs
 in-process (one evaluation at a time, reproducible) until then or its cap. BO is the `dualscope
 design` search with its defaults (GP on the decoded design coordinates of an 8,192-point Sobol pool,
-16 random designs first, then UCB μ + √0.25 σ on −ln tolerance ratio); DE is scipy's differential_evolution (best1bin,
-population 5 × 6, Sobol init) maximising the same objective (−tolerance ratio); random draws from
-the same pool. A search that never reaches the target counts as its cap. The ratio of medians comes
-with a 95 % bootstrap interval (the 30 (target, seed) runs resampled, each keeping its three methods'
-calls): how far a different draw of seeds could move it (two seeds per target proved too few: the
-README gives the history).
+16 random designs first, then UCB μ + √0.25 σ on −ln tolerance ratio); DE is scipy's
+differential_evolution (best1bin, population 5 × 6, Sobol init) maximising the same objective
+(−tolerance ratio); random draws from the same pool. A search that never reaches the target counts
+as its cap. The ratio of medians comes with a 95 % bootstrap interval (the 30 (target, seed) runs
+resampled, each keeping its three methods' calls): how far a different draw of seeds could move it
+(two seeds per target proved too few: the README gives the history).
 
 Dask scaling: a simulator with a fixed 0.5 s per call; on 2 cores that extra time is a sleep, not
 CPU work (four CPU-bound workers could not run four times faster on two cores). Evaluations per

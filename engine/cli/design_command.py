@@ -42,8 +42,8 @@ def design(
     The file gives a target (a spectrum file, "a peak at E eV of width w", a known structure, or a
     scalariser to maximise), a design space (parametric clusters: arrangement, number, radius, gap,
     material, doping; or a trained structure VAE's latent space), the coupled-dipole simulator's
-    range, and a budget. Bayesian optimisation (a GP on the design coordinates, log-EI, asynchronous
-    batches: a new design whenever a worker is free) runs first, then random search and scipy's
+    range, and a budget. Bayesian optimisation (a GP on the decoded design, UCB with a small fixed β
+    by default, asynchronous batches: a new design whenever a worker is free) runs first, then random search and scipy's
     differential evolution with the same budget and simulator. Structures, spectra and decisions
     stream into runs/<name>-<timestamp>.zarr; the figure next to it shows convergence, the best
     structures and their spectra against the target. Evaluations run inline, on threads, on a pool of
