@@ -45,7 +45,7 @@ def design(
     range, and a budget. Bayesian optimisation (a GP on the decoded design, UCB with a small fixed β
     by default, asynchronous batches: a new design whenever a worker is free) runs first, then random search and scipy's
     differential evolution with the same budget and simulator. Structures, spectra and decisions
-    stream into runs/<name>-<timestamp>.zarr; the figure next to it shows convergence, the best
+    stream into `runs/<name>-<timestamp>.zarr`; the figure next to it shows convergence, the best
     structures and their spectra against the target. Evaluations run inline, on threads, on a pool of
     `dualscope serve design-cda` processes over ZeroMQ, or on Dask (--scheduler, or a LocalCluster of
     --workers processes on loopback). A worker that dies mid-evaluation costs a re-submission, recorded

@@ -52,6 +52,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 out = Console()
 out_console = out
@@ -165,7 +166,7 @@ def demo(
     The simulator runs in its own process, served over ZeroMQ on a random loopback port; the
     dualvae-bo policy (dual VAE pre-trained on the HAADF image, a GP on its latent and the probe
     position, log expected improvement of the 0.7-0.9 eV plasmon band, refits on a background
-    thread) measures 200 spectra, writes runs/demo-<timestamp>.zarr and stops the server. A random
+    thread) measures 200 spectra, writes `runs/demo-<timestamp>.zarr` and stops the server. A random
     campaign with the same budget then runs on the same twin in-process (runs/demo-random-*.zarr),
     and the figure next to the first run shows, from the twin's noise-free spectra, how fast each
     found the top 1 % of locations. The configuration is examples/demo.toml.
@@ -689,7 +690,7 @@ def explore(
         typer.Option("--method", "-m", help="band, pca, nmf, vae, label, separated (repeatable; default all)."),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: RUN.explore next to a run, else explore/<name>).")
+        Path | None, typer.Option(help="Output folder (default: RUN.explore next to a run, else `explore/<name>`).")
     ] = None,
     band: Annotated[
         str, typer.Option(help="Band map window LOW:HIGH in the spectral units (default: middle third).")
@@ -749,7 +750,7 @@ def train(
         Path, typer.Argument(metavar="DATASET", help="A `dualscope simulate` dataset or a run (.zarr).")
     ],
     model: Annotated[str, typer.Option(help="dualvae, im2spec or spec2im.")] = "dualvae",
-    out: Annotated[Path | None, typer.Option(help="Checkpoint directory (default: DATASET-<model>/).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Checkpoint directory (default: `DATASET-<model>/`).")] = None,
     steps: Annotated[int, typer.Option(help="Optimiser steps.", min=1)] = 1500,
     latent: Annotated[int, typer.Option(help="Latent dimension.", min=1)] = 8,
     beta: Annotated[float, typer.Option(help="KL weight.")] = 0.01,
