@@ -165,9 +165,7 @@ def _running(cfg: Path, *status_args: str) -> Iterator[tuple[subprocess.Popen[st
     proc = subprocess.Popen([*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     try:
-        t0 = time.monotonic()
-        while not list(cfg.parent.glob("ctrlc-*.zarr")) and time.monotonic() - t0 < 60:
-            time.sleep(0.2)
+        _wait(lambda: any(cfg.parent.glob("ctrlc-*.zarr")), 60)
         run_path = next(cfg.parent.glob("ctrlc-*.zarr"))
         _wait(lambda: _cli("ctl", str(run_path), "status", *status_args).returncode == 0, 60)
         yield proc, run_path
