@@ -43,6 +43,6 @@ clean:
 # many more hypothesis cases against the wire format and a live server than `make test` runs,
 # then coverage-guided atheris runs against the decoder (corpus and dictionary in build/)
 fuzz: $(STAMP)
-	DUALSCOPE_FUZZ_EXAMPLES=20000 $(PY) -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
+	DUALSCOPE_FUZZ_EXAMPLES=20000 $(PY) -m pytest -q tests/instruments/test_fuzz.py --hypothesis-show-statistics
 	$(PY) -m pip install -q -e '.[fuzz]'
-	$(PY) tests/fuzz_wire_atheris.py -atheris_runs=3000000 build/fuzz-corpus
+	$(PY) tests/instruments/fuzz_wire_atheris.py -atheris_runs=3000000 build/fuzz-corpus

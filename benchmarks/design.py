@@ -25,15 +25,19 @@ import numpy as np
 from scipy.stats import qmc
 
 from benchmarks.common import Record, machine
-from engine.bo_policy import BOPolicy, PositionFeatures, ScalarBO
 from engine.candidates import CandidateSet
-from engine.dask_executor import DaskExecutor, dask_client
-from engine.design_baselines import differential_evolution_search
-from engine.design_config import OptimiserSection
-from engine.design_loop import DesignHistory, InlineExecutor, run_design
-from engine.design_target import DesignTarget, TargetTolerance
-from engine.policies import RandomPolicy
-from engine.trainer import InlineTrainer
+from engine.design import (
+    DaskExecutor,
+    DesignHistory,
+    DesignTarget,
+    InlineExecutor,
+    OptimiserSection,
+    TargetTolerance,
+    dask_client,
+    differential_evolution_search,
+    run_design,
+)
+from engine.policy import BOPolicy, InlineTrainer, PositionFeatures, RandomPolicy, ScalarBO
 from simulators.design_sim import ClusterSimOptions, ClusterSimulator
 from simulators.design_space import ClusterDesign
 

@@ -33,10 +33,10 @@ from numpy.typing import NDArray
 
 from benchmarks.common import RESULTS, Record, machine
 from engine.candidates import CandidateSet
-from engine.cli.wiring import build_policy
 from engine.config import PolicySection, ScalariserSection
-from engine.discovery import measurements_to, recall_curve, top_set
 from engine.errors import ConfigError
+from engine.policy import build_policy
+from engine.report import measurements_to, recall_curve, top_set
 from engine.types import Image, SpectralAxis
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -66,7 +66,7 @@ class Truth:
 
 
 def _with_values(truth: Truth) -> Truth:
-    from engine.cli.wiring import build_scalariser
+    from engine.policy import build_scalariser
 
     values = build_scalariser(truth.scalariser, truth.axis)(truth.spectra, truth.axis.values())
     return replace(truth, values=np.asarray(values, dtype=np.float64))
@@ -99,7 +99,7 @@ def stem_twin_truth(seed: int) -> Truth:
 
 
 def _imported(name: str, file: str, scalariser: ScalariserSection, patch_px: int, cap: int) -> Truth:
-    from engine.importers import import_file
+    from engine.io import import_file
 
     si = import_file(DATA / file)
     nx = int(np.unique(si.positions[:, 0]).size)
@@ -133,7 +133,7 @@ def beps_truth() -> Truth:
 
 def campaign(truth: Truth, policy_name: str, seed: int, cap: int, stop_recall: float = 0.5) -> list[int]:
     """Measure with ``policy_name`` until ``stop_recall`` of the top set is found or ``cap``; the order measured."""
-    from engine.trainer import InlineTrainer
+    from engine.policy import InlineTrainer
 
     rng, noise = np.random.default_rng(seed), np.random.default_rng(10_000 + seed)
     cands = CandidateSet(truth.positions.copy(), truth.pixels, truth.grid)

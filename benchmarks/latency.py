@@ -19,12 +19,8 @@ import torch
 from botorch.acquisition.analytic import LogExpectedImprovement
 
 from benchmarks.common import Record, machine
-from engine.acquisition import ACQUISITIONS
-from engine.bo_policy import PositionFeatures, ScalarBO, Snapshot
 from engine.candidates import CandidateSet
-from engine.gp_posterior import fit_gp
-from engine.scalarisers import BandIntegral
-from engine.trainer import ThreadTrainer
+from engine.policy import ACQUISITIONS, BandIntegral, PositionFeatures, ScalarBO, Snapshot, ThreadTrainer, fit_gp
 
 M, N, D = 10_000, 1_000, 4
 

@@ -25,12 +25,11 @@ import numpy as np
 import zmq
 
 from benchmarks.common import Record, machine
-from engine.campaign import Campaign, StepReport
+from engine.campaign import Budget, Campaign, StepReport
 from engine.candidates import CandidateSet
 from engine.cli.spawn import spawned_server
 from engine.clock import SystemClock
-from engine.policies import RasterPolicy
-from engine.stop_rules import Budget
+from engine.policy import RasterPolicy
 from engine.storage import RunWriter, read_run
 from instruments.client import ZmqInstrument
 from simulators.synthetic import SyntheticOptions, synthetic_microscope

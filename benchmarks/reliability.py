@@ -31,13 +31,12 @@ import numpy as np
 import zmq
 
 from benchmarks.common import Record, machine
-from engine.campaign import Campaign
+from engine.campaign import Budget, Campaign
 from engine.candidates import CandidateSet
 from engine.cli.main import main as dualscope
 from engine.clock import SystemClock
-from engine.policies import RandomPolicy
+from engine.policy import RandomPolicy
 from engine.protocols import Recorder
-from engine.stop_rules import Budget
 from engine.storage import RunWriter, read_run
 from instruments.client import ZmqInstrument
 from instruments.local import LocalInstrument

@@ -22,7 +22,7 @@ from benchmarks.common import Record, machine
 from engine.clock import SystemClock
 from engine.decisions import Decision, Proposal, StepTimings
 from engine.storage import RunWriter
-from engine.storage.layout import row_columns, trailing_shape
+from engine.storage._layout import row_columns, trailing_shape
 from engine.types import Measurement
 
 CHANNELS = 1000

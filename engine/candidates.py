@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.errors import ConfigError
 from engine.types import Image, InstrumentDescription
 
 
@@ -20,9 +21,9 @@ class CandidateSet:
 
     def __init__(self, positions: NDArray[np.float64], pixels: NDArray[np.int64], grid_shape: tuple[int, int]):
         if positions.ndim != 2 or pixels.shape != (positions.shape[0], 2):
-            raise ValueError(f"positions (m, d) and pixels (m, 2) disagree: {positions.shape}, {pixels.shape}")
+            raise ConfigError(f"positions (m, d) and pixels (m, 2) disagree: {positions.shape}, {pixels.shape}")
         if grid_shape[0] * grid_shape[1] != positions.shape[0]:
-            raise ValueError(f"grid {grid_shape} does not hold {positions.shape[0]} candidates")
+            raise ConfigError(f"grid {grid_shape} does not hold {positions.shape[0]} candidates")
         self.positions = positions
         self.pixels = pixels
         self.grid_shape = grid_shape
@@ -39,19 +40,19 @@ class CandidateSet:
         instrument's axis limits. Axes are matched by name (``x`` ↔ columns, ``y`` ↔ rows).
         """
         if stride_px < 1 or margin_px < 0:
-            raise ValueError("stride_px must be >= 1 and margin_px >= 0")
+            raise ConfigError("stride_px must be >= 1 and margin_px >= 0")
         h, w = image.data.shape
         rows = np.arange(margin_px, h - margin_px, stride_px)
         cols = np.arange(margin_px, w - margin_px, stride_px)
         if rows.size == 0 or cols.size == 0:
-            raise ValueError(f"no candidates: image {h}x{w} px, stride {stride_px}, margin {margin_px}")
+            raise ConfigError(f"no candidates: image {h}x{w} px, stride {stride_px}, margin {margin_px}")
         rr, cc = np.meshgrid(rows, cols, indexing="ij")
         pixels = np.stack([rr.ravel(), cc.ravel()], axis=1).astype(np.int64)
         y, x = image.coords()
         by_name = {"x": x[pixels[:, 1]], "y": y[pixels[:, 0]]}
         missing = [a.name for a in description.axes if a.name not in by_name]
         if missing:
-            raise ValueError(f"cannot place image-grid candidates on axes {missing}; only 'x' and 'y' map to pixels")
+            raise ConfigError(f"cannot place image-grid candidates on axes {missing}; only 'x' and 'y' map to pixels")
         positions = np.stack([by_name[a.name] for a in description.axes], axis=1)
         lows = np.array([a.low for a in description.axes])
         highs = np.array([a.high for a in description.axes])

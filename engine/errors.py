@@ -14,7 +14,7 @@ class DualscopeError(Exception):
     """Base class of every error dualscope raises on purpose."""
 
 
-class ConfigError(DualscopeError):
+class ConfigError(DualscopeError, ValueError):
     """A configuration file or option is invalid; the message names the key."""
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Polygon:
@@ -32,7 +34,7 @@ class Polygon:
     def __post_init__(self) -> None:
         v = np.asarray(self.vertices, dtype=np.float64)
         if v.ndim != 2 or v.shape[1] != 2 or v.shape[0] < 3 or not np.isfinite(v).all():
-            raise ValueError(f"a forbidden region needs at least 3 finite (x, y) vertices, got shape {v.shape}")
+            raise ConfigError(f"a forbidden region needs at least 3 finite (x, y) vertices, got shape {v.shape}")
         object.__setattr__(self, "vertices", v)
 
     def contains(self, points: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -65,7 +67,7 @@ class DoseBudget:
 
     def __post_init__(self) -> None:
         if min(self.budget_e_per_nm2, self.electrons_per_measurement, self.probe_radius_nm, self.cell_nm) <= 0:
-            raise ValueError("dose budget, electrons per measurement, probe radius and cell size must all be > 0")
+            raise ConfigError("dose budget, electrons per measurement, probe radius and cell size must all be > 0")
 
     @property
     def per_dwell_e_per_nm2(self) -> float:
@@ -129,14 +131,14 @@ class SafetyLimits:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.soft_limits) - set(self.axes))
         if unknown:
-            raise ValueError(f"soft limits for unknown axes {unknown}; this instrument has {list(self.axes)}")
+            raise ConfigError(f"soft limits for unknown axes {unknown}; this instrument has {list(self.axes)}")
         for axis, (low, high) in self.soft_limits.items():
             if not low < high:
-                raise ValueError(f"soft limits of {axis!r}: low {low} must be below high {high}")
+                raise ConfigError(f"soft limits of {axis!r}: low {low} must be below high {high}")
         if self.max_step is not None and self.max_step <= 0:
-            raise ValueError("max_step must be > 0")
+            raise ConfigError("max_step must be > 0")
         if (self.forbidden or self.dose is not None) and not {"x", "y"} <= set(self.axes):
-            raise ValueError("forbidden regions and dose budgets need axes named 'x' and 'y'")
+            raise ConfigError("forbidden regions and dose budgets need axes named 'x' and 'y'")
 
     def _xy(self, positions: NDArray[np.float64]) -> NDArray[np.float64]:
         return positions[:, [list(self.axes).index("x"), list(self.axes).index("y")]]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.errors import ConfigError
 from engine.types import Axis, Image, SpectralAxis
 
 
@@ -41,12 +42,12 @@ class SpectrumImage:
     def __post_init__(self) -> None:
         m = self.positions.shape[0]
         if self.positions.shape != (m, 2) or self.spectra.shape != (m, self.spectral_axis.size):
-            raise ValueError(
+            raise ConfigError(
                 f"{self.source}: positions {self.positions.shape} and spectra {self.spectra.shape} "
                 f"do not match {self.spectral_axis.size} channels"
             )
         if m == 0:
-            raise ValueError(f"{self.source}: no spectra")
+            raise ConfigError(f"{self.source}: no spectra")
 
     def spacing(self) -> float:
         """Typical distance between neighbouring recorded positions (median nearest-neighbour distance)."""

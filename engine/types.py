@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.errors import BadRequest, InvalidSpectrum, OutOfLimits
+from engine.errors import BadRequest, ConfigError, InvalidSpectrum, OutOfLimits
 
 JSON = Any
 """A value that survives ``json.dumps``/``json.loads`` unchanged."""
@@ -40,7 +40,7 @@ class Axis:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
-            raise ValueError(f"axis {self.name!r}: need finite low < high, got {self.low}, {self.high}")
+            raise ConfigError(f"axis {self.name!r}: need finite low < high, got {self.low}, {self.high}")
 
     def to_json(self) -> dict[str, JSON]:
         """Plain JSON form of this axis."""
@@ -77,9 +77,9 @@ class SpectralAxis:
 
     def __post_init__(self) -> None:
         if self.size < 1 or self.scale == 0 or not math.isfinite(self.scale):
-            raise ValueError(f"spectral axis {self.name!r}: need size >= 1 and finite scale != 0")
+            raise ConfigError(f"spectral axis {self.name!r}: need size >= 1 and finite scale != 0")
         if self.points and len(self.points) != self.size:
-            raise ValueError(f"spectral axis {self.name!r}: {len(self.points)} points for {self.size} channels")
+            raise ConfigError(f"spectral axis {self.name!r}: {len(self.points)} points for {self.size} channels")
 
     def values(self) -> NDArray[np.float64]:
         """Channel values, shape ``(c,)``, in ``units``."""
@@ -229,7 +229,7 @@ class Image:
 
     def __post_init__(self) -> None:
         if self.data.ndim != 2:
-            raise ValueError(f"image data must be 2-D (h, w), got shape {self.data.shape}")
+            raise ConfigError(f"image data must be 2-D (h, w), got shape {self.data.shape}")
 
     def coords(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Pixel-centre coordinates ``(y (h,), x (w,))`` in the axes' units."""

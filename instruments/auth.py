@@ -183,10 +183,9 @@ class ServerAuth:
 
         ``names`` says how the caller calls the two (e.g. "--authorised-keys and --server-key").
         """
-        if authorised_keys is None and key is None:
+        if not _both_or_neither(authorised_keys, key, names):
             return None
-        if authorised_keys is None or key is None:
-            raise ConfigError(f"{names} go together: give both or neither")
+        assert authorised_keys is not None and key is not None
         return cls(KeyPair.load(key), AuthorisedKeys.load(authorised_keys))
 
     def secure(self, socket: zmq.Socket[Any]) -> None:
@@ -202,6 +201,17 @@ class ClientAuth:
 
     client: KeyPair
     server_public: str
+
+    @classmethod
+    def from_files(cls, client_key: Path | None, server_key: Path | None, names: str) -> ClientAuth | None:
+        """From this client's ``.key_secret`` and the server's public ``.key`` (both or neither: ``None``).
+
+        ``names`` says how the caller calls the two (e.g. "--client-key and --server-key").
+        """
+        if not _both_or_neither(client_key, server_key, names):
+            return None
+        assert client_key is not None and server_key is not None
+        return cls(KeyPair.load(client_key), KeyPair.load(server_key).public)
 
     def secure(self, socket: zmq.Socket[Any]) -> None:
         """Make ``socket`` a CURVE client of the server (before it connects)."""
@@ -258,3 +268,12 @@ class ZapHandler:
         self._stop.set()
         self._thread.join(timeout=5)
         self._socket.close(linger=0)
+
+
+def _both_or_neither(first: Path | None, second: Path | None, names: str) -> bool:
+    """True when both key files are given, False when neither; a ConfigError naming ``names`` otherwise."""
+    if first is None and second is None:
+        return False
+    if first is None or second is None:
+        raise ConfigError(f"{names} go together: give both or neither")
+    return True

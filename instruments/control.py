@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import zmq
 
+from engine.campaign import OperatorControl
 from engine.errors import INSTRUMENT_ERRORS, BadRequest, DeviceFault, InstrumentError, InstrumentTimeout, Unauthorised
-from engine.operator import OperatorControl
 from engine.types import InstrumentDescription
 from instruments import messages
 from instruments.auth import ClientAuth, ServerAuth, ZapHandler

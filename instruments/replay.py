@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.errors import AcquisitionAborted, BadRequest, NoRecordedData, OutOfLimits
+from engine.errors import AcquisitionAborted, BadRequest, ConfigError, NoRecordedData, OutOfLimits
 from engine.protocols import Clock
 from engine.spectrum_image import SpectrumImage
 from engine.types import JSON, Image, InstrumentDescription, SpectrumBatch
@@ -42,7 +42,7 @@ class ReplayDriver:
         noise: str = "none",
     ):
         if noise not in ("none", "poisson"):
-            raise ValueError(f"noise must be 'none' or 'poisson', got {noise!r}")
+            raise ConfigError(f"noise must be 'none' or 'poisson', got {noise!r}")
         self.data, self._clock, self._rng, self.noise = data, clock, rng, noise
         if tolerance is None:
             span = max(a.high - a.low for a in data.axes)

@@ -19,7 +19,7 @@ import numpy as np
 import zmq
 from numpy.typing import NDArray
 
-from engine.design_loop import Outcome
+from engine.design import Outcome
 from engine.errors import InstrumentConnectionError, InstrumentError, InstrumentTimeout
 from instruments.client import ZmqInstrument
 

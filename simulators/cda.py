@@ -42,6 +42,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
+from engine.errors import ConfigError
 from simulators.mie import mie_dipole_polarisability
 
 HC_EV_NM = 1239.841984
@@ -72,13 +73,13 @@ class Cluster:
     def __post_init__(self) -> None:
         n = self.radii_nm.shape[0]
         if self.positions_nm.shape != (n, 3) or len(self.materials) != n:
-            raise ValueError(f"{n} radii need positions (N, 3) and N materials")
+            raise ConfigError(f"{n} radii need positions (N, 3) and N materials")
         if n > 1:
             d = np.linalg.norm(self.positions_nm[:, None] - self.positions_nm[None], axis=-1)
             gap = d - self.radii_nm[:, None] - self.radii_nm[None]
             np.fill_diagonal(gap, np.inf)
             if gap.min() < 0:
-                raise ValueError(f"spheres overlap (smallest gap {gap.min():.3g} nm)")
+                raise ConfigError(f"spheres overlap (smallest gap {gap.min():.3g} nm)")
 
     @property
     def n(self) -> int:
@@ -107,7 +108,7 @@ def polarisability(
         return np.asarray(a0 / (1 - k**2 * a0 / radius_nm - 2j / 3 * k**3 * a0), dtype=np.complex128)
     if form == "mie":
         return mie_dipole_polarisability(radius_nm, eps, energy_ev, float(np.sqrt(eps_medium)))
-    raise ValueError(f"unknown polarisability form {form!r}; choose mie, mlwa or static")
+    raise ConfigError(f"unknown polarisability form {form!r}; choose mie, mlwa or static")
 
 
 def cluster_polarisabilities(
@@ -180,7 +181,7 @@ def optical_cross_sections(
     d = np.asarray(direction, dtype=np.float64)
     e = np.asarray(polarisation, dtype=np.complex128)
     if abs(np.dot(d, e.real)) > 1e-9:
-        raise ValueError("polarisation must be perpendicular to the propagation direction")
+        raise ConfigError("polarisation must be perpendicular to the propagation direction")
     k = wavenumber(energy_ev, cluster.eps_medium)
     alpha = cluster_polarisabilities(cluster, energy_ev, form)
     field = plane_wave(cluster.positions_nm, k, d / np.linalg.norm(d), e / np.linalg.norm(e))
@@ -297,7 +298,7 @@ class EelsModel:
         dtype: type[np.floating] = np.float32,
     ):
         if cluster.eps_medium != 1.0:
-            raise ValueError("EELS is modelled in vacuum (eps_medium = 1): the beam travels through the medium")
+            raise ConfigError("EELS is modelled in vacuum (eps_medium = 1): the beam travels through the medium")
         self.cluster, self.energy_ev, self.beam_energy_kev = cluster, np.asarray(energy_ev, float), beam_energy_kev
         self.clearance_nm = clearance_nm
         z = cluster.positions_nm[:, 2]

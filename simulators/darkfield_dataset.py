@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from engine.errors import ConfigError
 from simulators.darkfield import DarkFieldBatch, DarkFieldOptions, darkfield_batch, spectral_axis
 
 
@@ -38,7 +39,7 @@ def write_darkfield_dataset(
     ``centres_nm (n, k, 3)`` and ``radii_nm (n, k)`` NaN-padded, and ``photon_energy (c,)`` eV.
     """
     if n < 1:
-        raise ValueError("n must be >= 1")
+        raise ConfigError("n must be >= 1")
     if out.exists():
         raise FileExistsError(f"{out} exists; choose a new output path")
     axis = spectral_axis(options)

@@ -25,9 +25,9 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.design import spheres_of
 from engine.errors import AcquisitionAborted, BadRequest, ConfigError
 from engine.protocols import Clock
-from engine.spheres import spheres_of
 from engine.types import JSON, Axis, Image, InstrumentDescription, SpectralAxis, SpectrumBatch
 from simulators.cda import Cluster, dark_field_spectrum
 from simulators.design_space import ARRANGEMENTS, ClusterSpace
@@ -65,12 +65,12 @@ class ClusterSimOptions(BaseModel):
             ("energy", self.energy_min_ev, self.energy_max_ev),
         ):
             if hi < lo:
-                raise ValueError(f"{name}: the maximum {hi:g} is below the minimum {lo:g}")
+                raise ConfigError(f"{name}: the maximum {hi:g} is below the minimum {lo:g}")
         unknown = [a for a in self.arrangements if a not in ARRANGEMENTS] + [
             m for m in self.materials if m != "ITO" and m not in MATERIALS
         ]
         if unknown:
-            raise ValueError(f"unknown arrangement or material {unknown}; arrangements {ARRANGEMENTS}, "
+            raise ConfigError(f"unknown arrangement or material {unknown}; arrangements {ARRANGEMENTS}, "
                              f"materials ITO, {', '.join(sorted(MATERIALS))}")  # fmt: skip
         return ClusterSpace(
             n_range=(self.n_min, self.n_max),
@@ -129,7 +129,7 @@ class GeometrySimulator:
             self.sleep(self.options.delay_s)
         xy, radii = spheres_of(geometry)
         if radii.size == 0:
-            raise ValueError("the structure holds no particle")
+            raise ConfigError("the structure holds no particle")
         eps = ito(0.1) if self.material == "ITO" else MATERIALS[self.material]
         centres = np.column_stack([xy, np.zeros(radii.size)])
         cluster = Cluster(centres, radii, [eps] * radii.size, self.options.n_medium**2)

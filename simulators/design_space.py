@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.errors import ConfigError
 from simulators.cda import Cluster, Dielectric, dark_field_spectrum
 from simulators.dielectric import MATERIALS, ito
 
@@ -48,9 +49,9 @@ class ClusterDesign:
 
     def __post_init__(self) -> None:
         if self.arrangement not in ARRANGEMENTS:
-            raise ValueError(f"unknown arrangement {self.arrangement!r}; choose {', '.join(ARRANGEMENTS)}")
+            raise ConfigError(f"unknown arrangement {self.arrangement!r}; choose {', '.join(ARRANGEMENTS)}")
         if self.n < 1 or self.radius_nm <= 0 or self.gap_nm <= 0:
-            raise ValueError(f"need n >= 1, radius > 0 and gap > 0, got {self.n}, {self.radius_nm}, {self.gap_nm}")
+            raise ConfigError(f"need n >= 1, radius > 0 and gap > 0, got {self.n}, {self.radius_nm}, {self.gap_nm}")
 
     def centres_nm(self) -> NDArray[np.float64]:
         """Sphere centres ``(n, 3)`` in the z = 0 plane, centred on the origin."""
@@ -142,7 +143,7 @@ class ClusterSpace:
         """The design at ``u (6,)`` in ``[0, 1]``; values outside are clipped."""
         v = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
         if v.shape != (self.dim,):
-            raise ValueError(f"a design is a point of [0, 1]^{self.dim}, got shape {v.shape}")
+            raise ConfigError(f"a design is a point of [0, 1]^{self.dim}, got shape {v.shape}")
         return ClusterDesign(
             arrangement=self.arrangements[min(int(v[0] * len(self.arrangements)), len(self.arrangements) - 1)],
             n=round(self.n_range[0] + v[1] * (self.n_range[1] - self.n_range[0])),

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from engine.errors import ConfigError
+
 HBAR_EV_S = 6.582119569e-16
 ELECTRON_CHARGE_C = 1.602176634e-19
 ELECTRON_MASS_KG = 9.1093837015e-31
@@ -101,7 +103,7 @@ def plasma_energy_ev(carrier_density_cm3: float, effective_mass: float) -> float
 def ito_carrier_density_cm3(sn_fraction: float, activation: float = 0.3) -> float:
     """Free electrons per cm³ when a fraction ``sn_fraction`` of In sites hold Sn, ``activation`` of them ionised."""
     if not 0 <= sn_fraction <= 0.3 or not 0 < activation <= 1:
-        raise ValueError("sn_fraction must be in [0, 0.3] and activation in (0, 1]")
+        raise ConfigError("sn_fraction must be in [0, 0.3] and activation in (0, 1]")
     return sn_fraction * activation * IN2O3_INDIUM_PER_CM3
 
 

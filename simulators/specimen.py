@@ -34,6 +34,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage, special
 
+from engine.errors import ConfigError
+
 HBAR_EV_S = 6.582119569e-16
 C_M_S = 299_792_458.0
 ELECTRON_REST_KEV = 510.99895
@@ -87,7 +89,7 @@ def generate_specimen(
         max_tries: placement attempts before giving up on the coverage.
     """
     if not 0 < coverage < 0.5:
-        raise ValueError("coverage must be in (0, 0.5)")
+        raise ConfigError("coverage must be in (0, 0.5)")
     centres: list[NDArray[np.float64]] = []
     radii: list[float] = []
     area, target = 0.0, coverage * field_of_view_nm**2
@@ -113,7 +115,7 @@ def generate_specimen(
         radii.append(r)
         area += np.pi * r * r
     if not centres:
-        raise ValueError("could not place any particle; check the field of view and radii")
+        raise ConfigError("could not place any particle; check the field of view and radii")
     return Specimen(np.asarray(centres), np.asarray(radii), field_of_view_nm)
 
 

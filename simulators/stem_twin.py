@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from engine.errors import ConfigError
 from engine.protocols import Clock
 from engine.types import SpectralAxis
 from simulators.cda import Cluster, EelsModel
@@ -82,7 +83,7 @@ def twin_specimen(options: StemTwinOptions, rng: np.random.Generator) -> tuple[M
 def stem_twin(options: StemTwinOptions, clock: Clock) -> SimulatedStem:
     """Build the twin: specimen from ``options.seed``, CDA solved once, spectra on demand."""
     if options.energy_max_ev <= options.energy_min_ev or options.sn_max < options.sn_min:
-        raise ValueError("need energy_min_ev < energy_max_ev and sn_min <= sn_max")
+        raise ConfigError("need energy_min_ev < energy_max_ev and sn_min <= sn_max")
     rng = np.random.default_rng(options.seed)
     layer, sn = twin_specimen(options, rng)
     scale = (options.energy_max_ev - options.energy_min_ev) / options.n_channels

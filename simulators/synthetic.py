@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.errors import ConfigError
 from engine.protocols import Clock
 from engine.types import SpectralAxis
 from simulators.specimen import LossModel, generate_specimen, haadf_image
@@ -35,7 +36,7 @@ class SyntheticOptions(BaseModel):
 def synthetic_microscope(options: SyntheticOptions, clock: Clock) -> SimulatedStem:
     """Generate the specimen from ``options.seed`` and build the simulated STEM."""
     if options.energy_max_ev <= options.energy_min_ev:
-        raise ValueError("energy_max_ev must exceed energy_min_ev")
+        raise ConfigError("energy_max_ev must exceed energy_min_ev")
     rng = np.random.default_rng(options.seed)
     specimen = generate_specimen(
         rng,

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pytest
 import zmq
 
@@ -117,10 +116,3 @@ def serve(zmq_context: zmq.Context[Any]) -> Iterator[Any]:
     yield start
     for srv in servers:
         srv.close()
-
-
-def positions_in(desc: Any, n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    lows = np.array([a.low for a in desc.axes])
-    highs = np.array([a.high for a in desc.axes])
-    return lows + rng.random((n, len(desc.axes))) * (highs - lows)

@@ -8,16 +8,12 @@ from typing import Annotated, Any
 
 import typer
 import zmq
-from rich.console import Console
-from rich.markup import escape
 
-from engine.errors import ConfigError, DualscopeError, RunStorageError
+from engine.cli.console import fail, out
+from engine.errors import ConfigError, RunStorageError
 from engine.storage import read_run
 from instruments.auth import ClientAuth, KeyPair
 from instruments.control import COMMANDS, send_control
-
-out = Console()
-err = Console(stderr=True)
 
 
 def ctl(
@@ -58,11 +54,9 @@ def ctl(
     any listed role, every other command the operator role, and the key's name is what is recorded.
     """
     if command not in COMMANDS:
-        err.print(f"[red]error:[/] unknown command {command!r}; use {', '.join(COMMANDS)}")
-        raise typer.Exit(2)
+        fail(f"unknown command {command!r}; use {', '.join(COMMANDS)}")
     if (command in ("inject", "edit")) != bool(position):
-        err.print("[red]error:[/] inject and edit need a position (one number per axis); other commands take none")
-        raise typer.Exit(2)
+        fail("inject and edit need a position (one number per axis); other commands take none")
     context: zmq.Context[Any] = zmq.Context()
     try:
         attrs = read_run(run).attrs
@@ -72,9 +66,6 @@ def ctl(
         auth = _auth(key, public)
         name = auth.client.name if auth is not None else who or getpass.getuser()
         status = send_control(str(endpoint), command, name, context, position=position, timeout_s=timeout_s, auth=auth)
-    except DualscopeError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
     finally:
         context.destroy(linger=0)
     state = "stopping" if status.get("stopping") else "paused" if status.get("paused") else "running"

@@ -6,14 +6,16 @@ over ZeroMQ and never saw these spectra.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.cli.wiring import build_scalariser
 from engine.config import RunConfig
-from engine.discovery import recall_curve, top_set
+from engine.policy import build_scalariser
 from engine.protocols import Clock
-from engine.storage.reader import RunData
+from engine.report import recall_curve, top_set
+from engine.storage import RunData
 from simulators.stem_twin import StemTwinOptions, stem_twin
 
 
@@ -39,3 +41,26 @@ def twin_discovery(
     top = top_set(np.asarray(values, dtype=np.float64), fraction)
     curves = {label: recall_curve(run.columns["candidate_index"], top) for label, run in runs.items()}
     return curves, int(top.size)
+
+
+def demo_configs(base: RunConfig, budget: int, output_dir: Path) -> tuple[RunConfig, RunConfig]:
+    """The demo's campaign (``base`` with the budget and output folder) and its random baseline.
+
+    The baseline measures the same twin in-process with no dwell, with the same budget and seed.
+    """
+    config = base.model_copy(
+        update={
+            "run": base.run.model_copy(update={"output_dir": output_dir, "figure": False}),
+            "stop": base.stop.model_copy(update={"budget": budget}),
+        }
+    )
+    baseline = config.model_copy(
+        update={
+            "run": config.run.model_copy(update={"name": "demo-random"}),
+            "instrument": config.instrument.model_copy(
+                update={"mode": "local", "options": {**config.instrument.options, "acquisition_time_s": 0.0}}
+            ),
+            "policy": config.policy.model_copy(update={"name": "random"}),
+        }
+    )
+    return config, baseline

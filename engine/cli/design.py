@@ -19,23 +19,43 @@ import zmq
 from numpy.typing import NDArray
 from scipy.stats import qmc
 
-from engine.bo_policy import BOPolicy, PositionFeatures, ScalarBO
 from engine.candidates import CandidateSet
 from engine.cli.spawn import spawned_server
-from engine.cli.wiring import build_scalariser, new_run_path
 from engine.config import validate_model
-from engine.design_baselines import DE_NAME, differential_evolution_search
-from engine.design_config import DesignConfig, TargetSection
-from engine.design_loop import DesignHistory, DesignLog, Executor, InlineExecutor, Simulate, ThreadExecutor, run_design
-from engine.design_report import Geometry, SearchSummary, design_figure, summarise
-from engine.design_target import DesignTarget, TargetTolerance, load_target_file, peak_target
+from engine.design import (
+    DE_NAME,
+    DesignConfig,
+    DesignHistory,
+    DesignLog,
+    DesignTarget,
+    Executor,
+    Geometry,
+    InlineExecutor,
+    SearchSummary,
+    Simulate,
+    TargetSection,
+    TargetTolerance,
+    ThreadExecutor,
+    design_figure,
+    differential_evolution_search,
+    load_target_file,
+    peak_target,
+    run_design,
+    spheres_of,
+    summarise,
+)
 from engine.errors import ConfigError
-from engine.policies import RandomPolicy
+from engine.policy import (
+    BOPolicy,
+    InlineTrainer,
+    PositionFeatures,
+    RandomPolicy,
+    ScalarBO,
+    Scalariser,
+    build_scalariser,
+)
 from engine.protocols import Clock
-from engine.scalarisers import Scalariser
-from engine.spheres import spheres_of
-from engine.storage import RunWriter
-from engine.trainer import InlineTrainer
+from engine.storage import RunWriter, new_run_path
 from engine.types import Axis, InstrumentDescription
 from simulators.design_sim import ClusterSimOptions, ClusterSimulator, GeometrySimulator
 from simulators.design_space import ClusterDesign
@@ -200,7 +220,7 @@ def open_executor(config: DesignConfig, problem: DesignProblem, context: zmq.Con
             executor.close()
         return
     if section.kind == "dask":
-        from engine.dask_executor import DaskExecutor, dask_client
+        from engine.design import DaskExecutor, dask_client
 
         with dask_client(section.scheduler or None, section.workers) as client:
             executor = DaskExecutor(client, problem.simulate)

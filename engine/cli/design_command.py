@@ -7,19 +7,13 @@ from typing import Annotated, Any
 
 import typer
 import zmq
-from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from engine.cli.console import out
 from engine.clock import SystemClock
 from engine.config import validate_model
-from engine.design_config import DesignConfig, load_design_config
-from engine.design_loop import DesignHistory
-from engine.errors import DualscopeError
-
-out = Console()
-err = Console(stderr=True)
+from engine.design import DesignConfig, DesignHistory, load_design_config
 
 
 def design(
@@ -51,13 +45,8 @@ def design(
     --workers processes on loopback). A worker that dies mid-evaluation costs a re-submission, recorded
     in the run, never the campaign.
     """
-    try:
-        config, text = load_design_config(config_path)
-        config = _override(config, executor, workers, scheduler, budget)
-        _run(config, text)
-    except DualscopeError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+    config, text = load_design_config(config_path)
+    _run(_override(config, executor, workers, scheduler, budget), text)
 
 
 def _override(
@@ -134,8 +123,8 @@ def _run(config: DesignConfig, text: str) -> None:
 def _load_latent(config: DesignConfig) -> Any:
     import torch
 
-    from engine.checkpoints import load_surrogate
-    from engine.latent_design import LatentDesignSpace
+    from engine.design import LatentDesignSpace
+    from engine.io import load_surrogate
     from simulators.particles import detect_spheres
 
     assert config.space.checkpoint is not None

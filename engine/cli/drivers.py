@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.config import validate_model
 from engine.errors import ConfigError
-from engine.importers import import_file
+from engine.io import import_file
 from engine.protocols import Clock
 from instruments.driver import Driver
 from instruments.drivers.nion_options import NionOptions

@@ -6,14 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from engine.errors import DualscopeError
+from engine.cli.console import out
+from engine.errors import ConfigError
 from instruments.auth import ROLES, AuthorisedKeys, KeyPair
-
-out = Console()
-err = Console(stderr=True)
 
 keys_app = typer.Typer(
     help=(
@@ -40,16 +36,12 @@ def new(
     A server needs its own pair (`keys new scope --role operator`) and reads the clients' public
     keys from an authorised-keys file, one `ROLE NAME PUBLIC_KEY` line each (--authorised appends).
     """
-    try:
-        pair = KeyPair.new(name, role)
-        if authorised is not None and authorised.exists():
-            known = AuthorisedKeys.parse(authorised.read_text(encoding="utf-8").splitlines(), str(authorised))
-            if pair.name in {k.name for k in known.by_public.values()}:
-                raise DualscopeError(f"{authorised} already lists a key called {name!r}; choose another name")
-        public_path, secret_path = pair.save(directory)
-    except DualscopeError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+    pair = KeyPair.new(name, role)
+    if authorised is not None and authorised.exists():
+        known = AuthorisedKeys.parse(authorised.read_text(encoding="utf-8").splitlines(), str(authorised))
+        if pair.name in {k.name for k in known.by_public.values()}:
+            raise ConfigError(f"{authorised} already lists a key called {name!r}; choose another name")
+    public_path, secret_path = pair.save(directory)
     out.print(f"public key:  {public_path}")
     out.print(f"secret key:  {secret_path} (keep it private)")
     if authorised is not None:

@@ -7,16 +7,12 @@ from typing import Annotated, Any
 
 import typer
 import zmq
-from rich.console import Console
 from rich.markup import escape
 
-from engine.cli.wiring import client_auth
+from engine.cli.console import fail, out
 from engine.config import SafetyFile, load_model
-from engine.errors import DualscopeError
+from instruments.auth import ClientAuth
 from instruments.client import ZmqInstrument
-
-out = Console()
-err = Console(stderr=True)
 
 
 def limits(
@@ -39,17 +35,13 @@ def limits(
     operator role; the change is logged by the server.
     """
     if (file is None) == (not clear):
-        err.print("[red]error:[/] give a FILE with a safety table, or --clear (not both)")
-        raise typer.Exit(2)
+        fail("give a FILE with a safety table, or --clear (not both)")
     context: zmq.Context[Any] = zmq.Context()
     try:
         table = {} if file is None else load_model(file, SafetyFile)[0].safety.model_dump(mode="json")
-        auth = client_auth(client_key, server_key)
+        auth = ClientAuth.from_files(client_key, server_key, "--client-key and --server-key")
         with ZmqInstrument(endpoint, context, timeout_s=timeout_s, retries=0, auth=auth) as server:
             answer = server.set_limits(table)
-    except DualscopeError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
     finally:
         context.destroy(linger=0)
     now = answer.get("safety") or "none"

@@ -3,33 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zmq
 
-from engine.bo_policy import BOPolicy
-from engine.campaign import StepReport
-from engine.checkpoints import load_feature_checkpoint
-from engine.cli.wiring import (
-    CampaignParts,
-    RunOutcome,
-    build_campaign,
-    build_policy,
-    instance_of,
-    make_trainer,
-    run_to_close,
-)
-from engine.config import RunConfig
-from engine.dualvae_policy import DualVAEFeatures
+from engine.campaign import OperatorStop, StepReport, apply_plan, plan_resume, reconcile
+from engine.cli.wiring import CampaignParts, RunOutcome, build_campaign, instance_of, run_to_close
+from engine.config import RunConfig, parse_config
 from engine.errors import ResumeError
+from engine.io import load_feature_checkpoint
+from engine.policy import BOPolicy, DualVAEFeatures, build_policy, make_trainer
 from engine.protocols import Clock, Instrument, Policy
-from engine.resume import apply_plan, plan_resume, reconcile
-from engine.stop_rules import OperatorStop
-from engine.storage import RunWriter, read_run
-from engine.storage.reader import read_candidates
-from engine.surrogate.surrogate import CheckpointError
+from engine.storage import RecoveryReport, RunWriter, open_run_group, read_candidates, read_run, recover_run
+from engine.surrogate import CheckpointError
+
+
+@dataclass(frozen=True)
+class OpenedRun:
+    """A killed run recovered and held open for resuming, or why there is nothing to resume."""
+
+    writer: RunWriter | None = None
+    config: RunConfig | None = None
+    report: RecoveryReport | None = None
+    closed_reason: str | None = None
+
+
+def open_for_resume(run_path: Path, clock: Clock) -> OpenedRun:
+    """Recover ``run_path`` (journaled rows committed, torn writes cut) and parse its stored configuration.
+
+    Raises:
+        RunStorageError: not a run, or a damaged one. ConfigError: its stored configuration is invalid.
+    """
+    attrs: dict[str, Any] = dict(open_run_group(run_path).attrs["dualscope"])  # type: ignore[arg-type]
+    if attrs.get("status") == "closed":
+        return OpenedRun(closed_reason=str(attrs.get("outcome", {}).get("stop_reason", "closed")))
+    config = parse_config(str(attrs.get("config_toml", "")), f"{run_path} (stored configuration)")
+    report, writer = recover_run(run_path, clock, keep_open=True)
+    assert writer is not None
+    return OpenedRun(writer, config, report)
 
 
 def resume_run(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,37 +10,20 @@ from typing import Any
 
 import numpy as np
 import zmq
-from numpy.typing import NDArray
 
-from engine.bo_policy import BOPolicy, FeatureModel, PositionFeatures, ScalarBO, Snapshot
-from engine.campaign import Campaign, CampaignResult, StepReport
+from engine.campaign import Budget, Campaign, CampaignResult, OperatorControl, OperatorStop, StepReport, WallTime
 from engine.candidates import CandidateSet
-from engine.checkpoints import save_feature_checkpoint
 from engine.cli.drivers import build_driver, driver_options
 from engine.cli.spawn import spawned_server
-from engine.config import InstrumentSection, PolicySection, RunConfig, ScalariserSection
+from engine.config import InstrumentSection, RunConfig
 from engine.decisions import Decision
-from engine.dkl import DKLFeatures
-from engine.dualvae_policy import DualVAEFeatures
 from engine.errors import ConfigError
-from engine.operator import OperatorControl
-from engine.policies import make_policy
+from engine.io import save_feature_checkpoint
+from engine.policy import BOPolicy, Snapshot, Trainer, build_policy, make_trainer
 from engine.protocols import Clock, Instrument, Policy
-from engine.scalarisers import (
-    BandIntegral,
-    BandRatio,
-    Logarithm,
-    LoopArea,
-    PeakPosition,
-    Scalariser,
-    TargetSimilarity,
-    UserFunction,
-)
-from engine.stop_rules import Budget, OperatorStop, WallTime
-from engine.storage import RunWriter
-from engine.trainer import InlineTrainer, ThreadTrainer, Trainer
-from engine.types import Image, InstrumentDescription, SpectralAxis
-from instruments.auth import ClientAuth, KeyPair, ServerAuth
+from engine.storage import RunWriter, new_run_path
+from engine.types import InstrumentDescription
+from instruments.auth import ClientAuth, ServerAuth
 from instruments.client import ZmqInstrument
 from instruments.control import ControlServer
 from instruments.local import LocalInstrument
@@ -67,130 +49,17 @@ def open_instrument(section: InstrumentSection, context: zmq.Context[Any], clock
         yield client
 
 
-def client_auth(client_key: Path | None, server_key: Path | None) -> ClientAuth | None:
-    """CURVE credentials from this client's ``.key_secret`` and the server's public ``.key`` (both or neither)."""
-    if client_key is None and server_key is None:
-        return None
-    if client_key is None or server_key is None:
-        raise ConfigError("instrument.client_key and instrument.server_key go together: give both or neither")
-    return ClientAuth(KeyPair.load(client_key), KeyPair.load(server_key).public)
-
-
 @contextmanager
 def _client(endpoint: str, section: InstrumentSection, context: zmq.Context[Any]) -> Iterator[ZmqInstrument]:
-    auth = client_auth(section.client_key, section.server_key)
+    auth = ClientAuth.from_files(
+        section.client_key, section.server_key, "instrument.client_key and instrument.server_key"
+    )
     client = ZmqInstrument(endpoint, context, timeout_s=section.timeout_s, retries=section.retries, auth=auth)
     try:
         client.hello()
         yield client
     finally:
         client.close()
-
-
-def new_run_path(output_dir: Path, name: str, clock: Clock) -> Path:
-    """``output_dir/<name>-<YYYYmmdd-HHMMSS>.zarr``, with a suffix if that exists already."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(clock.time()))
-    path = output_dir / f"{name}-{stamp}.zarr"
-    k = 1
-    while path.exists():
-        path = output_dir / f"{name}-{stamp}-{k}.zarr"
-        k += 1
-    return path
-
-
-def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
-    """The scalariser a ``[policy.scalariser]`` table describes."""
-    inner = _scalariser(section, axis)
-    return Logarithm(inner) if section.log else inner
-
-
-def _scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
-    if section.kind == "band":
-        return BandIntegral(section.low, section.high)
-    if section.kind == "peak":
-        return PeakPosition(section.low, section.high)
-    if section.kind == "ratio":
-        return BandRatio(BandIntegral(section.low, section.high), BandIntegral(section.low_b, section.high_b))
-    if section.kind == "target":
-        return TargetSimilarity.peak(axis.values(), section.centre, section.width)
-    if section.kind == "loop-area":
-        return LoopArea()
-    if not section.function:
-        raise ConfigError("policy.scalariser.function is required when kind = 'user' (module:function)")
-    return UserFunction(section.function, section.units)
-
-
-def make_trainer(training: str) -> Trainer[Snapshot]:
-    """The trainer a ``policy.training`` value names (``background`` or ``inline``)."""
-    return ThreadTrainer() if training == "background" else InlineTrainer()
-
-
-def build_policy(
-    section: PolicySection,
-    axis: SpectralAxis,
-    rng: np.random.Generator,
-    image: Image | None = None,
-    candidates: CandidateSet | None = None,
-    notes: Sequence[str] = (),
-    trainer: Trainer[Snapshot] | None = None,
-) -> Policy:
-    """The policy a ``[policy]`` table names (model-based ones get the structural image, candidates, trainer)."""
-    if section.name in ("random", "raster"):
-        return make_policy(section.name, rng)
-    if candidates is None:
-        raise ConfigError(f"policy {section.name} needs the candidate set")
-    features: FeatureModel
-    if section.name == "gp-position":
-        features = PositionFeatures(candidates.positions)
-    else:
-        if image is None or any("no structural image" in n for n in notes):
-            raise ConfigError(
-                f"{section.name} learns from the structural image, and this data has none "
-                "(the importer derived one from the spectra); use policy gp-position, random or raster"
-            )
-        from engine.surrogate import extract_patches
-
-        patches = extract_patches(image.data, candidates.pixels, section.patch_px)
-        features = _image_features(section, patches, axis.size, rng, candidates.positions)
-    bo = ScalarBO(
-        build_scalariser(section.scalariser, axis),
-        axis.values(),
-        section.acquisition,
-        rng,
-        section.initial,
-        features,
-        trainer if trainer is not None else InlineTrainer(),
-        refit_every=section.refit_every,
-        travel_cost=section.travel_cost,
-    )
-    return BOPolicy(section.name, bo)
-
-
-def _image_features(
-    section: PolicySection,
-    patches: NDArray[np.float32],
-    channels: int,
-    rng: np.random.Generator,
-    positions: NDArray[np.float64],
-) -> FeatureModel:
-    seed = int(rng.integers(2**31 - 1))
-    if section.name == "dkl":
-        return DKLFeatures(patches, seed, steps=section.update_steps)
-    import torch
-
-    from engine.surrogate import Surrogate, SurrogateConfig
-
-    surrogate = Surrogate(
-        SurrogateConfig(batch_size=64), section.patch_px, channels, device=torch.device("cpu"), seed=seed
-    )
-    return DualVAEFeatures(
-        surrogate,
-        patches,
-        channels,
-        pretrain_steps=section.pretrain_steps,
-        update_steps=section.update_steps,
-        positions=positions if section.latent_with_position else None,
-    )
 
 
 @dataclass(frozen=True)

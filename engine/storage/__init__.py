@@ -1,11 +1,34 @@
 """Crash-safe Zarr runs: a write-ahead journal in front of chunk-sized Zarr appends.
 
-See :mod:`engine.storage.layout` for what a run holds and
-:mod:`engine.storage.writer` for the commit protocol.
+The run layout (what a run holds) is in ``_layout``, the commit protocol in ``_writer``; see
+``docs/run-layout.md``. Everything outside this package imports from here.
 """
 
-from engine.storage.reader import RunData, read_run
-from engine.storage.recovery import RecoveryReport, recover_run
-from engine.storage.writer import RunWriter
+from engine.storage._integrity import IntegrityReport, check_run
+from engine.storage._layout import new_run_path
+from engine.storage._reader import RunData, array_node, open_run_group, read_candidates, read_run
+from engine.storage._recovery import RecoveryReport, recover_run
+from engine.storage._spectrum_images import ATTR as SPECTRUM_IMAGE_ATTR
+from engine.storage._spectrum_images import read_spectrum_image, write_spectrum_image
+from engine.storage._writer import RunWriter
 
-__all__ = ["RecoveryReport", "RunData", "RunWriter", "read_run", "recover_run"]
+__all__ = [
+    # writing a run
+    "RunWriter",
+    "new_run_path",
+    # reading a run
+    "RunData",
+    "read_run",
+    "read_candidates",
+    "open_run_group",
+    "array_node",
+    # integrity and recovery after a crash
+    "IntegrityReport",
+    "check_run",
+    "RecoveryReport",
+    "recover_run",
+    # spectrum-image datasets (imported or simulated recordings)
+    "SPECTRUM_IMAGE_ATTR",
+    "read_spectrum_image",
+    "write_spectrum_image",
+]

@@ -1,12 +1,33 @@
 """Surrogates of the structure→property relation: im2spec, spec2im and the dual VAE.
 
-See :mod:`engine.surrogate.model` for the networks and losses, :mod:`engine.surrogate.training`
-for ``fit``/``update`` with rollback, and :mod:`engine.surrogate.surrogate` for the API the rest
-of dualscope uses (prediction with uncertainty, latents, checkpoints).
+The networks and losses are in ``_model``, ``fit``/``update`` with rollback in ``_training``, the
+API the rest of dualscope uses (prediction with uncertainty, latents, checkpoints) in ``_surrogate``
+and the held-out metrics in ``_evaluate``. Everything outside this package imports from here.
 """
 
-from engine.surrogate.data import PairedData, extract_patches
-from engine.surrogate.surrogate import Surrogate, SurrogateConfig
-from engine.surrogate.training import TrainReport
+from typing import TYPE_CHECKING
 
-__all__ = ["PairedData", "Surrogate", "SurrogateConfig", "TrainReport", "extract_patches"]
+from engine._lazy import lazy_face
+
+if TYPE_CHECKING:  # imported on first use: see engine._lazy
+    from engine.surrogate._data import PairedData, extract_patches
+    from engine.surrogate._evaluate import HeldOutMetrics, evaluate_held_out
+    from engine.surrogate._surrogate import CheckpointError, Normaliser, Surrogate, SurrogateConfig
+    from engine.surrogate._training import TrainReport
+
+__all__ = [
+    # the model
+    "Surrogate",
+    "SurrogateConfig",
+    "Normaliser",
+    "CheckpointError",
+    # data
+    "PairedData",
+    "extract_patches",
+    # training and evaluation
+    "TrainReport",
+    "HeldOutMetrics",
+    "evaluate_held_out",
+]
+
+__getattr__, __dir__ = lazy_face(__name__, __file__)

@@ -1,0 +1,34 @@
+"""The campaign loop and what steers it: operator control, stop rules, resume after a crash.
+
+:class:`Campaign` sequences one step (snapshot, propose, record the decision, measure, record,
+hand the data to the trainer, check the stop rules); it sees its collaborators only through the
+protocols of :mod:`engine.protocols`. Everything outside this package imports from here.
+"""
+
+from engine.campaign._loop import FAULTS, Campaign, CampaignResult, StepReport
+from engine.campaign._operator import APPROVAL_FALLBACKS, OperatorAction, OperatorControl, Verdict
+from engine.campaign._resume import Reconciliation, ResumePlan, apply_plan, plan_resume, reconcile
+from engine.campaign._stop_rules import Budget, OperatorStop, WallTime
+
+__all__ = [
+    # the loop
+    "Campaign",
+    "CampaignResult",
+    "StepReport",
+    "FAULTS",
+    # stop rules
+    "Budget",
+    "WallTime",
+    "OperatorStop",
+    # operator control
+    "OperatorControl",
+    "OperatorAction",
+    "Verdict",
+    "APPROVAL_FALLBACKS",
+    # resume after a crash
+    "ResumePlan",
+    "plan_resume",
+    "apply_plan",
+    "Reconciliation",
+    "reconcile",
+]

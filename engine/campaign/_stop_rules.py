@@ -1,0 +1,48 @@
+"""Stop rules: budget, wall time and operator stop."""
+
+from __future__ import annotations
+
+import threading
+
+from engine.errors import ConfigError
+
+
+class Budget:
+    """Stop after ``n`` measurements have been recorded."""
+
+    def __init__(self, n: int):
+        if n < 1:
+            raise ConfigError("budget must be >= 1 measurement")
+        self.n = n
+
+    def should_stop(self, n_recorded: int, elapsed_s: float) -> str | None:
+        """Reason to stop once ``n_recorded >= n``."""
+        return f"budget of {self.n} measurements reached" if n_recorded >= self.n else None
+
+
+class WallTime:
+    """Stop once the campaign has run ``seconds`` (checked between steps)."""
+
+    def __init__(self, seconds: float):
+        if seconds <= 0:
+            raise ConfigError("wall-time limit must be > 0 s")
+        self.seconds = seconds
+
+    def should_stop(self, n_recorded: int, elapsed_s: float) -> str | None:
+        """Reason to stop once ``elapsed_s >= seconds``."""
+        return f"wall-time limit of {self.seconds:g} s reached" if elapsed_s >= self.seconds else None
+
+
+class OperatorStop:
+    """Stop when the operator asks (Ctrl-C, a button); the current step completes first."""
+
+    def __init__(self, event: threading.Event | None = None):
+        self.event = event if event is not None else threading.Event()
+
+    def request(self) -> None:
+        """Ask the campaign to stop after the current measurement."""
+        self.event.set()
+
+    def should_stop(self, n_recorded: int, elapsed_s: float) -> str | None:
+        """Reason to stop once :meth:`request` was called."""
+        return "stopped by the operator" if self.event.is_set() else None

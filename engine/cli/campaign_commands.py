@@ -1,0 +1,227 @@
+"""``dualscope demo``, ``run``, ``resume`` and ``replay``: campaigns under a progress bar."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+import zmq
+from rich.markup import escape
+from rich.progress import Progress, TextColumn, TimeRemainingColumn
+
+from engine.campaign import OperatorStop, StepReport
+from engine.candidates import CandidateSet
+from engine.cli.console import bar_columns, err, out
+from engine.clock import SystemClock
+from engine.config import RunConfig, load_config, parse_config
+from engine.protocols import Instrument
+
+if TYPE_CHECKING:  # the wiring pulls in the policies (torch, botorch): imported when a campaign starts
+    from engine.cli.wiring import RunOutcome
+
+OnStep = Callable[[StepReport], None]
+Execute = Callable[[Instrument, SystemClock, OperatorStop, OnStep, "zmq.Context[Any]"], "RunOutcome"]
+"""Runs a campaign on an open instrument: (instrument, clock, operator stop, progress callback, context)."""
+
+
+@contextmanager
+def _operator_stop() -> Iterator[OperatorStop]:
+    """First Ctrl-C: stop after the current measurement. Second: interrupt now (the run is still closed)."""
+    stop = OperatorStop()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.event.is_set():
+            raise KeyboardInterrupt
+        stop.request()
+        err.print("[yellow]Stopping after the current measurement (Ctrl-C again to interrupt now)…[/]")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_campaign(config: RunConfig, text: str, candidates: CandidateSet | None = None) -> RunOutcome:
+    """Run a new campaign under a progress bar and print its outcome."""
+    from engine.cli.wiring import execute_run
+
+    return with_progress(
+        config, lambda inst, clock, stop, step, ctx: execute_run(config, text, inst, clock, stop, step, candidates, ctx)
+    )
+
+
+def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOutcome:
+    """Open the instrument, run ``execute`` under a progress bar (Ctrl-C stops cleanly), report the outcome."""
+    from engine.cli.wiring import open_instrument
+    from engine.report import summary_figure
+    from engine.storage import read_run
+
+    clock = SystemClock()
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        with _operator_stop() as stop, open_instrument(config.instrument, context, clock) as instrument:
+            desc = instrument.describe()
+            out.print(f"Instrument: [bold]{desc.name}[/] ({config.instrument.mode}); policy {config.policy.name}")
+            columns = bar_columns(TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+            with Progress(*columns, console=out) as progress:
+                task = progress.add_task("measuring", total=config.stop.budget, completed=start, rate="")
+
+                def on_step(report: StepReport) -> None:
+                    elapsed = progress.tasks[0].elapsed or 1e-9
+                    rate = f"{(report.n_recorded - start) / elapsed:.0f} spectra/s"
+                    progress.update(task, completed=report.n_recorded, rate=rate)
+
+                outcome = execute(instrument, clock, stop, on_step, context)
+    finally:
+        context.term()
+    out.print(f"Run:    [bold]{outcome.run_path}[/]")
+    if config.run.figure:
+        figure = summary_figure(read_run(outcome.run_path), outcome.run_path.with_suffix(".png"))
+        out.print(f"Figure: [bold]{figure}[/]")
+    if outcome.error is not None:
+        what = escape(f"{type(outcome.error).__name__}: {outcome.error}")
+        err.print(f"[red]The campaign stopped on an error:[/] {what}")
+        err.print("Everything measured before the error is recorded in the run above.")
+        raise typer.Exit(1)
+    assert outcome.result is not None
+    r = outcome.result
+    out.print(f"Done:   {r.n_recorded} spectra in {r.elapsed_s:.1f} s; {r.stop_reason}.")
+    if r.missing:
+        out.print(f"        {r.missing} chosen positions were never measured in the recording (marked as missing).")
+    if r.faults:
+        out.print(f"        {r.faults} failed measurements recorded as missing, with what was done about each.")
+    if r.refused:
+        out.print(f"        {r.refused} proposals refused by the safety limits (recorded as missing, with why).")
+    return outcome
+
+
+def demo(
+    budget: Annotated[int, typer.Option(help="Spectra to measure.", min=1)] = 200,
+    output_dir: Annotated[Path, typer.Option(help="Where the runs and the figure go.")] = Path("runs"),
+) -> None:
+    """Run the demo campaign against the STEM-EELS digital twin, and random next to it.
+
+    The simulator runs in its own process, served over ZeroMQ on a random loopback port; the
+    dualvae-bo policy (dual VAE pre-trained on the HAADF image, a GP on its latent and the probe
+    position, log expected improvement of the 0.7-0.9 eV plasmon band, refits on a background
+    thread) measures 200 spectra, writes `runs/demo-<timestamp>.zarr` and stops the server. A random
+    campaign with the same budget then runs on the same twin in-process (runs/demo-random-*.zarr),
+    and the figure next to the first run shows, from the twin's noise-free spectra, how fast each
+    found the top 1 % of locations. The configuration is examples/demo.toml.
+
+    Example: `dualscope demo --budget 50 --output-dir /tmp/runs`
+    """
+    from engine.cli.demo_truth import demo_configs, twin_discovery
+    from engine.report import measurements_to, summary_figure
+    from engine.storage import RunData, read_run
+
+    text = resources.files("engine.cli").joinpath("demo.toml").read_text(encoding="utf-8")
+    config, random_config = demo_configs(parse_config(text, "demo.toml"), budget, output_dir)
+    main_run = run_campaign(config, text)
+    out.print("[bold]Baseline:[/] the random policy on the same twin (in-process), same budget")
+    random_run = run_campaign(random_config, text + "\n# demo baseline: policy random, mode local\n")
+    runs: dict[str, RunData] = {
+        config.policy.name: read_run(main_run.run_path),
+        "random": read_run(random_run.run_path),
+    }
+    curves, top = twin_discovery(config, runs, SystemClock())
+    figure = summary_figure(
+        runs[config.policy.name], main_run.run_path.with_suffix(".png"), discovery=curves, top_size=top
+    )
+    for label, curve in curves.items():
+        n50 = measurements_to(curve)
+        reached = f"50 % after {n50:.0f} measurements" if n50 < float("inf") else "50 % not reached"
+        out.print(
+            f"Found:  {label}: {curve[-1]:.0%} of the top {top} locations in {curve.size} measurements ({reached})"
+        )
+    out.print(f"Figure: [bold]{figure}[/]")
+
+
+def run(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.toml", help="Campaign configuration (see examples/).")],
+) -> None:
+    """Run the campaign a TOML configuration describes.
+
+    The file names the instrument, the candidate grid, the policy, the stop rules and the output
+    directory (see examples/demo.toml). Ctrl-C stops cleanly after the current measurement; the run is
+    closed consistent whatever happens.
+
+    Example: `dualscope run examples/demo.toml`
+    """
+    config, text = load_config(config_path)
+    run_campaign(config, text)
+
+
+def resume(
+    run_path: Annotated[Path, typer.Argument(metavar="RUN.zarr", help="The run of a campaign that was killed.")],
+) -> None:
+    """Continue a campaign that was killed (Ctrl-C twice, SIGKILL, a crash, a power cut).
+
+    Recovers the run (nothing acquired is lost), rebuilds the campaign from the configuration stored
+    in it, restores the policy (its RNG state and model, from the state stored with the last
+    decision, plus the data recorded since) and asks the instrument what it did with the command in
+    flight at the crash, by its request id: a measurement it made is fetched, not repeated; one it
+    cannot account for (it restarted) is measured again and recorded as a possible repeat in the
+    run's 'repeats'. With the same instrument and `training = "inline"` the resumed run makes the same
+    decisions as one never interrupted. A run that was closed has nothing to resume.
+
+    Example: `dualscope resume runs/demo-20260101-120000.zarr`
+    """
+    from engine.cli.resuming import open_for_resume, resume_run
+
+    opened = open_for_resume(run_path, SystemClock())
+    if opened.closed_reason is not None:
+        out.print(f"{run_path} is closed ({escape(opened.closed_reason)}); nothing to resume.")
+        return
+    writer, config, report = opened.writer, opened.config, opened.report
+    assert writer is not None and config is not None and report is not None
+    out.print(
+        f"Recovered {run_path}: {report.committed_after} rows ({report.replayed_rows} from the journal)"
+        + (f"; in flight at the crash: {', '.join(report.in_flight)}" if report.in_flight else "")
+    )
+
+    def execute(
+        inst: Instrument, clock: SystemClock, stop: OperatorStop, step: OnStep, ctx: zmq.Context[Any]
+    ) -> RunOutcome:
+        return resume_run(writer, config, inst, clock, stop, step, ctx)
+
+    try:
+        with_progress(config, execute, start=writer.n_recorded)
+    except BaseException:
+        writer.release(status="interrupted")
+        raise
+
+
+def replay(
+    source: Annotated[Path, typer.Argument(metavar="DATA", help="Recorded data: any importable file, dataset or run.")],
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="random, raster, gp-position, dualvae-bo or dkl. Model-based policies maximise the total "
+            "counts here; for another scalariser run `dualscope run` with driver = 'replay'."
+        ),
+    ] = "random",
+    budget: Annotated[int, typer.Option(help="Spectra to measure.", min=1)] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the policy (same seed and policy → same decisions).")] = 0,
+    output_dir: Annotated[Path, typer.Option(help="Where the run and its figure go.")] = Path("runs"),
+    noise: Annotated[str, typer.Option(help="none or poisson (resample the recorded counts).")] = "none",
+    acquisition_time_s: Annotated[float, typer.Option(help="Dwell to wait per spectrum.")] = 0.0,
+) -> None:
+    """Replay recorded data through the same loop.
+
+    The data are served over ZeroMQ by the replay driver in its own process, and the policy chooses
+    among the recorded positions; the same policy and seed give the same decisions.
+
+    Example: `dualscope replay ../shared/data/BEPS_PTO_50x50_parsed.npz --policy gp-position --budget 50`
+    """
+    from engine.io import replay_setup
+
+    setup = replay_setup(source, policy, budget, seed, output_dir, noise, acquisition_time_s)
+    run_campaign(setup.config, setup.text, setup.candidates)

@@ -1,0 +1,74 @@
+"""Exploratory analysis of a spectrum image before trusting an autonomous loop.
+
+The methods (band maps, PCA, NMF, spectral-VAE labels, a labelling classifier, separated VAEs
+beside the dual VAE), their figures, and the session that runs them and saves results.zarr and an
+HTML page. Everything outside this package imports from here.
+"""
+
+from typing import TYPE_CHECKING
+
+from engine._lazy import lazy_face
+
+if TYPE_CHECKING:  # imported on first use: see engine._lazy
+    from engine.explore._figures import (
+        band_figure,
+        comparison_figure,
+        decomposition_figure,
+        labelling_figure,
+        vae_figure,
+    )
+    from engine.explore._methods import (
+        Decomposition,
+        DualVsSeparated,
+        Labelling,
+        LatentLabels,
+        SeparatedVAEs,
+        band_map,
+        dual_vs_separated,
+        label_map,
+        nmf,
+        pca,
+        r2_score,
+        separated_vaes,
+        spectral_vae_labels,
+    )
+    from engine.explore._session import (
+        METHODS,
+        Exploration,
+        explore_spectrum_image,
+        patches_of,
+        read_labels,
+        save_exploration,
+    )
+
+__all__ = [
+    # a session: run the methods, save and reload the results
+    "METHODS",
+    "Exploration",
+    "explore_spectrum_image",
+    "save_exploration",
+    "read_labels",
+    "patches_of",
+    # methods
+    "band_map",
+    "pca",
+    "nmf",
+    "Decomposition",
+    "spectral_vae_labels",
+    "LatentLabels",
+    "label_map",
+    "Labelling",
+    "separated_vaes",
+    "SeparatedVAEs",
+    "dual_vs_separated",
+    "DualVsSeparated",
+    "r2_score",
+    # figures
+    "band_figure",
+    "decomposition_figure",
+    "vae_figure",
+    "labelling_figure",
+    "comparison_figure",
+]
+
+__getattr__, __dir__ = lazy_face(__name__, __file__)

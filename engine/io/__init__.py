@@ -1,0 +1,40 @@
+"""Users' files: importers of recorded spectrum images, training datasets, surrogate checkpoints.
+
+Everything outside this package imports from here.
+"""
+
+from typing import TYPE_CHECKING
+
+from engine._lazy import lazy_face
+
+if TYPE_CHECKING:  # imported on first use: see engine._lazy
+    from engine.io._checkpoints import (
+        FEATURES_DIR,
+        load_feature_checkpoint,
+        load_surrogate,
+        save_feature_checkpoint,
+        save_surrogate,
+    )
+    from engine.io._datasets import load_paired
+    from engine.io._importers import ImportFailed, from_grid, import_file
+    from engine.io._replay import ReplaySetup, replay_setup
+
+__all__ = [
+    # recorded spectrum images (.h5, .npz/.npy, .emd, .dm3/.dm4, .3ds, Zarr)
+    "import_file",
+    "from_grid",
+    "ImportFailed",
+    # replaying recorded data
+    "replay_setup",
+    "ReplaySetup",
+    # training data
+    "load_paired",
+    # checkpoints
+    "save_surrogate",
+    "load_surrogate",
+    "save_feature_checkpoint",
+    "load_feature_checkpoint",
+    "FEATURES_DIR",
+]
+
+__getattr__, __dir__ = lazy_face(__name__, __file__)

@@ -1,0 +1,76 @@
+"""Set up the replay of recorded data: the run configuration and the candidates to choose among."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.candidates import CandidateSet
+from engine.config import RunConfig, parse_config
+from engine.io._importers import import_file
+from engine.storage import read_candidates
+
+
+@dataclass(frozen=True)
+class ReplaySetup:
+    """A replay, ready to run.
+
+    Attributes:
+        config: the run configuration (instrument: the ``replay`` driver spawned over ZeroMQ).
+        text: that configuration as TOML, stored in the run so that ``dualscope resume`` rebuilds it.
+        candidates: the recorded positions ``(m, d)`` the policy chooses among.
+    """
+
+    config: RunConfig
+    text: str
+    candidates: CandidateSet
+
+
+def replay_setup(
+    source: Path,
+    policy: str = "random",
+    budget: int = 100,
+    seed: int = 0,
+    output_dir: Path = Path("runs"),
+    noise: str = "none",
+    acquisition_time_s: float = 0.0,
+) -> ReplaySetup:
+    """The configuration and candidates of a replay of ``source``.
+
+    Args:
+        source: recorded data: any importable file, dataset or run.
+        policy: random, raster, gp-position, dualvae-bo or dkl.
+        budget: spectra to measure.
+        seed: seed of the policy and of the resampled noise.
+        output_dir: where the run goes.
+        noise: ``none`` (the recorded counts) or ``poisson`` (resampled).
+        acquisition_time_s: dwell to wait per spectrum, in s.
+
+    Returns:
+        The setup; a recorded run keeps its own candidates, measured or not, a spectrum image offers
+        its recorded positions (on their grid when they form one).
+
+    Raises:
+        ConfigError: an unknown policy or noise, or a budget below 1. ImportFailed: an unreadable source.
+    """
+    si = import_file(source)
+    q = json.dumps  # a JSON string is a valid TOML basic string
+    text = (
+        f"# dualscope replay {source} --policy {policy} --budget {budget} --seed {seed} --noise {noise}\n"
+        f'[run]\nname = "replay"\noutput_dir = {q(str(output_dir))}\nseed = {seed}\n'
+        f'[instrument]\nmode = "spawn"\ndriver = "replay"\nimage_channel = {q(si.image.channel)}\n'
+        "timeout_s = 60.0\n"
+        f"[instrument.options]\ndataset = {q(str(source.resolve()))}\nnoise = {q(noise)}\n"
+        f"acquisition_time_s = {float(acquisition_time_s)!r}\nseed = {seed}\n"
+        f"[policy]\nname = {q(policy)}\n[stop]\nbudget = {budget}\n"
+    )
+    config = parse_config(text, "replay")
+    if not si.complete:  # a recorded run: choose among its own candidates, measured or not
+        return ReplaySetup(config, text, read_candidates(source))
+    m = si.positions.shape[0]
+    nx = int(np.unique(si.positions[:, 0]).size)
+    grid = (m // nx, nx) if nx and m % nx == 0 else (1, m)
+    return ReplaySetup(config, text, CandidateSet(si.positions.copy(), si.pixels(), grid))

@@ -1,0 +1,233 @@
+"""Acquisition over a discrete candidate set, on a :class:`~engine.gp_posterior.CandidatePosterior`.
+
+Every acquisition is botorch's own class evaluated on a :class:`CandidateTable`, a botorch
+``Model`` whose inputs are candidate indices and whose posterior is the conditioned GP's (joint
+where ``q > 1``), so scoring 10,000 candidates with an analytic acquisition (log EI, UCB, max
+variance) costs a few vector operations. Noisy log EI (``qLogNoisyExpectedImprovement``, baseline:
+the 16 observations of highest posterior mean, at most 256 candidates) and Thompson sampling (one
+joint draw) score a shortlist (:data:`SHORTLISTS`): the candidates with the highest upper bound
+``μ + 3σ``, where their maximiser lies in all but pathological cases.
+
+A batch of ``q`` is chosen greedily: each pick, and every externally pending point, is added as a
+kriging believer (observed at its posterior mean: the mean is unchanged, the variance drops), so
+later picks spread out; for noisy log EI they enter botorch's ``X_pending``; Thompson takes ``q``
+independent draws. An optional travel cost subtracts ``weight × distance / field diagonal`` from each
+score, the distance measured from the last measured position (then from the previous pick).
+Pure compute, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from botorch.acquisition.acquisition import AcquisitionFunction
+from botorch.acquisition.analytic import LogExpectedImprovement, PosteriorStandardDeviation, UpperConfidenceBound
+from botorch.acquisition.logei import qLogNoisyExpectedImprovement
+from botorch.models.model import Model
+from botorch.posteriors.gpytorch import GPyTorchPosterior
+from botorch.sampling.normal import SobolQMCNormalSampler
+from gpytorch.distributions import MultivariateNormal  # type: ignore[import-untyped]
+from linear_operator.operators import DiagLinearOperator
+from numpy.typing import NDArray
+
+from engine.errors import ConfigError
+from engine.policy._gp_posterior import CandidatePosterior
+
+ACQUISITIONS = ("log-ei", "noisy-log-ei", "ucb", "max-variance", "thompson")
+SHORTLISTS = {"noisy-log-ei": 256, "thompson": 512}
+"""Acquisitions that score only the candidates of highest ``μ + 3σ``, and how many."""
+RUNNER_UPS = 5
+_CHUNK = 4096
+_BASELINE = 16
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Chosen candidate indices ``(q,)``, their acquisition values, and the next best values ``(≤ 5,)``."""
+
+    indices: NDArray[np.int64]
+    values: NDArray[np.float64]
+    runner_up_values: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TravelCost:
+    """Penalty for moving the probe far: ``weight`` acquisition units per field-of-view diagonal.
+
+    Attributes:
+        positions: every candidate's position ``(m, d)``, the instrument axes' units.
+        start: candidate index of the last measured position.
+        weight: acquisition units subtracted per diagonal of the candidates' bounding box.
+    """
+
+    positions: NDArray[np.float64]
+    start: int
+    weight: float
+
+    def penalty(self, origin: int, indices: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Cost ``(k,)`` of moving from candidate ``origin`` to each of ``indices``."""
+        span = self.positions.max(axis=0) - self.positions.min(axis=0)
+        diagonal = float(np.linalg.norm(span)) or 1.0
+        dist = np.linalg.norm(self.positions[indices] - self.positions[origin], axis=1)
+        return np.asarray(self.weight * dist / diagonal, dtype=np.float64)
+
+
+class CandidateTable(Model):
+    """A botorch ``Model`` over candidate indices: ``X (b, q, 1)`` holds indices into the candidate set.
+
+    Its posterior at ``q`` candidates is the joint normal of the conditioned GP (means from the
+    posterior, covariance ``k(cᵢ, cⱼ) − V[:, cᵢ]ᵀ V[:, cⱼ]``), so stock botorch acquisition functions,
+    analytic and Monte Carlo, work on it unchanged; ``q = 1`` reads the (believer-adjusted) marginal.
+
+    Args:
+        posterior: the conditioned posterior at every candidate.
+        variance: marginal variance ``(m,)`` to use instead of the posterior's (kriging believers).
+    """
+
+    def __init__(self, posterior: CandidatePosterior, variance: NDArray[np.float64] | None = None):
+        super().__init__()
+        self._post = posterior
+        self._mean = torch.as_tensor(posterior.mean, dtype=torch.float64)
+        var = posterior.variance if variance is None else variance
+        self._var = torch.as_tensor(var, dtype=torch.float64).clamp_min(1e-12)
+
+    @property
+    def num_outputs(self) -> int:
+        """One outcome."""
+        return 1
+
+    def posterior(self, X: torch.Tensor, *args: Any, **kwargs: Any) -> GPyTorchPosterior:  # noqa: N803 (botorch's name)
+        """The joint normal at the candidates whose indices ``X (..., q, 1)`` holds."""
+        idx = X[..., 0].long()
+        if idx.shape[-1] == 1:
+            return GPyTorchPosterior(MultivariateNormal(self._mean[idx], DiagLinearOperator(self._var[idx])))
+        cov = torch.as_tensor(self._post.batch_covariance(idx.reshape(-1, idx.shape[-1]).numpy()))
+        cov = cov.reshape(*idx.shape, idx.shape[-1]) + 1e-9 * torch.eye(idx.shape[-1], dtype=torch.float64)
+        return GPyTorchPosterior(MultivariateNormal(self._mean[idx], cov))
+
+
+def ucb_beta(step: int, n_candidates: int, delta: float = 0.1, scale: float = 0.2) -> float:
+    """The GP-UCB schedule of Srinivas et al. (2010) for a finite set, scaled by ``scale``."""
+    t = max(step, 1)
+    return scale * 2.0 * math.log(n_candidates * t * t * math.pi**2 / (6 * delta))
+
+
+def select(
+    posterior: CandidatePosterior,
+    available: NDArray[np.int64],
+    pending: NDArray[np.int64],
+    q: int,
+    acquisition: str,
+    *,
+    seed: int,
+    step: int,
+    travel: TravelCost | None = None,
+    shortlist: int | None = None,
+    beta: float | None = None,
+) -> Choice:
+    """Pick up to ``q`` of ``available`` candidates (indices into the posterior's candidates).
+
+    Args:
+        posterior: the conditioned posterior at every candidate.
+        available: indices that may be chosen (neither measured nor pending), ``(k,)``.
+        pending: indices sent but not yet measured ``(p,)``.
+        q: batch size.
+        acquisition: one of :data:`ACQUISITIONS`.
+        seed: seeds the MC sampler and the Thompson draws.
+        step: decision number (for the UCB schedule).
+        travel: optional travel cost.
+        shortlist: candidates scored by a shortlisted acquisition (default: :data:`SHORTLISTS`).
+        beta: UCB's fixed ``β`` (the score is ``μ + √β σ``); default: :func:`ucb_beta`'s schedule.
+    """
+    if acquisition not in ACQUISITIONS:
+        raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
+    gen = torch.Generator().manual_seed(seed)
+    free = np.asarray(available, dtype=np.int64)
+    keep = shortlist if shortlist is not None else SHORTLISTS.get(acquisition)
+    if acquisition in SHORTLISTS and keep is not None and free.size > keep:
+        upper = posterior.mean[free] + 3.0 * np.sqrt(posterior.variance[free])
+        free = np.sort(free[np.argpartition(-upper, keep)[:keep]])
+    chosen: list[int] = []
+    values: list[float] = []
+    runner_ups = np.empty(0)
+    believers = [int(i) for i in pending]
+    origin = travel.start if travel is not None else -1
+    beta = ucb_beta(step, posterior.candidates.shape[0]) if beta is None else beta
+    for pick in range(min(q, free.size)):
+        scores = _scores(posterior, free, np.asarray(believers, np.int64), acquisition, gen, beta)
+        if travel is not None and origin >= 0:
+            scores = scores - travel.penalty(origin, free)
+        order = np.argsort(-scores, kind="stable")
+        best = int(order[0])
+        if pick == 0:
+            runner_ups = scores[order[1 : 1 + RUNNER_UPS]]
+        chosen.append(int(free[best]))
+        values.append(float(scores[best]))
+        believers.append(int(free[best]))
+        origin = int(free[best])
+        free = np.delete(free, best)
+    return Choice(np.asarray(chosen, np.int64), np.asarray(values), np.asarray(runner_ups, np.float64))
+
+
+def _scores(
+    posterior: CandidatePosterior,
+    free: NDArray[np.int64],
+    believers: NDArray[np.int64],
+    acquisition: str,
+    gen: torch.Generator,
+    beta: float,
+) -> NDArray[np.float64]:
+    """Acquisition value ``(k,)`` of each candidate in ``free``."""
+    if acquisition == "thompson":
+        cov = posterior.covariance(free)
+        cov[np.diag_indices_from(cov)] += 1e-8
+        chol = torch.linalg.cholesky(torch.as_tensor(cov))
+        eps = torch.randn(free.size, generator=gen, dtype=torch.float64)
+        return np.asarray(posterior.mean[free] + (chol @ eps).numpy(), dtype=np.float64)
+    if acquisition == "noisy-log-ei":
+        return _noisy_log_ei(posterior, free, believers, gen)
+    variance = posterior.believe(believers) if believers.size else posterior.variance
+    table = CandidateTable(posterior, variance)
+    acq: AcquisitionFunction
+    if acquisition == "log-ei":
+        acq = LogExpectedImprovement(table, best_f=max(posterior.y))
+    elif acquisition == "ucb":
+        acq = UpperConfidenceBound(table, beta=beta)
+    else:
+        acq = PosteriorStandardDeviation(table)
+    return _chunked(acq, _as_x(free))
+
+
+def _noisy_log_ei(
+    posterior: CandidatePosterior, free: NDArray[np.int64], believers: NDArray[np.int64], gen: torch.Generator
+) -> NDArray[np.float64]:
+    """The qLogNEI of botorch on the candidate table; its baseline: the ``_BASELINE`` observations of highest mean."""
+    observed = np.asarray(posterior.observed, dtype=np.int64)
+    best = observed[np.argsort(-posterior.mean[observed])[:_BASELINE]]
+    sampler = SobolQMCNormalSampler(
+        sample_shape=torch.Size([64]), seed=int(torch.randint(2**31 - 1, (1,), generator=gen))
+    )
+    acq = qLogNoisyExpectedImprovement(
+        CandidateTable(posterior),
+        X_baseline=_as_x(best).squeeze(1),
+        sampler=sampler,
+        prune_baseline=False,
+        cache_root=False,
+        X_pending=_as_x(believers).squeeze(1) if believers.size else None,
+    )
+    return _chunked(acq, _as_x(free), chunk=128)
+
+
+def _as_x(indices: NDArray[np.int64]) -> torch.Tensor:
+    """Candidate indices ``(k,)`` as botorch inputs ``(k, 1, 1)``."""
+    return torch.as_tensor(indices, dtype=torch.float64).reshape(-1, 1, 1)
+
+
+def _chunked(acq: AcquisitionFunction, x: torch.Tensor, chunk: int = _CHUNK) -> NDArray[np.float64]:
+    with torch.no_grad():
+        parts = [acq(x[i : i + chunk]).detach() for i in range(0, x.shape[0], chunk)]
+    return np.asarray(torch.cat(parts).numpy(), dtype=np.float64)

@@ -1,0 +1,95 @@
+"""Model-free policies: ``random`` and ``raster``.
+
+They are the baselines every model-based policy is compared with, and they
+implement the same :class:`~engine.protocols.Policy` protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.candidates import CandidateSet
+from engine.decisions import Proposal
+from engine.errors import ConfigError
+from engine.rng_state import rng_state, set_rng_state
+
+
+class RandomPolicy:
+    """Uniformly random choice among available candidates, from an injected RNG."""
+
+    name = "random"
+
+    def __init__(self, rng: np.random.Generator):
+        self._rng = rng
+
+    def propose(self, candidates: CandidateSet, q: int) -> Proposal:
+        """Pick ``min(q, available)`` distinct candidates at random."""
+        free = candidates.available()
+        k = min(q, free.size)
+        chosen = self._rng.choice(free, size=k, replace=False).astype(np.int64)
+        return Proposal(indices=chosen, acquisition_values=np.full(k, np.nan))
+
+    def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
+        """Random search learns nothing."""
+
+    def state(self) -> dict[str, Any]:
+        """The RNG state (see :class:`engine.protocols.Resumable`)."""
+        return {"rng": rng_state(self._rng)}
+
+    def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
+        """Put the RNG back; random search needs nothing of what was measured."""
+        set_rng_state(self._rng, state["rng"])
+
+
+class RasterPolicy:
+    """Serpentine (boustrophedon) raster over the candidate grid.
+
+    Rows are scanned alternately left-to-right and right-to-left, which keeps
+    every probe move short, as an operator would scan by hand.
+    """
+
+    name = "raster"
+
+    def __init__(self) -> None:
+        self._order: NDArray[np.int64] | None = None
+
+    def _serpentine(self, grid_shape: tuple[int, int]) -> NDArray[np.int64]:
+        rows, cols = grid_shape
+        order = np.arange(rows * cols, dtype=np.int64).reshape(rows, cols)
+        order[1::2] = order[1::2, ::-1]
+        return order.ravel()
+
+    def propose(self, candidates: CandidateSet, q: int) -> Proposal:
+        """The next ``q`` available candidates in serpentine order."""
+        if self._order is None or self._order.size != len(candidates):
+            self._order = self._serpentine(candidates.grid_shape)
+        free = ~(candidates.measured | candidates.pending)
+        chosen = self._order[free[self._order]][:q]
+        return Proposal(indices=chosen, acquisition_values=np.full(chosen.size, np.nan))
+
+    def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
+        """A raster learns nothing."""
+
+    def state(self) -> dict[str, Any]:
+        """Nothing: the order follows from the candidates alone."""
+        return {}
+
+    def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
+        """Nothing to restore: the measured candidates are marked in the candidate set."""
+
+
+POLICY_NAMES = ("random", "raster")
+"""Policy names the configuration accepts."""
+
+
+def make_policy(name: str, rng: np.random.Generator) -> RandomPolicy | RasterPolicy:
+    """Build a model-free policy by name (one of :data:`POLICY_NAMES`)."""
+    if name == "random":
+        return RandomPolicy(rng)
+    if name == "raster":
+        return RasterPolicy()
+    raise ConfigError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")

@@ -1,0 +1,295 @@
+"""Bayesian optimisation over the candidates with bounded decision latency.
+
+What the model-based policies share (:class:`ScalarBO`): the scalarised measured values, refits
+submitted to a :class:`~engine.trainer.Trainer` (background thread, or inline for reproducible
+runs), and decisions that use whichever snapshot finished last. A snapshot holds the GP inputs of
+every candidate (positions, dual-VAE latents or DKL features), the fitted GP and its posterior at
+every candidate; observations that arrived since it was cut enter by conditioning
+(:mod:`engine.gp_posterior`), never by a refit on the critical path. The policies differ only in
+their :class:`FeatureModel`. The first ``initial`` measurements, and any decision taken before the
+first snapshot is ready, are random (seeded), recorded with model version -1.
+
+``gp-position`` (this module) is the position-only baseline, and the policy for data without a
+structural image. Pure decision code: no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from botorch.models import SingleTaskGP
+from numpy.typing import NDArray
+
+from engine.candidates import CandidateSet
+from engine.decisions import Proposal
+from engine.errors import ConfigError
+from engine.policy._acquisition import ACQUISITIONS, TravelCost, select
+from engine.policy._gp_posterior import CandidatePosterior, fit_gp, unit_cube
+from engine.policy._scalarisers import Scalariser
+from engine.policy._trainer import Trainer
+from engine.rng_state import rng_state, set_rng_state
+
+FeatureCheckpoint = tuple[dict[str, Any], dict[str, torch.Tensor]]
+"""A learned feature model's JSON metadata and weights (copies), as :mod:`engine.checkpoints` saves them."""
+
+
+@dataclass(frozen=True)
+class Features:
+    """GP inputs of every candidate ``(m, d)`` in the unit cube, and what the refit leaves besides.
+
+    ``model``: a GP already fitted on them (DKL), if any. ``checkpoint``: the feature model's
+    checkpoint after this refit (learned features only; ``dualscope resume`` loads it).
+    """
+
+    unit: NDArray[np.float64]
+    model: SingleTaskGP | None = None
+    checkpoint: FeatureCheckpoint | None = None
+
+
+class FeatureModel(Protocol):
+    """Maps candidates to GP inputs; may learn from the measured data (in the trainer's thread)."""
+
+    def refit(self, observed: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]) -> Features:
+        """Features of all candidates, after learning from ``observed (n,)``, ``values (n,)``, ``spectra (n, c)``."""
+        ...
+
+
+class PositionFeatures:
+    """The probe position itself, scaled to the unit cube (``positions (m, d)``)."""
+
+    def __init__(self, positions: NDArray[np.float64]):
+        self._unit = unit_cube(positions)
+
+    def refit(self, observed: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]) -> Features:
+        """Positions do not learn."""
+        return Features(self._unit)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable refit: version, the observations it saw and its posterior at every candidate.
+
+    The policy that receives it conditions ``posterior`` on later observations (it owns it then).
+    """
+
+    version: int
+    n_obs: int
+    y_mean: float
+    y_std: float
+    posterior: CandidatePosterior
+    fit_warnings: int
+    features_checkpoint: FeatureCheckpoint | None = None
+
+
+class ScalarBO:
+    """Scalarised values, background refits and snapshot-based proposals.
+
+    Args:
+        scalariser: what to maximise; axis: spectral axis values ``(c,)``.
+        acquisition: one of :data:`engine.acquisition.ACQUISITIONS`.
+        rng: seeds the initial random design, the MC sampler and Thompson draws.
+        initial: measurements before the first refit.
+        features: the candidates' GP inputs.
+        trainer: where refits run.
+        refit_every: new observations between refits (when the trainer is free).
+        travel_cost: acquisition units per field-of-view diagonal travelled (0: none).
+        ucb_beta: a fixed ``β`` for ``ucb`` (``μ + √β σ``; small values exploit); default: the GP-UCB schedule.
+    """
+
+    def __init__(
+        self,
+        scalariser: Scalariser,
+        axis: NDArray[np.float64],
+        acquisition: str,
+        rng: np.random.Generator,
+        initial: int,
+        features: FeatureModel,
+        trainer: Trainer[Snapshot],
+        *,
+        refit_every: int = 1,
+        travel_cost: float = 0.0,
+        ucb_beta: float | None = None,
+    ):
+        if acquisition not in ACQUISITIONS:
+            raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
+        if refit_every < 1 or travel_cost < 0 or (ucb_beta is not None and ucb_beta <= 0):
+            raise ConfigError("refit_every must be >= 1, travel_cost >= 0 and ucb_beta > 0")
+        self.scalariser, self.axis, self.acquisition, self._rng = scalariser, axis, acquisition, rng
+        self.initial, self.features, self.trainer = max(1, initial), features, trainer
+        self.refit_every, self.travel_cost, self.ucb_beta = refit_every, travel_cost, ucb_beta
+        self._n_told = 0  # measurements told, finite values or not (the schedule counts them all)
+        self._last_index: int | None = None
+        # observations with a finite value: what the GP sees, in the order it sees them
+        self._obs_idx: list[int] = []
+        self._obs_y: list[float] = []
+        self._obs_spectra: list[NDArray[np.float32]] = []
+        self._submitted_n = -1
+        self._next_version = 1
+        self.snapshot: Snapshot | None = None
+        self._live: CandidatePosterior | None = None
+        self._live_n = 0
+        self.fit_warnings = 0
+
+    # ------------------------------------------------------------------ data in
+    def add(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
+        """Scalarise the measured spectra of candidates ``indices`` and start a refit when due."""
+        self._remember(indices, spectra)
+        self._maybe_refit()
+
+    def _remember(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
+        """Scalarise and keep the observations (finite values only), count them all, note the probe's place."""
+        values = self.scalariser(spectra, self.axis)
+        for i, v, s in zip(indices, values, np.asarray(spectra, dtype=np.float32), strict=True):
+            if np.isfinite(v):  # NaN (no peak in the window, ...) is measured but not modelled
+                self._obs_idx.append(int(i))
+                self._obs_y.append(float(v))
+                self._obs_spectra.append(s)
+        self._n_told += len(indices)
+        if len(indices):
+            self._last_index = int(indices[-1])
+
+    def _maybe_refit(self) -> None:
+        n = self._n_told
+        if n < self.initial or (self._submitted_n >= 0 and n - self._submitted_n < self.refit_every):
+            return
+        if len(self._obs_idx) < 2:
+            return
+        idx, values = np.asarray(self._obs_idx, np.int64), np.asarray(self._obs_y)
+        spectra = np.asarray(self._obs_spectra, dtype=np.float32)  # copies: the job must not share state
+        version = self._next_version
+        if self.trainer.submit(lambda: self._refit(version, idx, values, spectra)):
+            self._submitted_n, self._next_version = n, version + 1
+
+    def _refit(
+        self, version: int, idx: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]
+    ) -> Snapshot:
+        """Runs in the trainer: learn the features, fit the GP, build its posterior at every candidate."""
+        mean, std = float(values.mean()), float(values.std()) or 1.0
+        y = (values - mean) / std
+        feats = self.features.refit(idx, y, spectra)
+        x = torch.as_tensor(feats.unit, dtype=torch.float64)
+        warn = 0
+        model = feats.model
+        if model is None:
+            model, warn = fit_gp(x[idx], torch.as_tensor(y))
+        posterior = CandidatePosterior(model, x, idx, y)
+        return Snapshot(version, idx.size, mean, std, posterior, warn, feats.checkpoint)
+
+    # ------------------------------------------------------------------ resume
+    def state(self) -> dict[str, Any]:
+        """RNG state, schedule counters and which snapshot is in use (see :class:`engine.protocols.Resumable`)."""
+        snap = self.snapshot
+        return {
+            "rng": rng_state(self._rng),
+            "n_told": self._n_told,
+            "submitted_n": self._submitted_n,
+            "next_version": self._next_version,
+            "snapshot_version": snap.version if snap is not None else 0,
+            "snapshot_obs": snap.n_obs if snap is not None else 0,
+        }
+
+    def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
+        """Back to ``state`` with the measurements ``told`` before it; the snapshot in use is refitted now.
+
+        The snapshot is fitted on the same observations as the one in use when ``state`` was taken
+        (one fit, not the whole history); later observations are conditioned on at the next proposal,
+        as they were. Stateless features (``gp-position``) give the same model; learned features (the
+        dual VAE, DKL) learn all those observations in this one refit.
+
+        Raises:
+            ValueError: ``told`` does not hold the ``n_told`` measurements the state counts.
+        """
+        for indices, spectra in told:
+            self._remember(indices, spectra)  # no refits: the one in use is rebuilt below
+        if self._n_told != int(state["n_told"]):
+            raise ValueError(f"the policy state counts {state['n_told']} measurements, the run has {self._n_told}")
+        set_rng_state(self._rng, state["rng"])
+        self._submitted_n, self._next_version = int(state["submitted_n"]), int(state["next_version"])
+        version, n_obs = int(state["snapshot_version"]), int(state["snapshot_obs"])
+        if version > 0:
+            idx, values = np.asarray(self._obs_idx[:n_obs], np.int64), np.asarray(self._obs_y[:n_obs])
+            snap = self._refit(version, idx, values, np.asarray(self._obs_spectra[:n_obs], dtype=np.float32))
+            self.snapshot, self._live, self._live_n = snap, snap.posterior, snap.n_obs
+
+    # ----------------------------------------------------------------- decisions
+    def _catch_up(self) -> None:
+        snap = self.trainer.poll()
+        if snap is not None:
+            self.snapshot, self._live, self._live_n = snap, snap.posterior, snap.n_obs
+            self.fit_warnings += snap.fit_warnings
+        if self._live is None or self.snapshot is None:
+            return
+        for i, v in zip(self._obs_idx[self._live_n :], self._obs_y[self._live_n :], strict=True):
+            self._live.add(i, (v - self.snapshot.y_mean) / self.snapshot.y_std)
+        self._live_n = len(self._obs_idx)
+
+    def propose(self, candidates: CandidateSet, q: int) -> Proposal:
+        """The acquisition's best ``q`` available candidates on the latest snapshot (random before one exists)."""
+        free = candidates.available()
+        if free.size == 0:
+            return Proposal(np.empty(0, np.int64), np.empty(0))
+        t0 = time.perf_counter()
+        self._catch_up()
+        t1 = time.perf_counter()
+        if self._live is None or self.snapshot is None:
+            k = min(q, free.size)
+            return Proposal(self._rng.choice(free, size=k, replace=False).astype(np.int64), np.full(k, np.nan))
+        travel = None
+        if self.travel_cost > 0 and self._last_index is not None:
+            travel = TravelCost(candidates.positions, self._last_index, self.travel_cost)
+        choice = select(
+            self._live,
+            free,
+            np.flatnonzero(candidates.pending).astype(np.int64),
+            q,
+            self.acquisition,
+            seed=int(self._rng.integers(2**31 - 1)),
+            step=self._n_told,
+            travel=travel,
+            beta=self.ucb_beta,
+        )
+        return Proposal(
+            choice.indices,
+            choice.values,
+            self.snapshot.version,
+            choice.runner_up_values,
+            condition_s=t1 - t0,
+            acquire_s=time.perf_counter() - t1,
+        )
+
+
+class BOPolicy:
+    """A model-based policy: a name and the :class:`ScalarBO` built with its feature model.
+
+    ``gp-position`` uses :class:`PositionFeatures`; ``dualvae-bo`` the dual-VAE latents
+    (:class:`engine.dualvae_policy.DualVAEFeatures`); ``dkl`` a CNN trained jointly with the GP
+    (:class:`engine.dkl.DKLFeatures`).
+
+    Args:
+        name: the policy name recorded with each decision.
+        bo: the shared machinery.
+    """
+
+    def __init__(self, name: str, bo: ScalarBO):
+        self.name, self.bo = name, bo
+
+    def propose(self, candidates: CandidateSet, q: int) -> Proposal:
+        """See :meth:`ScalarBO.propose`."""
+        return self.bo.propose(candidates, q)
+
+    def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
+        """Scalarise the measured spectra, remember them, and start a refit when due."""
+        self.bo.add(indices, spectra)
+
+    def state(self) -> dict[str, Any]:
+        """See :meth:`ScalarBO.state`."""
+        return self.bo.state()
+
+    def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
+        """See :meth:`ScalarBO.restore`."""
+        self.bo.restore(state, told)

@@ -1,0 +1,85 @@
+"""The ``dualvae-bo`` features: the dual VAE's image latent of each candidate patch.
+
+The dual VAE first learns the structural image alone (every candidate patch, no spectra yet), when
+the features are built, before the campaign starts. Each refit (in the trainer, see
+:mod:`engine.bo_policy`) adds the measured spectra to the surrogate's data, runs a bounded
+warm-start update (rolled back on failure, in which case the previous latents stay) and recomputes
+the latents of all candidates; the GP of the ``dualvae-bo`` policy is fitted on them. Pure decision
+code: the surrogate is injected, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from engine.policy._bo import Features
+from engine.policy._gp_posterior import unit_cube
+from engine.surrogate import CheckpointError, Normaliser, PairedData, Surrogate, TrainReport
+
+
+class DualVAEFeatures:
+    """Image latents of the candidate patches, from a dual VAE updated with each refit's spectra.
+
+    Args:
+        surrogate: an untrained dual VAE for patches ``(p, p)`` and ``c``-channel spectra; from
+            here on only :meth:`refit` (the trainer's thread) touches it.
+        patches: the candidate patches ``(m, p, p)``, row-aligned with the candidate set.
+        channels: spectral channels ``c``.
+        pretrain_steps: image-only training steps, run here.
+        update_steps, update_seconds: bound of each warm-start update.
+        positions: candidate positions ``(m, d)``; when given, the GP inputs are the latent and the
+            position side by side (each scaled to the unit cube), so that the GP can also follow
+            trends across the field of view that no single patch shows (a doping gradient).
+    """
+
+    def __init__(
+        self,
+        surrogate: Surrogate,
+        patches: NDArray[np.float32],
+        channels: int,
+        *,
+        pretrain_steps: int = 300,
+        update_steps: int = 20,
+        update_seconds: float = 1.0,
+        positions: NDArray[np.float64] | None = None,
+    ):
+        self.surrogate = surrogate
+        self._positions = None if positions is None else unit_cube(positions)
+        self._update = (update_steps, update_seconds)
+        m = patches.shape[0]
+        self._data = PairedData(patches, np.zeros((m, channels), np.float32), np.zeros(m, bool))
+        self.pretrain_report = surrogate.fit(self._data, pretrain_steps)
+        self._latents = unit_cube(surrogate.image_latent(patches))
+        self.updates: list[TrainReport] = []
+
+    def refit(self, observed: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]) -> Features:
+        """Add ``spectra (n, c)`` of candidates ``observed (n,)``, update the surrogate, return the latents."""
+        self._data.spectra[observed] = spectra
+        self._data.has_spectrum[observed] = True
+        report = self.surrogate.update(self._data, max_steps=self._update[0], max_seconds=self._update[1])
+        self.updates.append(report)
+        if not report.rolled_back:
+            self._latents = unit_cube(self.surrogate.image_latent(self._data.patches))
+        meta, weights = self.surrogate.to_state()
+        checkpoint = (meta, {k: v.detach().clone() for k, v in weights.items()})  # this thread's copy
+        if self._positions is None:
+            return Features(self._latents, checkpoint=checkpoint)
+        return Features(np.concatenate([self._latents, self._positions], axis=1), checkpoint=checkpoint)
+
+    def load_checkpoint(self, meta: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
+        """Continue from a checkpoint taken by :meth:`refit` (``dualscope resume``): weights, normaliser, version.
+
+        Raises:
+            CheckpointError: it is for another network (other patch size, channels or latent size).
+        """
+        try:
+            self.surrogate.net.load_state_dict(weights)
+            self.surrogate.norm = Normaliser(**meta["normaliser"])
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"the feature checkpoint does not fit this dual VAE: {exc}") from exc
+        self.surrogate.sigma_scale, self.surrogate.version = float(meta["sigma_scale"]), int(meta["version"])
+        self._latents = unit_cube(self.surrogate.image_latent(self._data.patches))

@@ -1,0 +1,185 @@
+"""Build the policy, scalariser and trainer that a run's ``[policy]`` table names.
+
+The factory sits beside what it builds (as BoTorch's ``acquisition/factory.py`` does), so building
+a policy never climbs back into the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.candidates import CandidateSet
+from engine.config import PolicySection, ScalariserSection
+from engine.errors import ConfigError
+from engine.policy._baselines import make_policy
+from engine.policy._bo import BOPolicy, FeatureModel, PositionFeatures, ScalarBO, Snapshot
+from engine.policy._scalarisers import (
+    BandIntegral,
+    BandRatio,
+    Logarithm,
+    LoopArea,
+    PeakPosition,
+    Scalariser,
+    TargetSimilarity,
+    UserFunction,
+)
+from engine.policy._trainer import InlineTrainer, ThreadTrainer, Trainer
+from engine.protocols import Policy
+from engine.types import Image, SpectralAxis
+
+
+def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
+    """The scalariser a ``[policy.scalariser]`` table describes.
+
+    Args:
+        section: the validated table (kind ``band``, ``peak``, ``ratio``, ``target``, ``loop-area`` or ``user``;
+            windows in the spectral axis' units).
+        axis: the instrument's spectral axis (``target`` builds its reference peak on it).
+
+    Returns:
+        A scalariser mapping spectra ``(n, c)`` and axis values ``(c,)`` to properties ``(n,)``, wrapped in
+        :class:`Logarithm` when ``log = true``.
+
+    Raises:
+        ConfigError: ``kind = "user"`` without ``function``.
+
+    Example:
+        >>> from engine.config import ScalariserSection
+        >>> from engine.types import SpectralAxis
+        >>> axis = SpectralAxis("energy loss", "eV", 0.0, 0.1, 20)
+        >>> build_scalariser(ScalariserSection(kind="band", low=0.5, high=1.0), axis).name
+        'band_integral'
+    """
+    inner = _scalariser(section, axis)
+    return Logarithm(inner) if section.log else inner
+
+
+def _scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
+    if section.kind == "band":
+        return BandIntegral(section.low, section.high)
+    if section.kind == "peak":
+        return PeakPosition(section.low, section.high)
+    if section.kind == "ratio":
+        return BandRatio(BandIntegral(section.low, section.high), BandIntegral(section.low_b, section.high_b))
+    if section.kind == "target":
+        return TargetSimilarity.peak(axis.values(), section.centre, section.width)
+    if section.kind == "loop-area":
+        return LoopArea()
+    if not section.function:
+        raise ConfigError("policy.scalariser.function is required when kind = 'user' (module:function)")
+    return UserFunction(section.function, section.units)
+
+
+def make_trainer(training: str) -> Trainer[Snapshot]:
+    """The trainer a ``policy.training`` value names.
+
+    Args:
+        training: ``"background"`` (refits on a worker thread; the loop never waits) or ``"inline"``
+            (refits in the loop: reproducible decisions).
+
+    Returns:
+        A :class:`ThreadTrainer` or an :class:`InlineTrainer`; close it when the campaign ends.
+
+    Example:
+        >>> type(make_trainer("inline")).__name__
+        'InlineTrainer'
+    """
+    return ThreadTrainer() if training == "background" else InlineTrainer()
+
+
+def build_policy(
+    section: PolicySection,
+    axis: SpectralAxis,
+    rng: np.random.Generator,
+    image: Image | None = None,
+    candidates: CandidateSet | None = None,
+    notes: Sequence[str] = (),
+    trainer: Trainer[Snapshot] | None = None,
+) -> Policy:
+    """The policy a ``[policy]`` table names.
+
+    Args:
+        section: the validated ``[policy]`` table (``name``: random, raster, gp-position, dualvae-bo or dkl).
+        axis: the instrument's spectral axis (the scalariser's windows are in its units).
+        rng: the run's random generator (seeds the policy and its networks).
+        image: the structural image; needed by the structure-aware policies (dualvae-bo, dkl).
+        candidates: the candidate positions ``(m, d)`` and their image pixels; needed by model-based policies.
+        notes: the instrument's notes (a recording without a structural image says so).
+        trainer: where refits run (default inline).
+
+    Returns:
+        The policy, ready for :class:`engine.campaign.Campaign`.
+
+    Raises:
+        ConfigError: a model-based policy without candidates, or a structure-aware one without an image.
+
+    Example:
+        >>> import numpy as np
+        >>> from engine.config import PolicySection
+        >>> from engine.types import SpectralAxis
+        >>> axis = SpectralAxis("energy loss", "eV", 0.0, 0.1, 20)
+        >>> build_policy(PolicySection(name="random"), axis, np.random.default_rng(0)).name
+        'random'
+    """
+    if section.name in ("random", "raster"):
+        return make_policy(section.name, rng)
+    if candidates is None:
+        raise ConfigError(f"policy {section.name} needs the candidate set")
+    features: FeatureModel
+    if section.name == "gp-position":
+        features = PositionFeatures(candidates.positions)
+    else:
+        if image is None or any("no structural image" in n for n in notes):
+            raise ConfigError(
+                f"{section.name} learns from the structural image, and this data has none "
+                "(the importer derived one from the spectra); use policy gp-position, random or raster"
+            )
+        from engine.surrogate import extract_patches
+
+        patches = extract_patches(image.data, candidates.pixels, section.patch_px)
+        features = _image_features(section, patches, axis.size, rng, candidates.positions)
+    bo = ScalarBO(
+        build_scalariser(section.scalariser, axis),
+        axis.values(),
+        section.acquisition,
+        rng,
+        section.initial,
+        features,
+        trainer if trainer is not None else InlineTrainer(),
+        refit_every=section.refit_every,
+        travel_cost=section.travel_cost,
+    )
+    return BOPolicy(section.name, bo)
+
+
+def _image_features(
+    section: PolicySection,
+    patches: NDArray[np.float32],
+    channels: int,
+    rng: np.random.Generator,
+    positions: NDArray[np.float64],
+) -> FeatureModel:
+    seed = int(rng.integers(2**31 - 1))
+    if section.name == "dkl":
+        from engine.policy._dkl import DKLFeatures
+
+        return DKLFeatures(patches, seed, steps=section.update_steps)
+    import torch
+
+    from engine.policy._dualvae import DualVAEFeatures
+    from engine.surrogate import Surrogate, SurrogateConfig
+
+    surrogate = Surrogate(
+        SurrogateConfig(batch_size=64), section.patch_px, channels, device=torch.device("cpu"), seed=seed
+    )
+    return DualVAEFeatures(
+        surrogate,
+        patches,
+        channels,
+        pretrain_steps=section.pretrain_steps,
+        update_steps=section.update_steps,
+        positions=positions if section.latent_with_position else None,
+    )

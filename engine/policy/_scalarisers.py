@@ -1,0 +1,253 @@
+"""Scalarisers: what the scientist wants from a spectrum, as one number per spectrum.
+
+Each is vectorised over a batch ``(n, c)`` of spectra (measured or predicted by the surrogate) on
+the spectral axis values ``(c,)`` and declares the units of its result.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.errors import ConfigError
+
+
+@runtime_checkable
+class Scalariser(Protocol):
+    """Maps spectra ``(n, c)`` on an axis ``(c,)`` to values ``(n,)`` in :attr:`units`."""
+
+    @property
+    def name(self) -> str:
+        """Short name, e.g. ``band_integral``."""
+        ...
+
+    def units(self, axis_units: str) -> str:
+        """Units of the result, given the spectral axis' units."""
+        ...
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Values ``(n,)``."""
+        ...
+
+
+def _window(axis: NDArray[np.float64], low: float, high: float) -> NDArray[np.bool_]:
+    sel = (axis >= min(low, high)) & (axis <= max(low, high))
+    if not sel.any():
+        raise ConfigError(f"window [{low:g}, {high:g}] holds no channel of the axis [{axis.min():g}, {axis.max():g}]")
+    return sel
+
+
+def _target_on(target: tuple[float, ...], axis: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The target spectrum ``(c,)``, checked against the spectra's axis ``(c,)``."""
+    t = np.asarray(target, np.float64)
+    if t.size != axis.size:
+        raise ConfigError(f"target has {t.size} channels, the spectra {axis.size}")
+    return t
+
+
+def _channel_widths(axis: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.abs(np.gradient(axis)) if axis.size > 1 else np.ones(1)
+
+
+@dataclass(frozen=True)
+class BandIntegral:
+    """∫ S(E) dE over ``[low, high]`` (counts × axis units)."""
+
+    low: float
+    high: float
+    name: str = "band_integral"
+
+    def units(self, axis_units: str) -> str:
+        """Counts times the axis units."""
+        return f"counts {axis_units}".strip()
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Integral ``(n,)`` with per-channel widths (trapezoid-free, channel sums × width)."""
+        sel = _window(axis, self.low, self.high)
+        return np.asarray(np.asarray(spectra, np.float64)[:, sel] @ _channel_widths(axis)[sel])
+
+
+@dataclass(frozen=True)
+class PeakPosition:
+    """Axis value of the maximum within ``[low, high]``, refined by a parabola through the top 3 channels."""
+
+    low: float
+    high: float
+    name: str = "peak_position"
+
+    def units(self, axis_units: str) -> str:
+        """The axis units."""
+        return axis_units
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Peak positions ``(n,)``."""
+        sel = np.flatnonzero(_window(axis, self.low, self.high))
+        s = np.asarray(spectra, np.float64)[:, sel]
+        i = np.argmax(s, axis=1)
+        x = axis[sel]
+        inner = (i > 0) & (i < sel.size - 1)
+        out = x[i].astype(np.float64)
+        j = i[inner]
+        rows = np.flatnonzero(inner)
+        y0, y1, y2 = s[rows, j - 1], s[rows, j], s[rows, j + 1]
+        denom = y0 - 2 * y1 + y2
+        shift = np.where(denom != 0, 0.5 * (y0 - y2) / np.where(denom != 0, denom, 1.0), 0.0)
+        step = x[j + 1] - x[j]
+        out[rows] = x[j] + np.clip(shift, -0.5, 0.5) * step
+        return np.asarray(out, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class BandRatio:
+    """Integral over band A divided by integral over band B (dimensionless)."""
+
+    a: BandIntegral
+    b: BandIntegral
+    name: str = "band_ratio"
+
+    def units(self, axis_units: str) -> str:
+        """Dimensionless."""
+        return ""
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Ratios ``(n,)``; zero denominators give NaN."""
+        num, den = self.a(spectra, axis), self.b(spectra, axis)
+        return np.asarray(np.divide(num, den, out=np.full_like(num, np.nan), where=den != 0), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class TargetSimilarity:
+    """Cosine similarity to a target spectrum ``(c,)`` (1 = same shape), higher is better."""
+
+    target: tuple[float, ...]
+    name: str = "target_similarity"
+
+    @classmethod
+    def peak(cls, axis: NDArray[np.float64], centre: float, width: float) -> TargetSimilarity:
+        """A Gaussian target 'a peak at ``centre`` with FWHM ``width``' on ``axis``."""
+        sigma = width / 2.3548
+        return cls(tuple(np.exp(-0.5 * ((axis - centre) / sigma) ** 2).tolist()))
+
+    def units(self, axis_units: str) -> str:
+        """Dimensionless."""
+        return ""
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Cosine similarities ``(n,)``."""
+        t = _target_on(self.target, axis)
+        s = np.asarray(spectra, np.float64)
+        norms = np.linalg.norm(s, axis=1) * np.linalg.norm(t)
+        return np.asarray(np.divide(s @ t, norms, out=np.zeros(s.shape[0]), where=norms > 0), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class LoopArea:
+    """Area enclosed by a hysteresis loop, ``|∮ R dV|`` (response units × axis units).
+
+    The spectral axis is the excitation in acquisition order (e.g. the DC voltage of a BEPS
+    triangle 0 → +V → 0 → −V → 0), not sorted; the loop is closed from the last point back to the
+    first, so a loop traced twice counts twice and a response that does not depend on the
+    direction of the sweep encloses no area.
+    """
+
+    name: str = "loop_area"
+
+    def units(self, axis_units: str) -> str:
+        """Response units (taken as counts) times the axis units."""
+        return f"counts {axis_units}".strip()
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Areas ``(n,)`` by the shoelace formula on the closed polygon ``(V_i, R_i)``."""
+        v = np.asarray(axis, np.float64)
+        r = np.asarray(spectra, np.float64)
+        v_next, r_next = np.roll(v, -1), np.roll(r, -1, axis=1)
+        return np.asarray(0.5 * np.abs(r_next @ v - r @ v_next), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class TargetMatch:
+    """How close a spectrum is to a target ``(c,)``: ``−‖S − T‖₂ / ‖T‖₂`` (0 = identical, higher is better).
+
+    Unlike :class:`TargetSimilarity` it also compares the amplitude, as inverse design against a
+    simulator needs; with ``fit_scale`` each spectrum is first multiplied by its least-squares
+    (non-negative) factor, so only the shape counts.
+    """
+
+    target: tuple[float, ...]
+    fit_scale: bool = False
+    name: str = "target_match"
+
+    def units(self, axis_units: str) -> str:
+        """Dimensionless (a relative distance)."""
+        return ""
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Negated relative L2 distances ``(n,)``."""
+        t = _target_on(self.target, axis)
+        s = np.atleast_2d(np.asarray(spectra, np.float64))
+        if self.fit_scale:
+            ss = np.einsum("ij,ij->i", s, s)
+            s = s * np.divide(s @ t, ss, out=np.zeros(s.shape[0]), where=ss > 0).clip(min=0.0)[:, None]
+        norm = float(np.linalg.norm(t)) or 1.0
+        return np.asarray(-np.linalg.norm(s - t, axis=1) / norm, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Logarithm:
+    """``ln`` of another scalariser: the same ranking, a tamer scale for heavy-tailed positive values.
+
+    A GP fitted on a few huge values and many small ones models the outliers and little else;
+    on the logarithm it sees the structure of the whole range. Values ``≤ 0`` give NaN (not used by
+    the GP).
+    """
+
+    inner: Scalariser
+    name: str = "log"
+
+    def units(self, axis_units: str) -> str:
+        """``ln(inner units)``."""
+        return f"ln({self.inner.units(axis_units)})"
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``ln`` of the inner values ``(n,)``; NaN where they are not positive."""
+        v = self.inner(spectra, axis)
+        return np.asarray(np.log(v, out=np.full_like(v, np.nan), where=v > 0), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class UserFunction:
+    """A user's ``module:function`` taking ``(spectra (n, c), axis (c,))`` and returning ``(n,)``."""
+
+    path: str
+    result_units: str = ""
+    name: str = "user"
+
+    def _function(self) -> Callable[[NDArray, NDArray[np.float64]], NDArray]:
+        module_name, sep, attr = self.path.partition(":")
+        if not sep:
+            raise ConfigError(f"user scalariser {self.path!r} must be 'module:function'")
+        try:
+            fn = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot load user scalariser {self.path!r}: {exc}") from exc
+        if not callable(fn):
+            raise ConfigError(f"user scalariser {self.path!r} is not callable")
+        return fn  # type: ignore[no-any-return]
+
+    def units(self, axis_units: str) -> str:
+        """As declared in the configuration."""
+        return self.result_units
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Call the user's function and check it returned ``(n,)`` finite numbers."""
+        out = np.asarray(self._function()(np.asarray(spectra), axis), dtype=np.float64)
+        if out.shape != (np.shape(spectra)[0],):
+            raise ConfigError(
+                f"user scalariser {self.path!r} returned shape {out.shape}, expected ({np.shape(spectra)[0]},)"
+            )
+        return out

@@ -1,0 +1,60 @@
+"""What a person reads: the run summary, figures, the HTML report, discovery metrics, training reports.
+
+Everything outside this package imports from here.
+"""
+
+from typing import TYPE_CHECKING
+
+from engine._lazy import lazy_face
+
+if TYPE_CHECKING:  # imported on first use: see engine._lazy
+    from engine.report._discovery import discovery_curves, measurements_to, recall_curve, top_set
+    from engine.report._html import (
+        Band,
+        Section,
+        discovery_figure,
+        latent_figure,
+        load_sections,
+        property_figure,
+        render_html,
+        run_sections,
+        save_sections,
+        timing_figure,
+    )
+    from engine.report._run_report import parse_band, write_report
+    from engine.report._run_summary import run_summary
+    from engine.report._summary_figure import summary_figure
+    from engine.report._surrogate_figures import dual_latent_figure, latent_grid_figure, prediction_figure
+    from engine.report._training import TrainingOutcome, train_surrogate
+
+__all__ = [
+    # a run
+    "run_summary",
+    "summary_figure",
+    "write_report",
+    "parse_band",
+    # discovery metrics
+    "top_set",
+    "recall_curve",
+    "measurements_to",
+    "discovery_curves",
+    # HTML pages and their figures
+    "render_html",
+    "run_sections",
+    "Section",
+    "save_sections",
+    "load_sections",
+    "Band",
+    "timing_figure",
+    "property_figure",
+    "discovery_figure",
+    "latent_figure",
+    # surrogates
+    "train_surrogate",
+    "TrainingOutcome",
+    "dual_latent_figure",
+    "latent_grid_figure",
+    "prediction_figure",
+]
+
+__getattr__, __dir__ = lazy_face(__name__, __file__)

@@ -1,0 +1,50 @@
+"""Discovery curves: how fast a campaign finds the best locations of a known ground truth.
+
+Used by the discovery benchmark, the demo and the run report. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.errors import ConfigError
+
+
+def top_set(values: NDArray[np.float64], fraction: float = 0.01) -> NDArray[np.int64]:
+    """Indices of the top ``fraction`` of ``values (m,)``: at least one, ties at the threshold included."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
+    k = max(1, math.ceil(fraction * values.size))
+    threshold = np.sort(values)[-k]
+    return np.flatnonzero(values >= threshold).astype(np.int64)
+
+
+def recall_curve(order: NDArray[np.int64] | list[int], top: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Fraction ``(k,)`` of ``top`` found after 1..k measurements, ``order`` being the candidates measured."""
+    hits = np.isin(np.asarray(order, dtype=np.int64), top)
+    return np.asarray(np.cumsum(hits) / top.size, dtype=np.float64)
+
+
+def measurements_to(curve: NDArray[np.float64], level: float = 0.5) -> float:
+    """The first number of measurements whose recall reaches ``level`` (``inf`` if it never does)."""
+    reached = np.flatnonzero(curve >= level)
+    return float(reached[0] + 1) if reached.size else math.inf
+
+
+def discovery_curves(order: NDArray[np.int64], truth: NDArray, seed: int = 0) -> dict[str, NDArray]:
+    """Best ground-truth value found after each spectrum, for the run's ``order`` and for random and raster.
+
+    Args:
+        order: indices into ``truth`` in the run's acquisition order ``(n,)``.
+        truth: scalar value at every recorded position ``(m,)`` (positions in row-major grid order).
+    """
+    n = order.size
+    rng = np.random.default_rng(seed)
+    return {
+        "this run": np.maximum.accumulate(truth[order]),
+        "random": np.maximum.accumulate(truth[rng.permutation(truth.size)[:n]]),
+        "raster": np.maximum.accumulate(truth[np.arange(min(n, truth.size))]),
+    }

@@ -1,0 +1,226 @@
+"""``dualscope report``: a self-contained HTML page about a run, with its figures embedded.
+
+Sections: summary and integrity; the structural image with the measured positions in order; the
+scalar property (a band integral of each spectrum) measured at each position next to the map the
+surrogate predicts over every candidate; the discovery curve (best value found vs spectra spent)
+against random and raster orders replayed on the same data when a ground truth exists (runs that
+replayed a complete recorded grid); the two latent spaces; the time of each stage per step.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import NDArray
+
+from engine.errors import ConfigError
+from engine.report._discovery import discovery_curves
+from engine.report._summary_figure import summary_figure
+from engine.spectrum_image import SpectrumImage
+from engine.storage import IntegrityReport, RunData
+from engine.surrogate import PairedData, Surrogate
+
+
+@dataclass(frozen=True)
+class Band:
+    """Integrate spectra over ``[low, high]`` in the spectral axis' units (the report's scalar)."""
+
+    low: float
+    high: float
+
+    def __call__(self, spectra: NDArray, axis_values: NDArray) -> NDArray[np.float64]:
+        """Band integral ``(n,)`` of ``spectra (n, c)``."""
+        sel = (axis_values >= min(self.low, self.high)) & (axis_values <= max(self.low, self.high))
+        if not sel.any():
+            raise ConfigError(f"band [{self.low}, {self.high}] holds no channel")
+        return np.asarray(np.asarray(spectra, np.float64)[:, sel].sum(axis=1))
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    return buf.getvalue()
+
+
+def _new_figure(size: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def timing_figure(run: RunData) -> bytes:
+    """Seconds in decide / measure / record per step (log scale)."""
+    fig = _new_figure((9, 3.6))
+    ax = fig.subplots()
+    stages = (
+        ("time_decide_s", "decide"),
+        ("time_condition_s", "of which: condition the model"),
+        ("time_acquire_s", "of which: score candidates"),
+        ("time_measure_s", "measure"),
+        ("time_record_s", "record"),
+    )
+    for col, label in stages:
+        if np.isfinite(run.columns[col]).any():
+            ax.plot(run.columns["step"], run.columns[col], ".", ms=3, label=label)
+    ax.set(yscale="log", xlabel="step", ylabel="seconds", title="time of each stage per step")
+    ax.legend()
+    return _png(fig)
+
+
+def property_figure(
+    run: RunData, measured: NDArray, candidates: NDArray, predicted: NDArray | None, what: str
+) -> bytes:
+    """Measured scalar at the measured positions, next to the surrogate's map over all candidates."""
+    fig = _new_figure((11, 4.4))
+    axes = fig.subplots(1, 2)
+    names = [a.name for a in run.description.axes]
+    ix, iy = names.index("x"), names.index("y")
+    sc = axes[0].scatter(run.positions[:, ix], run.positions[:, iy], c=measured, s=14, cmap="magma")
+    axes[0].set(title=f"measured: {what}", aspect="equal")
+    axes[0].invert_yaxis()
+    fig.colorbar(sc, ax=axes[0])
+    if predicted is not None:
+        sc2 = axes[1].scatter(candidates[:, ix], candidates[:, iy], c=predicted, s=10, cmap="magma", marker="s")
+        axes[1].set(title=f"predicted by the surrogate (im2spec): {what}", aspect="equal")
+        axes[1].invert_yaxis()
+        fig.colorbar(sc2, ax=axes[1])
+    else:
+        axes[1].text(0.5, 0.5, "no surrogate", ha="center", va="center")
+        axes[1].set_axis_off()
+    return _png(fig)
+
+
+def discovery_figure(curves: dict[str, NDArray], best: float, what: str) -> bytes:
+    """Discovery curves against the best value in the data."""
+    fig = _new_figure((8, 3.8))
+    ax = fig.subplots()
+    for name, curve in curves.items():
+        ax.plot(np.arange(1, curve.size + 1), curve, label=name, lw=2 if name == "this run" else 1)
+    ax.axhline(best, color="grey", ls=":", label="best in the data")
+    ax.set(
+        xlabel="spectra measured",
+        ylabel=f"best {what} so far",
+        title="discovery curve (ground truth from the recording)",
+    )
+    ax.legend()
+    return _png(fig)
+
+
+def latent_figure(model: Surrogate, data: PairedData, energy: NDArray, work_dir: Path) -> bytes:
+    """The dual latent space figure of :mod:`engine.surrogate_figures`, as PNG bytes."""
+    from engine.report._surrogate_figures import dual_latent_figure
+
+    return dual_latent_figure(model, data, energy, work_dir / "latent.png").read_bytes()
+
+
+def render_html(
+    title: str,
+    summary: Sequence[tuple[str, str]],
+    problems: Sequence[str] | None,
+    sections: Sequence[tuple[str, str, bytes | None]],
+    refresh_s: int | None = None,
+) -> str:
+    """A self-contained page: ``sections`` are ``(heading, text, png or None)``; ``problems=None`` hides integrity."""
+    esc = html.escape
+    head = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary)
+    if problems is None:
+        probs = ""
+    else:
+        probs = "".join(f'<li class="problem">{esc(p)}</li>' for p in problems) or "<li>integrity: no problems</li>"
+    body = []
+    for heading, text, png in sections:
+        img = f'<img alt="{esc(heading)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">' if png else ""
+        body.append(f"<section><h2>{esc(heading)}</h2><p>{esc(text)}</p>{img}</section>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "img{max-width:100%}th{text-align:left;padding-right:1em}.problem{color:#b00}"
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">{head}<title>{esc(title)}</title>'
+        f"<style>{style}</style></head><body><h1>{esc(title)}</h1><table>{rows}</table><ul>{probs}</ul>"
+        + "".join(body)
+        + "</body></html>\n"
+    )
+
+
+def run_sections(
+    run: RunData,
+    integrity: IntegrityReport,
+    band: Band,
+    surrogate: Surrogate | None,
+    candidate_patches: NDArray | None,
+    truth: SpectrumImage | None,
+    work_dir: Path,
+) -> list[tuple[str, str, bytes | None]]:
+    """Build every section's text and figure for :func:`render_html`."""
+    values = run.spectral_values
+    what = f"band {band.low:g}–{band.high:g} {run.spectral_axis.units}"
+    sections: list[tuple[str, str, bytes | None]] = []
+    summary_png = summary_figure(run, work_dir / "summary.png") if run.n else None
+    sections.append(
+        (
+            "Where the loop looked",
+            "Structural image with the measured positions in acquisition order, and a few spectra.",
+            summary_png.read_bytes() if summary_png else None,
+        )
+    )
+    measured = band(run.spectra, values) if run.n else np.zeros(0)
+    predicted = None
+    if surrogate is not None and candidate_patches is not None and run.n:
+        mean, _ = surrogate.predict_spectra(candidate_patches)
+        predicted = band(mean, values)
+    sections.append(
+        (
+            "Property map",
+            f"The scalar is the {what} integral of each spectrum.",
+            property_figure(run, measured, run.candidate_positions, predicted, what) if run.n else None,
+        )
+    )
+    if truth is not None and run.n:
+        truth_values = band(truth.spectra, values)
+        idx, _ = truth.nearest(run.positions)
+        curves = discovery_curves(idx, truth_values)
+        sections.append(
+            (
+                "Discovery",
+                "Best value found so far for this run and for random and raster orders on the same recorded data.",
+                discovery_figure(curves, float(truth_values.max()), what),
+            )
+        )
+    if surrogate is not None and surrogate.config.kind == "dualvae" and candidate_patches is not None and run.n:
+        rows = run.columns["candidate_index"]
+        data = PairedData.paired(candidate_patches[rows], run.spectra)
+        png = latent_figure(surrogate, data, values, work_dir)
+        sections.append(("Latent spaces", "Image and spectrum latents of the measured positions.", png))
+    if run.n:
+        sections.append(("Timing", "Seconds spent deciding, measuring and recording in each step.", timing_figure(run)))
+    return sections
+
+
+Section = tuple[str, str, bytes | None]
+"""A page section: heading, text, PNG (or None)."""
+
+
+def save_sections(directory: Path, sections: Sequence[Section]) -> None:
+    """Write ``sections`` into ``directory``: one PNG per figure and ``sections.json`` (headings, texts)."""
+    for k, (heading, _, png) in enumerate(sections):
+        if png:
+            (directory / f"{k:02d}-{heading.lower().replace(' ', '-')}.png").write_bytes(png)
+    (directory / "sections.json").write_text(json.dumps([[h, t] for h, t, _ in sections], indent=1))
+
+
+def load_sections(directory: Path) -> list[Section]:
+    """Sections written by :func:`save_sections` (an exploration's, for the run report)."""
+    texts = json.loads((directory / "sections.json").read_text())
+    pngs = {p.name.split("-", 1)[0]: p for p in directory.glob("*.png")}
+    return [(h, t, pngs[f"{k:02d}"].read_bytes() if f"{k:02d}" in pngs else None) for k, (h, t) in enumerate(texts)]

@@ -1,0 +1,99 @@
+"""The HTML report of a run: write it once, or again and again while the run grows."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import ConfigError, DualscopeError
+from engine.io import import_file, load_surrogate
+from engine.report._html import Band, load_sections, render_html, run_sections
+from engine.report._run_summary import run_summary
+from engine.storage import array_node, check_run, open_run_group
+from engine.surrogate import PairedData, Surrogate, SurrogateConfig, extract_patches
+
+_PATCH_PX = 16
+"""Patch side of the report's own surrogate, in image pixels."""
+
+
+def parse_band(text: str, values: np.ndarray, units: str) -> Band:
+    """The band ``LOW:HIGH`` (spectral units) of the report's scalar property; the whole axis when empty."""
+    if not text:
+        return Band(float(values.min()), float(values.max()))
+    try:
+        low, high = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise ConfigError(f"--band wants LOW:HIGH in {units}, got {text!r}") from None
+    return Band(low, high)
+
+
+def write_report(
+    run_path: Path,
+    target: Path,
+    band_text: str = "",
+    checkpoint: Path | None = None,
+    steps: int = 300,
+    refresh_s: float | None = None,
+) -> str:
+    """Write the self-contained HTML report of ``run_path`` to ``target``; return the run's status.
+
+    Args:
+        run_path: a run directory (``RUN.zarr``), closed or still growing.
+        target: the HTML file, replaced atomically (a browser reloading mid-write never sees half a page).
+        band_text: the scalar property's band ``LOW:HIGH`` in the spectral units (default: the whole axis).
+        checkpoint: a ``dualscope train`` checkpoint for the predicted map; without one a surrogate is
+            trained for ``steps`` steps on the run itself (when it holds at least 20 spectra).
+        steps: training steps of the report's own surrogate (0: none).
+        refresh_s: seconds after which the page reloads itself while the run is open (None: never).
+
+    Returns:
+        The run's status (``closed``, ``running``, ``interrupted``...).
+
+    Raises:
+        ConfigError: a malformed band. RunStorageError: not a run, or one that cannot be read.
+    """
+    import torch
+
+    run, integrity = check_run(run_path)
+    if run.attrs.get("status") == "closed":
+        refresh_s = None  # nothing more will come: the page need not reload
+    band = parse_band(band_text, run.spectral_values, run.spectral_axis.units)
+    image = next(iter(run.images.values()), None)
+    pixels = np.asarray(array_node(open_run_group(run_path), "candidate_pixels")[:]) if image is not None else None
+    model = None
+    patches = None
+    if image is not None and pixels is not None:
+        patches = extract_patches(image.data, pixels, _PATCH_PX)
+        if checkpoint is not None:
+            model = load_surrogate(checkpoint, torch.device("cpu"))
+            patches = extract_patches(image.data, pixels, model.patch)
+        elif run.n >= 20 and steps > 0:
+            rows = run.columns["candidate_index"]
+            has = np.zeros(len(pixels), bool)
+            has[rows] = True
+            spectra = np.zeros((len(pixels), run.spectra.shape[1]), np.float32)
+            spectra[rows] = run.spectra
+            model = Surrogate(SurrogateConfig(batch_size=64), _PATCH_PX, spectra.shape[1], device=torch.device("cpu"))
+            model.fit(PairedData(patches, spectra, has), steps)
+    truth = None
+    source = run.description.extra.get("source") if run.description.name == "dualscope-replay" else None
+    if source and "only measured positions" not in " ".join(run.description.extra.get("notes", [])):
+        try:
+            truth = import_file(Path(str(source)))
+        except DualscopeError:
+            truth = None
+    with tempfile.TemporaryDirectory() as tmp:
+        sections = run_sections(run, integrity, band, model, patches, truth, Path(tmp))
+    explored = run_path.with_suffix(".explore")
+    if (explored / "sections.json").exists():
+        sections += [(f"Exploration: {h}", t, png) for h, t, png in load_sections(explored)]
+    summary = [(k, str(v)) for k, v in run_summary(run, integrity).items() if k not in ("problems", "notes")]
+    page = render_html(
+        f"dualscope run {run_path.name}", summary, integrity.problems, sections, int(refresh_s) if refresh_s else None
+    )
+    partial = target.with_suffix(".html.partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(target)
+    return str(run.attrs.get("status"))

@@ -1,0 +1,64 @@
+"""The one-screen summary of a run: counts, axes, policy, time span, median timings, integrity."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+
+from engine.storage import IntegrityReport, RunData
+
+_TIMINGS = ("time_decide_s", "time_condition_s", "time_acquire_s", "time_measure_s", "time_record_s")
+
+
+def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
+    """What ``dualscope inspect`` shows of a run, as JSON-ready values.
+
+    Args:
+        run: the run as read by :func:`engine.storage.read_run` (``n`` committed rows).
+        integrity: the run's integrity check (:func:`engine.storage.check_run`).
+
+    Returns:
+        Name → value: counts, axes with units, images, instrument, policies, status, first/last
+        spectrum (UTC, ISO 8601), time span (s), median time per stage (ms), model versions, journal
+        rows pending, missing positions, software versions, and the integrity ``problems`` and ``notes``.
+    """
+    n, attrs, spec = run.n, run.attrs, run.spectral_axis
+    ts = run.columns["timestamps"]
+    med = {
+        k: round(float(np.nanmedian(run.columns[k])) * 1e3, 3) if n and np.isfinite(run.columns[k]).any() else None
+        for k in _TIMINGS
+    }
+    return {
+        "spectra": n,
+        "channels": spec.size,
+        "spectral_axis": f"{spec.name} {spec.values().min():.4g}…{spec.values().max():.4g} {spec.units}",
+        "axes": ", ".join(f"{a.name} [{a.low:g}, {a.high:g}] {a.units}" for a in run.description.axes),
+        "images": ", ".join(f"{k} {v.data.shape}" for k, v in run.images.items()) or "none",
+        "candidates": int(run.candidate_positions.shape[0]),
+        "instrument": run.description.name,
+        "policy": ", ".join(run.policy_names) or "-",
+        "status": attrs.get("status"),
+        "stop_reason": (attrs.get("outcome") or {}).get("stop_reason", "-"),
+        "first_spectrum": _utc(float(ts[0])) if n else "-",
+        "last_spectrum": _utc(float(ts[-1])) if n else "-",
+        "time_span_s": round(float(ts[-1] - ts[0]), 3) if n else 0.0,
+        "median_decide_ms": med["time_decide_s"],
+        "median_condition_ms": med["time_condition_s"],
+        "median_acquire_ms": med["time_acquire_s"],
+        "model_versions": (
+            f"{int(run.columns['model_version'].min())}…{int(run.columns['model_version'].max())}" if n else "-"
+        ),
+        "median_measure_ms": med["time_measure_s"],
+        "median_record_ms": med["time_record_s"],
+        "journal_pending_rows": integrity.journal_rows,
+        "missing_positions": sum(len(m["candidates"]) for m in attrs.get("missing", [])),
+        "versions": ", ".join(f"{k} {v}" for k, v in attrs.get("versions", {}).items()),
+        "problems": integrity.problems,
+        "notes": integrity.notes,
+    }
+
+
+def _utc(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")

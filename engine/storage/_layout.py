@@ -1,0 +1,97 @@
+"""What a run holds on disk (one Zarr v3 group per run).
+
+Per-measurement arrays share the growing dimension ``measurement`` (``n`` rows):
+
+================== ============ ============================== ====================================
+array              dtype        shape                          meaning
+================== ============ ============================== ====================================
+``spectra``        float32      ``(n, c)``                     counts per channel
+``positions``      float64      ``(n, d)``                     probe position, axes' units
+``timestamps``     float64      ``(n,)``                       end of acquisition, s since epoch
+``step``           int64        ``(n,)``                       campaign step that measured the row
+``candidate_index`` int64       ``(n,)``                       index into ``candidate_positions``; -1 outside them
+``policy_code``    int16        ``(n,)``                       index into attribute ``policies``
+``acquisition_value`` float64   ``(n,)``                       NaN for model-free policies
+``model_version``  int64        ``(n,)``                       -1 when no model was used
+``runner_up_values`` float64    ``(n, 5)``                     acquisition values of the next best
+                                                               candidates at that decision (NaN pad)
+``time_decide_s``  float64      ``(n,)``                       seconds spent deciding the step
+``time_condition_s`` float64    ``(n,)``                       of which conditioning the model on
+                                                               new data (NaN for model-free policies)
+``time_acquire_s`` float64      ``(n,)``                       of which scoring the candidates
+``time_measure_s`` float64      ``(n,)``                       seconds from command to spectrum
+``time_record_s``  float64      ``(n,)``                       seconds to make it durable (NaN if
+                                                               the row was recovered after a crash)
+================== ============ ============================== ====================================
+
+Static arrays: ``<spectral axis name>`` ``(c,)`` (channel centres, with ``units``),
+``image_<channel>`` ``(h, w)`` with coordinates ``image_y (h,)`` and ``image_x (w,)``,
+``candidate_positions (m, d)`` and ``candidate_pixels (m, 2)``.
+
+The group attribute ``dualscope`` holds the format version, ``committed_rows``
+(the commit point: rows below it are complete in every array), the run status,
+the instrument description, the config (TOML text), the software versions and
+the policy names. ``journal/wal.bin`` is the write-ahead journal.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.protocols import Clock
+
+FORMAT_VERSION = 2
+RUNNER_UPS = 5
+"""How many runner-up acquisition values each decision keeps."""
+ATTR = "dualscope"
+JOURNAL_PATH = ("journal", "wal.bin")
+ROW_DIM = "measurement"
+
+
+@dataclass(frozen=True)
+class Column:
+    """A per-measurement array: ``dtype``, trailing dims, fill value and meaning."""
+
+    name: str
+    dtype: str
+    trailing_dims: tuple[str, ...]
+    fill: float | int
+    units: str = ""
+
+
+def row_columns(spectral_dim: str) -> tuple[Column, ...]:
+    """The per-measurement columns of a run whose spectral dimension is ``spectral_dim``."""
+    return (
+        Column("spectra", "float32", (spectral_dim,), float("nan"), "counts"),
+        Column("positions", "float64", ("axis",), float("nan")),
+        Column("timestamps", "float64", (), float("nan"), "seconds since 1970-01-01T00:00:00Z"),
+        Column("step", "int64", (), -1),
+        Column("candidate_index", "int64", (), -1),
+        Column("policy_code", "int16", (), -1),
+        Column("acquisition_value", "float64", (), float("nan")),
+        Column("model_version", "int64", (), -1),
+        Column("runner_up_values", "float64", ("runner_up",), float("nan")),
+        Column("time_decide_s", "float64", (), float("nan"), "s"),
+        Column("time_condition_s", "float64", (), float("nan"), "s"),
+        Column("time_acquire_s", "float64", (), float("nan"), "s"),
+        Column("time_measure_s", "float64", (), float("nan"), "s"),
+        Column("time_record_s", "float64", (), float("nan"), "s"),
+    )
+
+
+def trailing_shape(column: str, channels: int, axes: int) -> tuple[int, ...]:
+    """Shape of one row of ``column`` for ``channels`` spectral channels and ``axes`` position axes."""
+    return {"spectra": (channels,), "positions": (axes,), "runner_up_values": (RUNNER_UPS,)}.get(column, ())
+
+
+def new_run_path(output_dir: Path, name: str, clock: Clock) -> Path:
+    """``output_dir/<name>-<YYYYmmdd-HHMMSS>.zarr``, with a suffix if that exists already."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(clock.time()))
+    path = output_dir / f"{name}-{stamp}.zarr"
+    k = 1
+    while path.exists():
+        path = output_dir / f"{name}-{stamp}-{k}.zarr"
+        k += 1
+    return path

@@ -1,0 +1,153 @@
+"""Read a run as it stands at its commit point, without changing anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.storage
+from numpy.typing import NDArray
+
+from engine.candidates import CandidateSet
+from engine.errors import RunCorrupt, RunStorageError
+from engine.storage._layout import ATTR, FORMAT_VERSION, row_columns
+from engine.types import Image, ImageAxis, InstrumentDescription, SpectralAxis
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The committed content of a run.
+
+    Attributes:
+        path: the run directory.
+        attrs: the ``dualscope`` group attribute (config, versions, status, ...).
+        columns: every per-measurement array sliced to ``n`` committed rows
+            (``spectra (n, c)``, ``positions (n, d)``, ``timestamps (n,)``, ...).
+        array_rows: the row count each per-measurement array has on disk
+            (more than ``n`` only after a crash, before recovery).
+        spectral_values: channel centres ``(c,)``.
+        images: structural images by channel.
+        candidate_positions: ``(m, d)``.
+    """
+
+    path: Path
+    attrs: dict[str, Any]
+    columns: dict[str, NDArray[Any]]
+    array_rows: dict[str, int]
+    spectral_values: NDArray[np.float64]
+    images: dict[str, Image]
+    candidate_positions: NDArray[np.float64]
+
+    @property
+    def n(self) -> int:
+        """Committed rows."""
+        return int(self.attrs["committed_rows"])
+
+    @property
+    def spectra(self) -> NDArray[np.float32]:
+        """``(n, c)`` spectra."""
+        return self.columns["spectra"]
+
+    @property
+    def positions(self) -> NDArray[np.float64]:
+        """``(n, d)`` probe positions."""
+        return self.columns["positions"]
+
+    @property
+    def spectral_axis(self) -> SpectralAxis:
+        """Calibration of the spectra."""
+        return SpectralAxis.from_json(self.attrs["spectral_axis"])
+
+    @property
+    def description(self) -> InstrumentDescription:
+        """The instrument's description at the start of the run."""
+        return InstrumentDescription.from_json(self.attrs["instrument"])
+
+    @property
+    def policy_names(self) -> list[str]:
+        """Policy name per ``policy_code``."""
+        return list(self.attrs["policies"])
+
+
+def open_run_group(path: Path, mode: str = "r") -> zarr.Group:
+    """Open a run's Zarr group, translating failures into :class:`RunStorageError`."""
+    if not (path / "zarr.json").is_file():
+        raise RunStorageError(f"no run at {path}: it has no zarr.json (is the path right?)")
+    try:
+        store = zarr.storage.LocalStore(path, read_only=(mode == "r"))
+        group = zarr.open_group(store, mode=mode)  # type: ignore[arg-type]
+    except Exception as exc:  # zarr raises many types for a damaged store
+        raise RunCorrupt(f"{path}: cannot open as a Zarr group ({type(exc).__name__}: {exc})") from exc
+    if ATTR not in group.attrs:
+        raise RunStorageError(f"{path} is a Zarr group but not a dualscope run (no {ATTR!r} attribute)")
+    version = group.attrs[ATTR].get("format_version")  # type: ignore[union-attr]
+    if version != FORMAT_VERSION:
+        raise RunStorageError(f"{path}: run format version {version}; this dualscope reads {FORMAT_VERSION}")
+    return group
+
+
+def read_run(path: Path | str) -> RunData:
+    """Read the committed rows of the run at ``path`` (read-only; safe while it is being written)."""
+    path = Path(path)
+    group = open_run_group(path)
+    attrs: dict[str, Any] = dict(group.attrs[ATTR])  # type: ignore[arg-type]
+    n = int(attrs["committed_rows"])
+    spectral = SpectralAxis.from_json(attrs["spectral_axis"])
+    columns: dict[str, NDArray[Any]] = {}
+    array_rows: dict[str, int] = {}
+    try:
+        for col in row_columns(spectral.name):
+            arr = array_node(group, col.name)
+            array_rows[col.name] = int(arr.shape[0])
+            if arr.shape[0] < n:
+                raise RunCorrupt(f"{path}: array {col.name!r} has {arr.shape[0]} rows but {n} are committed")
+            columns[col.name] = np.asarray(arr[:n])
+        images: dict[str, Image] = {}
+        if "image_y" in group:
+            y_arr, x_arr = array_node(group, "image_y"), array_node(group, "image_x")
+            y_axis = _image_axis("y", np.asarray(y_arr[:]), str(y_arr.attrs.get("units", "")))
+            x_axis = _image_axis("x", np.asarray(x_arr[:]), str(x_arr.attrs.get("units", "")))
+            # the directory, not group.array_keys(): zarr lists a torn write's leftover
+            # "zarr.<id>.partial" as a member and fails on it (a run killed mid-write must stay readable)
+            for key in sorted(p.name for p in path.iterdir() if p.is_dir()):
+                if key.startswith("image_") and key not in ("image_y", "image_x"):
+                    arr = array_node(group, key)
+                    channel = key.removeprefix("image_")
+                    units = str(arr.attrs.get("units", ""))
+                    images[channel] = Image(channel, np.asarray(arr[:]), y_axis, x_axis, units)
+        spectral_values = np.asarray(array_node(group, spectral.name)[:])
+        candidates = np.asarray(array_node(group, "candidate_positions")[:])
+    except KeyError as exc:
+        raise RunCorrupt(f"{path}: missing array {exc}") from exc
+    return RunData(path, attrs, columns, array_rows, spectral_values, images, candidates)
+
+
+def read_candidates(path: Path) -> CandidateSet:
+    """The candidate set a run was created with: positions ``(m, d)``, pixels ``(m, 2)``, grid shape."""
+    group = open_run_group(path)
+    attrs: dict[str, Any] = dict(group.attrs[ATTR])  # type: ignore[arg-type]
+    grid = [int(g) for g in attrs["candidate_grid"]]
+    try:
+        return CandidateSet(
+            np.asarray(array_node(group, "candidate_positions")[:]),
+            np.asarray(array_node(group, "candidate_pixels")[:]),
+            (int(grid[0]), int(grid[1])),
+        )
+    except (KeyError, ValueError) as exc:
+        raise RunCorrupt(f"{path}: cannot read the candidates ({exc})") from exc
+
+
+def array_node(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of a run group; :class:`RunCorrupt` if it is missing or not an array."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise RunCorrupt(f"{name!r} in the run is a group, expected an array")
+    return node
+
+
+def _image_axis(name: str, values: NDArray[np.float64], units: str) -> ImageAxis:
+    scale = float(values[1] - values[0]) if values.size > 1 else 1.0
+    return ImageAxis(name, units, float(values[0]), scale)

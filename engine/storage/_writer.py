@@ -1,0 +1,534 @@
+"""Writes a run: journal first, then chunk-sized Zarr blocks behind a commit point.
+
+Commit protocol
+---------------
+1. ``record_measurement`` appends the rows to the journal and ``fdatasync`` s it;
+   only then does it return (the loop counts the rows as recorded). A crash from
+   here on loses nothing: recovery replays the journal.
+2. When ``chunk_rows`` rows are buffered, :meth:`RunWriter.flush` writes them to
+   every per-measurement array *before* the array's shape covers them (through
+   a view with the larger shape that is never saved), fsyncs the chunk files,
+   then saves each array's new shape and fsyncs it. So a plain zarr or xarray
+   reader never sees a row whose data is not on disk.
+3. It then raises the group attribute ``committed_rows`` (atomic replace +
+   fsync): the commit point. Rows below it are complete in every array.
+4. Only then is the journal truncated. A crash between 3 and 4 leaves journal
+   entries below the commit point, which recovery skips.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.storage
+from numpy.typing import NDArray
+
+from engine import __version__
+from engine.candidates import CandidateSet
+from engine.decisions import Decision, StepTimings
+from engine.errors import RunCorrupt, RunStorageError
+from engine.protocols import Clock
+from engine.storage._journal import Journal, fsync_dir
+from engine.storage._layout import (
+    ATTR,
+    FORMAT_VERSION,
+    JOURNAL_PATH,
+    ROW_DIM,
+    RUNNER_UPS,
+    Column,
+    row_columns,
+    trailing_shape,
+)
+from engine.storage._reader import array_node as _array
+from engine.types import Image, InstrumentDescription, Measurement
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and the packages a run depends on."""
+    versions = {"python": platform.python_version(), "dualscope": __version__}
+    for pkg in ("zarr", "numpy", "pyzmq", "scipy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _view_with_rows(arr: zarr.Array, n_rows: int) -> zarr.Array:
+    """A view of ``arr`` whose first dimension is ``n_rows``; its metadata is never saved."""
+    meta = arr.metadata.update_shape((n_rows, *arr.shape[1:]))
+    async_view = zarr.AsyncArray(metadata=meta, store_path=arr.async_array.store_path, config=arr.async_array.config)
+    return zarr.Array(async_view)
+
+
+class RunWriter:
+    """The :class:`~engine.protocols.Recorder` that writes a Zarr run.
+
+    Use :meth:`create` for a new run and :meth:`reopen` to continue one (which
+    recovers it first). Not thread-safe: one writer per run, one thread.
+    """
+
+    def __init__(self, root: Path, group: zarr.Group, clock: Clock):
+        self.root = root
+        self._group = group
+        self._clock = clock
+        self._attrs: dict[str, Any] = dict(group.attrs[ATTR])  # type: ignore[arg-type]
+        spectral_dim = self._attrs["spectral_axis"]["name"]
+        self._columns: tuple[Column, ...] = row_columns(spectral_dim)
+        self._arrays = {c.name: _array(group, c.name) for c in self._columns}
+        self._chunk_rows = int(self._attrs["chunk_rows"])
+        self._committed = int(self._attrs["committed_rows"])
+        self._policies: list[str] = list(self._attrs["policies"])
+        self._attrs_lock = threading.Lock()  # operator actions arrive from the control socket's thread
+        self._buffer: list[dict[str, NDArray[Any]]] = []
+        self._buffered = 0
+        self._point: dict[str, Any] | None = None  # step and policy state of the last buffered measurement
+        self._journal = Journal(root.joinpath(*JOURNAL_PATH))
+        self._closed = False
+
+    # ------------------------------------------------------------------ create
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        *,
+        description: InstrumentDescription,
+        images: Sequence[Image],
+        candidates: CandidateSet,
+        config_toml: str,
+        clock: Clock,
+        chunk_rows: int = 256,
+        extra_attrs: Mapping[str, Any] | None = None,
+        extra_arrays: Mapping[str, NDArray[Any]] | None = None,
+    ) -> RunWriter:
+        """Create a new, empty run at ``path`` (which must not exist).
+
+        Args:
+            path: the run directory, conventionally ``*.zarr``.
+            description: the instrument's ``describe`` answer.
+            images: structural images, each ``(h, w)``; all share one calibration.
+            candidates: the candidate positions ``(m, d)`` and pixels ``(m, 2)``.
+            config_toml: the configuration, as TOML text, stored verbatim.
+            clock: injected time source.
+            chunk_rows: rows per Zarr chunk and per flushed block.
+            extra_attrs: further JSON attributes stored under ``dualscope`` (small: the attributes
+                are rewritten at every commit).
+            extra_arrays: further fixed arrays stored once next to the candidates (e.g. what each
+                candidate design decodes to), by name.
+        """
+        if chunk_rows < 1:
+            raise RunStorageError("chunk_rows must be >= 1")
+        if path.exists():
+            raise RunStorageError(f"{path} already exists; choose a new run path or resume that run")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        group = zarr.open_group(zarr.storage.LocalStore(path), mode="w-", zarr_format=3)
+        spec = description.spectral_axis
+        c, d = spec.size, len(description.axes)
+        for col in row_columns(spec.name):
+            trailing = trailing_shape(col.name, c, d)
+            group.create_array(
+                col.name,
+                shape=(0, *trailing),
+                chunks=(chunk_rows, *trailing),
+                dtype=col.dtype,
+                fill_value=col.fill,
+                dimension_names=(ROW_DIM, *col.trailing_dims),
+                attributes={"units": col.units} if col.units else {},
+            )
+        energy = group.create_array(
+            spec.name, shape=(c,), dtype="float64", dimension_names=(spec.name,), attributes={"units": spec.units}
+        )
+        energy[:] = spec.values()
+        if images:
+            y, x = images[0].coords()
+            for name, values, axis in (("image_y", y, images[0].y_axis), ("image_x", x, images[0].x_axis)):
+                arr = group.create_array(name, shape=values.shape, dtype="float64", dimension_names=(name,))
+                arr[:] = values
+                arr.attrs["units"] = axis.units
+            for img in images:
+                if img.data.shape != images[0].data.shape:
+                    raise RunStorageError(f"image {img.channel!r} shape {img.data.shape} differs from the first")
+                arr = group.create_array(
+                    f"image_{img.channel}",
+                    shape=img.data.shape,
+                    dtype=img.data.dtype,
+                    dimension_names=("image_y", "image_x"),
+                    attributes={"units": img.units, "channel": img.channel},
+                )
+                arr[:] = img.data
+        group.create_group(
+            JOURNAL_PATH[0],
+            attributes={"about": "write-ahead journal of rows not yet committed; see engine.storage.journal"},
+        )
+        cand = group.create_array(
+            "candidate_positions",
+            shape=candidates.positions.shape,
+            dtype="float64",
+            dimension_names=("candidate", "axis"),
+        )
+        cand[:] = candidates.positions
+        pix = group.create_array(
+            "candidate_pixels", shape=candidates.pixels.shape, dtype="int64", dimension_names=("candidate", "pixel")
+        )
+        pix[:] = candidates.pixels
+        for name, values in (extra_arrays or {}).items():
+            extra = group.create_array(name, shape=values.shape, dtype=values.dtype)
+            extra[:] = values
+        attrs = {
+            "format_version": FORMAT_VERSION,
+            "run_id": uuid.uuid4().hex,
+            "status": "open",
+            "created_at": clock.time(),
+            "closed_at": None,
+            "committed_rows": 0,
+            "chunk_rows": chunk_rows,
+            "instrument": description.to_json(),
+            "spectral_axis": spec.to_json(),
+            "axes": [a.to_json() for a in description.axes],
+            "candidate_grid": list(candidates.grid_shape),
+            "policies": [],
+            "config_toml": config_toml,
+            "versions": software_versions(),
+            "recoveries": [],
+            "missing": [],
+            **dict(extra_attrs or {}),
+        }
+        group.update_attributes({ATTR: attrs})
+        for sub in path.rglob("*"):
+            if sub.is_file():
+                _fsync_file(sub)
+        for sub in [path, *[p for p in path.rglob("*") if p.is_dir()]]:
+            fsync_dir(sub)
+        fsync_dir(path.parent)
+        return cls(path, group, clock)
+
+    # ------------------------------------------------------------------ reopen
+    @classmethod
+    def open_existing(cls, path: Path, clock: Clock) -> RunWriter:
+        """Open an existing run for appending, without recovery (see :func:`engine.storage.recover_run`)."""
+        if not (path / "zarr.json").exists():
+            raise RunStorageError(f"no run at {path} (no zarr.json)")
+        group = zarr.open_group(zarr.storage.LocalStore(path), mode="r+")
+        if ATTR not in group.attrs:
+            raise RunStorageError(f"{path} is a Zarr group but not a dualscope run (no {ATTR!r} attribute)")
+        return cls(path, group, clock)
+
+    # --------------------------------------------------------------- properties
+    @property
+    def run_id(self) -> str:
+        """Unique id of this run (hex)."""
+        return str(self._attrs["run_id"])
+
+    @property
+    def n_recorded(self) -> int:
+        """Rows durable so far: committed to Zarr plus journaled in the buffer."""
+        return self._committed + self._buffered
+
+    @property
+    def committed_rows(self) -> int:
+        """Rows below the Zarr commit point."""
+        return self._committed
+
+    # -------------------------------------------------------------- Recorder API
+    def record_decision(self, decision: Decision) -> None:
+        """Journal the decision before its command goes out (not fsynced: it rides with the measurement)."""
+        self._check_open()
+        self._journal.append(self._decision_meta(decision), {}, sync=False)
+
+    def record_measurement(self, decision: Decision, measurement: Measurement, timings: StepTimings) -> int:
+        """Journal ``measurement`` durably (fdatasync), buffer it, and return the rows recorded.
+
+        ``timings.record_s`` is ignored: the writer measures it itself (journal
+        write and any block flush this call performed, up to durability).
+        """
+        self._check_open()
+        t0 = self._clock.monotonic()
+        if self._buffered >= self._chunk_rows:
+            self.flush(in_flight=decision)
+        rows = self._rows(decision, measurement, timings)
+        first_row = self.n_recorded
+        point = {"step": decision.step, "policy_state": _plain(decision.policy_state)}
+        self._journal.append(
+            {"kind": "measurement", "first_row": first_row, "request_id": measurement.request_id, **point},
+            rows,
+            sync=True,
+        )
+        self._point = point
+        rows["time_record_s"][:] = self._clock.monotonic() - t0
+        self._buffer.append(rows)
+        self._buffered += measurement.positions.shape[0]
+        return self.n_recorded
+
+    def record_missing(self, decision: Decision, reason: str, *, released: bool = False) -> None:
+        """Record (durably, in attribute ``missing``) that ``decision``'s candidates had no data, and why.
+
+        ``released``: the candidates were released for another try (a fault), not given up.
+        """
+        self._check_open()
+        entry = {
+            "step": decision.step,
+            "request_id": decision.request_id,
+            "candidates": decision.proposal.indices.tolist(),
+            "reason": reason,
+            "released": released,
+            "policy_state": _plain(decision.policy_state),
+        }
+        self._set_attrs(missing=[*self._attrs.get("missing", []), entry])
+
+    def record_repeat(self, entry: Mapping[str, Any]) -> None:
+        """Note (attribute ``repeats``) a measurement that may repeat one the instrument made before a crash."""
+        self._check_open()
+        self._set_attrs(repeats=[*self._attrs.get("repeats", []), dict(entry)])
+
+    # ----------------------------------------------------------------- resuming
+    def note_resume_point(self, step: int, policy_state: Mapping[str, Any] | None) -> None:
+        """The step and policy state of the last buffered measurement (recovery replays them from the journal)."""
+        self._point = {"step": step, "policy_state": _plain(policy_state)}
+
+    def log_resume(self, entry: Mapping[str, Any]) -> None:
+        """Append ``entry`` to the run's ``resumes`` log and mark it ``open`` again."""
+        self._check_open()
+        self._set_attrs(resumes=[*self._attrs.get("resumes", []), dict(entry)], status="open")
+
+    def note_instrument(self, instance: str | None) -> None:
+        """The instrument instance this run talks to (attribute ``instrument_instance``; see ``recall``)."""
+        self._check_open()
+        self._set_attrs(instrument_instance=instance)
+
+    def set_in_flight(self, decision: Mapping[str, Any] | None) -> None:
+        """Keep the decision whose outcome is unknown (attribute ``in_flight``) until it is reconciled."""
+        self._check_open()
+        self._set_attrs(in_flight=dict(decision) if decision is not None else None)
+
+    @property
+    def in_flight(self) -> dict[str, Any] | None:
+        """The decision kept by :meth:`set_in_flight` (its journal meta), if any."""
+        kept = self._attrs.get("in_flight")
+        return dict(kept) if kept else None
+
+    def last_settled_step(self) -> int:
+        """The highest step with an outcome recorded (committed rows or missing entries); -1 if none."""
+        steps = [int(m["step"]) for m in self._attrs.get("missing", [])]
+        if self._committed:
+            steps.append(int(np.asarray(self._arrays["step"][self._committed - 1 : self._committed])[0]))
+        return max(steps, default=-1)
+
+    def record_operator_action(self, entry: Mapping[str, Any]) -> None:
+        """Append an operator action (what, who, when, details; JSON) to attribute ``operator_actions``, durably."""
+        self._check_open()
+        self._set_attrs(operator_actions=[*self._attrs.get("operator_actions", []), dict(entry)])
+
+    def set_control_endpoint(self, endpoint: str, public_key: str | None = None) -> None:
+        """Note where this run's campaign takes operator commands (``dualscope ctl`` reads it).
+
+        ``public_key``: the control socket's CURVE public key (Z85), when it requires keys.
+        """
+        self._check_open()
+        self._set_attrs(control_endpoint=endpoint, control_public_key=public_key)
+
+    @property
+    def missing_request_ids(self) -> set[str]:
+        """Request ids of decisions recorded as missing (they are not in flight)."""
+        return {str(m["request_id"]) for m in self._attrs.get("missing", [])}
+
+    def append_rows(self, rows: Mapping[str, NDArray[Any]], *, journaled: bool = False) -> int:
+        """Append already-assembled rows (one array per column, ``k`` rows each), durably.
+
+        This is the bulk path used by importers, recovery and benchmarks; the
+        loop uses :meth:`record_measurement`. With ``journaled=True`` the rows
+        are already durable in this run's journal (recovery) and are only buffered.
+        """
+        self._check_open()
+        if self._buffered >= self._chunk_rows:
+            self.flush()
+        block = self._validate_rows(rows)
+        if not journaled:
+            meta = {"kind": "measurement", "first_row": self.n_recorded, "request_id": ""}
+            self._journal.append(meta, block, sync=True)
+        self._buffer.append(block)
+        self._buffered += next(iter(block.values())).shape[0]
+        return self.n_recorded
+
+    def truncate_journal(self, size: int = 0) -> None:
+        """Cut the journal to ``size`` bytes (recovery drops a torn tail this way)."""
+        self._journal.truncate(size)
+
+    def log_recovery(self, entry: Mapping[str, Any]) -> None:
+        """Append ``entry`` to the run's ``recoveries`` log and mark an unclosed run ``interrupted``."""
+        status = "closed" if self._attrs["status"] == "closed" else "interrupted"
+        self._set_attrs(recoveries=[*self._attrs.get("recoveries", []), dict(entry)], status=status)
+
+    @property
+    def status(self) -> str:
+        """``open``, ``interrupted`` or ``closed``."""
+        return str(self._attrs["status"])
+
+    def flush(self, in_flight: Decision | None = None) -> None:
+        """Commit the buffered rows to Zarr (see the module docstring) and reset the journal.
+
+        ``in_flight`` is a decision whose measurement has not arrived yet; it is
+        journaled again after the reset so that it is not forgotten.
+        """
+        if self._buffered == 0:
+            return
+        block = {name: np.concatenate([b[name] for b in self._buffer]) for name in self._arrays}
+        self._commit(block)
+        self._journal.truncate(0)
+        if in_flight is not None:
+            self._journal.append(self._decision_meta(in_flight), {}, sync=False)
+        self._buffer.clear()
+        self._buffered = 0
+
+    def close(self, outcome: Mapping[str, Any] | None = None) -> None:
+        """Flush, mark the run closed (with ``outcome``: stop reason, counts) and release the journal; idempotent."""
+        if self._closed:
+            return
+        self.flush()
+        kept = self.in_flight
+        settled = kept is None or int(kept["step"]) <= self.last_settled_step()
+        self._set_attrs(
+            status="closed",
+            closed_at=self._clock.time(),
+            outcome=dict(outcome or {}),
+            **({"in_flight": None} if settled and kept is not None else {}),
+        )
+        self._journal.truncate(0)
+        self._journal.close()
+        self._closed = True
+
+    def release(self, status: str) -> None:
+        """Flush and release the journal without closing the run (it can be resumed); sets ``status``."""
+        if self._closed:
+            return
+        self.flush()
+        self._set_attrs(status=status)
+        self._journal.close()
+        self._closed = True
+
+    # ----------------------------------------------------------------- internal
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RunStorageError(f"run {self.root} is closed")
+
+    def _decision_meta(self, decision: Decision) -> dict[str, Any]:
+        return {
+            "kind": "decision",
+            "step": decision.step,
+            "request_id": decision.request_id,
+            "policy": decision.policy,
+            "candidates": decision.proposal.indices.tolist(),
+            "decided_at": decision.decided_at,
+            "policy_state": _plain(decision.policy_state),
+        }
+
+    def _policy_code(self, name: str) -> int:
+        if name not in self._policies:
+            self._policies.append(name)
+            self._attrs["policies"] = list(self._policies)
+        return self._policies.index(name)
+
+    def _rows(self, decision: Decision, m: Measurement, timings: StepTimings) -> dict[str, NDArray[Any]]:
+        k = m.positions.shape[0]
+        if decision.proposal.indices.shape != (k,):
+            raise RunStorageError(
+                f"request {m.request_id}: {k} spectra for {decision.proposal.indices.size} proposed candidates"
+            )
+        return {
+            "spectra": np.asarray(m.spectra, dtype=np.float32),
+            "positions": np.asarray(m.positions, dtype=np.float64),
+            "timestamps": np.asarray(m.timestamps, dtype=np.float64),
+            "step": np.full(k, decision.step, dtype=np.int64),
+            "candidate_index": decision.proposal.indices.astype(np.int64),
+            "policy_code": np.full(k, self._policy_code(decision.policy), dtype=np.int16),
+            "acquisition_value": np.asarray(decision.proposal.acquisition_values, dtype=np.float64),
+            "model_version": np.full(k, decision.proposal.model_version, dtype=np.int64),
+            "runner_up_values": np.tile(_runner_ups(decision.proposal.runner_up_values), (k, 1)),
+            "time_decide_s": np.full(k, timings.decide_s, dtype=np.float64),
+            "time_condition_s": np.full(k, decision.proposal.condition_s, dtype=np.float64),
+            "time_acquire_s": np.full(k, decision.proposal.acquire_s, dtype=np.float64),
+            "time_measure_s": np.full(k, timings.measure_s, dtype=np.float64),
+            "time_record_s": np.full(k, np.nan, dtype=np.float64),
+        }
+
+    def _validate_rows(self, rows: Mapping[str, NDArray[Any]]) -> dict[str, NDArray[Any]]:
+        missing = set(self._arrays) - set(rows)
+        extra = set(rows) - set(self._arrays)
+        if missing or extra:
+            raise RunStorageError(f"rows must have exactly the columns {sorted(self._arrays)}")
+        lengths = {np.shape(v)[0] for v in rows.values()}
+        if len(lengths) != 1:
+            raise RunStorageError(f"columns disagree on the number of rows: {sorted(lengths)}")
+        out = {}
+        for col in self._columns:
+            arr = np.ascontiguousarray(rows[col.name], dtype=col.dtype)
+            if arr.shape[1:] != self._arrays[col.name].shape[1:]:
+                raise RunStorageError(f"column {col.name!r}: rows have shape {arr.shape[1:]}")
+            out[col.name] = arr
+        return out
+
+    def _commit(self, block: Mapping[str, NDArray[Any]]) -> None:
+        start = self._committed
+        stop = start + next(iter(block.values())).shape[0]
+        touched_dirs: set[Path] = set()
+        for name, arr in self._arrays.items():
+            array_dir = self.root / arr.path
+            if arr.shape[0] < start:
+                raise RunCorrupt(f"array {name!r} has {arr.shape[0]} rows, fewer than the {start} committed")
+            if arr.shape[0] > start:  # an uncommitted tail left by a crash: cut it first
+                arr.resize((start, *arr.shape[1:]))
+            _view_with_rows(arr, stop)[start:stop] = block[name]
+            first, last = start // self._chunk_rows, (stop - 1) // self._chunk_rows
+            for i in range(first, last + 1):
+                key = arr.metadata.encode_chunk_key((i, *([0] * (arr.ndim - 1))))
+                chunk = array_dir / key
+                if chunk.exists():  # a chunk equal to the fill value is not stored at all
+                    _fsync_file(chunk)
+                    touched_dirs.add(chunk.parent)
+        for d in touched_dirs:
+            fsync_dir(d)
+        for arr in self._arrays.values():
+            arr.resize((stop, *arr.shape[1:]))
+            _fsync_file(self.root / arr.path / "zarr.json")
+            fsync_dir(self.root / arr.path)
+        self._committed = stop
+        if self._point is not None:
+            self._set_attrs(committed_rows=stop, resume_point=self._point)
+        else:
+            self._set_attrs(committed_rows=stop)
+
+    def _set_attrs(self, **changes: Any) -> None:
+        with self._attrs_lock:
+            self._attrs.update(changes)
+            self._group.update_attributes({ATTR: dict(self._attrs)})
+        _fsync_file(self.root / "zarr.json")
+        fsync_dir(self.root)
+
+
+def _plain(state: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A policy state as a plain JSON dict (``None`` stays ``None``)."""
+    return None if state is None else dict(state)
+
+
+def _runner_ups(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The first :data:`RUNNER_UPS` values, NaN-padded to that length."""
+    out = np.full(RUNNER_UPS, np.nan)
+    v = np.asarray(values, dtype=np.float64).ravel()[:RUNNER_UPS]
+    out[: v.size] = v
+    return out

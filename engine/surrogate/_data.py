@@ -1,0 +1,97 @@
+"""Paired structure/property data: image patches ``(n, p, p)`` and spectra ``(n, c)``.
+
+Rows without a measured spectrum (``has_spectrum`` false) still train the image branch: the
+whole structural image is known before the first spectrum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from engine.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PairedData:
+    """Patches and spectra, row-aligned.
+
+    Attributes:
+        patches: ``(n, p, p)`` float32.
+        spectra: ``(n, c)`` float32; rows without a spectrum are ignored (use zeros or NaN).
+        has_spectrum: ``(n,)`` bool.
+        labels: optional ``(n,)`` int class per row (e.g. number of particles), for evaluation.
+    """
+
+    patches: NDArray[np.float32]
+    spectra: NDArray[np.float32]
+    has_spectrum: NDArray[np.bool_]
+    labels: NDArray[np.int64] | None = None
+
+    def __post_init__(self) -> None:
+        n = self.patches.shape[0]
+        if self.patches.ndim != 3 or self.patches.shape[1] != self.patches.shape[2]:
+            raise ConfigError(f"patches must be (n, p, p), got {self.patches.shape}")
+        if self.spectra.ndim != 2 or self.spectra.shape[0] != n or self.has_spectrum.shape != (n,):
+            raise ConfigError("spectra (n, c) and has_spectrum (n,) must match the n patches")
+        if not np.isfinite(self.patches).all():
+            raise ConfigError("patches contain NaN or infinite values")
+        if not np.isfinite(self.spectra[self.has_spectrum]).all():
+            raise ConfigError("measured spectra contain NaN or infinite values")
+
+    @classmethod
+    def paired(cls, patches: NDArray, spectra: NDArray, labels: NDArray | None = None) -> PairedData:
+        """All rows have spectra."""
+        n = patches.shape[0]
+        return cls(
+            np.asarray(patches, np.float32),
+            np.asarray(spectra, np.float32),
+            np.ones(n, bool),
+            None if labels is None else np.asarray(labels, np.int64),
+        )
+
+    def __len__(self) -> int:
+        return int(self.patches.shape[0])
+
+    @property
+    def patch_size(self) -> int:
+        """Side ``p`` of the square patches."""
+        return int(self.patches.shape[1])
+
+    @property
+    def channels(self) -> int:
+        """Spectral channels ``c``."""
+        return int(self.spectra.shape[1])
+
+    def subset(self, index: NDArray[np.int64]) -> PairedData:
+        """Rows ``index``."""
+        return PairedData(
+            self.patches[index],
+            self.spectra[index],
+            self.has_spectrum[index],
+            None if self.labels is None else self.labels[index],
+        )
+
+    def split(self, holdout: float, rng: np.random.Generator) -> tuple[PairedData, PairedData]:
+        """Random ``(train, held-out)`` split with a fraction ``holdout`` held out."""
+        if not 0 < holdout < 1:
+            raise ConfigError("holdout must be in (0, 1)")
+        order = rng.permutation(len(self))
+        k = max(1, round(holdout * len(self)))
+        return self.subset(np.sort(order[k:])), self.subset(np.sort(order[:k]))
+
+
+def extract_patches(image: NDArray, centres_px: NDArray[np.int64], size: int) -> NDArray[np.float32]:
+    """Square patches ``(m, size, size)`` of ``image (h, w)`` centred on ``centres_px (m, 2)`` as ``(row, col)``.
+
+    The image is reflect-padded so that patches at the edges keep their size.
+    """
+    half = size // 2
+    padded = np.pad(np.asarray(image, np.float32), half + 1, mode="reflect")
+    out = np.empty((centres_px.shape[0], size, size), np.float32)
+    for k, (r, c) in enumerate(np.asarray(centres_px, np.int64)):
+        r0, c0 = r + 1, c + 1  # shift by the padding minus half
+        out[k] = padded[r0 : r0 + size, c0 : c0 + size]
+    return out

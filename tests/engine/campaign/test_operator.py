@@ -1,0 +1,216 @@
+"""The operator: pause, resume, stop and inject on a running campaign, over its control socket, all recorded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from engine.campaign import Budget, Campaign, CampaignResult, OperatorAction, OperatorControl
+from engine.candidates import CandidateSet
+from engine.clock import SystemClock
+from engine.errors import BadRequest, InstrumentTimeout, OutOfLimits, Unauthorised
+from engine.policy import RandomPolicy
+from engine.storage import read_run
+from instruments.auth import AuthorisedKeys, ClientAuth, KeyPair, ServerAuth
+from instruments.control import ControlServer, send_control
+from instruments.local import LocalInstrument
+from tests.conftest import CountingDriver
+from tests.engine.cli.test_cli import _cli, _running, _wait, _write_config
+from tests.fakes import MemoryRecorder
+
+
+def _start(
+    driver: CountingDriver, control: OperatorControl, context: zmq.Context[Any], budget: int
+) -> tuple[ControlServer, CandidateSet, MemoryRecorder, list[CampaignResult], threading.Thread]:
+    """A campaign under ``control`` running in a thread, with its control socket."""
+    inst = LocalInstrument(driver)
+    desc = inst.describe()
+    cands = CandidateSet.from_image_grid(inst.acquire_image("haadf"), desc, 4, margin_px=1)
+    rec, results = MemoryRecorder(), list[CampaignResult]()
+    campaign = Campaign(
+        instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=rec, candidates=cands,
+        spectral_axis=desc.spectral_axis, stop_rules=[Budget(budget), control.stop_rule], clock=SystemClock(),
+        request_prefix="op", operator=control,
+    )  # fmt: skip
+    thread = threading.Thread(target=lambda: results.append(campaign.run()), daemon=True)
+    thread.start()
+    return ControlServer(control, desc, context), cands, rec, results, thread
+
+
+def test_pause_inject_resume_stop_over_the_control_socket(
+    counting: CountingDriver, zmq_context: zmq.Context[Any]
+) -> None:
+    counting.delay_s = 0.02
+    actions: list[OperatorAction] = []
+    control = OperatorControl(SystemClock(), actions.append)
+    server, cands, rec, results, thread = _start(counting, control, zmq_context, 10_000)
+    try:
+        _wait(lambda: len(rec.rows) >= 3)
+        status = send_control(server.endpoint, "pause", "alice", zmq_context)
+        assert status["paused"] is True
+        time.sleep(0.2)
+        held = len(rec.rows)
+        time.sleep(0.3)
+        assert len(rec.rows) == held, "a paused campaign measures nothing"
+        target = cands.positions[cands.available()[7]] + 0.1
+        queued = send_control(server.endpoint, "inject", "alice", zmq_context, position=target.tolist())
+        assert queued["injected_queued"] == 1
+        with pytest.raises(BadRequest, match=r"inject needs body.position = \[x, y\]"):
+            send_control(server.endpoint, "inject", "alice", zmq_context, position=[1.0])
+        with pytest.raises(OutOfLimits):
+            send_control(server.endpoint, "inject", "alice", zmq_context, position=[1e9, 0.0])
+        with pytest.raises(BadRequest, match="names its operator"):
+            send_control(server.endpoint, "status", "", zmq_context)
+        send_control(server.endpoint, "resume", "bob", zmq_context)
+        _wait(lambda: len(rec.rows) > held + 2)
+        injected = rec.rows[held]
+        assert injected[0].policy == "operator:alice"
+        np.testing.assert_allclose(injected[1].positions[0], target - 0.1)
+        assert send_control(server.endpoint, "stop", "carol", zmq_context)["stopping"] is True
+        thread.join(timeout=10)
+    finally:
+        control.stop("test teardown")
+        thread.join(timeout=10)
+        server.close()
+    assert results and results[0].stop_reason == "stopped by the operator"
+    assert [(a.action, a.who) for a in actions[:4]] == [
+        ("pause", "alice"), ("inject", "alice"), ("resume", "bob"), ("stop", "carol"),
+    ]  # fmt: skip
+
+
+def test_a_paused_campaign_stops_when_asked(counting: CountingDriver) -> None:
+    inst = LocalInstrument(counting)
+    cands = CandidateSet.from_image_grid(inst.acquire_image("haadf"), inst.describe(), 4, margin_px=1)
+    control = OperatorControl(SystemClock())
+    control.pause("alice")
+    campaign = Campaign(
+        instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=MemoryRecorder(), candidates=cands,
+        spectral_axis=inst.describe().spectral_axis, stop_rules=[Budget(5), control.stop_rule], clock=SystemClock(),
+        request_prefix="op", operator=control,
+    )  # fmt: skip
+    threading.Timer(0.3, control.stop, args=("bob",)).start()
+    result = campaign.run()
+    assert result.n_recorded == 0 and result.stop_reason == "stopped by the operator"
+
+
+def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_path: Path) -> None:
+    with _running(_write_config(tmp_path)) as (proc, run_path):
+        paused = _cli("ctl", str(run_path), "pause", "--as", "alice")
+        assert paused.returncode == 0 and "pause: campaign paused" in paused.stdout
+        bad = _cli("ctl", str(run_path), "inject", "--as", "alice")
+        assert bad.returncode == 2 and "inject and edit need a position" in bad.stderr
+        assert _cli("ctl", str(run_path), "inject", "10", "12", "--as", "alice").returncode == 0
+        assert _cli("ctl", str(run_path), "resume", "--as", "bob").returncode == 0
+        stopped = _cli("ctl", str(run_path), "stop", "--as", "bob")
+        assert stopped.returncode == 0 and "campaign stopping" in stopped.stdout
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped by the operator" in out, out + err
+    run = read_run(run_path)
+    actions = [(a["action"], a["who"]) for a in run.attrs["operator_actions"]]
+    assert actions == [("pause", "alice"), ("inject", "alice"), ("resume", "bob"), ("stop", "bob")]
+    assert run.attrs["operator_actions"][1]["position"] == [10.0, 12.0]
+    ended = _cli("ctl", str(run_path), "status", "--timeout-s", "0.5")
+    assert ended.returncode == 2 and "has it ended?" in ended.stderr
+
+
+def test_approval_mode_approve_veto_edit_and_the_timeout_fallback(
+    counting: CountingDriver, zmq_context: zmq.Context[Any]
+) -> None:
+    actions: list[OperatorAction] = []
+    control = OperatorControl(SystemClock(), actions.append, approval_timeout_s=1.5, on_timeout="veto")
+    server, cands, rec, results, thread = _start(counting, control, zmq_context, 3)
+
+    def awaiting() -> list[float] | None:
+        return send_control(server.endpoint, "status", "t", zmq_context)["awaiting_approval"]  # type: ignore[no-any-return]
+
+    try:
+        _wait(lambda: awaiting() is not None)
+        first = awaiting()
+        send_control(server.endpoint, "approve", "alice", zmq_context)
+        _wait(lambda: len(rec.rows) == 1)
+        np.testing.assert_allclose(rec.rows[0][1].positions, first)
+        _wait(lambda: awaiting() is not None)
+        send_control(server.endpoint, "veto", "bob", zmq_context)
+        _wait(lambda: awaiting() is not None and len(rec.missing) == 1)
+        edit_to = cands.positions[cands.available()[0]]
+        send_control(server.endpoint, "edit", "carol", zmq_context, position=edit_to.tolist())
+        _wait(lambda: len(rec.rows) == 2)  # the edited point is measured without asking again
+        np.testing.assert_allclose(rec.rows[1][1].positions[0], edit_to)
+        assert rec.rows[1][0].policy == "operator:carol"
+        _wait(lambda: len(rec.missing) == 3, 5)  # nobody answers: vetoed after 1.5 s
+        with pytest.raises(BadRequest, match=r"edit needs body\.position"):
+            send_control(server.endpoint, "edit", "dave", zmq_context, position=None)
+        send_control(server.endpoint, "approve", "alice", zmq_context)
+        thread.join(timeout=10)
+    finally:
+        control.stop("teardown")
+        thread.join(timeout=10)
+        server.close()
+    reasons = [r for _, r in rec.missing]
+    assert reasons[0] == "vetoed by bob" and reasons[1].startswith("edited by carol: measuring [")
+    assert reasons[2] == "vetoed by timeout (veto)"
+    assert results[0].n_recorded == 3
+    assert [a.action for a in actions][:4] == ["approve", "veto", "edit", "inject"]
+    assert "timeout-veto" in [a.action for a in actions]
+
+
+def test_a_control_socket_with_keys_admits_listed_operators_and_records_the_key_name(
+    counting: CountingDriver, zmq_context: zmq.Context[Any]
+) -> None:
+    roles = [("ann", "operator"), ("obs", "observer"), ("bot", "agent")]
+    pairs = {name: KeyPair.new(name, role) for name, role in roles}
+    campaign_key = KeyPair.new("campaign", "operator")
+    auth = ServerAuth(campaign_key, AuthorisedKeys.parse(p.authorised_line() for p in pairs.values()))
+    actions: list[OperatorAction] = []
+    control = OperatorControl(SystemClock(), actions.append)
+    inst = LocalInstrument(counting)
+    server = ControlServer(control, inst.describe(), zmq_context, "tcp://127.0.0.1:*", auth)
+
+    def as_key(name: str) -> ClientAuth:
+        return ClientAuth(pairs[name], campaign_key.public)
+
+    try:
+        # status is for any listed role; the key's name is recorded whatever body.who claims
+        assert send_control(server.endpoint, "status", "x", zmq_context, auth=as_key("obs"))["paused"] is False
+        with pytest.raises(Unauthorised, match=r"'obs' \(role observer\) may not send 'pause'"):
+            send_control(server.endpoint, "pause", "obs", zmq_context, auth=as_key("obs"))
+        with pytest.raises(Unauthorised, match="needs the operator role"):
+            send_control(server.endpoint, "stop", "bot", zmq_context, auth=as_key("bot"))
+        assert send_control(server.endpoint, "pause", "mallory", zmq_context, auth=as_key("ann"))["paused"] is True
+        stranger = ClientAuth(KeyPair.new("eve", "operator"), campaign_key.public)
+        with pytest.raises(InstrumentTimeout):  # an unknown key gets no connection at all
+            send_control(server.endpoint, "resume", "eve", zmq_context, auth=stranger, timeout_s=0.5)
+        with pytest.raises(InstrumentTimeout):  # nor does a client without keys
+            send_control(server.endpoint, "resume", "anon", zmq_context, timeout_s=0.5)
+    finally:
+        server.close()
+    assert [(a.action, a.who) for a in actions] == [("pause", "ann")]
+    assert len(server.unauthorised) == 2
+
+
+def test_dualscope_ctl_with_keys_records_the_key_name(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    KeyPair.new("campaign", "operator").save(keys)  # the campaign's own pair (its public key goes in the run)
+    ann = KeyPair.new("ann", "operator")
+    ann.save(keys)
+    (keys / "operators").write_text(ann.authorised_line() + "\n")
+    cfg = _write_config(tmp_path)
+    cfg.write_text(
+        cfg.read_text()
+        + f'[operator]\nauthorised_keys = "{keys / "operators"}"\nkey = "{keys / "campaign.key_secret"}"\n'
+    )
+    secret = str(keys / "ann.key_secret")
+    with _running(cfg, "--key", secret) as (proc, run_path):
+        keyless = _cli("ctl", str(run_path), "stop", "--as", "mallory")
+        assert keyless.returncode == 2 and "requires a key: add --key" in keyless.stderr
+        assert _cli("ctl", str(run_path), "stop", "--key", secret, "--as", "mallory").returncode == 0
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped by the operator" in out, out + err
+    actions = [(a["action"], a["who"]) for a in read_run(run_path).attrs["operator_actions"]]
+    assert actions == [("stop", "ann")]

@@ -1,0 +1,175 @@
+"""The command line end to end: demo over a spawned ZeroMQ server, inspect, run, serve, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from engine.storage import read_run
+from instruments.client import ZmqInstrument
+
+ROOT = Path(__file__).resolve().parents[3]
+DUALSCOPE = [sys.executable, "-m", "engine.cli.main"]
+
+
+def _cli(*args: str, cwd: Path = ROOT, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run([*DUALSCOPE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["serve"], ["inspect"], ["keys", "new"], ["ctl"]])
+def test_help_explains_each_command(command: list[str]) -> None:
+    result = _cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout and len(result.stdout) > 300
+
+
+def test_demo_end_to_end_then_inspect(tmp_path: Path) -> None:
+    result = _cli("demo", "--output-dir", str(tmp_path), timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_path = Path(re.search(r"Run:\s+(\S+\.zarr)", result.stdout).group(1))  # type: ignore[union-attr]
+    figure = Path(re.search(r"Figure:\s+(\S+\.png)", result.stdout).group(1))  # type: ignore[union-attr]
+    assert run_path.parent == tmp_path and run_path.name.startswith("demo-")
+    assert figure.stat().st_size > 20_000 and figure.read_bytes()[:4] == b"\x89PNG"
+    assert "200 spectra" in result.stdout and "budget of 200" in result.stdout
+    run = read_run(run_path)
+    assert run.n == 200 and run.policy_names == ["dualvae-bo"] and run.attrs["status"] == "closed"
+    assert len(set(run.columns["candidate_index"].tolist())) == 200
+    assert np.isfinite(run.spectra).all() and run.spectra.sum() > 0
+    versions = run.columns["model_version"]
+    assert np.all(versions[:5] == -1) and np.all(np.diff(versions) >= 0) and versions[-1] >= 1  # snapshots
+    (baseline,) = tmp_path.glob("demo-random-*.zarr")
+    assert read_run(baseline).policy_names == ["random"] and read_run(baseline).n == 200
+    found = re.findall(r"Found:\s+(\S+): (\d+)% of the top (\d+) locations", result.stdout)
+    assert [f[0] for f in found] == ["dualvae-bo", "random"] and all(int(f[2]) >= 10 for f in found)
+
+    inspected = _cli("inspect", str(run_path), "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    summary = json.loads(inspected.stdout)
+    assert summary["spectra"] == 200 and summary["problems"] == [] and summary["policy"] == "dualvae-bo"
+    assert summary["axes"].startswith("x [0, 100] nm")
+    assert summary["instrument"] == "dualscope-stem-twin"
+    table = _cli("inspect", str(run_path))
+    assert "integrity: no problems" in table.stdout
+
+
+def test_run_with_a_bad_config_names_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[policy]\nname = 'random'\nbatchsize = 2\n")
+    result = _cli("run", str(cfg))
+    assert result.returncode == 2
+    assert (
+        "policy.batchsize: unknown key; allowed here: acquisition, batch_size, initial, latent_with_position, name"
+        in result.stderr
+    )
+
+
+def test_inspect_missing_run_is_a_clear_error(tmp_path: Path) -> None:
+    result = _cli("inspect", str(tmp_path / "nothing.zarr"))
+    assert result.returncode == 2 and "no run at" in result.stderr
+
+
+def _write_config(tmp_path: Path, **stop: Any) -> Path:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f"""
+[run]
+name = "ctrlc"
+output_dir = "{tmp_path}"
+chunk_rows = 8
+[instrument]
+mode = "local"
+[instrument.options]
+image_pixels = 64
+n_channels = 32
+acquisition_time_s = 0.05
+[policy]
+name = "raster"
+[stop]
+budget = {stop.get("budget", 1000)}
+"""
+    )
+    return cfg
+
+
+def test_ctrl_c_stops_cleanly_after_the_current_measurement(tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path)
+    with _running(cfg) as (proc, run_path):  # interrupt once a spectrum is recorded, however slow the start-up
+        _wait(lambda: re.search(r"[1-9]\d* spectra recorded", _cli("ctl", str(run_path), "status").stdout), 120)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    assert "stopped by the operator" in out
+    run = read_run(run_path)
+    assert 0 < run.n < 1000 and run.attrs["status"] == "closed"
+    assert run.attrs["outcome"]["stop_reason"] == "stopped by the operator"
+    assert (run_path.with_suffix(".png")).exists()
+
+
+def test_serve_then_connect(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*DUALSCOPE, "serve", "stem-twin", "--seed", "5", "-o", "image_pixels=48", "-o", "n_channels=40"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.startswith("READY tcp://127.0.0.1:")
+        ctx: zmq.Context[Any] = zmq.Context()
+        with ZmqInstrument(line.split()[1], ctx, timeout_s=10) as client:
+            assert client.describe().spectral_axis.size == 40
+            assert client.describe().name == "dualscope-stem-twin"
+            assert client.acquire_image("haadf").data.shape == (48, 48)
+        ctx.term()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_serve_refuses_non_loopback_and_bad_options() -> None:
+    wide = _cli("serve", "synthetic", "--endpoint", "tcp://0.0.0.0:5555")
+    assert wide.returncode == 2 and "loopback" in wide.stderr
+    bad = _cli("serve", "synthetic", "-o", "pixels=3")
+    assert bad.returncode == 2 and "pixels: unknown key" in bad.stderr
+    listed = _cli("serve", "synthetic", "--list-options")
+    assert listed.returncode == 0 and "acquisition_time_s" in listed.stdout
+
+
+def _wait(condition: Any, timeout_s: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout_s, "timed out"
+        time.sleep(0.01)
+
+
+@contextmanager
+def _running(cfg: Path, *status_args: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """``dualscope run cfg`` in a child process, once its control socket answers ``ctl status``; killed if left."""
+    proc = subprocess.Popen([*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        _wait(lambda: any(cfg.parent.glob("ctrlc-*.zarr")), 60)
+        run_path = next(cfg.parent.glob("ctrlc-*.zarr"))
+        _wait(lambda: _cli("ctl", str(run_path), "status", *status_args).returncode == 0, 60)
+        yield proc, run_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -1,0 +1,240 @@
+"""The generic server survives bad input, answers while busy, and makes retries idempotent."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from engine.clock import SystemClock
+from engine.errors import AcquisitionAborted, ConfigError, InstrumentBusy, InstrumentTimeout
+from instruments.client import ZmqInstrument
+from instruments.endpoints import is_loopback
+from instruments.server import InstrumentServer
+from instruments.testing import positions_in
+from instruments.wire import Message, decode, encode
+from tests.conftest import CountingDriver, FakeClock
+
+
+def _raw(context: zmq.Context[Any], endpoint: str, kind: int = zmq.DEALER) -> zmq.Socket[Any]:
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 3000)
+    sock.connect(endpoint)
+    return sock
+
+
+def _request(rid: str, cmd: str, **arrays: Any) -> list[Any]:
+    return encode(Message("request", rid, cmd, {}, arrays))
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"garbage"],
+        [b"{}"],
+        [b'{"v": 1, "id": "x", "type": "request", "cmd": "measure", "arrays": [{"name": "p"}]}'],
+        [json.dumps({"v": 99, "id": "old", "type": "request", "cmd": "hello"}).encode()],
+        [b"\x00" * 70000],
+    ],
+)
+def test_malformed_input_gets_an_error_and_the_server_goes_on(
+    frames: list[bytes], counting: CountingDriver, serve: Any, zmq_context: Any
+) -> None:
+    srv = serve(counting)
+    sock = _raw(zmq_context, srv.endpoint)
+    sock.send_multipart(frames)
+    reply = decode(sock.recv_multipart())
+    assert reply.type == "error"
+    assert reply.body["code"] in ("bad_request", "version_mismatch")
+    assert reply.body["message"]
+    sock.close(linger=0)
+    with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=3) as client:
+        assert client.describe().name == "dualscope-synthetic-stem"
+
+
+def test_version_mismatch_is_typed_at_the_client(counting: CountingDriver, serve: Any, zmq_context: Any) -> None:
+    srv = serve(counting)
+    sock = _raw(zmq_context, srv.endpoint)
+    sock.send_multipart([json.dumps({"v": 2, "id": "abc", "type": "request", "cmd": "hello"}).encode()])
+    reply = decode(sock.recv_multipart())
+    assert reply.body["code"] == "version_mismatch" and reply.request_id == "abc"
+    sock.close(linger=0)
+
+
+def test_unknown_command(counting: CountingDriver, serve: Any, zmq_context: Any) -> None:
+    srv = serve(counting)
+    sock = _raw(zmq_context, srv.endpoint)
+    sock.send_multipart(_request("u1", "fire_lasers"))
+    reply = decode(sock.recv_multipart())
+    assert reply.body["code"] == "bad_request" and "fire_lasers" in reply.body["message"]
+    sock.close(linger=0)
+
+
+def test_req_clients_are_served_too(counting: CountingDriver, serve: Any, zmq_context: Any) -> None:
+    srv = serve(counting)
+    sock = _raw(zmq_context, srv.endpoint, zmq.REQ)
+    sock.send_multipart(_request("req-1", "describe"))
+    reply = decode(sock.recv_multipart())
+    assert reply.type == "reply" and reply.body["description"]["name"] == "dualscope-synthetic-stem"
+    sock.close(linger=0)
+
+
+def test_a_lost_reply_is_recovered_from_the_cache(counting: CountingDriver, serve: Any, zmq_context: Any) -> None:
+    srv = serve(counting)
+    pos = positions_in(counting.describe(), 3)
+    sock = _raw(zmq_context, srv.endpoint)
+    sock.send_multipart(_request("lost-1", "measure", positions=pos))
+    first = decode(sock.recv_multipart())  # this client "crashes" and never uses the reply
+    sock.close(linger=0)
+    with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=3) as client:
+        again = client.measure(pos, request_id="lost-1")
+    assert counting.calls == 1
+    np.testing.assert_array_equal(again.spectra, first.arrays["spectra"])
+
+
+def test_slow_acquisition_retries_see_progress_and_measure_once(
+    counting: CountingDriver, serve: Any, zmq_context: Any
+) -> None:
+    counting.delay_s = 0.6
+    srv = serve(counting)
+    with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=0.1, retries=1) as client:
+        m = client.measure(positions_in(counting.describe(), 1), request_id="slow-1")
+    assert m.spectra.shape[0] == 1
+    assert counting.calls == 1
+
+
+def test_busy_while_acquiring_and_status_still_answers(counting: CountingDriver, serve: Any, zmq_context: Any) -> None:
+    counting.delay_s = 2.0
+    srv = serve(counting)
+    pos = positions_in(counting.describe(), 1)
+    a = _raw(zmq_context, srv.endpoint)
+    a.send_multipart(_request("long-1", "measure", positions=pos))
+    time.sleep(0.2)
+    with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=2, retries=0) as other:
+        t0 = time.monotonic()
+        status = other.status()
+        assert time.monotonic() - t0 < 1.0, "status must not wait for the acquisition"
+        assert status["busy"] is True and status["in_flight"] == "long-1"
+        assert other.heartbeat()["busy"] is True
+        with pytest.raises(InstrumentBusy, match="long-1"):
+            other.measure(pos)
+        other.abort()
+    reply = decode(a.recv_multipart())
+    assert reply.body["code"] == AcquisitionAborted.code
+    a.close(linger=0)
+
+
+def test_no_server_times_out_with_a_clear_message(zmq_context: Any) -> None:
+    probe = zmq_context.socket(zmq.ROUTER)
+    port = probe.bind_to_random_port("tcp://127.0.0.1")
+    probe.close(linger=0)
+    with ZmqInstrument(f"tcp://127.0.0.1:{port}", zmq_context, timeout_s=0.1, retries=2) as client:
+        t0 = time.monotonic()
+        with pytest.raises(InstrumentTimeout, match="after 3 attempts"):
+            client.describe()
+        assert time.monotonic() - t0 < 2
+
+
+def test_late_replies_to_old_requests_are_dropped(counting: CountingDriver, serve: Any, zmq_context: Any) -> None:
+    counting.delay_s = 0.4
+    srv = serve(counting)
+    pos = positions_in(counting.describe(), 1)
+    with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=0.05, retries=0) as client:
+        with pytest.raises(InstrumentTimeout):
+            client._call("measure", arrays={"positions": pos}, request_id="first")  # progress never asked
+        time.sleep(0.6)  # the reply to "first" is now queued on the socket
+        counting.delay_s = 0
+        client.timeout_s = 3
+        m = client.measure(pos, request_id="second")
+    assert m.request_id == "second"
+
+
+def test_non_loopback_bind_is_refused(counting: CountingDriver, zmq_context: Any) -> None:
+    with pytest.raises(ConfigError, match="loopback"):
+        InstrumentServer(counting, zmq_context, SystemClock(), endpoint="tcp://0.0.0.0:*")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "ok"),
+    [
+        ("tcp://127.0.0.1:5555", True),
+        ("tcp://127.3.2.1:1", True),
+        ("tcp://localhost:5", True),
+        ("tcp://[::1]:5", True),
+        ("ipc:///tmp/x", True),
+        ("tcp://0.0.0.0:5", False),
+        ("tcp://192.168.1.2:5", False),
+        ("tcp://*:5", False),
+        ("udp://127.0.0.1:5", False),
+    ],
+)
+def test_is_loopback(endpoint: str, ok: bool) -> None:
+    assert is_loopback(endpoint) is ok
+
+
+def test_server_close_is_idempotent_and_stops_serving(counting: CountingDriver, zmq_context: Any) -> None:
+    srv = InstrumentServer(counting, zmq_context, SystemClock())
+    stop = threading.Event()
+    t = threading.Thread(target=srv.serve, args=(stop, 10))
+    t.start()
+    stop.set()
+    t.join(timeout=5)
+    srv.close()
+    srv.close()
+    assert not t.is_alive()
+
+
+def test_a_client_over_the_rate_limit_is_told_to_slow_down(counting: CountingDriver, zmq_context: Any) -> None:
+    clock = FakeClock()
+    server = InstrumentServer(counting, zmq_context, clock, endpoint="tcp://127.0.0.1:*", rate_per_s=5)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop, 5), daemon=True)
+    thread.start()
+    try:
+        with ZmqInstrument(server.endpoint, zmq_context, timeout_s=2) as client:
+            answers: list[str] = []
+            for _ in range(14):  # a burst of 10 (2 s worth) is allowed, then nothing until time passes
+                try:
+                    answers.append("ok" if client.heartbeat() else "empty")
+                except InstrumentBusy as exc:
+                    answers.append(str(exc))
+            assert answers[:10] == ["ok"] * 10
+            assert all("rate limit: at most 5 requests/s per client" in a for a in answers[10:])
+            clock.mono += 1.0  # one second later: five more
+            assert client.heartbeat()["requests"] == 15
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+
+
+def test_an_acquisition_is_aborted_when_its_client_goes_silent(counting: CountingDriver, zmq_context: Any) -> None:
+    counting.delay_s = 30.0
+    server = InstrumentServer(counting, zmq_context, SystemClock(), client_silence_s=0.3)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.serve, args=(stop, 10), daemon=True)
+    thread.start()
+    try:
+        gone = _raw(zmq_context, server.endpoint)
+        t0 = time.monotonic()
+        gone.send_multipart(_request("orphan-1", "measure", positions=positions_in(counting.describe(), 1)))
+        while counting.calls == 0 and time.monotonic() - t0 < 5:  # linger 0 would drop an undelivered request
+            time.sleep(0.01)
+        gone.close(linger=0)  # the engine disappears mid-acquisition
+        while not server.abandoned and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+        assert server.abandoned == ["orphan-1"] and time.monotonic() - t0 < 5
+        # the outcome is kept: asking again for the same request id gets "aborted", not a new acquisition
+        with ZmqInstrument(server.endpoint, zmq_context, timeout_s=5) as back, pytest.raises(AcquisitionAborted):
+            back.measure(positions_in(counting.describe(), 1), request_id="orphan-1")
+        assert counting.calls == 1
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
