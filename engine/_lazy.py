@@ -34,31 +34,25 @@ def lazy_face(package: str, init_file: str) -> tuple[Callable[[str], Any], Calla
     where = _names_under_type_checking(Path(init_file))
 
     def getattr_(name: str) -> Any:
-        module = where.get(name)
-        if module is None:
+        if name not in where:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        original = where.get(f"{name}@")
-        return getattr(importlib.import_module(module), original or name)
+        module, original = where[name]
+        return getattr(importlib.import_module(module), original)
 
     def dir_() -> list[str]:
-        return sorted(n for n in where if not n.endswith("@"))
+        return sorted(where)
 
     return getattr_, dir_
 
 
-def _names_under_type_checking(init_file: Path) -> dict[str, str]:
-    """Name → module of every ``from MODULE import NAME [as ALIAS]`` under ``if TYPE_CHECKING:``.
-
-    An alias ``ALIAS`` also maps ``ALIAS@`` to the original name.
-    """
+def _names_under_type_checking(init_file: Path) -> dict[str, tuple[str, str]]:
+    """Name → (module, name there) of every ``from MODULE import NAME [as ALIAS]`` under ``if TYPE_CHECKING:``."""
     tree = ast.parse(init_file.read_text(encoding="utf-8"))
-    where: dict[str, str] = {}
+    where: dict[str, tuple[str, str]] = {}
     for node in tree.body:
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
             for stmt in node.body:
                 if isinstance(stmt, ast.ImportFrom) and stmt.module:
                     for alias in stmt.names:
-                        where[alias.asname or alias.name] = stmt.module
-                        if alias.asname:
-                            where[f"{alias.asname}@"] = alias.name
+                        where[alias.asname or alias.name] = (stmt.module, alias.name)
     return where

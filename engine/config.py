@@ -257,3 +257,30 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
 def load_config(path: Path) -> tuple[RunConfig, str]:
     """Read and parse the TOML file at ``path``; returns the config and its text (stored in the run)."""
     return load_model(path, RunConfig)
+
+
+def parse_window(text: str, what: str, units: str = "") -> tuple[float, float] | None:
+    """A window ``LOW:HIGH`` given on the command line, or None when ``text`` is empty.
+
+    Args:
+        text: e.g. ``"0.7:0.9"``.
+        what: the option's name, for the error (e.g. ``"--band"``).
+        units: the window's units, for the error (e.g. ``"eV"``).
+
+    Raises:
+        ConfigError: ``text`` is not two numbers separated by ``:``.
+
+    Example:
+        >>> parse_window("0.7:0.9", "--band")
+        (0.7, 0.9)
+        >>> parse_window("", "--band") is None
+        True
+    """
+    if not text:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(":"))
+    except ValueError:
+        in_units = f" in {units}" if units else ""
+        raise ConfigError(f"{what} wants LOW:HIGH{in_units}, got {text!r}") from None
+    return low, high

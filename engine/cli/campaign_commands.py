@@ -177,11 +177,10 @@ def resume(
     from engine.cli.resuming import open_for_resume, resume_run
 
     opened = open_for_resume(run_path, SystemClock())
-    if opened.closed_reason is not None:
-        out.print(f"{run_path} is closed ({escape(opened.closed_reason)}); nothing to resume.")
+    if isinstance(opened, str):
+        out.print(f"{run_path} is closed ({escape(opened)}); nothing to resume.")
         return
     writer, config, report = opened.writer, opened.config, opened.report
-    assert writer is not None and config is not None and report is not None
     out.print(
         f"Recovered {run_path}: {report.committed_after} rows ({report.replayed_rows} from the journal)"
         + (f"; in flight at the crash: {', '.join(report.in_flight)}" if report.in_flight else "")

@@ -9,7 +9,7 @@ import typer
 from rich.progress import Progress, TextColumn
 
 from engine.cli.console import bar_columns, err, out
-from engine.errors import ConfigError
+from engine.config import parse_window
 
 
 def import_(
@@ -37,16 +37,6 @@ def import_(
     for note in si.notes:
         out.print(f"[yellow]note:[/] {note}")
     out.print(f"Dataset: [bold]{output}[/]")
-
-
-def _range(text: str, what: str) -> tuple[float, float] | None:
-    if not text:
-        return None
-    try:
-        lo, hi = (float(v) for v in text.split(":"))
-    except ValueError:
-        raise ConfigError(f"{what} wants LOW:HIGH, got {text!r}") from None
-    return lo, hi
 
 
 def explore(
@@ -87,8 +77,8 @@ def explore(
     result = explore_spectrum_image(
         si,
         chosen,
-        band=_range(band, "--band"),
-        background=_range(background, "--background"),
+        band=parse_window(band, "--band"),
+        background=parse_window(background, "--background"),
         components=components,
         nmf_components=nmf_components,
         clusters=clusters,

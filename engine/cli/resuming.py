@@ -23,23 +23,25 @@ from engine.surrogate import CheckpointError
 
 @dataclass(frozen=True)
 class OpenedRun:
-    """A killed run recovered and held open for resuming, or why there is nothing to resume."""
+    """A killed run, recovered and held open for resuming, with its stored configuration."""
 
-    writer: RunWriter | None = None
-    config: RunConfig | None = None
-    report: RecoveryReport | None = None
-    closed_reason: str | None = None
+    writer: RunWriter
+    config: RunConfig
+    report: RecoveryReport
 
 
-def open_for_resume(run_path: Path, clock: Clock) -> OpenedRun:
+def open_for_resume(run_path: Path, clock: Clock) -> OpenedRun | str:
     """Recover ``run_path`` (journaled rows committed, torn writes cut) and parse its stored configuration.
+
+    Returns:
+        The opened run, or why a closed run has nothing to resume (its stop reason).
 
     Raises:
         RunStorageError: not a run, or a damaged one. ConfigError: its stored configuration is invalid.
     """
     attrs: dict[str, Any] = dict(open_run_group(run_path).attrs["dualscope"])  # type: ignore[arg-type]
     if attrs.get("status") == "closed":
-        return OpenedRun(closed_reason=str(attrs.get("outcome", {}).get("stop_reason", "closed")))
+        return str(attrs.get("outcome", {}).get("stop_reason", "closed"))
     config = parse_config(str(attrs.get("config_toml", "")), f"{run_path} (stored configuration)")
     report, writer = recover_run(run_path, clock, keep_open=True)
     assert writer is not None

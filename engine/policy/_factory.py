@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
@@ -16,6 +17,8 @@ from engine.config import PolicySection, ScalariserSection
 from engine.errors import ConfigError
 from engine.policy._baselines import make_policy
 from engine.policy._bo import BOPolicy, FeatureModel, PositionFeatures, ScalarBO, Snapshot
+from engine.policy._dkl import DKLFeatures
+from engine.policy._dualvae import DualVAEFeatures
 from engine.policy._scalarisers import (
     BandIntegral,
     BandRatio,
@@ -28,6 +31,7 @@ from engine.policy._scalarisers import (
 )
 from engine.policy._trainer import InlineTrainer, ThreadTrainer, Trainer
 from engine.protocols import Policy
+from engine.surrogate import Surrogate, SurrogateConfig, extract_patches
 from engine.types import Image, SpectralAxis
 
 
@@ -137,8 +141,6 @@ def build_policy(
                 f"{section.name} learns from the structural image, and this data has none "
                 "(the importer derived one from the spectra); use policy gp-position, random or raster"
             )
-        from engine.surrogate import extract_patches
-
         patches = extract_patches(image.data, candidates.pixels, section.patch_px)
         features = _image_features(section, patches, axis.size, rng, candidates.positions)
     bo = ScalarBO(
@@ -164,14 +166,7 @@ def _image_features(
 ) -> FeatureModel:
     seed = int(rng.integers(2**31 - 1))
     if section.name == "dkl":
-        from engine.policy._dkl import DKLFeatures
-
         return DKLFeatures(patches, seed, steps=section.update_steps)
-    import torch
-
-    from engine.policy._dualvae import DualVAEFeatures
-    from engine.surrogate import Surrogate, SurrogateConfig
-
     surrogate = Surrogate(
         SurrogateConfig(batch_size=64), section.patch_px, channels, device=torch.device("cpu"), seed=seed
     )

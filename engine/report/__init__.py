@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         save_sections,
         timing_figure,
     )
-    from engine.report._run_report import parse_band, write_report
+    from engine.report._run_report import write_report
     from engine.report._run_summary import run_summary
     from engine.report._summary_figure import summary_figure
     from engine.report._surrogate_figures import dual_latent_figure, latent_grid_figure, prediction_figure
@@ -32,7 +32,6 @@ __all__ = [
     "run_summary",
     "summary_figure",
     "write_report",
-    "parse_band",
     # discovery metrics
     "top_set",
     "recall_curve",

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import ConfigError, DualscopeError
+from engine.config import parse_window
+from engine.errors import DualscopeError
 from engine.io import import_file, load_surrogate
 from engine.report._html import Band, load_sections, render_html, run_sections
 from engine.report._run_summary import run_summary
@@ -16,17 +17,6 @@ from engine.surrogate import PairedData, Surrogate, SurrogateConfig, extract_pat
 
 _PATCH_PX = 16
 """Patch side of the report's own surrogate, in image pixels."""
-
-
-def parse_band(text: str, values: np.ndarray, units: str) -> Band:
-    """The band ``LOW:HIGH`` (spectral units) of the report's scalar property; the whole axis when empty."""
-    if not text:
-        return Band(float(values.min()), float(values.max()))
-    try:
-        low, high = (float(v) for v in text.split(":"))
-    except ValueError:
-        raise ConfigError(f"--band wants LOW:HIGH in {units}, got {text!r}") from None
-    return Band(low, high)
 
 
 def write_report(
@@ -59,7 +49,8 @@ def write_report(
     run, integrity = check_run(run_path)
     if run.attrs.get("status") == "closed":
         refresh_s = None  # nothing more will come: the page need not reload
-    band = parse_band(band_text, run.spectral_values, run.spectral_axis.units)
+    values = run.spectral_values
+    low, high = parse_window(band_text, "--band", run.spectral_axis.units) or (float(values.min()), float(values.max()))
     image = next(iter(run.images.values()), None)
     pixels = np.asarray(array_node(open_run_group(run_path), "candidate_pixels")[:]) if image is not None else None
     model = None
@@ -85,7 +76,7 @@ def write_report(
         except DualscopeError:
             truth = None
     with tempfile.TemporaryDirectory() as tmp:
-        sections = run_sections(run, integrity, band, model, patches, truth, Path(tmp))
+        sections = run_sections(run, integrity, Band(low, high), model, patches, truth, Path(tmp))
     explored = run_path.with_suffix(".explore")
     if (explored / "sections.json").exists():
         sections += [(f"Exploration: {h}", t, png) for h, t, png in load_sections(explored)]

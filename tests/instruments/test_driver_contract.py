@@ -58,7 +58,7 @@ def test_a_contract_without_make_driver_cannot_run() -> None:
     """A lab that forgets make_driver gets told so, not a confusing fixture error."""
 
     class Incomplete(DriverContract):
-        pass
+        """Forgets make_driver."""
 
     with pytest.raises(TypeError, match="make_driver"):
         Incomplete()  # type: ignore[abstract]
