@@ -4,14 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck imports pytest bench fuzz clean
+.PHONY: install demo test lint typecheck imports docs pytest bench fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,formats,nion,dask]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(PY) -c "import engine, instruments, simulators, torch, botorch, zarr, zmq, nion.instrumentation, nion.usim_device, distributed"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,formats,nion,dask,docs]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -c "import engine, instruments, simulators, torch, botorch, zarr, zmq, nion.instrumentation, nion.usim_device, distributed, mkdocs"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,10 +29,15 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
+# the documentation site in build/site; strict: a broken link, anchor or docstring fails the build
+docs: $(STAMP)
+	mkdir -p build
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build > build/mkdocs.log 2>&1 || { cat build/mkdocs.log; exit 1; }
+
 pytest: $(STAMP)
 	$(PY) -m pytest
 
-test: lint typecheck imports pytest
+test: lint typecheck imports docs pytest
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run

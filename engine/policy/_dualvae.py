@@ -30,7 +30,8 @@ class DualVAEFeatures:
         patches: the candidate patches ``(m, p, p)``, row-aligned with the candidate set.
         channels: spectral channels ``c``.
         pretrain_steps: image-only training steps, run here.
-        update_steps, update_seconds: bound of each warm-start update.
+        update_steps: most optimiser steps of each warm-start update.
+        update_seconds: most seconds of each warm-start update.
         positions: candidate positions ``(m, d)``; when given, the GP inputs are the latent and the
             position side by side (each scaled to the unit cube), so that the GP can also follow
             trends across the field of view that no single patch shows (a doping gradient).
