@@ -38,7 +38,13 @@ FAULTS = (
 
 @dataclass(frozen=True)
 class StepReport:
-    """What one step did, handed to the progress callback."""
+    """What one step did, handed to the progress callback.
+
+    Example:
+        >>> reports = []
+        >>> on_step = reports.append  # pass as Campaign(on_step=...): one StepReport per recorded step
+        >>> # after campaign.run(): [r.n_recorded for r in reports] == [1, 2, ...]
+    """
 
     decision: Decision
     measurement: Measurement
@@ -48,7 +54,13 @@ class StepReport:
 
 @dataclass(frozen=True)
 class CampaignResult:
-    """How a campaign ended."""
+    """How a campaign ended.
+
+    Example:
+        >>> result = CampaignResult(n_recorded=10, steps=10, stop_reason="budget of 10 measurements reached", elapsed_s=1.5)
+        >>> result.missing, result.refused, result.faults  # nothing was lost, refused or failed
+        (0, 0, 0)
+    """
 
     n_recorded: int
     steps: int
@@ -86,6 +98,32 @@ class Campaign:
         operator: the operator's pause / resume / stop / inject (a control socket drives it); an
             injected position is measured next, as the nearest unmeasured candidate, recorded as
             decided by ``operator:NAME``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> from engine.clock import SystemClock
+        >>> from engine.policy import RandomPolicy
+        >>> from engine.storage import RunWriter
+        >>> from instruments.local import LocalInstrument
+        >>> from simulators.synthetic import SyntheticOptions, synthetic_microscope
+        >>> clock = SystemClock()
+        >>> options = SyntheticOptions(image_pixels=32, n_channels=64, acquisition_time_s=0.002)
+        >>> scope = LocalInstrument(synthetic_microscope(options, clock))
+        >>> desc, image = scope.describe(), scope.acquire_image("haadf")
+        >>> candidates = CandidateSet.from_image_grid(image, desc, stride_px=4, margin_px=2)
+        >>> path = Path(tempfile.mkdtemp()) / "example.zarr"
+        >>> writer = RunWriter.create(path, description=desc, images=[image], candidates=candidates,
+        ...                           config_toml="", clock=clock)
+        >>> campaign = Campaign(instrument=scope, policy=RandomPolicy(np.random.default_rng(0)), recorder=writer,
+        ...                     candidates=candidates, spectral_axis=desc.spectral_axis, stop_rules=[Budget(10)],
+        ...                     clock=clock, request_prefix="example")
+        >>> result = campaign.run()
+        >>> writer.close(outcome={"stop_reason": result.stop_reason})
+        >>> result.n_recorded, result.stop_reason
+        (10, 'budget of 10 measurements reached')
     """
 
     def __init__(

@@ -23,7 +23,13 @@ from engine.protocols import Clock
 
 @dataclass(frozen=True)
 class OperatorAction:
-    """One operator action: what, who (a key's or a user's name), when (epoch s) and its details."""
+    """One operator action: what, who (a key's or a user's name), when (epoch s) and its details.
+
+    Example:
+        >>> action = OperatorAction("pause", "alice", 1.7e9, {})
+        >>> action.to_json()
+        {'action': 'pause', 'who': 'alice', 'time': 1700000000.0}
+    """
 
     action: str
     who: str
@@ -41,7 +47,13 @@ APPROVAL_FALLBACKS = ("veto", "approve", "stop")
 
 @dataclass(frozen=True)
 class Verdict:
-    """The operator's answer to a proposal: ``approve``, ``veto`` or ``edit`` (then ``position``), by whom."""
+    """The operator's answer to a proposal: ``approve``, ``veto`` or ``edit`` (then ``position``), by whom.
+
+    Example:
+        >>> import numpy as np
+        >>> Verdict("edit", "alice", np.array([10.0, 20.0])).position.tolist()
+        [10.0, 20.0]
+    """
 
     action: str
     who: str
@@ -58,6 +70,21 @@ class OperatorControl:
         approval_timeout_s: approval mode: each proposed point waits this long for approve / veto /
             edit (None: no approval mode).
         on_timeout: what an unanswered proposal becomes: ``veto`` (skip it), ``approve`` or ``stop``.
+
+    Example:
+        >>> import numpy as np
+        >>> from engine.clock import SystemClock
+        >>> actions = []
+        >>> control = OperatorControl(SystemClock(), on_action=actions.append)
+        >>> _ = control.pause("alice")
+        >>> control.paused
+        True
+        >>> _ = control.inject(np.array([12.5, 40.0]), "alice")
+        >>> position, who = control.take_injected()
+        >>> position.tolist(), who
+        ([12.5, 40.0], 'alice')
+        >>> [a.action for a in actions]
+        ['pause', 'inject']
     """
 
     def __init__(

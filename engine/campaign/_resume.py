@@ -45,6 +45,13 @@ class ResumePlan:
         failures: failed measurements per candidate (for the fault retry count).
         positions: recorded probe positions in order ``(n, d)`` (the dose budget's history).
         in_flight: the decision whose outcome is unknown, carried out first, or ``None``.
+
+    Example:
+        >>> from engine.storage import read_run
+        >>> run = read_run(run_path)  # a closed run: nothing is in flight
+        >>> plan = plan_resume(run.attrs, run.columns)
+        >>> plan.n_recorded == run.n, plan.in_flight is None
+        (True, True)
     """
 
     n_recorded: int
@@ -67,6 +74,13 @@ def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -
         attrs: the run's ``dualscope`` attribute (``missing``, ``resume_point``, ``in_flight``).
         columns: the committed rows: ``step (n,)``, ``candidate_index (n,)``, ``spectra (n, c)``,
             ``positions (n, d)``.
+
+    Example:
+        >>> from engine.storage import read_run
+        >>> run = read_run(run_path)
+        >>> plan = plan_resume(run.attrs, run.columns)
+        >>> plan.next_step == int(run.columns["step"].max()) + 1
+        True
     """
     steps = np.asarray(columns["step"], dtype=np.int64)
     index = np.asarray(columns["candidate_index"], dtype=np.int64)
@@ -142,6 +156,17 @@ def apply_plan(plan: ResumePlan, candidates: CandidateSet, policy: Policy, safet
 
     Raises:
         ResumeError: the stored state does not fit the policy or the data (another configuration?).
+
+    Example:
+        >>> import numpy as np
+        >>> from engine.policy import RandomPolicy
+        >>> from engine.storage import read_candidates, read_run
+        >>> run = read_run(run_path)
+        >>> candidates = read_candidates(run_path)
+        >>> plan = plan_resume(run.attrs, run.columns)
+        >>> apply_plan(plan, candidates, RandomPolicy(np.random.default_rng(0)), None)
+        >>> int(candidates.measured.sum()) == run.n
+        True
     """
     done = np.union1d(plan.measured, plan.retired).astype(np.int64)
     if done.size and (done.min() < 0 or done.max() >= len(candidates)):
@@ -171,6 +196,10 @@ class Reconciliation:
             ``unknown`` (never received: measured now, for the first time) or ``forgotten``
             (another instrument instance, or one that cannot say: measured now, possibly again).
         repeat_note: why the measurement may repeat one made before the crash, or ``None``.
+
+    Example:
+        >>> Reconciliation("done", None).repeat_note is None  # measured before the crash: fetched, not repeated
+        True
     """
 
     state: str
@@ -184,6 +213,18 @@ def reconcile(instrument: Instrument, decision: Decision, last_instance: str | N
         instrument: the instrument, connected again.
         decision: the decision in flight at the crash.
         last_instance: the instrument instance the run talked to before the crash (``None``: unknown).
+
+    Example:
+        >>> import numpy as np
+        >>> from engine.clock import SystemClock
+        >>> from engine.decisions import Decision, Proposal
+        >>> from instruments.local import LocalInstrument
+        >>> from simulators.synthetic import SyntheticOptions, synthetic_microscope
+        >>> scope = LocalInstrument(synthetic_microscope(SyntheticOptions(), SystemClock()))
+        >>> proposal = Proposal(np.array([7]), np.array([np.nan]))
+        >>> decision = Decision(7, "run-000007", "random", proposal, 1.7e9)  # in practice: ResumePlan.in_flight
+        >>> reconcile(scope, decision, None).state  # an in-process instrument cannot say
+        'forgotten'
     """
     rid = decision.request_id
     if not isinstance(instrument, Recalls):

@@ -8,7 +8,15 @@ from engine.errors import ConfigError
 
 
 class Budget:
-    """Stop after ``n`` measurements have been recorded."""
+    """Stop after ``n`` measurements have been recorded.
+
+    Example:
+        >>> rule = Budget(100)
+        >>> rule.should_stop(99, 12.0) is None
+        True
+        >>> rule.should_stop(100, 12.0)
+        'budget of 100 measurements reached'
+    """
 
     def __init__(self, n: int):
         if n < 1:
@@ -21,7 +29,15 @@ class Budget:
 
 
 class WallTime:
-    """Stop once the campaign has run ``seconds`` (checked between steps)."""
+    """Stop once the campaign has run ``seconds`` (checked between steps).
+
+    Example:
+        >>> rule = WallTime(3600.0)
+        >>> rule.should_stop(10, 60.0) is None
+        True
+        >>> rule.should_stop(10, 3600.0) is not None
+        True
+    """
 
     def __init__(self, seconds: float):
         if seconds <= 0:
@@ -34,7 +50,16 @@ class WallTime:
 
 
 class OperatorStop:
-    """Stop when the operator asks (Ctrl-C, a button); the current step completes first."""
+    """Stop when the operator asks (Ctrl-C, a button); the current step completes first.
+
+    Example:
+        >>> stop = OperatorStop()
+        >>> stop.should_stop(5, 1.0) is None
+        True
+        >>> stop.request()  # e.g. from a Ctrl-C handler
+        >>> stop.should_stop(5, 1.0) is not None
+        True
+    """
 
     def __init__(self, event: threading.Event | None = None):
         self.event = event if event is not None else threading.Event()

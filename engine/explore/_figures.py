@@ -43,7 +43,14 @@ def _image(ax: Axes, si: SpectrumImage) -> None:
 
 
 def band_figure(si: SpectrumImage, values: NDArray, label: str) -> bytes:
-    """The structural image beside the band map."""
+    """The structural image beside the band map.
+
+    Example:
+        >>> from engine.io import import_file
+        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
+        >>> band_figure(si, si.spectra.sum(axis=1), "total counts")[1:4]
+        b'PNG'
+    """
     fig = _figure((10, 4.2))
     a, b = fig.subplots(1, 2)
     _image(a, si)
@@ -52,7 +59,14 @@ def band_figure(si: SpectrumImage, values: NDArray, label: str) -> bytes:
 
 
 def decomposition_figure(si: SpectrumImage, d: Decomposition, shown: int = 4) -> bytes:
-    """Scree plot (PCA), component spectra and weight maps."""
+    """Scree plot (PCA), component spectra and weight maps.
+
+    Example:
+        >>> from engine.io import import_file
+        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
+        >>> decomposition_figure(si, pca(si.spectra, n_components=2))[1:4]
+        b'PNG'
+    """
     k = min(shown, d.components.shape[0])
     fig = _figure((3.2 * (k + 1), 6.2))
     axes = fig.subplots(2, k + 1, squeeze=False)
@@ -74,7 +88,14 @@ def decomposition_figure(si: SpectrumImage, d: Decomposition, shown: int = 4) ->
 
 
 def vae_figure(si: SpectrumImage, result: LatentLabels) -> bytes:
-    """Latent plane coloured by cluster, the label map, and the first two latent coordinates as maps."""
+    """Latent plane coloured by cluster, the label map, and the first two latent coordinates as maps.
+
+    Example:
+        >>> from engine.io import import_file
+        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
+        >>> vae_figure(si, spectral_vae_labels(si.spectra, n_clusters=2, steps=10))[1:4]
+        b'PNG'
+    """
     fig = _figure((16, 4.2))
     a, b, c, d = fig.subplots(1, 4)
     a.scatter(result.latent[:, 0], result.latent[:, 1], c=result.labels, s=6, cmap="tab10")
@@ -86,7 +107,17 @@ def vae_figure(si: SpectrumImage, result: LatentLabels) -> bytes:
 
 
 def labelling_figure(si: SpectrumImage, result: Labelling) -> bytes:
-    """Predicted label map with the training (o) and held-out (x) labelled positions."""
+    """Predicted label map with the training (o) and held-out (x) labelled positions.
+
+    Example:
+        >>> from engine.io import import_file
+        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
+        >>> import numpy as np
+        >>> labelled = np.arange(0, 20, 2)
+        >>> result = label_map(patches_of(si), labelled, (labelled % 4 == 0).astype(np.int64))
+        >>> labelling_figure(si, result)[1:4]
+        b'PNG'
+    """
     fig = _figure((6.5, 5))
     ax = fig.subplots()
     _map(ax, si, result.predicted, f"predicted labels (held-out accuracy {result.held_out_accuracy:.2f})", "tab10")
@@ -94,21 +125,20 @@ def labelling_figure(si: SpectrumImage, result: Labelling) -> bytes:
         (result.train_index, "o", "labelled (train)"),
         (result.test_index, "x", "labelled (held out)"),
     ):
-        ax.scatter(
-            si.positions[idx, 0],
-            si.positions[idx, 1],
-            marker=marker,
-            facecolors="none" if marker == "o" else "k",
-            edgecolors="k",
-            s=30,
-            label=name,
-        )
+        colours = {"facecolors": "none", "edgecolors": "k"} if marker == "o" else {"c": "k"}  # "x" has no edge
+        ax.scatter(si.positions[idx, 0], si.positions[idx, 1], marker=marker, s=30, label=name, **colours)
     ax.legend(fontsize=7)
     return _png(fig)
 
 
 def comparison_figure(result: DualVsSeparated) -> bytes:
-    """Held-out im2spec R² of the dual VAE and of the separated VAEs, on the same split."""
+    """Held-out im2spec R² of the dual VAE and of the separated VAEs, on the same split.
+
+    Example:
+        >>> import numpy as np
+        >>> comparison_figure(DualVsSeparated(np.arange(24), np.arange(24, 30), 0.8, 0.6))[1:4]
+        b'PNG'
+    """
     fig = _figure((5, 3.5))
     ax = fig.subplots()
     ax.bar(["dual VAE", "separated VAEs"], [result.dual_r2, result.separated_r2], color=["tab:red", "tab:grey"])

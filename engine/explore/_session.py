@@ -24,7 +24,15 @@ METHODS = ("band", "pca", "nmf", "vae", "label", "separated")
 
 @dataclass
 class Exploration:
-    """What the methods produced: page sections, arrays for the Zarr group, and metrics."""
+    """What the methods produced: page sections, arrays for the Zarr group, and metrics.
+
+    Example:
+        >>> from engine.io import import_file
+        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
+        >>> result = explore_spectrum_image(si, ["pca"], components=2)
+        >>> "pca_components" in result.arrays, [heading for heading, _, _ in result.sections]
+        (True, ['PCA'])
+    """
 
     sections: list[tuple[str, str, bytes | None]] = field(default_factory=list)
     arrays: dict[str, NDArray[Any]] = field(default_factory=dict)
@@ -32,7 +40,19 @@ class Exploration:
 
 
 def read_labels(path: Path, si: SpectrumImage) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Labelled positions from a CSV with columns ``index,label`` or ``x,y,label`` (axes' units)."""
+    """Labelled positions from a CSV with columns ``index,label`` or ``x,y,label`` (axes' units).
+
+    Example:
+        >>> from engine.io import import_file
+        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> csv = Path(tempfile.mkdtemp()) / "labels.csv"
+        >>> _ = csv.write_text("index,label\\n0,0\\n1,1\\n2,0\\n3,1\\n")
+        >>> index, labels = read_labels(csv, si)
+        >>> index.tolist(), labels.tolist()
+        ([0, 1, 2, 3], [0, 1, 0, 1])
+    """
     try:
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
@@ -52,7 +72,14 @@ def read_labels(path: Path, si: SpectrumImage) -> tuple[NDArray[np.int64], NDArr
 
 
 def patches_of(si: SpectrumImage) -> NDArray[np.float32]:
-    """Patches of the structural image under every recorded position (8 px, or 16 px for large images)."""
+    """Patches of the structural image under every recorded position (8 px, or 16 px for large images).
+
+    Example:
+        >>> from engine.io import import_file
+        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
+        >>> patches_of(si).shape
+        (20, 8, 8)
+    """
     size = 16 if min(si.image.data.shape) >= 64 else 8
     return extract_patches(si.image.data, si.pixels(), size)
 
@@ -71,7 +98,15 @@ def explore_spectrum_image(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> Exploration:
-    """Run ``methods`` (see :data:`METHODS`) and collect their sections, arrays and metrics."""
+    """Run ``methods`` (see :data:`METHODS`) and collect their sections, arrays and metrics.
+
+    Example:
+        >>> from engine.io import import_file
+        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
+        >>> result = explore_spectrum_image(si, ["band", "pca"], band=(0.0, 1.0))
+        >>> [heading for heading, _, _ in result.sections]
+        ['Band map', 'PCA']
+    """
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ConfigError(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
@@ -169,7 +204,17 @@ def explore_spectrum_image(
 
 
 def save_exploration(directory: Path, si: SpectrumImage, result: Exploration, title: str) -> Path:
-    """Write ``results.zarr`` (arrays + metrics), one PNG per section and ``explore.html`` into ``directory``."""
+    """Write ``results.zarr`` (arrays + metrics), one PNG per section and ``explore.html`` into ``directory``.
+
+    Example:
+        >>> from engine.io import import_file
+        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> result = explore_spectrum_image(si, ["band"], band=(0.0, 1.0))
+        >>> save_exploration(Path(tempfile.mkdtemp()), si, result, "example").name
+        'explore.html'
+    """
     directory.mkdir(parents=True, exist_ok=True)
     group = zarr.open_group(directory / "results.zarr", mode="w")
     for name, arr in {"positions": si.positions, **result.arrays}.items():

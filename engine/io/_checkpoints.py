@@ -17,7 +17,20 @@ from engine.surrogate import CheckpointError, Surrogate
 
 
 def save_surrogate(surrogate: Surrogate, directory: Path) -> Path:
-    """Write the checkpoint of ``surrogate`` into ``directory`` (created if needed)."""
+    """Write the checkpoint of ``surrogate`` into ``directory`` (created if needed).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from engine.surrogate import Surrogate, SurrogateConfig
+        >>> data, _, _ = load_paired(run_path, patch=8)
+        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
+        >>> _ = model.fit(data, 3)
+        >>> directory = save_surrogate(model, Path(tempfile.mkdtemp()) / "checkpoint")
+        >>> sorted(p.name for p in directory.iterdir())
+        ['surrogate.json', 'weights.pt']
+    """
     meta, weights = surrogate.to_state()
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(weights, directory / "weights.pt")
@@ -26,7 +39,20 @@ def save_surrogate(surrogate: Surrogate, directory: Path) -> Path:
 
 
 def load_surrogate(directory: Path, device: torch.device) -> Surrogate:
-    """Load a checkpoint written by :func:`save_surrogate` onto ``device``."""
+    """Load a checkpoint written by :func:`save_surrogate` onto ``device``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from engine.surrogate import Surrogate, SurrogateConfig
+        >>> data, _, _ = load_paired(run_path, patch=8)
+        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
+        >>> _ = model.fit(data, 3)
+        >>> back = load_surrogate(save_surrogate(model, Path(tempfile.mkdtemp())), torch.device("cpu"))
+        >>> back.patch, back.channels
+        (8, 64)
+    """
     try:
         meta = json.loads((directory / "surrogate.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -52,6 +78,16 @@ def save_feature_checkpoint(
 
     Written to a temporary directory, fsynced, then renamed: a crash leaves either the whole
     checkpoint or none (a ``.partial`` leftover is ignored and removed by recovery).
+
+    Example:
+        >>> import shutil, tempfile
+        >>> from pathlib import Path
+        >>> import torch
+        >>> run_copy = Path(tempfile.mkdtemp()) / "run.zarr"
+        >>> _ = shutil.copytree(run_path, run_copy)
+        >>> path = save_feature_checkpoint(run_copy, 4, {"note": "example"}, {"w": torch.zeros(2)})
+        >>> path.name
+        'features-v000004'
     """
     root = run_dir / FEATURES_DIR
     final = root / f"features-v{version:06d}"
@@ -77,7 +113,19 @@ def save_feature_checkpoint(
 
 
 def load_feature_checkpoint(run_dir: Path, version: int) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]] | None:
-    """The newest complete feature checkpoint of a snapshot no later than ``version``: ``(version, meta, weights)``."""
+    """The newest complete feature checkpoint of a snapshot no later than ``version``: ``(version, meta, weights)``.
+
+    Example:
+        >>> import shutil, tempfile
+        >>> from pathlib import Path
+        >>> import torch
+        >>> run_copy = Path(tempfile.mkdtemp()) / "run.zarr"
+        >>> _ = shutil.copytree(run_path, run_copy)
+        >>> _ = save_feature_checkpoint(run_copy, 4, {"note": "example"}, {"w": torch.zeros(2)})
+        >>> version, meta, weights = load_feature_checkpoint(run_copy, 10)  # the newest up to snapshot 10
+        >>> version, meta["note"], weights["w"].shape
+        (4, 'example', torch.Size([2]))
+    """
     found = sorted((run_dir / FEATURES_DIR).glob("features-v??????"))
     for directory in reversed(found):
         v = int(directory.name.removeprefix("features-v"))

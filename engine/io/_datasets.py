@@ -18,6 +18,11 @@ def load_paired(path: Path, patch: int = 32) -> tuple[PairedData, np.ndarray, st
     Accepts a dataset written by ``dualscope simulate`` (arrays ``images``, ``spectra``, ``labels``)
     or a dualscope run (patches of side ``patch`` cut from the structural image around every
     measured position; unmeasured candidates become image-only rows).
+
+    Example:
+        >>> data, energy, units = load_paired(run_path, patch=8)
+        >>> int(data.has_spectrum.sum()), data.patches.shape[1:], units
+        (20, (8, 8), 'eV')
     """
     if not (path / "zarr.json").is_file():
         raise RunStorageError(f"{path}: not a Zarr dataset or run (no zarr.json)")

@@ -35,7 +35,16 @@ from engine.types import Axis, Image, ImageAxis, SpectralAxis
 
 
 class ImportFailed(DualscopeError):
-    """A file could not be imported; the message names the file and the problem."""
+    """A file could not be imported; the message names the file and the problem.
+
+    Example:
+        >>> from pathlib import Path
+        >>> try:
+        ...     import_file(Path("no-such-file.h5"))
+        ... except ImportFailed as exc:
+        ...     print("refused:", type(exc).__name__)
+        refused: ImportFailed
+    """
 
 
 def _linear_or_points(name: str, units: str, values: NDArray[np.float64]) -> SpectralAxis:
@@ -76,6 +85,15 @@ def from_grid(
     """Build a :class:`SpectrumImage` from a ``(ny, nx, c)`` grid with coordinates ``x (nx,)``, ``y (ny,)``.
 
     ``image`` defaults to the mean absolute signal on the same grid; its coordinates default to the grid's.
+
+    Example:
+        >>> import numpy as np
+        >>> from engine.io import from_grid
+        >>> from engine.types import SpectralAxis
+        >>> si = from_grid(np.ones((4, 5, 16)), np.arange(5.0), np.arange(4.0), "nm",
+        ...                SpectralAxis("energy_loss", "eV", 0.0, 0.1, 16), "example")
+        >>> si.positions[:3].tolist()
+        [[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]
     """
     data = np.asarray(spectra, dtype=np.float32)
     if data.ndim != 3:
@@ -315,7 +333,18 @@ def _read_run(path: Path) -> SpectrumImage:
 
 
 def import_file(path: Path) -> SpectrumImage:
-    """Read ``path`` (see the module docstring for the formats); :class:`ImportFailed` names the problem."""
+    """Read ``path`` (see the module docstring for the formats); :class:`ImportFailed` names the problem.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> path = Path(tempfile.mkdtemp()) / "grid.npz"
+        >>> np.savez(path, spectra=np.ones((4, 5, 16)))  # (ny, nx, c); axes in pixels and channels
+        >>> si = import_file(path)
+        >>> si.positions.shape, si.spectra.shape
+        ((20, 2), (20, 16))
+    """
     if not path.exists():
         raise ImportFailed(f"{path}: no such file")
     suffix = path.suffix.lower()

@@ -22,6 +22,16 @@ class ReplaySetup:
         config: the run configuration (instrument: the ``replay`` driver spawned over ZeroMQ).
         text: that configuration as TOML, stored in the run so that ``dualscope resume`` rebuilds it.
         candidates: the recorded positions ``(m, d)`` the policy chooses among.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> path = Path(tempfile.mkdtemp()) / "grid.npz"
+        >>> np.savez(path, spectra=np.ones((4, 5, 16)))
+        >>> setup = replay_setup(path)
+        >>> setup.text.splitlines()[0].startswith("# dualscope replay")
+        True
     """
 
     config: RunConfig
@@ -55,6 +65,16 @@ def replay_setup(
 
     Raises:
         ConfigError: an unknown policy or noise, or a budget below 1. ImportFailed: an unreadable source.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> path = Path(tempfile.mkdtemp()) / "grid.npz"
+        >>> np.savez(path, spectra=np.ones((4, 5, 16)))
+        >>> setup = replay_setup(path, policy="raster", budget=10)
+        >>> setup.config.policy.name, setup.config.instrument.driver, setup.candidates.grid_shape
+        ('raster', 'replay', (4, 5))
     """
     si = import_file(source)
     q = json.dumps  # a JSON string is a valid TOML basic string

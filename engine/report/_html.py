@@ -32,7 +32,13 @@ from engine.surrogate import PairedData, Surrogate
 
 @dataclass(frozen=True)
 class Band:
-    """Integrate spectra over ``[low, high]`` in the spectral axis' units (the report's scalar)."""
+    """Integrate spectra over ``[low, high]`` in the spectral axis' units (the report's scalar).
+
+    Example:
+        >>> import numpy as np
+        >>> Band(1.0, 2.0)(np.ones((2, 4)), np.array([0.5, 1.0, 1.5, 2.5])).tolist()  # sum over the band's channels
+        [2.0, 2.0]
+    """
 
     low: float
     high: float
@@ -58,7 +64,13 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 
 def timing_figure(run: RunData) -> bytes:
-    """Seconds in decide / measure / record per step (log scale)."""
+    """Seconds in decide / measure / record per step (log scale).
+
+    Example:
+        >>> from engine.storage import read_run
+        >>> timing_figure(read_run(run_path))[1:4]  # PNG bytes
+        b'PNG'
+    """
     fig = _new_figure((9, 3.6))
     ax = fig.subplots()
     stages = (
@@ -79,7 +91,15 @@ def timing_figure(run: RunData) -> bytes:
 def property_figure(
     run: RunData, measured: NDArray, candidates: NDArray, predicted: NDArray | None, what: str
 ) -> bytes:
-    """Measured scalar at the measured positions, next to the surrogate's map over all candidates."""
+    """Measured scalar at the measured positions, next to the surrogate's map over all candidates.
+
+    Example:
+        >>> from engine.storage import read_run
+        >>> run = read_run(run_path)
+        >>> measured = run.spectra.sum(axis=1)
+        >>> property_figure(run, measured, run.candidate_positions, None, "total counts")[1:4]
+        b'PNG'
+    """
     fig = _new_figure((11, 4.4))
     axes = fig.subplots(1, 2)
     names = [a.name for a in run.description.axes]
@@ -100,7 +120,14 @@ def property_figure(
 
 
 def discovery_figure(curves: dict[str, NDArray], best: float, what: str) -> bytes:
-    """Discovery curves against the best value in the data."""
+    """Discovery curves against the best value in the data.
+
+    Example:
+        >>> import numpy as np
+        >>> curves = discovery_curves(np.array([1, 0]), np.array([0.1, 0.9, 0.5]))
+        >>> discovery_figure(curves, 0.9, "band intensity")[1:4]
+        b'PNG'
+    """
     fig = _new_figure((8, 3.8))
     ax = fig.subplots()
     for name, curve in curves.items():
@@ -116,7 +143,22 @@ def discovery_figure(curves: dict[str, NDArray], best: float, what: str) -> byte
 
 
 def latent_figure(model: Surrogate, data: PairedData, energy: NDArray, work_dir: Path) -> bytes:
-    """The dual latent space figure of :mod:`engine.surrogate_figures`, as PNG bytes."""
+    """The dual latent space figure of :mod:`engine.surrogate_figures`, as PNG bytes.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from engine.io import load_paired
+        >>> from engine.surrogate import Surrogate, SurrogateConfig
+        >>> data, energy, units = load_paired(run_path, patch=8)
+        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
+        >>> _ = model.fit(data, 3)
+        >>> held_out = data.subset(np.flatnonzero(data.has_spectrum))
+        >>> latent_figure(model, held_out, energy, Path(tempfile.mkdtemp()))[1:4]
+        b'PNG'
+    """
     from engine.report._surrogate_figures import dual_latent_figure
 
     return dual_latent_figure(model, data, energy, work_dir / "latent.png").read_bytes()
@@ -129,7 +171,13 @@ def render_html(
     sections: Sequence[tuple[str, str, bytes | None]],
     refresh_s: int | None = None,
 ) -> str:
-    """A self-contained page: ``sections`` are ``(heading, text, png or None)``; ``problems=None`` hides integrity."""
+    """A self-contained page: ``sections`` are ``(heading, text, png or None)``; ``problems=None`` hides integrity.
+
+    Example:
+        >>> page = render_html("a page", [("spectra", "20")], None, [("Notes", "No figure here.", None)])
+        >>> "<h2>Notes</h2>" in page
+        True
+    """
     esc = html.escape
     head = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary)
@@ -162,7 +210,17 @@ def run_sections(
     truth: SpectrumImage | None,
     work_dir: Path,
 ) -> list[tuple[str, str, bytes | None]]:
-    """Build every section's text and figure for :func:`render_html`."""
+    """Build every section's text and figure for :func:`render_html`.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from engine.storage import check_run
+        >>> run, integrity = check_run(run_path)
+        >>> sections = run_sections(run, integrity, Band(0.0, 1.0), None, None, None, Path(tempfile.mkdtemp()))
+        >>> all(len(s) == 3 for s in sections)  # (heading, text, PNG or None)
+        True
+    """
     values = run.spectral_values
     what = f"band {band.low:g}–{band.high:g} {run.spectral_axis.units}"
     sections: list[tuple[str, str, bytes | None]] = []
@@ -212,7 +270,16 @@ Section = tuple[str, str, bytes | None]
 
 
 def save_sections(directory: Path, sections: Sequence[Section]) -> None:
-    """Write ``sections`` into ``directory``: one PNG per figure and ``sections.json`` (headings, texts)."""
+    """Write ``sections`` into ``directory``: one PNG per figure and ``sections.json`` (headings, texts).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> directory = Path(tempfile.mkdtemp())
+        >>> save_sections(directory, [("Notes", "text", None)])
+        >>> load_sections(directory)
+        [('Notes', 'text', None)]
+    """
     for k, (heading, _, png) in enumerate(sections):
         if png:
             (directory / f"{k:02d}-{heading.lower().replace(' ', '-')}.png").write_bytes(png)
@@ -220,7 +287,16 @@ def save_sections(directory: Path, sections: Sequence[Section]) -> None:
 
 
 def load_sections(directory: Path) -> list[Section]:
-    """Sections written by :func:`save_sections` (an exploration's, for the run report)."""
+    """Sections written by :func:`save_sections` (an exploration's, for the run report).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> directory = Path(tempfile.mkdtemp())
+        >>> save_sections(directory, [("A figure", "caption", b"not really a PNG")])
+        >>> load_sections(directory)[0][2]
+        b'not really a PNG'
+    """
     texts = json.loads((directory / "sections.json").read_text())
     pngs = {p.name.split("-", 1)[0]: p for p in directory.glob("*.png")}
     return [(h, t, pngs[f"{k:02d}"].read_bytes() if f"{k:02d}" in pngs else None) for k, (h, t) in enumerate(texts)]

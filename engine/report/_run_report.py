@@ -43,6 +43,15 @@ def write_report(
 
     Raises:
         ConfigError: a malformed band. RunStorageError: not a run, or one that cannot be read.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> page = Path(tempfile.mkdtemp()) / "run.html"
+        >>> write_report(run_path, page, band_text="0:1", steps=0)  # steps=0: no surrogate of its own
+        'closed'
+        >>> page.read_text().startswith("<!DOCTYPE html>")
+        True
     """
     import torch
 

@@ -23,6 +23,12 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
         Name → value: counts, axes with units, images, instrument, policies, status, first/last
         spectrum (UTC, ISO 8601), time span (s), median time per stage (ms), model versions, journal
         rows pending, missing positions, software versions, and the integrity ``problems`` and ``notes``.
+
+    Example:
+        >>> from engine.storage import check_run
+        >>> summary = run_summary(*check_run(run_path))
+        >>> summary["spectra"], summary["policy"], summary["status"]
+        (20, 'random', 'closed')
     """
     n, attrs, spec = run.n, run.attrs, run.spectral_axis
     ts = run.columns["timestamps"]

@@ -36,6 +36,13 @@ def summary_figure(
 
     Returns:
         ``out``.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from engine.storage import read_run
+        >>> summary_figure(read_run(run_path), Path(tempfile.mkdtemp()) / "run.png").suffix
+        '.png'
     """
     fig = Figure(figsize=(17 if discovery else 12, 5), layout="constrained")
     FigureCanvasAgg(fig)

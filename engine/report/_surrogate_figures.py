@@ -28,7 +28,22 @@ def _colour_values(data: PairedData, energy: NDArray) -> tuple[NDArray, str]:
 
 
 def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out: Path) -> Path:
-    """The two latent spaces side by side, coloured by a property (label, or peak position)."""
+    """The two latent spaces side by side, coloured by a property (label, or peak position).
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from engine.io import load_paired
+        >>> from engine.surrogate import Surrogate, SurrogateConfig
+        >>> data, energy, units = load_paired(run_path, patch=8)
+        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
+        >>> _ = model.fit(data, 3)
+        >>> held_out = data.subset(np.flatnonzero(data.has_spectrum))
+        >>> dual_latent_figure(model, held_out, energy, Path(tempfile.mkdtemp()) / "latent.png").name
+        'latent.png'
+    """
     rows = data.subset(np.flatnonzero(data.has_spectrum))
     colour, what = _colour_values(rows, energy)
     fig = Figure(figsize=(11, 4.6), layout="constrained")
@@ -51,7 +66,22 @@ def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
 
 
 def latent_grid_figure(model: Surrogate, data: PairedData, energy: NDArray, out: Path, n: int = 6) -> Path:
-    """Patches and spectra decoded on an ``n × n`` grid over the latent's principal plane."""
+    """Patches and spectra decoded on an ``n × n`` grid over the latent's principal plane.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from engine.io import load_paired
+        >>> from engine.surrogate import Surrogate, SurrogateConfig
+        >>> data, energy, units = load_paired(run_path, patch=8)
+        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
+        >>> _ = model.fit(data, 3)
+        >>> held_out = data.subset(np.flatnonzero(data.has_spectrum))
+        >>> latent_grid_figure(model, held_out, energy, Path(tempfile.mkdtemp()) / "grid.png", n=3).name
+        'grid.png'
+    """
     z = model.image_latent(data.patches) if model.config.kind != "spec2im" else model.spectrum_latent(data.spectra)
     mean, axes, pts = _pca2(z)
     lo, hi = np.percentile(pts, 5, axis=0), np.percentile(pts, 95, axis=0)
@@ -80,7 +110,22 @@ def latent_grid_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
 def prediction_figure(
     model: Surrogate, held_out: PairedData, energy: NDArray, units: str, out: Path, k: int = 6
 ) -> Path:
-    """im2spec on held-out patches: true spectrum, predicted mean and the 90 % band."""
+    """im2spec on held-out patches: true spectrum, predicted mean and the 90 % band.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from engine.io import load_paired
+        >>> from engine.surrogate import Surrogate, SurrogateConfig
+        >>> data, energy, units = load_paired(run_path, patch=8)
+        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
+        >>> _ = model.fit(data, 3)
+        >>> held_out = data.subset(np.flatnonzero(data.has_spectrum))
+        >>> prediction_figure(model, held_out, energy, units, Path(tempfile.mkdtemp()) / "pred.png", k=2).name
+        'pred.png'
+    """
     rows = np.flatnonzero(held_out.has_spectrum)[:k]
     mean, std = model.predict_spectra(held_out.patches[rows])
     fig = Figure(figsize=(13, 6), layout="constrained")

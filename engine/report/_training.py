@@ -24,6 +24,12 @@ class TrainingOutcome:
         metrics: name → value, as written to ``metrics.json`` (empty when the fit was rolled back).
         directory: the checkpoint directory (nothing is written when the fit was rolled back).
         figures: the PNG files written.
+
+    Example:
+        >>> from engine.surrogate import TrainReport
+        >>> failed = TrainingOutcome(TrainReport([], 0, 0.1, True, "NaN loss", 0))  # a rolled-back fit
+        >>> failed.directory is None, failed.figures
+        (True, [])
     """
 
     report: TrainReport
@@ -63,6 +69,15 @@ def train_surrogate(
 
     Raises:
         ConfigError: an unusable dataset or option (patch size, holdout fraction).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from engine.surrogate import SurrogateConfig
+        >>> out = train_surrogate(run_path, Path(tempfile.mkdtemp()) / "model", SurrogateConfig(batch_size=8),
+        ...                       patch=8, steps=5, holdout=0.25)
+        >>> out.report.rolled_back, sorted(out.metrics)[:3], len(out.figures)
+        (False, ['coverage90_after', 'coverage90_before', 'im2spec_r2'], 3)
     """
     import torch
 

@@ -15,7 +15,13 @@ from engine.storage._reader import RunData, read_run
 
 @dataclass
 class IntegrityReport:
-    """Problems make a run unreliable; notes are states that recovery or resume resolve."""
+    """Problems make a run unreliable; notes are states that recovery or resume resolve.
+
+    Example:
+        >>> _, report = check_run(run_path)
+        >>> report.ok, report.problems
+        (True, [])
+    """
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -29,7 +35,13 @@ class IntegrityReport:
 
 
 def check_run(path: Path) -> tuple[RunData, IntegrityReport]:
-    """Read the run at ``path`` and check it; raises :class:`RunStorageError` if it cannot be read at all."""
+    """Read the run at ``path`` and check it; raises :class:`RunStorageError` if it cannot be read at all.
+
+    Example:
+        >>> run, report = check_run(run_path)
+        >>> run.n, report.ok
+        (20, True)
+    """
     run = read_run(path)
     report = IntegrityReport()
     n = run.n

@@ -87,7 +87,14 @@ def trailing_shape(column: str, channels: int, axes: int) -> tuple[int, ...]:
 
 
 def new_run_path(output_dir: Path, name: str, clock: Clock) -> Path:
-    """``output_dir/<name>-<YYYYmmdd-HHMMSS>.zarr``, with a suffix if that exists already."""
+    """``output_dir/<name>-<YYYYmmdd-HHMMSS>.zarr``, with a suffix if that exists already.
+
+    Example:
+        >>> from pathlib import Path
+        >>> from engine.clock import SystemClock
+        >>> new_run_path(Path("runs"), "demo", SystemClock()).suffix
+        '.zarr'
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(clock.time()))
     path = output_dir / f"{name}-{stamp}.zarr"
     k = 1

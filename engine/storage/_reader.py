@@ -31,6 +31,13 @@ class RunData:
         spectral_values: channel centres ``(c,)``.
         images: structural images by channel.
         candidate_positions: ``(m, d)``.
+
+    Example:
+        >>> run = read_run(run_path)
+        >>> run.n, run.spectra.shape, run.positions.shape
+        (20, (20, 64), (20, 2))
+        >>> run.policy_names
+        ['random']
     """
 
     path: Path
@@ -73,7 +80,13 @@ class RunData:
 
 
 def open_run_group(path: Path, mode: str = "r") -> zarr.Group:
-    """Open a run's Zarr group, translating failures into :class:`RunStorageError`."""
+    """Open a run's Zarr group, translating failures into :class:`RunStorageError`.
+
+    Example:
+        >>> group = open_run_group(run_path)
+        >>> group.attrs["dualscope"]["status"]
+        'closed'
+    """
     if not (path / "zarr.json").is_file():
         raise RunStorageError(f"no run at {path}: it has no zarr.json (is the path right?)")
     try:
@@ -90,7 +103,13 @@ def open_run_group(path: Path, mode: str = "r") -> zarr.Group:
 
 
 def read_run(path: Path | str) -> RunData:
-    """Read the committed rows of the run at ``path`` (read-only; safe while it is being written)."""
+    """Read the committed rows of the run at ``path`` (read-only; safe while it is being written).
+
+    Example:
+        >>> run = read_run(run_path)
+        >>> run.attrs["status"], run.spectral_axis.units
+        ('closed', 'eV')
+    """
     path = Path(path)
     group = open_run_group(path)
     attrs: dict[str, Any] = dict(group.attrs[ATTR])  # type: ignore[arg-type]
@@ -126,7 +145,13 @@ def read_run(path: Path | str) -> RunData:
 
 
 def read_candidates(path: Path) -> CandidateSet:
-    """The candidate set a run was created with: positions ``(m, d)``, pixels ``(m, 2)``, grid shape."""
+    """The candidate set a run was created with: positions ``(m, d)``, pixels ``(m, 2)``, grid shape.
+
+    Example:
+        >>> candidates = read_candidates(run_path)  # positions and pixels; measured marks are the resume's job
+        >>> candidates.positions.shape[1], int(candidates.measured.sum())
+        (2, 0)
+    """
     group = open_run_group(path)
     attrs: dict[str, Any] = dict(group.attrs[ATTR])  # type: ignore[arg-type]
     grid = [int(g) for g in attrs["candidate_grid"]]
@@ -141,7 +166,12 @@ def read_candidates(path: Path) -> CandidateSet:
 
 
 def array_node(group: zarr.Group, name: str) -> zarr.Array:
-    """The array ``name`` of a run group; :class:`RunCorrupt` if it is missing or not an array."""
+    """The array ``name`` of a run group; :class:`RunCorrupt` if it is missing or not an array.
+
+    Example:
+        >>> array_node(open_run_group(run_path), "spectra").shape
+        (20, 64)
+    """
     node = group[name]
     if not isinstance(node, zarr.Array):
         raise RunCorrupt(f"{name!r} in the run is a group, expected an array")

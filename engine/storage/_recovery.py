@@ -28,6 +28,12 @@ class RecoveryReport:
         in_flight: request ids of decisions whose measurement never arrived
             (commands that may or may not have run on the instrument).
         removed_partials: leftover temporary files of interrupted atomic writes removed.
+
+    Example:
+        >>> from engine.clock import SystemClock
+        >>> report, _ = recover_run(run_path, SystemClock())  # a closed run: nothing to replay
+        >>> report.replayed_rows, report.torn_bytes, report.in_flight
+        (0, 0, [])
     """
 
     committed_before: int
@@ -51,6 +57,12 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         The report, and with ``keep_open`` a writer positioned after the last row
         (for resuming); otherwise ``None`` and the run is left ``interrupted``
         (or ``closed`` if it was).
+
+    Example:
+        >>> from engine.clock import SystemClock
+        >>> report, writer = recover_run(run_path, SystemClock())
+        >>> report.committed_after, writer is None
+        (20, True)
     """
     removed = 0
     for partial in sorted(path.rglob("*.partial")):

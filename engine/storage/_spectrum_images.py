@@ -22,7 +22,20 @@ ATTR = "dualscope_spectrum_image"
 
 
 def write_spectrum_image(si: SpectrumImage, out: Path) -> Path:
-    """Write ``si`` to a new Zarr group at ``out``."""
+    """Write ``si`` to a new Zarr group at ``out``.
+
+    Example:
+        >>> import numpy as np
+        >>> from engine.io import from_grid
+        >>> from engine.types import SpectralAxis
+        >>> si = from_grid(np.ones((4, 5, 16)), np.arange(5.0), np.arange(4.0), "nm",
+        ...                SpectralAxis("energy_loss", "eV", 0.0, 0.1, 16), "example")
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> path = write_spectrum_image(si, Path(tempfile.mkdtemp()) / "si.zarr")
+        >>> read_spectrum_image(path).spectra.shape
+        (20, 16)
+    """
     if out.exists():
         raise RunStorageError(f"{out} exists; choose a new output path")
     g = zarr.open_group(out, mode="w-")
@@ -55,7 +68,20 @@ def write_spectrum_image(si: SpectrumImage, out: Path) -> Path:
 
 
 def read_spectrum_image(path: Path) -> SpectrumImage:
-    """Read a dataset written by :func:`write_spectrum_image`."""
+    """Read a dataset written by :func:`write_spectrum_image`.
+
+    Example:
+        >>> import numpy as np
+        >>> from engine.io import from_grid
+        >>> from engine.types import SpectralAxis
+        >>> si = from_grid(np.ones((4, 5, 16)), np.arange(5.0), np.arange(4.0), "nm",
+        ...                SpectralAxis("energy_loss", "eV", 0.0, 0.1, 16), "example")
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> back = read_spectrum_image(write_spectrum_image(si, Path(tempfile.mkdtemp()) / "si.zarr"))
+        >>> back.positions.shape, back.spectral_axis.units
+        ((20, 2), 'eV')
+    """
     g = zarr.open_group(path, mode="r")
     if ATTR not in g.attrs:
         raise RunStorageError(f"{path}: not a dualscope spectrum-image dataset (no {ATTR!r} attribute)")

@@ -23,6 +23,14 @@ class PairedData:
         spectra: ``(n, c)`` float32; rows without a spectrum are ignored (use zeros or NaN).
         has_spectrum: ``(n,)`` bool.
         labels: optional ``(n,)`` int class per row (e.g. number of particles), for evaluation.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> data = PairedData.paired(rng.random((10, 8, 8)), rng.random((10, 6)))
+        >>> train, held_out = data.split(0.2, rng)
+        >>> len(train), len(held_out), data.patch_size, data.channels
+        (8, 2, 8, 6)
     """
 
     patches: NDArray[np.float32]
@@ -87,6 +95,12 @@ def extract_patches(image: NDArray, centres_px: NDArray[np.int64], size: int) ->
     """Square patches ``(m, size, size)`` of ``image (h, w)`` centred on ``centres_px (m, 2)`` as ``(row, col)``.
 
     The image is reflect-padded so that patches at the edges keep their size.
+
+    Example:
+        >>> import numpy as np
+        >>> image = np.arange(100.0).reshape(10, 10)
+        >>> extract_patches(image, np.array([[5, 5], [0, 0]]), 4).shape  # edges are padded
+        (2, 4, 4)
     """
     half = size // 2
     padded = np.pad(np.asarray(image, np.float32), half + 1, mode="reflect")

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from engine.errors import ConfigError
 from engine.surrogate._data import PairedData
 from engine.surrogate._surrogate import Surrogate
 
@@ -15,12 +18,22 @@ class HeldOutMetrics:
 
     Attributes:
         im2spec_r2: coefficient of determination of the predicted mean spectra over all channels
-            (None for a spec2im-only surrogate).
+            (None for a spec2im-only surrogate; NaN when the held-out spectra do not vary).
         coverage90_before: fraction of true channel values inside the predicted 90 % interval, before
             calibration (None without im2spec).
         coverage90_after: the same after :meth:`Surrogate.calibrate` on the held-out pairs.
         spec2im_mse: mean squared error of the predicted patches, in normalised intensity² (None for an
             im2spec-only surrogate).
+
+    Example:
+        >>> import numpy as np, torch
+        >>> rng = np.random.default_rng(0)
+        >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))
+        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, 6, device=torch.device("cpu"), seed=0)
+        >>> report = model.fit(data, 5)
+        >>> metrics = evaluate_held_out(model, data)
+        >>> metrics.im2spec_r2 is not None, metrics.coverage90_after is not None
+        (True, True)
     """
 
     im2spec_r2: float | None
@@ -38,10 +51,14 @@ def evaluate_held_out(surrogate: Surrogate, held_out: PairedData) -> HeldOutMetr
 
     Args:
         surrogate: a fitted surrogate (any kind); calibrated in place when it predicts spectra.
-        held_out: pairs never used for fitting: patches ``(n, p, p)``, spectra ``(n, c)``.
+        held_out: pairs never used for fitting: patches ``(n, p, p)``, spectra ``(n, c)``; rows without a
+            measured spectrum (image-only rows of a run) are left out of every metric.
 
     Returns:
         The metrics that apply to the surrogate's kind.
+
+    Raises:
+        ConfigError: fewer than 2 held-out rows have a measured spectrum.
 
     Example:
         >>> import numpy as np, torch
@@ -54,14 +71,20 @@ def evaluate_held_out(surrogate: Surrogate, held_out: PairedData) -> HeldOutMetr
         >>> sorted(metrics.to_json())
         ['coverage90_after', 'coverage90_before', 'im2spec_r2', 'spec2im_mse']
     """
+    pairs = held_out.subset(np.flatnonzero(held_out.has_spectrum))  # image-only rows have no spectrum to score
+    if len(pairs) < 2:
+        raise ConfigError(
+            f"the held-out part has {len(pairs)} measured spectra; at least 2 are needed (hold out more, or more data)"
+        )
     r2 = before = after = mse = None
     kind = surrogate.config.kind
     if kind != "spec2im":
-        mean, _ = surrogate.predict_spectra(held_out.patches)
-        y = held_out.spectra
-        r2 = float(1 - ((y - mean) ** 2).sum() / ((y - y.mean(axis=0)) ** 2).sum())
-        before, after = surrogate.calibrate(held_out)
+        mean, _ = surrogate.predict_spectra(pairs.patches)
+        y = pairs.spectra
+        total = float(((y - y.mean(axis=0)) ** 2).sum())
+        r2 = float(1 - ((y - mean) ** 2).sum() / total) if total > 0 else float("nan")
+        before, after = surrogate.calibrate(pairs)
     if kind != "im2spec":
-        patches, _ = surrogate.predict_patches(held_out.spectra)
-        mse = float(((patches - held_out.patches) ** 2).mean())
+        patches, _ = surrogate.predict_patches(pairs.spectra)
+        mse = float(((patches - pairs.patches) ** 2).mean())
     return HeldOutMetrics(r2, before, after, mse)

@@ -29,7 +29,12 @@ Z90 = 1.6448536269514722
 
 
 class CheckpointError(DualscopeError):
-    """A checkpoint is missing, damaged or from an incompatible version."""
+    """A checkpoint is missing, damaged or from an incompatible version.
+
+    Example:
+        >>> issubclass(CheckpointError, Exception)  # raised by Surrogate.from_state on a foreign or damaged checkpoint
+        True
+    """
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,10 @@ class SurrogateConfig:
         learning_rate: Adam step size.
         batch_size: rows per step.
         samples: posterior draws per prediction.
+
+    Example:
+        >>> SurrogateConfig(kind="im2spec", latent=4).latent
+        4
     """
 
     kind: str = "dualvae"
@@ -61,7 +70,17 @@ class SurrogateConfig:
 
 @dataclass(frozen=True)
 class Normaliser:
-    """Patches standardised with a global mean and std; spectra divided by a global scale."""
+    """Patches standardised with a global mean and std; spectra divided by a global scale.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> rng = np.random.default_rng(0)
+        >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))
+        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, 6, device=torch.device("cpu"), seed=0)
+        >>> report = model.fit(data, 5)
+        >>> Normaliser.fit(data).spectrum_scale > 0
+        True
+    """
 
     patch_mean: float
     patch_std: float
@@ -84,6 +103,18 @@ class Surrogate:
         channels: spectral channels ``c``.
         device: where the networks live (chosen by the caller).
         seed: seeds the weights, the mini-batches and the latent samples.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> rng = np.random.default_rng(0)
+        >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))
+        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, 6, device=torch.device("cpu"), seed=0)
+        >>> report = model.fit(data, 5)
+        >>> mean, std = model.predict_spectra(data.patches[:3])  # im2spec, with uncertainty
+        >>> mean.shape, bool((std > 0).all())
+        ((3, 6), True)
+        >>> model.image_latent(data.patches[:3]).shape  # the latent the GP of dualvae-bo works in
+        (3, 8)
     """
 
     def __init__(self, config: SurrogateConfig, patch: int, channels: int, *, device: torch.device, seed: int = 0):

@@ -11,8 +11,18 @@ import importlib
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+
+from engine.campaign import Budget, Campaign
+from engine.candidates import CandidateSet
+from engine.clock import SystemClock
+from engine.policy import RandomPolicy
+from engine.storage import RunWriter
+from instruments.local import LocalInstrument
+from simulators.synthetic import SyntheticOptions, synthetic_microscope
 
 FACES = ["campaign", "design", "explore", "io", "policy", "report", "storage", "surrogate"]
 
@@ -44,12 +54,35 @@ def _examples() -> list[str]:
     return found
 
 
+@pytest.fixture(scope="module")
+def run_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run the Examples read: 20 spectra of the synthetic microscope, closed (see Campaign's Example)."""
+    clock = SystemClock()
+    options = SyntheticOptions(image_pixels=32, n_channels=64, acquisition_time_s=0.002)
+    scope = LocalInstrument(synthetic_microscope(options, clock))
+    desc, image = scope.describe(), scope.acquire_image("haadf")
+    candidates = CandidateSet.from_image_grid(image, desc, 4, 2)
+    path = tmp_path_factory.mktemp("examples") / "run.zarr"
+    writer = RunWriter.create(
+        path, description=desc, images=[image], candidates=candidates, config_toml="", clock=clock
+    )
+    result = Campaign(
+        instrument=scope, policy=RandomPolicy(np.random.default_rng(0)), recorder=writer, candidates=candidates,
+        spectral_axis=desc.spectral_axis, stop_rules=[Budget(20)], clock=clock, request_prefix="example",
+    ).run()  # fmt: skip
+    writer.close(outcome={"stop_reason": result.stop_reason})
+    return path
+
+
 @pytest.mark.parametrize("name", _examples())
-def test_docstring_examples_run(name: str) -> None:
+def test_docstring_examples_run(name: str, run_path: Path) -> None:
+    """Each Example runs in its face's namespace (``from engine.FACE import *``), plus ``run_path``."""
     face, attr = name.rsplit(".", 1)
-    obj = getattr(importlib.import_module(face), attr)
+    module = importlib.import_module(face)
+    obj = getattr(module, attr)
+    globs = {n: getattr(module, n) for n in module.__all__} | {"run_path": run_path}
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder(recurse=False).find(obj, name, globs={attr: obj}):
+    for test in doctest.DocTestFinder(recurse=False).find(obj, name, globs=globs):
         runner.run(test)
     assert runner.tries > 0
     assert runner.failures == 0, f"the Example of {name} failed (run with -s to see it)"
