@@ -26,7 +26,7 @@ def lazy_face(package: str, init_file: str) -> tuple[Callable[[str], Any], Calla
     Returns:
         ``(__getattr__, __dir__)`` to assign in the package's namespace.
 
-    Example:
+    Examples:
         >>> import engine.policy
         >>> engine.policy.RandomPolicy.__module__
         'engine.policy._baselines'

@@ -270,7 +270,7 @@ def parse_window(text: str, what: str, units: str = "") -> tuple[float, float] |
     Raises:
         ConfigError: ``text`` is not two numbers separated by ``:``.
 
-    Example:
+    Examples:
         >>> parse_window("0.7:0.9", "--band")
         (0.7, 0.9)
         >>> parse_window("", "--band") is None

@@ -6,7 +6,7 @@ safety, campaigns, storage) works with it unchanged. Every built-in driver is te
 class (``tests/instruments/test_driver_contract.py``), as zarr ships ``zarr.testing.store.StoreTests``
 for store implementers.
 
-Example:
+Examples:
     In your test suite (pytest)::
 
         from instruments.testing import DriverContract

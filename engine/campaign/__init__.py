@@ -3,6 +3,9 @@
 :class:`Campaign` sequences one step (snapshot, propose, record the decision, measure, record,
 hand the data to the trainer, check the stop rules); it sees its collaborators only through the
 protocols of :mod:`engine.protocols`. Everything outside this package imports from here.
+
+Each public class and function has an Example, run by the tests in this namespace; an Example
+that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
 """
 
 from engine.campaign._loop import FAULTS, Campaign, CampaignResult, StepReport

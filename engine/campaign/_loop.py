@@ -40,7 +40,7 @@ FAULTS = (
 class StepReport:
     """What one step did, handed to the progress callback.
 
-    Example:
+    Examples:
         >>> reports = []
         >>> on_step = reports.append  # pass as Campaign(on_step=...): one StepReport per recorded step
         >>> # after campaign.run(): [r.n_recorded for r in reports] == [1, 2, ...]
@@ -56,8 +56,8 @@ class StepReport:
 class CampaignResult:
     """How a campaign ended.
 
-    Example:
-        >>> result = CampaignResult(n_recorded=10, steps=10, stop_reason="budget of 10 measurements reached", elapsed_s=1.5)
+    Examples:
+        >>> result = CampaignResult(n_recorded=10, steps=10, stop_reason="budget reached", elapsed_s=1.5)
         >>> result.missing, result.refused, result.faults  # nothing was lost, refused or failed
         (0, 0, 0)
     """
@@ -99,7 +99,7 @@ class Campaign:
             injected position is measured next, as the nearest unmeasured candidate, recorded as
             decided by ``operator:NAME``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> import numpy as np

@@ -25,7 +25,7 @@ from engine.protocols import Clock
 class OperatorAction:
     """One operator action: what, who (a key's or a user's name), when (epoch s) and its details.
 
-    Example:
+    Examples:
         >>> action = OperatorAction("pause", "alice", 1.7e9, {})
         >>> action.to_json()
         {'action': 'pause', 'who': 'alice', 'time': 1700000000.0}
@@ -49,7 +49,7 @@ APPROVAL_FALLBACKS = ("veto", "approve", "stop")
 class Verdict:
     """The operator's answer to a proposal: ``approve``, ``veto`` or ``edit`` (then ``position``), by whom.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> Verdict("edit", "alice", np.array([10.0, 20.0])).position.tolist()
         [10.0, 20.0]
@@ -71,7 +71,7 @@ class OperatorControl:
             edit (None: no approval mode).
         on_timeout: what an unanswered proposal becomes: ``veto`` (skip it), ``approve`` or ``stop``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from engine.clock import SystemClock
         >>> actions = []

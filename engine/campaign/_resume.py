@@ -46,7 +46,7 @@ class ResumePlan:
         positions: recorded probe positions in order ``(n, d)`` (the dose budget's history).
         in_flight: the decision whose outcome is unknown, carried out first, or ``None``.
 
-    Example:
+    Examples:
         >>> from engine.storage import read_run
         >>> run = read_run(run_path)  # a closed run: nothing is in flight
         >>> plan = plan_resume(run.attrs, run.columns)
@@ -75,7 +75,7 @@ def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -
         columns: the committed rows: ``step (n,)``, ``candidate_index (n,)``, ``spectra (n, c)``,
             ``positions (n, d)``.
 
-    Example:
+    Examples:
         >>> from engine.storage import read_run
         >>> run = read_run(run_path)
         >>> plan = plan_resume(run.attrs, run.columns)
@@ -157,7 +157,7 @@ def apply_plan(plan: ResumePlan, candidates: CandidateSet, policy: Policy, safet
     Raises:
         ResumeError: the stored state does not fit the policy or the data (another configuration?).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from engine.policy import RandomPolicy
         >>> from engine.storage import read_candidates, read_run
@@ -197,7 +197,7 @@ class Reconciliation:
             (another instrument instance, or one that cannot say: measured now, possibly again).
         repeat_note: why the measurement may repeat one made before the crash, or ``None``.
 
-    Example:
+    Examples:
         >>> Reconciliation("done", None).repeat_note is None  # measured before the crash: fetched, not repeated
         True
     """
@@ -214,7 +214,7 @@ def reconcile(instrument: Instrument, decision: Decision, last_instance: str | N
         decision: the decision in flight at the crash.
         last_instance: the instrument instance the run talked to before the crash (``None``: unknown).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from engine.clock import SystemClock
         >>> from engine.decisions import Decision, Proposal

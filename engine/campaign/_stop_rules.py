@@ -10,7 +10,7 @@ from engine.errors import ConfigError
 class Budget:
     """Stop after ``n`` measurements have been recorded.
 
-    Example:
+    Examples:
         >>> rule = Budget(100)
         >>> rule.should_stop(99, 12.0) is None
         True
@@ -31,7 +31,7 @@ class Budget:
 class WallTime:
     """Stop once the campaign has run ``seconds`` (checked between steps).
 
-    Example:
+    Examples:
         >>> rule = WallTime(3600.0)
         >>> rule.should_stop(10, 60.0) is None
         True
@@ -52,7 +52,7 @@ class WallTime:
 class OperatorStop:
     """Stop when the operator asks (Ctrl-C, a button); the current step completes first.
 
-    Example:
+    Examples:
         >>> stop = OperatorStop()
         >>> stop.should_stop(5, 1.0) is None
         True

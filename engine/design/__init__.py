@@ -4,6 +4,9 @@ The configuration (``[target]``, ``[space]``, ``[optimiser]``, ``[executor]``), 
 asynchronous design loop and its executors (inline, threads, Dask; the Dask one needs the ``dask``
 extra only when used), the baselines (random search, differential evolution), the latent design
 space of a structure VAE and the report. Everything outside this package imports from here.
+
+Each public class and function has an Example, run by the tests in this namespace; an Example
+that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
 """
 
 from typing import TYPE_CHECKING

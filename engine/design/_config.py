@@ -16,13 +16,23 @@ from engine.config import RunSection, ScalariserSection, _Strict, load_model, pa
 
 
 class DesignRunSection(RunSection):
-    """``[run]`` of a design: the campaign's, named ``design`` by default (the seed also draws the pool)."""
+    """``[run]`` of a design: the campaign's, named ``design`` by default (the seed also draws the pool).
+
+    Examples:
+        >>> DesignRunSection().name
+        'design'
+    """
 
     name: str = Field("design", pattern=r"^[A-Za-z0-9_.-]+$", description="prefix of the run directory name")
 
 
 class StructureSection(_Strict):
-    """A cluster given explicitly (``kind = "structure"``): its simulated spectrum is the target."""
+    """A cluster given explicitly (``kind = "structure"``): its simulated spectrum is the target.
+
+    Examples:
+        >>> StructureSection(arrangement="triangle", n=3).n
+        3
+    """
 
     arrangement: Literal["chain", "triangle", "square", "random"] = "chain"
     n: int = Field(3, ge=1, le=12)
@@ -33,7 +43,12 @@ class StructureSection(_Strict):
 
 
 class TargetSection(_Strict):
-    """``[target]``: what to aim at."""
+    """``[target]``: what to aim at.
+
+    Examples:
+        >>> TargetSection(kind="peak", centre_ev=2.0, width_ev=0.2).rel_tol > 0
+        True
+    """
 
     kind: Literal["peak", "file", "structure", "scalariser"] = Field(
         "peak",
@@ -55,7 +70,12 @@ class TargetSection(_Strict):
 
 
 class SpaceSection(_Strict):
-    """``[space]``: which structures are candidates."""
+    """``[space]``: which structures are candidates.
+
+    Examples:
+        >>> SpaceSection().kind, SpaceSection().pool
+        ('clusters', 8192)
+    """
 
     kind: Literal["clusters", "latent"] = Field(
         "clusters",
@@ -70,7 +90,12 @@ class SpaceSection(_Strict):
 
 
 class OptimiserSection(_Strict):
-    """``[optimiser]``: the Bayesian optimisation and its baselines."""
+    """``[optimiser]``: the Bayesian optimisation and its baselines.
+
+    Examples:
+        >>> OptimiserSection().acquisition, OptimiserSection().ucb_beta
+        ('ucb', 0.25)
+    """
 
     acquisition: Literal["log-ei", "noisy-log-ei", "ucb", "max-variance", "thompson"] = Field(
         "ucb", description="what picks the next design; ucb scores μ + √β σ of the GP"
@@ -90,7 +115,12 @@ class OptimiserSection(_Strict):
 
 
 class ExecutorSection(_Strict):
-    """``[executor]``: where the simulator runs."""
+    """``[executor]``: where the simulator runs.
+
+    Examples:
+        >>> ExecutorSection(kind="dask", workers=4).workers
+        4
+    """
 
     kind: Literal["inline", "threads", "servers", "dask"] = Field(
         "threads",
@@ -103,13 +133,31 @@ class ExecutorSection(_Strict):
 
 
 class DesignStopSection(_Strict):
-    """``[stop]``: the budget of each search."""
+    """``[stop]``: the budget of each search.
+
+    Examples:
+        >>> DesignStopSection(budget=60).budget
+        60
+    """
 
     budget: int = Field(100, ge=1, description="successful simulator evaluations per search")
 
 
 class DesignConfig(_Strict):
-    """The whole ``dualscope design`` file."""
+    """The whole ``dualscope design`` file.
+
+    Examples:
+        >>> config = parse_design_config('''
+        ... [target]
+        ... kind = "peak"
+        ... centre_ev = 2.2
+        ... width_ev = 0.3
+        ... [stop]
+        ... budget = 40
+        ... ''')
+        >>> config.target.centre_ev, config.stop.budget, config.executor.kind
+        (2.2, 40, 'threads')
+    """
 
     run: DesignRunSection = DesignRunSection()
     target: TargetSection = TargetSection()
@@ -121,10 +169,38 @@ class DesignConfig(_Strict):
 
 
 def parse_design_config(text: str, source: str = "<design config>") -> DesignConfig:
-    """Parse TOML ``text`` into a :class:`DesignConfig`; errors name the key and the allowed values."""
+    r"""Parse TOML ``text`` into a :class:`DesignConfig`; errors name the key and the allowed values.
+
+    Examples:
+        >>> config = parse_design_config('''
+        ... [target]
+        ... kind = "peak"
+        ... centre_ev = 2.2
+        ... width_ev = 0.3
+        ... [stop]
+        ... budget = 40
+        ... ''')
+        >>> config.target.kind
+        'peak'
+        >>> try:
+        ...     parse_design_config("[target]\nkind = 'peek'")
+        ... except Exception as exc:
+        ...     print(type(exc).__name__)
+        ConfigError
+    """
     return parse_model(text, DesignConfig, source)
 
 
 def load_design_config(path: Path) -> tuple[DesignConfig, str]:
-    """Read and parse the design TOML at ``path``; returns the config and its text (stored in the run)."""
+    r"""Read and parse the design TOML at ``path``; returns the config and its text (stored in the run).
+
+    Examples:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "design.toml"
+        >>> _ = path.write_text("[stop]\nbudget = 30\n")
+        >>> config, text = load_design_config(path)
+        >>> config.stop.budget, text.startswith("[stop]")
+        (30, True)
+    """
     return load_model(path, DesignConfig)

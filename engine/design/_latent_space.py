@@ -30,6 +30,19 @@ class LatentDesignSpace:
         detect: particle detection on one decoded patch.
         span: the cube covers ``±span`` prior standard deviations of each latent coordinate.
         max_spheres: geometry vectors hold at most this many spheres (``3 · max_spheres`` values).
+
+    Examples:
+        >>> import numpy as np, torch
+        >>> from engine.surrogate import PairedData, Surrogate, SurrogateConfig
+        >>> rng = np.random.default_rng(0)
+        >>> vae = Surrogate(SurrogateConfig(batch_size=8, latent=2), 8, 6, device=torch.device("cpu"))
+        >>> _ = vae.fit(PairedData.paired(rng.random((16, 8, 8)), rng.random((16, 6))), 3)
+        >>> def detect(patch):  # one sphere at the brightest pixel, 5 nm per pixel
+        ...     y, x = np.unravel_index(np.argmax(patch), patch.shape)
+        ...     return np.array([[5.0 * x, 5.0 * y]]), np.array([10.0])
+        >>> space = LatentDesignSpace(vae, detect)
+        >>> space.dim, space.patches(np.full((1, 2), 0.5)).shape, space.geometry(np.full((3, 2), 0.5)).shape
+        (2, (1, 8, 8), (3, 24))
     """
 
     def __init__(self, surrogate: Surrogate, detect: Detect, span: float = 2.5, max_spheres: int = 8):

@@ -32,7 +32,21 @@ Simulate = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 
 @dataclass(frozen=True)
 class Outcome:
-    """One finished evaluation: the pool index, its spectrum ``(c,)`` or the error it raised."""
+    """One finished evaluation: the pool index, its spectrum ``(c,)`` or the error it raised.
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
+        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
+        >>> pool = np.random.default_rng(0).random((64, 2))
+        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
+        >>> evaluate(simulate, 3, pool[3]).spectrum.shape
+        (50,)
+        >>> evaluate(lambda d: 1 / 0, 3, pool[3]).error
+        'ZeroDivisionError: division by zero'
+    """
 
     index: int
     spectrum: NDArray[np.float64] | None
@@ -40,7 +54,22 @@ class Outcome:
 
 
 class Executor(Protocol):
-    """Runs evaluations concurrently and hands back whichever finishes first."""
+    """Runs evaluations concurrently and hands back whichever finishes first.
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
+        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
+        >>> pool = np.random.default_rng(0).random((64, 2))
+        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
+        >>> executor: Executor = InlineExecutor(simulate)  # InlineExecutor, ThreadExecutor, DaskExecutor, a server pool
+        >>> executor.submit(5, pool[5])
+        >>> executor.next_outcome().index
+        5
+        >>> executor.close()
+    """
 
     def submit(self, index: int, design: NDArray[np.float64]) -> None:
         """Start evaluating ``design (d,)``, known as pool ``index``."""
@@ -56,7 +85,21 @@ class Executor(Protocol):
 
 
 class InlineExecutor:
-    """Evaluates at submission, in the caller's thread (one worker, reproducible)."""
+    """Evaluates at submission, in the caller's thread (one worker, reproducible).
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
+        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
+        >>> pool = np.random.default_rng(0).random((64, 2))
+        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
+        >>> executor = InlineExecutor(simulate)
+        >>> executor.submit(0, pool[0])
+        >>> executor.next_outcome().spectrum.shape
+        (50,)
+    """
 
     def __init__(self, simulate: Simulate):
         self._simulate = simulate
@@ -75,7 +118,23 @@ class InlineExecutor:
 
 
 class ThreadExecutor:
-    """A pool of ``workers`` threads (simulators that release the GIL in numpy, or that wait on I/O)."""
+    """A pool of ``workers`` threads (simulators that release the GIL in numpy, or that wait on I/O).
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
+        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
+        >>> pool = np.random.default_rng(0).random((64, 2))
+        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
+        >>> executor = ThreadExecutor(simulate, workers=2)
+        >>> for i in range(4):
+        ...     executor.submit(i, pool[i])
+        >>> sorted(executor.next_outcome().index for _ in range(4))  # in completion order
+        [0, 1, 2, 3]
+        >>> executor.close()
+    """
 
     def __init__(self, simulate: Simulate, workers: int):
         self._simulate = simulate
@@ -97,7 +156,20 @@ class ThreadExecutor:
 
 
 def evaluate(simulate: Simulate, index: int, design: NDArray[np.float64]) -> Outcome:
-    """Run ``simulate(design)`` and wrap the spectrum, or the error, as an :class:`Outcome` (runs in workers)."""
+    """Run ``simulate(design)`` and wrap the spectrum, or the error, as an :class:`Outcome` (runs in workers).
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
+        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
+        >>> pool = np.random.default_rng(0).random((64, 2))
+        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
+        >>> outcome = evaluate(simulate, 7, pool[7])
+        >>> outcome.index, outcome.error
+        (7, None)
+    """
     try:
         spectrum = np.asarray(simulate(design), dtype=np.float64)
     except Exception as exc:  # a failed evaluation is reported, not fatal
@@ -119,6 +191,20 @@ class DesignHistory:
         model_versions: surrogate snapshot each design was proposed with (``-1``: none).
         failures: ``(pool index, reason)`` of every failed evaluation.
         resubmitted: pool indices re-submitted after a failure (once per failure that was retried).
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
+        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
+        >>> pool = np.random.default_rng(0).random((64, 2))
+        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
+        >>> from engine.policy import RandomPolicy
+        >>> history = run_design(RandomPolicy(np.random.default_rng(0)), candidates, InlineExecutor(simulate),
+        ...                      budget=8, workers=1)
+        >>> history.method, len(history.designs), history.indices[:3] == [int(i) for i in history.indices[:3]]
+        ('random', 8, True)
     """
 
     method: str = ""
@@ -145,6 +231,22 @@ class DesignLog:
     in the unit cube, ``measure_s`` = seconds from submission to result); a failure is recorded as
     missing with what was done about it (re-submitted as which request, or given up). Without a
     recorder it only numbers the steps.
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
+        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
+        >>> pool = np.random.default_rng(0).random((64, 2))
+        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
+        >>> from engine.clock import SystemClock
+        >>> from engine.policy import RandomPolicy
+        >>> log = DesignLog(None, SystemClock(), "random")  # None: number the steps, record nothing
+        >>> history = run_design(RandomPolicy(np.random.default_rng(0)), candidates, InlineExecutor(simulate),
+        ...                      budget=3, workers=1, log=log)
+        >>> len(history.spectra)
+        3
     """
 
     def __init__(self, recorder: Recorder | None, clock: Clock, prefix: str = "design"):
@@ -200,6 +302,22 @@ class Dispatch:
     and the same payload re-submitted at once, as a new decision, until it has failed
     ``max_failures`` times; then it is given up. Failures go into ``history`` under the proposal's
     pool index (``-1`` outside a pool).
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
+        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
+        >>> pool = np.random.default_rng(0).random((64, 2))
+        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
+        >>> from engine.clock import SystemClock
+        >>> from engine.decisions import Proposal
+        >>> dispatch = Dispatch(InlineExecutor(simulate), DesignLog(None, SystemClock()), DesignHistory("manual"))
+        >>> dispatch.submit(0, Proposal(np.array([0]), np.array([np.nan])), pool[0], pool[0])
+        >>> outcome, decision = dispatch.next()
+        >>> outcome.index, outcome.spectrum.shape, decision.request_id
+        (0, (50,), 'design-000000')
     """
 
     def __init__(self, executor: Executor, log: DesignLog, history: DesignHistory, max_failures: int = 2):
@@ -278,6 +396,20 @@ def run_design(
             worth a second try; a design the simulator cannot handle is not).
         designs: what the executor is sent for each pool index ``(m, d')`` (default ``pool.positions``;
             the latent design space sends sphere geometries while the GP sees latent coordinates).
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
+        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
+        >>> pool = np.random.default_rng(0).random((64, 2))
+        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
+        >>> from engine.policy import RandomPolicy
+        >>> history = run_design(RandomPolicy(np.random.default_rng(0)), candidates, InlineExecutor(simulate),
+        ...                      budget=8, workers=1)
+        >>> len(history.spectra), history.failures
+        (8, [])
     """
     payload = pool.positions if designs is None else designs
     history = DesignHistory(method=policy.name)

@@ -31,6 +31,14 @@ class DesignTarget:
         rel_tol: relative L2 distance that counts as a match.
         peak_tol_ev: largest peak-position error that counts as a match, eV.
         label: what the target is, for figures and logs.
+
+    Examples:
+        >>> import numpy as np
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> target = peak_target(energy, 2.0, 0.2)
+        >>> spectrum = np.asarray(target.spectrum) * 7.0  # the same shape, another height
+        >>> bool(target.reached(spectrum[None, :])[0])  # a shape-only target ignores the scale
+        True
     """
 
     spectrum: NDArray[np.float64]
@@ -79,6 +87,13 @@ class TargetTolerance:
     """The target as a scalariser: ``−ln(tolerance ratio)`` (higher is closer; ≥ 0 is reached).
 
     The logarithm spreads the sharp minimum around the target over a range a GP models well.
+
+    Examples:
+        >>> import numpy as np
+        >>> energy = np.linspace(1.0, 3.0, 50)
+        >>> objective = TargetTolerance(peak_target(energy, 2.0, 0.2))
+        >>> objective(np.asarray(objective.target.spectrum)[None, :], energy).shape  # maximised by the BO
+        (1,)
     """
 
     name = "target_log_tolerance"
@@ -107,6 +122,12 @@ def peak_target(
     """A Lorentzian 'peak at ``centre_ev`` with FWHM ``width_ev``' on ``energy_ev (c,)``.
 
     With ``amplitude`` (nm²) the match includes the height; without, only the shape counts.
+
+    Examples:
+        >>> import numpy as np
+        >>> target = peak_target(np.linspace(1.0, 3.0, 50), 2.0, 0.2, amplitude=1500.0)
+        >>> target.label
+        'peak at 2 eV, FWHM 0.2 eV, 1500 nm²'
     """
     if width_ev <= 0:
         raise ConfigError(f"target.width_ev must be > 0, got {width_ev}")
@@ -129,6 +150,17 @@ def load_target_file(
     """A target spectrum from a two-column file (energy in eV, value): ``.csv``/``.txt`` or ``.npy`` ``(k, 2)``.
 
     The values are interpolated linearly onto ``energy_ev (c,)``, which the file must cover.
+
+    Examples:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> import numpy as np
+        >>> path = Path(tempfile.mkdtemp()) / "target.csv"
+        >>> e = np.linspace(0.5, 3.5, 200)
+        >>> np.savetxt(path, np.c_[e, np.exp(-((e - 2.0) / 0.2) ** 2)], delimiter=",")
+        >>> target = load_target_file(path, np.linspace(1.0, 3.0, 50), fit_scale=True)
+        >>> target.spectrum.shape
+        (50,)
     """
     try:
         if path.suffix == ".npy":

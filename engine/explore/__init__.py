@@ -3,6 +3,9 @@
 The methods (band maps, PCA, NMF, spectral-VAE labels, a labelling classifier, separated VAEs
 beside the dual VAE), their figures, and the session that runs them and saves results.zarr and an
 HTML page. Everything outside this package imports from here.
+
+Each public class and function has an Example, run by the tests in this namespace; an Example
+that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
 """
 
 from typing import TYPE_CHECKING

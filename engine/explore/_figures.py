@@ -45,7 +45,7 @@ def _image(ax: Axes, si: SpectrumImage) -> None:
 def band_figure(si: SpectrumImage, values: NDArray, label: str) -> bytes:
     """The structural image beside the band map.
 
-    Example:
+    Examples:
         >>> from engine.io import import_file
         >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> band_figure(si, si.spectra.sum(axis=1), "total counts")[1:4]
@@ -61,7 +61,7 @@ def band_figure(si: SpectrumImage, values: NDArray, label: str) -> bytes:
 def decomposition_figure(si: SpectrumImage, d: Decomposition, shown: int = 4) -> bytes:
     """Scree plot (PCA), component spectra and weight maps.
 
-    Example:
+    Examples:
         >>> from engine.io import import_file
         >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> decomposition_figure(si, pca(si.spectra, n_components=2))[1:4]
@@ -90,7 +90,7 @@ def decomposition_figure(si: SpectrumImage, d: Decomposition, shown: int = 4) ->
 def vae_figure(si: SpectrumImage, result: LatentLabels) -> bytes:
     """Latent plane coloured by cluster, the label map, and the first two latent coordinates as maps.
 
-    Example:
+    Examples:
         >>> from engine.io import import_file
         >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> vae_figure(si, spectral_vae_labels(si.spectra, n_clusters=2, steps=10))[1:4]
@@ -109,7 +109,7 @@ def vae_figure(si: SpectrumImage, result: LatentLabels) -> bytes:
 def labelling_figure(si: SpectrumImage, result: Labelling) -> bytes:
     """Predicted label map with the training (o) and held-out (x) labelled positions.
 
-    Example:
+    Examples:
         >>> from engine.io import import_file
         >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> import numpy as np
@@ -125,8 +125,11 @@ def labelling_figure(si: SpectrumImage, result: Labelling) -> bytes:
         (result.train_index, "o", "labelled (train)"),
         (result.test_index, "x", "labelled (held out)"),
     ):
-        colours = {"facecolors": "none", "edgecolors": "k"} if marker == "o" else {"c": "k"}  # "x" has no edge
-        ax.scatter(si.positions[idx, 0], si.positions[idx, 1], marker=marker, s=30, label=name, **colours)
+        x, y = si.positions[idx, 0], si.positions[idx, 1]
+        if marker == "o":
+            ax.scatter(x, y, marker=marker, s=30, label=name, facecolors="none", edgecolors="k")
+        else:  # an "x" has no edge to colour
+            ax.scatter(x, y, marker=marker, s=30, label=name, c="k")
     ax.legend(fontsize=7)
     return _png(fig)
 
@@ -134,7 +137,7 @@ def labelling_figure(si: SpectrumImage, result: Labelling) -> bytes:
 def comparison_figure(result: DualVsSeparated) -> bytes:
     """Held-out im2spec R² of the dual VAE and of the separated VAEs, on the same split.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> comparison_figure(DualVsSeparated(np.arange(24), np.arange(24, 30), 0.8, 0.6))[1:4]
         b'PNG'

@@ -35,7 +35,7 @@ def band_map(
     each spectrum there (least squares on ``log I`` vs ``log E``) and its extrapolation subtracted in
     the band.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> axis = np.linspace(0.0, 3.0, 32)
@@ -67,7 +67,7 @@ def band_map(
 class Decomposition:
     """Components ``(k, c)``, per-position weights ``(m, k)``, and how well they reconstruct the data.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> axis = np.linspace(0.0, 3.0, 32)
@@ -91,7 +91,7 @@ class Decomposition:
 def pca(spectra: NDArray, n_components: int | None = None, variance: float = 0.95, seed: int = 0) -> Decomposition:
     """PCA of ``spectra (m, c)``: ``n_components`` or as many as explain ``variance`` of it.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> axis = np.linspace(0.0, 3.0, 32)
@@ -116,7 +116,7 @@ def pca(spectra: NDArray, n_components: int | None = None, variance: float = 0.9
 def nmf(spectra: NDArray, n_components: int, seed: int = 0) -> Decomposition:
     """NMF of ``spectra (m, c)`` into non-negative components and abundances (negative data are shifted).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> axis = np.linspace(0.0, 3.0, 32)
@@ -144,7 +144,7 @@ def nmf(spectra: NDArray, n_components: int, seed: int = 0) -> Decomposition:
 class LatentLabels:
     """A spectral VAE's latent ``(m, d)`` and the cluster label of each position ``(m,)``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> axis = np.linspace(0.0, 3.0, 32)
@@ -165,7 +165,7 @@ def spectral_vae_labels(
 ) -> LatentLabels:
     """Train a VAE on the spectra alone; cluster its latent means with k-means (the "AE labels").
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> axis = np.linspace(0.0, 3.0, 32)
@@ -201,7 +201,7 @@ class Labelling:
         held_out_accuracy: accuracy on ``test_index`` only.
         ambiguous: pairs of labelled positions with near-identical patches but different labels.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> patches = np.concatenate([np.zeros((20, 8, 8)), np.ones((20, 8, 8))])
         >>> labelled = np.arange(0, 40, 2)
@@ -222,7 +222,7 @@ def label_map(
 ) -> Labelling:
     """Fit a classifier on ``labelled`` positions' patches, score it on held-out labelled ones, predict all.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> patches = np.concatenate([np.zeros((20, 8, 8)), np.ones((20, 8, 8))]) + 0.1 * rng.random((40, 8, 8))
@@ -256,7 +256,7 @@ def label_map(
 class SeparatedVAEs:
     """Two VAEs trained apart and a least-squares map from the image latent to the spectrum latent.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from engine.surrogate import PairedData
         >>> rng = np.random.default_rng(0)
@@ -284,7 +284,7 @@ def separated_vaes(
 ) -> SeparatedVAEs:
     """Train an image VAE and a spectrum VAE independently on ``train``, then fit the linear map between latents.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from engine.surrogate import PairedData
         >>> rng = np.random.default_rng(0)
@@ -314,7 +314,7 @@ def separated_vaes(
 class DualVsSeparated:
     """im2spec on one held-out split for the dual VAE and the separated VAEs (same rows for both).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> result = DualVsSeparated(np.arange(24), np.arange(24, 30), dual_r2=0.8, separated_r2=0.6)
         >>> result.dual_r2 > result.separated_r2  # the tie between the latents helped on held-out pairs
@@ -330,7 +330,7 @@ class DualVsSeparated:
 def r2_score(y: NDArray, pred: NDArray) -> float:
     """Spectral R² over all values (per-channel means as the baseline).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> y = np.array([[1.0, 2.0], [3.0, 4.0]])
         >>> r2_score(y, y), r2_score(y, np.array([[2.0, 3.0], [2.0, 3.0]]))  # the per-channel means score 0
@@ -345,7 +345,7 @@ def dual_vs_separated(
 ) -> DualVsSeparated:
     """Train the dual VAE and the separated VAEs on the same split of ``data``; compare held-out im2spec R².
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from engine.surrogate import PairedData
         >>> rng = np.random.default_rng(0)

@@ -26,7 +26,7 @@ METHODS = ("band", "pca", "nmf", "vae", "label", "separated")
 class Exploration:
     """What the methods produced: page sections, arrays for the Zarr group, and metrics.
 
-    Example:
+    Examples:
         >>> from engine.io import import_file
         >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> result = explore_spectrum_image(si, ["pca"], components=2)
@@ -40,15 +40,15 @@ class Exploration:
 
 
 def read_labels(path: Path, si: SpectrumImage) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Labelled positions from a CSV with columns ``index,label`` or ``x,y,label`` (axes' units).
+    r"""Labelled positions from a CSV with columns ``index,label`` or ``x,y,label`` (axes' units).
 
-    Example:
+    Examples:
         >>> from engine.io import import_file
         >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> import tempfile
         >>> from pathlib import Path
         >>> csv = Path(tempfile.mkdtemp()) / "labels.csv"
-        >>> _ = csv.write_text("index,label\\n0,0\\n1,1\\n2,0\\n3,1\\n")
+        >>> _ = csv.write_text("index,label\n0,0\n1,1\n2,0\n3,1\n")
         >>> index, labels = read_labels(csv, si)
         >>> index.tolist(), labels.tolist()
         ([0, 1, 2, 3], [0, 1, 0, 1])
@@ -74,7 +74,7 @@ def read_labels(path: Path, si: SpectrumImage) -> tuple[NDArray[np.int64], NDArr
 def patches_of(si: SpectrumImage) -> NDArray[np.float32]:
     """Patches of the structural image under every recorded position (8 px, or 16 px for large images).
 
-    Example:
+    Examples:
         >>> from engine.io import import_file
         >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> patches_of(si).shape
@@ -100,7 +100,7 @@ def explore_spectrum_image(
 ) -> Exploration:
     """Run ``methods`` (see :data:`METHODS`) and collect their sections, arrays and metrics.
 
-    Example:
+    Examples:
         >>> from engine.io import import_file
         >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> result = explore_spectrum_image(si, ["band", "pca"], band=(0.0, 1.0))
@@ -206,7 +206,7 @@ def explore_spectrum_image(
 def save_exploration(directory: Path, si: SpectrumImage, result: Exploration, title: str) -> Path:
     """Write ``results.zarr`` (arrays + metrics), one PNG per section and ``explore.html`` into ``directory``.
 
-    Example:
+    Examples:
         >>> from engine.io import import_file
         >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> import tempfile

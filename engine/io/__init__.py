@@ -1,6 +1,9 @@
 """Users' files: importers of recorded spectrum images, training datasets, surrogate checkpoints.
 
 Everything outside this package imports from here.
+
+Each public class and function has an Example, run by the tests in this namespace; an Example
+that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
 """
 
 from typing import TYPE_CHECKING

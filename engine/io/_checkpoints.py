@@ -19,7 +19,7 @@ from engine.surrogate import CheckpointError, Surrogate
 def save_surrogate(surrogate: Surrogate, directory: Path) -> Path:
     """Write the checkpoint of ``surrogate`` into ``directory`` (created if needed).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> import torch
@@ -41,7 +41,7 @@ def save_surrogate(surrogate: Surrogate, directory: Path) -> Path:
 def load_surrogate(directory: Path, device: torch.device) -> Surrogate:
     """Load a checkpoint written by :func:`save_surrogate` onto ``device``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> import torch
@@ -79,7 +79,7 @@ def save_feature_checkpoint(
     Written to a temporary directory, fsynced, then renamed: a crash leaves either the whole
     checkpoint or none (a ``.partial`` leftover is ignored and removed by recovery).
 
-    Example:
+    Examples:
         >>> import shutil, tempfile
         >>> from pathlib import Path
         >>> import torch
@@ -115,7 +115,7 @@ def save_feature_checkpoint(
 def load_feature_checkpoint(run_dir: Path, version: int) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]] | None:
     """The newest complete feature checkpoint of a snapshot no later than ``version``: ``(version, meta, weights)``.
 
-    Example:
+    Examples:
         >>> import shutil, tempfile
         >>> from pathlib import Path
         >>> import torch

@@ -19,7 +19,7 @@ def load_paired(path: Path, patch: int = 32) -> tuple[PairedData, np.ndarray, st
     or a dualscope run (patches of side ``patch`` cut from the structural image around every
     measured position; unmeasured candidates become image-only rows).
 
-    Example:
+    Examples:
         >>> data, energy, units = load_paired(run_path, patch=8)
         >>> int(data.has_spectrum.sum()), data.patches.shape[1:], units
         (20, (8, 8), 'eV')

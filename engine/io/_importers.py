@@ -37,7 +37,7 @@ from engine.types import Axis, Image, ImageAxis, SpectralAxis
 class ImportFailed(DualscopeError):
     """A file could not be imported; the message names the file and the problem.
 
-    Example:
+    Examples:
         >>> from pathlib import Path
         >>> try:
         ...     import_file(Path("no-such-file.h5"))
@@ -86,7 +86,7 @@ def from_grid(
 
     ``image`` defaults to the mean absolute signal on the same grid; its coordinates default to the grid's.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from engine.io import from_grid
         >>> from engine.types import SpectralAxis
@@ -335,7 +335,7 @@ def _read_run(path: Path) -> SpectrumImage:
 def import_file(path: Path) -> SpectrumImage:
     """Read ``path`` (see the module docstring for the formats); :class:`ImportFailed` names the problem.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> import numpy as np

@@ -23,7 +23,7 @@ class ReplaySetup:
         text: that configuration as TOML, stored in the run so that ``dualscope resume`` rebuilds it.
         candidates: the recorded positions ``(m, d)`` the policy chooses among.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> import numpy as np
@@ -66,7 +66,7 @@ def replay_setup(
     Raises:
         ConfigError: an unknown policy or noise, or a budget below 1. ImportFailed: an unreadable source.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> import numpy as np

@@ -47,7 +47,19 @@ _BASELINE = 16
 
 @dataclass(frozen=True)
 class Choice:
-    """Chosen candidate indices ``(q,)``, their acquisition values, and the next best values ``(≤ 5,)``."""
+    """Chosen candidate indices ``(q,)``, their acquisition values, and the next best values ``(≤ 5,)``.
+
+    Examples:
+        >>> import numpy as np, torch
+        >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> y = torch.sin(6 * x_all[:10, 0])
+        >>> y = (y - y.mean()) / y.std()
+        >>> model, n_warnings = fit_gp(x_all[:10], y)
+        >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
+        >>> choice = select(posterior, np.arange(10, 30), np.empty(0, np.int64), 2, "ucb", seed=0, step=10)
+        >>> choice.indices.shape, choice.values.shape, choice.runner_up_values.shape
+        ((2,), (2,), (5,))
+    """
 
     indices: NDArray[np.int64]
     values: NDArray[np.float64]
@@ -62,6 +74,12 @@ class TravelCost:
         positions: every candidate's position ``(m, d)``, the instrument axes' units.
         start: candidate index of the last measured position.
         weight: acquisition units subtracted per diagonal of the candidates' bounding box.
+
+    Examples:
+        >>> import numpy as np
+        >>> positions = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> TravelCost(positions, start=0, weight=1.0).penalty(0, np.array([1, 3])).round(3).tolist()
+        [0.707, 1.0]
     """
 
     positions: NDArray[np.float64]
@@ -86,6 +104,19 @@ class CandidateTable(Model):
     Args:
         posterior: the conditioned posterior at every candidate.
         variance: marginal variance ``(m,)`` to use instead of the posterior's (kriging believers).
+
+    Examples:
+        >>> import numpy as np, torch
+        >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> y = torch.sin(6 * x_all[:10, 0])
+        >>> y = (y - y.mean()) / y.std()
+        >>> model, n_warnings = fit_gp(x_all[:10], y)
+        >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
+        >>> from botorch.acquisition import UpperConfidenceBound
+        >>> table = CandidateTable(posterior)
+        >>> ucb = UpperConfidenceBound(table, beta=0.2)
+        >>> ucb(torch.arange(10, 30, dtype=torch.float64).reshape(20, 1, 1)).shape  # X holds candidate indices
+        torch.Size([20])
     """
 
     def __init__(self, posterior: CandidatePosterior, variance: NDArray[np.float64] | None = None):
@@ -111,7 +142,12 @@ class CandidateTable(Model):
 
 
 def ucb_beta(step: int, n_candidates: int, delta: float = 0.1, scale: float = 0.2) -> float:
-    """The GP-UCB schedule of Srinivas et al. (2010) for a finite set, scaled by ``scale``."""
+    """The GP-UCB schedule of Srinivas et al. (2010) for a finite set, scaled by ``scale``.
+
+    Examples:
+        >>> ucb_beta(1, 1000) < ucb_beta(100, 1000)  # explores more as decisions accumulate
+        True
+    """
     t = max(step, 1)
     return scale * 2.0 * math.log(n_candidates * t * t * math.pi**2 / (6 * delta))
 
@@ -142,6 +178,17 @@ def select(
         travel: optional travel cost.
         shortlist: candidates scored by a shortlisted acquisition (default: :data:`SHORTLISTS`).
         beta: UCB's fixed ``β`` (the score is ``μ + √β σ``); default: :func:`ucb_beta`'s schedule.
+
+    Examples:
+        >>> import numpy as np, torch
+        >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> y = torch.sin(6 * x_all[:10, 0])
+        >>> y = (y - y.mean()) / y.std()
+        >>> model, n_warnings = fit_gp(x_all[:10], y)
+        >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
+        >>> choice = select(posterior, np.arange(10, 30), np.empty(0, np.int64), 1, "log-ei", seed=0, step=10)
+        >>> 10 <= int(choice.indices[0]) < 30
+        True
     """
     if acquisition not in ACQUISITIONS:
         raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")

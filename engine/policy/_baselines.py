@@ -19,7 +19,18 @@ from engine.rng_state import rng_state, set_rng_state
 
 
 class RandomPolicy:
-    """Uniformly random choice among available candidates, from an injected RNG."""
+    """Uniformly random choice among available candidates, from an injected RNG.
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> positions = np.random.default_rng(0).random((50, 2))
+        >>> candidates = CandidateSet(positions, np.zeros((50, 2), np.int64), (1, 50))
+        >>> policy = RandomPolicy(np.random.default_rng(0))
+        >>> proposal = policy.propose(candidates, 3)
+        >>> proposal.indices.shape, bool(np.isnan(proposal.acquisition_values).all())
+        ((3,), True)
+    """
 
     name = "random"
 
@@ -50,6 +61,19 @@ class RasterPolicy:
 
     Rows are scanned alternately left-to-right and right-to-left, which keeps
     every probe move short, as an operator would scan by hand.
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> grid = CandidateSet(np.zeros((6, 2)), np.zeros((6, 2), np.int64), (2, 3))
+        >>> policy = RasterPolicy()
+        >>> order = []
+        >>> for _ in range(6):
+        ...     p = policy.propose(grid, 1)
+        ...     grid.mark_measured(p.indices)
+        ...     order += p.indices.tolist()
+        >>> order  # serpentine: the second row right to left
+        [0, 1, 2, 5, 4, 3]
     """
 
     name = "raster"
@@ -87,7 +111,13 @@ POLICY_NAMES = ("random", "raster")
 
 
 def make_policy(name: str, rng: np.random.Generator) -> RandomPolicy | RasterPolicy:
-    """Build a model-free policy by name (one of :data:`POLICY_NAMES`)."""
+    """Build a model-free policy by name (one of :data:`POLICY_NAMES`).
+
+    Examples:
+        >>> import numpy as np
+        >>> make_policy("raster", np.random.default_rng(0)).name
+        'raster'
+    """
     if name == "random":
         return RandomPolicy(rng)
     if name == "raster":

@@ -44,6 +44,15 @@ class Features:
 
     ``model``: a GP already fitted on them (DKL), if any. ``checkpoint``: the feature model's
     checkpoint after this refit (learned features only; ``dualscope resume`` loads it).
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> positions = np.random.default_rng(0).random((50, 2))
+        >>> candidates = CandidateSet(positions, np.zeros((50, 2), np.int64), (1, 50))
+        >>> out = PositionFeatures(positions).refit(np.arange(5), np.zeros(5), np.zeros((5, 16), np.float32))
+        >>> float(out.unit.min()), float(out.unit.max()), out.model is None
+        (0.0, 1.0, True)
     """
 
     unit: NDArray[np.float64]
@@ -52,7 +61,17 @@ class Features:
 
 
 class FeatureModel(Protocol):
-    """Maps candidates to GP inputs; may learn from the measured data (in the trainer's thread)."""
+    """Maps candidates to GP inputs; may learn from the measured data (in the trainer's thread).
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> positions = np.random.default_rng(0).random((50, 2))
+        >>> candidates = CandidateSet(positions, np.zeros((50, 2), np.int64), (1, 50))
+        >>> features: FeatureModel = PositionFeatures(positions)  # or DKLFeatures, DualVAEFeatures
+        >>> features.refit(np.arange(5), np.zeros(5), np.zeros((5, 16), np.float32)).unit.shape
+        (50, 2)
+    """
 
     def refit(self, observed: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]) -> Features:
         """Features of all candidates, after learning from ``observed (n,)``, ``values (n,)``, ``spectra (n, c)``."""
@@ -60,7 +79,16 @@ class FeatureModel(Protocol):
 
 
 class PositionFeatures:
-    """The probe position itself, scaled to the unit cube (``positions (m, d)``)."""
+    """The probe position itself, scaled to the unit cube (``positions (m, d)``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> positions = np.random.default_rng(0).random((50, 2))
+        >>> candidates = CandidateSet(positions, np.zeros((50, 2), np.int64), (1, 50))
+        >>> PositionFeatures(positions).refit(np.arange(5), np.zeros(5), np.zeros((5, 16), np.float32)).unit.shape
+        (50, 2)
+    """
 
     def __init__(self, positions: NDArray[np.float64]):
         self._unit = unit_cube(positions)
@@ -75,6 +103,26 @@ class Snapshot:
     """An immutable refit: version, the observations it saw and its posterior at every candidate.
 
     The policy that receives it conditions ``posterior`` on later observations (it owns it then).
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> positions = np.random.default_rng(0).random((50, 2))
+        >>> candidates = CandidateSet(positions, np.zeros((50, 2), np.int64), (1, 50))
+        >>> axis = np.linspace(0.0, 1.0, 16)
+        >>> def measure(indices):  # a toy instrument: the band at 0-0.5 is strongest near (0.8, 0.8)
+        ...     strength = np.exp(-8 * ((positions[indices] - 0.8) ** 2).sum(axis=1))
+        ...     return (strength[:, None] * (axis < 0.5) + 0.1).astype(np.float32)
+        >>> bo = ScalarBO(BandIntegral(0.0, 0.5), axis, "log-ei", np.random.default_rng(0), 5,
+        ...               PositionFeatures(positions), InlineTrainer())
+        >>> policy = BOPolicy("gp-position", bo)
+        >>> for _ in range(10):
+        ...     proposal = policy.propose(candidates, 1)
+        ...     candidates.mark_measured(proposal.indices)
+        ...     policy.tell(proposal.indices, measure(proposal.indices))
+        >>> snapshot = bo.snapshot
+        >>> snapshot.version >= 1, snapshot.posterior.mean.shape
+        (True, (50,))
     """
 
     version: int
@@ -99,6 +147,25 @@ class ScalarBO:
         refit_every: new observations between refits (when the trainer is free).
         travel_cost: acquisition units per field-of-view diagonal travelled (0: none).
         ucb_beta: a fixed ``β`` for ``ucb`` (``μ + √β σ``; small values exploit); default: the GP-UCB schedule.
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> positions = np.random.default_rng(0).random((50, 2))
+        >>> candidates = CandidateSet(positions, np.zeros((50, 2), np.int64), (1, 50))
+        >>> axis = np.linspace(0.0, 1.0, 16)
+        >>> def measure(indices):  # a toy instrument: the band at 0-0.5 is strongest near (0.8, 0.8)
+        ...     strength = np.exp(-8 * ((positions[indices] - 0.8) ** 2).sum(axis=1))
+        ...     return (strength[:, None] * (axis < 0.5) + 0.1).astype(np.float32)
+        >>> bo = ScalarBO(BandIntegral(0.0, 0.5), axis, "log-ei", np.random.default_rng(0), 5,
+        ...               PositionFeatures(positions), InlineTrainer())
+        >>> policy = BOPolicy("gp-position", bo)
+        >>> for _ in range(10):
+        ...     proposal = policy.propose(candidates, 1)
+        ...     candidates.mark_measured(proposal.indices)
+        ...     policy.tell(proposal.indices, measure(proposal.indices))
+        >>> bo.snapshot is not None and bo.snapshot.n_obs >= 5
+        True
     """
 
     def __init__(
@@ -273,6 +340,25 @@ class BOPolicy:
     Args:
         name: the policy name recorded with each decision.
         bo: the shared machinery.
+
+    Examples:
+        >>> import numpy as np
+        >>> from engine.candidates import CandidateSet
+        >>> positions = np.random.default_rng(0).random((50, 2))
+        >>> candidates = CandidateSet(positions, np.zeros((50, 2), np.int64), (1, 50))
+        >>> axis = np.linspace(0.0, 1.0, 16)
+        >>> def measure(indices):  # a toy instrument: the band at 0-0.5 is strongest near (0.8, 0.8)
+        ...     strength = np.exp(-8 * ((positions[indices] - 0.8) ** 2).sum(axis=1))
+        ...     return (strength[:, None] * (axis < 0.5) + 0.1).astype(np.float32)
+        >>> bo = ScalarBO(BandIntegral(0.0, 0.5), axis, "log-ei", np.random.default_rng(0), 5,
+        ...               PositionFeatures(positions), InlineTrainer())
+        >>> policy = BOPolicy("gp-position", bo)
+        >>> for _ in range(10):
+        ...     proposal = policy.propose(candidates, 1)
+        ...     candidates.mark_measured(proposal.indices)
+        ...     policy.tell(proposal.indices, measure(proposal.indices))
+        >>> policy.name, proposal.model_version > 0  # decisions after the 5 random ones use a fitted GP
+        ('gp-position', True)
     """
 
     def __init__(self, name: str, bo: ScalarBO):

@@ -49,6 +49,17 @@ class DKLFeatures:
         seed: seeds the CNN weights.
         features: CNN output dimension (GP input dimension).
         steps: Adam steps per refit; lr: its learning rate.
+
+    Examples:
+        >>> import numpy as np
+        >>> base = np.random.default_rng(0).random((8, 8))
+        >>> patches = np.stack([base * (0.2 + i / 30) for i in range(30)]).astype(np.float32)  # brighter and brighter
+        >>> observed = np.arange(0, 30, 3)
+        >>> values = patches[observed].mean(axis=(1, 2)).astype(np.float64)
+        >>> features = DKLFeatures(patches, seed=0, features=2, steps=5)
+        >>> out = features.refit(observed, values, np.zeros((10, 16), np.float32))
+        >>> out.unit.shape, out.model is not None  # the GP was trained jointly with the CNN
+        ((30, 2), True)
     """
 
     def __init__(

@@ -35,6 +35,20 @@ class DualVAEFeatures:
         positions: candidate positions ``(m, d)``; when given, the GP inputs are the latent and the
             position side by side (each scaled to the unit cube), so that the GP can also follow
             trends across the field of view that no single patch shows (a doping gradient).
+
+    Examples:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> patches = rng.random((30, 8, 8)).astype(np.float32)
+        >>> observed = np.arange(8)
+        >>> values = patches[observed].mean(axis=(1, 2)).astype(np.float64)
+        >>> import torch
+        >>> from engine.surrogate import Surrogate, SurrogateConfig
+        >>> vae = Surrogate(SurrogateConfig(batch_size=8, latent=2), 8, 16, device=torch.device("cpu"))
+        >>> features = DualVAEFeatures(vae, patches, 16, pretrain_steps=5, update_steps=3)
+        >>> out = features.refit(observed, values, np.random.default_rng(1).random((8, 16)).astype(np.float32))
+        >>> out.unit.shape, out.checkpoint is not None  # the latent of every patch; weights for resume
+        ((30, 2), True)
     """
 
     def __init__(

@@ -50,7 +50,7 @@ def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalaris
     Raises:
         ConfigError: ``kind = "user"`` without ``function``.
 
-    Example:
+    Examples:
         >>> from engine.config import ScalariserSection
         >>> from engine.types import SpectralAxis
         >>> axis = SpectralAxis("energy loss", "eV", 0.0, 0.1, 20)
@@ -87,7 +87,7 @@ def make_trainer(training: str) -> Trainer[Snapshot]:
     Returns:
         A :class:`ThreadTrainer` or an :class:`InlineTrainer`; close it when the campaign ends.
 
-    Example:
+    Examples:
         >>> type(make_trainer("inline")).__name__
         'InlineTrainer'
     """
@@ -120,7 +120,7 @@ def build_policy(
     Raises:
         ConfigError: a model-based policy without candidates, or a structure-aware one without an image.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from engine.config import PolicySection
         >>> from engine.types import SpectralAxis

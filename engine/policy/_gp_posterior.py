@@ -42,6 +42,16 @@ def fit_gp(x: torch.Tensor, y: torch.Tensor) -> tuple[SingleTaskGP, int]:
 
     Returns:
         The fitted model and the number of botorch warnings (e.g. all values equal) counted, not raised.
+
+    Examples:
+        >>> import numpy as np, torch
+        >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> y = torch.sin(6 * x_all[:10, 0])
+        >>> y = (y - y.mean()) / y.std()
+        >>> model, n_warnings = fit_gp(x_all[:10], y)
+        >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
+        >>> model.train_inputs[0].shape, n_warnings
+        (torch.Size([10, 2]), 0)
     """
     # a failed fit is retried from hyperparameters sampled with torch's global RNG: seed it here, so
     # that the same data always gives the same model (a resumed run makes the same decisions)
@@ -54,7 +64,13 @@ def fit_gp(x: torch.Tensor, y: torch.Tensor) -> tuple[SingleTaskGP, int]:
 
 
 def unit_cube(features: NDArray[np.floating]) -> NDArray[np.float64]:
-    """Scale each column of ``features (m, d)`` to [0, 1] (constant columns become 0)."""
+    """Scale each column of ``features (m, d)`` to [0, 1] (constant columns become 0).
+
+    Examples:
+        >>> import numpy as np
+        >>> unit_cube(np.array([[0.0, 5.0], [2.0, 5.0], [4.0, 5.0]])).tolist()  # a constant column becomes 0
+        [[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]]
+    """
     f = np.asarray(features, dtype=np.float64)
     lo, hi = f.min(axis=0), f.max(axis=0)
     return np.asarray((f - lo) / np.where(hi > lo, hi - lo, 1.0), dtype=np.float64)
@@ -68,6 +84,16 @@ class CandidatePosterior:
         candidates: candidate inputs ``(m, d)`` in the space the model was fitted in.
         observed: candidate indices of the observations ``(n,)``.
         y: their outcomes ``(n,)`` on the model's (standardised) scale.
+
+    Examples:
+        >>> import numpy as np, torch
+        >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> y = torch.sin(6 * x_all[:10, 0])
+        >>> y = (y - y.mean()) / y.std()
+        >>> model, n_warnings = fit_gp(x_all[:10], y)
+        >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
+        >>> posterior.n, posterior.mean.shape, bool((posterior.variance >= 0).all())
+        (10, (30,), True)
     """
 
     def __init__(

@@ -19,7 +19,16 @@ from engine.errors import ConfigError
 
 @runtime_checkable
 class Scalariser(Protocol):
-    """Maps spectra ``(n, c)`` on an axis ``(c,)`` to values ``(n,)`` in :attr:`units`."""
+    """Maps spectra ``(n, c)`` on an axis ``(c,)`` to values ``(n,)`` in :attr:`units`.
+
+    Examples:
+        >>> import numpy as np
+        >>> axis = np.linspace(0.0, 2.0, 21)
+        >>> spectra = np.stack([np.exp(-((axis - c) / 0.2) ** 2) for c in (0.5, 1.0, 1.5)])
+        >>> scalariser: Scalariser = PeakPosition(0.0, 2.0)  # any of the classes below, or your own
+        >>> scalariser(spectra, axis).round(3).tolist(), scalariser.units("eV")
+        ([0.5, 1.0, 1.5], 'eV')
+    """
 
     @property
     def name(self) -> str:
@@ -56,7 +65,15 @@ def _channel_widths(axis: NDArray[np.float64]) -> NDArray[np.float64]:
 
 @dataclass(frozen=True)
 class BandIntegral:
-    """∫ S(E) dE over ``[low, high]`` (counts × axis units)."""
+    """∫ S(E) dE over ``[low, high]`` (counts × axis units).
+
+    Examples:
+        >>> import numpy as np
+        >>> axis = np.linspace(0.0, 2.0, 21)
+        >>> spectra = np.stack([np.exp(-((axis - c) / 0.2) ** 2) for c in (0.5, 1.0, 1.5)])
+        >>> BandIntegral(0.8, 1.2)(spectra, axis).round(2).tolist()
+        [0.01, 0.29, 0.0]
+    """
 
     low: float
     high: float
@@ -74,7 +91,15 @@ class BandIntegral:
 
 @dataclass(frozen=True)
 class PeakPosition:
-    """Axis value of the maximum within ``[low, high]``, refined by a parabola through the top 3 channels."""
+    """Axis value of the maximum within ``[low, high]``, refined by a parabola through the top 3 channels.
+
+    Examples:
+        >>> import numpy as np
+        >>> axis = np.linspace(0.0, 2.0, 21)
+        >>> spectra = np.stack([np.exp(-((axis - c) / 0.2) ** 2) for c in (0.5, 1.0, 1.5)])
+        >>> PeakPosition(0.0, 2.0)(spectra, axis).round(3).tolist()
+        [0.5, 1.0, 1.5]
+    """
 
     low: float
     high: float
@@ -104,7 +129,16 @@ class PeakPosition:
 
 @dataclass(frozen=True)
 class BandRatio:
-    """Integral over band A divided by integral over band B (dimensionless)."""
+    """Integral over band A divided by integral over band B (dimensionless).
+
+    Examples:
+        >>> import numpy as np
+        >>> axis = np.linspace(0.0, 2.0, 21)
+        >>> spectra = np.stack([np.exp(-((axis - c) / 0.2) ** 2) for c in (0.5, 1.0, 1.5)])
+        >>> ratio = BandRatio(BandIntegral(0.0, 0.7), BandIntegral(1.3, 2.0))
+        >>> (ratio(spectra, axis) > 1).tolist()
+        [True, False, False]
+    """
 
     a: BandIntegral
     b: BandIntegral
@@ -122,7 +156,16 @@ class BandRatio:
 
 @dataclass(frozen=True)
 class TargetSimilarity:
-    """Cosine similarity to a target spectrum ``(c,)`` (1 = same shape), higher is better."""
+    """Cosine similarity to a target spectrum ``(c,)`` (1 = same shape), higher is better.
+
+    Examples:
+        >>> import numpy as np
+        >>> axis = np.linspace(0.0, 2.0, 21)
+        >>> spectra = np.stack([np.exp(-((axis - c) / 0.2) ** 2) for c in (0.5, 1.0, 1.5)])
+        >>> similarity = TargetSimilarity.peak(axis, centre=1.0, width=0.2)
+        >>> int(np.argmax(similarity(spectra, axis)))  # the spectrum whose peak sits at 1 eV
+        1
+    """
 
     target: tuple[float, ...]
     name: str = "target_similarity"
@@ -153,6 +196,13 @@ class LoopArea:
     triangle 0 → +V → 0 → −V → 0), not sorted; the loop is closed from the last point back to the
     first, so a loop traced twice counts twice and a response that does not depend on the
     direction of the sweep encloses no area.
+
+    Examples:
+        >>> import numpy as np
+        >>> t = np.linspace(0, 2 * np.pi, 65)[:-1]
+        >>> voltage, response = np.sin(t), np.cos(t)  # a circle of radius 1 in (V, R)
+        >>> round(float(LoopArea()(response[None, :], voltage)[0]), 2)
+        3.14
     """
 
     name: str = "loop_area"
@@ -176,6 +226,14 @@ class TargetMatch:
     Unlike :class:`TargetSimilarity` it also compares the amplitude, as inverse design against a
     simulator needs; with ``fit_scale`` each spectrum is first multiplied by its least-squares
     (non-negative) factor, so only the shape counts.
+
+    Examples:
+        >>> import numpy as np
+        >>> axis = np.linspace(0.0, 2.0, 21)
+        >>> spectra = np.stack([np.exp(-((axis - c) / 0.2) ** 2) for c in (0.5, 1.0, 1.5)])
+        >>> match = TargetMatch(tuple(spectra[1]), fit_scale=True)
+        >>> int(np.argmax(match(3.0 * spectra, axis)))  # shape only: the scale does not matter
+        1
     """
 
     target: tuple[float, ...]
@@ -204,6 +262,13 @@ class Logarithm:
     A GP fitted on a few huge values and many small ones models the outliers and little else;
     on the logarithm it sees the structure of the whole range. Values ``≤ 0`` give NaN (not used by
     the GP).
+
+    Examples:
+        >>> import numpy as np
+        >>> axis = np.linspace(0.0, 2.0, 21)
+        >>> spectra = np.stack([np.exp(-((axis - c) / 0.2) ** 2) for c in (0.5, 1.0, 1.5)])
+        >>> Logarithm(PeakPosition(0.0, 2.0))(spectra, axis).round(3).tolist()
+        [-0.693, 0.0, 0.405]
     """
 
     inner: Scalariser
@@ -221,7 +286,16 @@ class Logarithm:
 
 @dataclass(frozen=True)
 class UserFunction:
-    """A user's ``module:function`` taking ``(spectra (n, c), axis (c,))`` and returning ``(n,)``."""
+    """A user's ``module:function`` taking ``(spectra (n, c), axis (c,))`` and returning ``(n,)``.
+
+    Examples:
+        >>> import numpy as np
+        >>> axis = np.linspace(0.0, 2.0, 21)
+        >>> spectra = np.stack([np.exp(-((axis - c) / 0.2) ** 2) for c in (0.5, 1.0, 1.5)])
+        >>> area = UserFunction("numpy:trapezoid")  # module:function taking (spectra (n, c), axis (c,))
+        >>> area(spectra, axis).round(3).tolist()
+        [0.354, 0.354, 0.354]
+    """
 
     path: str
     result_units: str = ""

@@ -16,7 +16,13 @@ T = TypeVar("T")
 
 
 class Trainer(Protocol[T]):
-    """Runs refit jobs and hands back the latest finished result."""
+    """Runs refit jobs and hands back the latest finished result.
+
+    Examples:
+        >>> trainer: Trainer[int] = InlineTrainer()  # or ThreadTrainer(): the same protocol
+        >>> trainer.submit(lambda: 42), trainer.poll(), trainer.poll()
+        (True, 42, None)
+    """
 
     def submit(self, job: Callable[[], T]) -> bool:
         """Start ``job`` unless one is running; returns whether it was started."""
@@ -37,7 +43,15 @@ class Trainer(Protocol[T]):
 
 
 class InlineTrainer(Generic[T]):
-    """Runs each job at once, in the caller's thread: reproducible, and the caller waits."""
+    """Runs each job at once, in the caller's thread: reproducible, and the caller waits.
+
+    Examples:
+        >>> trainer = InlineTrainer()
+        >>> trainer.submit(lambda: 1 / 0)  # a failing job is recorded, not raised
+        True
+        >>> trainer.poll() is None, len(trainer.failures)
+        (True, 1)
+    """
 
     def __init__(self) -> None:
         self._result: T | None = None
@@ -66,7 +80,17 @@ class InlineTrainer(Generic[T]):
 
 
 class ThreadTrainer(Generic[T]):
-    """Runs one job at a time on a daemon thread; ``submit`` while busy is refused, never queued."""
+    """Runs one job at a time on a daemon thread; ``submit`` while busy is refused, never queued.
+
+    Examples:
+        >>> trainer = ThreadTrainer()
+        >>> trainer.submit(lambda: sum(range(10)))
+        True
+        >>> trainer.wait(10.0)
+        >>> trainer.poll()
+        45
+        >>> trainer.close()
+    """
 
     def __init__(self, name: str = "dualscope-trainer") -> None:
         self._name = name

@@ -34,7 +34,7 @@ from engine.surrogate import PairedData, Surrogate
 class Band:
     """Integrate spectra over ``[low, high]`` in the spectral axis' units (the report's scalar).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> Band(1.0, 2.0)(np.ones((2, 4)), np.array([0.5, 1.0, 1.5, 2.5])).tolist()  # sum over the band's channels
         [2.0, 2.0]
@@ -66,7 +66,7 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 def timing_figure(run: RunData) -> bytes:
     """Seconds in decide / measure / record per step (log scale).
 
-    Example:
+    Examples:
         >>> from engine.storage import read_run
         >>> timing_figure(read_run(run_path))[1:4]  # PNG bytes
         b'PNG'
@@ -93,7 +93,7 @@ def property_figure(
 ) -> bytes:
     """Measured scalar at the measured positions, next to the surrogate's map over all candidates.
 
-    Example:
+    Examples:
         >>> from engine.storage import read_run
         >>> run = read_run(run_path)
         >>> measured = run.spectra.sum(axis=1)
@@ -122,7 +122,7 @@ def property_figure(
 def discovery_figure(curves: dict[str, NDArray], best: float, what: str) -> bytes:
     """Discovery curves against the best value in the data.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> curves = discovery_curves(np.array([1, 0]), np.array([0.1, 0.9, 0.5]))
         >>> discovery_figure(curves, 0.9, "band intensity")[1:4]
@@ -145,7 +145,7 @@ def discovery_figure(curves: dict[str, NDArray], best: float, what: str) -> byte
 def latent_figure(model: Surrogate, data: PairedData, energy: NDArray, work_dir: Path) -> bytes:
     """The dual latent space figure of :mod:`engine.surrogate_figures`, as PNG bytes.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> from pathlib import Path
@@ -173,7 +173,7 @@ def render_html(
 ) -> str:
     """A self-contained page: ``sections`` are ``(heading, text, png or None)``; ``problems=None`` hides integrity.
 
-    Example:
+    Examples:
         >>> page = render_html("a page", [("spectra", "20")], None, [("Notes", "No figure here.", None)])
         >>> "<h2>Notes</h2>" in page
         True
@@ -212,7 +212,7 @@ def run_sections(
 ) -> list[tuple[str, str, bytes | None]]:
     """Build every section's text and figure for :func:`render_html`.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> from engine.storage import check_run
@@ -272,7 +272,7 @@ Section = tuple[str, str, bytes | None]
 def save_sections(directory: Path, sections: Sequence[Section]) -> None:
     """Write ``sections`` into ``directory``: one PNG per figure and ``sections.json`` (headings, texts).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> directory = Path(tempfile.mkdtemp())
@@ -289,7 +289,7 @@ def save_sections(directory: Path, sections: Sequence[Section]) -> None:
 def load_sections(directory: Path) -> list[Section]:
     """Sections written by :func:`save_sections` (an exploration's, for the run report).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> directory = Path(tempfile.mkdtemp())

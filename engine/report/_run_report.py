@@ -44,7 +44,7 @@ def write_report(
     Raises:
         ConfigError: a malformed band. RunStorageError: not a run, or one that cannot be read.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> page = Path(tempfile.mkdtemp()) / "run.html"

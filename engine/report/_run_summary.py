@@ -24,7 +24,7 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
         spectrum (UTC, ISO 8601), time span (s), median time per stage (ms), model versions, journal
         rows pending, missing positions, software versions, and the integrity ``problems`` and ``notes``.
 
-    Example:
+    Examples:
         >>> from engine.storage import check_run
         >>> summary = run_summary(*check_run(run_path))
         >>> summary["spectra"], summary["policy"], summary["status"]

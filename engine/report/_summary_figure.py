@@ -37,7 +37,7 @@ def summary_figure(
     Returns:
         ``out``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> from engine.storage import read_run

@@ -30,7 +30,7 @@ def _colour_values(data: PairedData, energy: NDArray) -> tuple[NDArray, str]:
 def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out: Path) -> Path:
     """The two latent spaces side by side, coloured by a property (label, or peak position).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> from pathlib import Path
@@ -68,7 +68,7 @@ def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
 def latent_grid_figure(model: Surrogate, data: PairedData, energy: NDArray, out: Path, n: int = 6) -> Path:
     """Patches and spectra decoded on an ``n × n`` grid over the latent's principal plane.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> from pathlib import Path
@@ -112,7 +112,7 @@ def prediction_figure(
 ) -> Path:
     """im2spec on held-out patches: true spectrum, predicted mean and the 90 % band.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> from pathlib import Path

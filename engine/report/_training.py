@@ -25,7 +25,7 @@ class TrainingOutcome:
         directory: the checkpoint directory (nothing is written when the fit was rolled back).
         figures: the PNG files written.
 
-    Example:
+    Examples:
         >>> from engine.surrogate import TrainReport
         >>> failed = TrainingOutcome(TrainReport([], 0, 0.1, True, "NaN loss", 0))  # a rolled-back fit
         >>> failed.directory is None, failed.figures
@@ -70,7 +70,7 @@ def train_surrogate(
     Raises:
         ConfigError: an unusable dataset or option (patch size, holdout fraction).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> from engine.surrogate import SurrogateConfig

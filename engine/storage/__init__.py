@@ -2,6 +2,9 @@
 
 The run layout (what a run holds) is in ``_layout``, the commit protocol in ``_writer``; see
 ``docs/run-layout.md``. Everything outside this package imports from here.
+
+Each public class and function has an Example, run by the tests in this namespace; an Example
+that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
 """
 
 from engine.storage._integrity import IntegrityReport, check_run

@@ -17,7 +17,7 @@ from engine.storage._reader import RunData, read_run
 class IntegrityReport:
     """Problems make a run unreliable; notes are states that recovery or resume resolve.
 
-    Example:
+    Examples:
         >>> _, report = check_run(run_path)
         >>> report.ok, report.problems
         (True, [])
@@ -37,7 +37,7 @@ class IntegrityReport:
 def check_run(path: Path) -> tuple[RunData, IntegrityReport]:
     """Read the run at ``path`` and check it; raises :class:`RunStorageError` if it cannot be read at all.
 
-    Example:
+    Examples:
         >>> run, report = check_run(run_path)
         >>> run.n, report.ok
         (20, True)

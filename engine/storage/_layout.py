@@ -89,7 +89,7 @@ def trailing_shape(column: str, channels: int, axes: int) -> tuple[int, ...]:
 def new_run_path(output_dir: Path, name: str, clock: Clock) -> Path:
     """``output_dir/<name>-<YYYYmmdd-HHMMSS>.zarr``, with a suffix if that exists already.
 
-    Example:
+    Examples:
         >>> from pathlib import Path
         >>> from engine.clock import SystemClock
         >>> new_run_path(Path("runs"), "demo", SystemClock()).suffix

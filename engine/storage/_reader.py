@@ -32,7 +32,7 @@ class RunData:
         images: structural images by channel.
         candidate_positions: ``(m, d)``.
 
-    Example:
+    Examples:
         >>> run = read_run(run_path)
         >>> run.n, run.spectra.shape, run.positions.shape
         (20, (20, 64), (20, 2))
@@ -82,7 +82,7 @@ class RunData:
 def open_run_group(path: Path, mode: str = "r") -> zarr.Group:
     """Open a run's Zarr group, translating failures into :class:`RunStorageError`.
 
-    Example:
+    Examples:
         >>> group = open_run_group(run_path)
         >>> group.attrs["dualscope"]["status"]
         'closed'
@@ -105,7 +105,7 @@ def open_run_group(path: Path, mode: str = "r") -> zarr.Group:
 def read_run(path: Path | str) -> RunData:
     """Read the committed rows of the run at ``path`` (read-only; safe while it is being written).
 
-    Example:
+    Examples:
         >>> run = read_run(run_path)
         >>> run.attrs["status"], run.spectral_axis.units
         ('closed', 'eV')
@@ -147,7 +147,7 @@ def read_run(path: Path | str) -> RunData:
 def read_candidates(path: Path) -> CandidateSet:
     """The candidate set a run was created with: positions ``(m, d)``, pixels ``(m, 2)``, grid shape.
 
-    Example:
+    Examples:
         >>> candidates = read_candidates(run_path)  # positions and pixels; measured marks are the resume's job
         >>> candidates.positions.shape[1], int(candidates.measured.sum())
         (2, 0)
@@ -168,7 +168,7 @@ def read_candidates(path: Path) -> CandidateSet:
 def array_node(group: zarr.Group, name: str) -> zarr.Array:
     """The array ``name`` of a run group; :class:`RunCorrupt` if it is missing or not an array.
 
-    Example:
+    Examples:
         >>> array_node(open_run_group(run_path), "spectra").shape
         (20, 64)
     """

@@ -29,7 +29,7 @@ class RecoveryReport:
             (commands that may or may not have run on the instrument).
         removed_partials: leftover temporary files of interrupted atomic writes removed.
 
-    Example:
+    Examples:
         >>> from engine.clock import SystemClock
         >>> report, _ = recover_run(run_path, SystemClock())  # a closed run: nothing to replay
         >>> report.replayed_rows, report.torn_bytes, report.in_flight
@@ -58,7 +58,7 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         (for resuming); otherwise ``None`` and the run is left ``interrupted``
         (or ``closed`` if it was).
 
-    Example:
+    Examples:
         >>> from engine.clock import SystemClock
         >>> report, writer = recover_run(run_path, SystemClock())
         >>> report.committed_after, writer is None

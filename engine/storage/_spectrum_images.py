@@ -24,7 +24,7 @@ ATTR = "dualscope_spectrum_image"
 def write_spectrum_image(si: SpectrumImage, out: Path) -> Path:
     """Write ``si`` to a new Zarr group at ``out``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from engine.io import from_grid
         >>> from engine.types import SpectralAxis
@@ -70,7 +70,7 @@ def write_spectrum_image(si: SpectrumImage, out: Path) -> Path:
 def read_spectrum_image(path: Path) -> SpectrumImage:
     """Read a dataset written by :func:`write_spectrum_image`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from engine.io import from_grid
         >>> from engine.types import SpectralAxis

@@ -84,7 +84,7 @@ class RunWriter:
     Use :meth:`create` for a new run and :meth:`reopen` to continue one (which
     recovers it first). Not thread-safe: one writer per run, one thread.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> from engine.clock import SystemClock

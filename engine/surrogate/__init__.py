@@ -3,6 +3,9 @@
 The networks and losses are in ``_model``, ``fit``/``update`` with rollback in ``_training``, the
 API the rest of dualscope uses (prediction with uncertainty, latents, checkpoints) in ``_surrogate``
 and the held-out metrics in ``_evaluate``. Everything outside this package imports from here.
+
+Each public class and function has an Example, run by the tests in this namespace; an Example
+that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
 """
 
 from typing import TYPE_CHECKING

@@ -24,7 +24,7 @@ class PairedData:
         has_spectrum: ``(n,)`` bool.
         labels: optional ``(n,)`` int class per row (e.g. number of particles), for evaluation.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> data = PairedData.paired(rng.random((10, 8, 8)), rng.random((10, 6)))
@@ -96,7 +96,7 @@ def extract_patches(image: NDArray, centres_px: NDArray[np.int64], size: int) ->
 
     The image is reflect-padded so that patches at the edges keep their size.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> image = np.arange(100.0).reshape(10, 10)
         >>> extract_patches(image, np.array([[5, 5], [0, 0]]), 4).shape  # edges are padded

@@ -25,7 +25,7 @@ class HeldOutMetrics:
         spec2im_mse: mean squared error of the predicted patches, in normalised intensity² (None for an
             im2spec-only surrogate).
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> rng = np.random.default_rng(0)
         >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))
@@ -60,7 +60,7 @@ def evaluate_held_out(surrogate: Surrogate, held_out: PairedData) -> HeldOutMetr
     Raises:
         ConfigError: fewer than 2 held-out rows have a measured spectrum.
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> from engine.surrogate import PairedData, Surrogate, SurrogateConfig
         >>> rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ Z90 = 1.6448536269514722
 class CheckpointError(DualscopeError):
     """A checkpoint is missing, damaged or from an incompatible version.
 
-    Example:
+    Examples:
         >>> issubclass(CheckpointError, Exception)  # raised by Surrogate.from_state on a foreign or damaged checkpoint
         True
     """
@@ -51,7 +51,7 @@ class SurrogateConfig:
         batch_size: rows per step.
         samples: posterior draws per prediction.
 
-    Example:
+    Examples:
         >>> SurrogateConfig(kind="im2spec", latent=4).latent
         4
     """
@@ -72,7 +72,7 @@ class SurrogateConfig:
 class Normaliser:
     """Patches standardised with a global mean and std; spectra divided by a global scale.
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> rng = np.random.default_rng(0)
         >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))
@@ -104,7 +104,7 @@ class Surrogate:
         device: where the networks live (chosen by the caller).
         seed: seeds the weights, the mini-batches and the latent samples.
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> rng = np.random.default_rng(0)
         >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))

@@ -26,7 +26,7 @@ class TrainReport:
         version: model version after the call.
         terms: the last step's loss terms.
 
-    Example:
+    Examples:
         >>> import numpy as np, torch
         >>> rng = np.random.default_rng(0)
         >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))

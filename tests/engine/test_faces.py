@@ -88,9 +88,14 @@ def test_docstring_examples_run(name: str, run_path: Path) -> None:
     assert runner.failures == 0, f"the Example of {name} failed (run with -s to see it)"
 
 
-def test_examples_exist_for_the_factories_and_the_contract_kit() -> None:
-    names = set(_examples())
-    assert {"engine.policy.build_policy", "engine.policy.build_scalariser", "engine.policy.make_trainer"} <= names
+@pytest.mark.parametrize("face", FACES)
+def test_every_public_class_and_function_has_an_example(face: str) -> None:
+    module = importlib.import_module(f"engine.{face}")
+    callables = [
+        n for n in module.__all__ if inspect.isclass(getattr(module, n)) or inspect.isfunction(getattr(module, n))
+    ]
+    without = [n for n in callables if f"engine.{face}.{n}" not in set(_examples())]
+    assert not without, f"engine.{face}: public names without an Example: {without}"
 
 
 def test_light_commands_do_not_import_the_networks() -> None:
