@@ -4,8 +4,15 @@
 hand the data to the trainer, check the stop rules); it sees its collaborators only through the
 protocols of :mod:`engine.protocols`. Everything outside this package imports from here.
 
-Each public class and function has an Example, run by the tests in this namespace; an Example
-that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
+Each public class and function has an Example, run by the tests in this namespace after the
+setup below (an Example that reads a run uses ``run_path``, a closed run such as
+:class:`engine.campaign.Campaign`'s Example writes).
+
+Examples:
+    >>> import numpy as np
+    >>> from engine.clock import SystemClock
+    >>> from engine.storage import read_run
+    >>> run = read_run(run_path)  # a closed run of 20 spectra
 """
 
 from engine.campaign._loop import FAULTS, Campaign, CampaignResult, StepReport

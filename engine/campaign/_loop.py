@@ -102,9 +102,7 @@ class Campaign:
     Examples:
         >>> import tempfile
         >>> from pathlib import Path
-        >>> import numpy as np
         >>> from engine.candidates import CandidateSet
-        >>> from engine.clock import SystemClock
         >>> from engine.policy import RandomPolicy
         >>> from engine.storage import RunWriter
         >>> from instruments.local import LocalInstrument

@@ -50,7 +50,6 @@ class Verdict:
     """The operator's answer to a proposal: ``approve``, ``veto`` or ``edit`` (then ``position``), by whom.
 
     Examples:
-        >>> import numpy as np
         >>> Verdict("edit", "alice", np.array([10.0, 20.0])).position.tolist()
         [10.0, 20.0]
     """
@@ -72,8 +71,6 @@ class OperatorControl:
         on_timeout: what an unanswered proposal becomes: ``veto`` (skip it), ``approve`` or ``stop``.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.clock import SystemClock
         >>> actions = []
         >>> control = OperatorControl(SystemClock(), on_action=actions.append)
         >>> _ = control.pause("alice")

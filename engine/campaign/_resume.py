@@ -47,8 +47,6 @@ class ResumePlan:
         in_flight: the decision whose outcome is unknown, carried out first, or ``None``.
 
     Examples:
-        >>> from engine.storage import read_run
-        >>> run = read_run(run_path)  # a closed run: nothing is in flight
         >>> plan = plan_resume(run.attrs, run.columns)
         >>> plan.n_recorded == run.n, plan.in_flight is None
         (True, True)
@@ -76,8 +74,6 @@ def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -
             ``positions (n, d)``.
 
     Examples:
-        >>> from engine.storage import read_run
-        >>> run = read_run(run_path)
         >>> plan = plan_resume(run.attrs, run.columns)
         >>> plan.next_step == int(run.columns["step"].max()) + 1
         True
@@ -158,10 +154,8 @@ def apply_plan(plan: ResumePlan, candidates: CandidateSet, policy: Policy, safet
         ResumeError: the stored state does not fit the policy or the data (another configuration?).
 
     Examples:
-        >>> import numpy as np
         >>> from engine.policy import RandomPolicy
-        >>> from engine.storage import read_candidates, read_run
-        >>> run = read_run(run_path)
+        >>> from engine.storage import read_candidates
         >>> candidates = read_candidates(run_path)
         >>> plan = plan_resume(run.attrs, run.columns)
         >>> apply_plan(plan, candidates, RandomPolicy(np.random.default_rng(0)), None)
@@ -215,8 +209,6 @@ def reconcile(instrument: Instrument, decision: Decision, last_instance: str | N
         last_instance: the instrument instance the run talked to before the crash (``None``: unknown).
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.clock import SystemClock
         >>> from engine.decisions import Decision, Proposal
         >>> from instruments.local import LocalInstrument
         >>> from simulators.synthetic import SyntheticOptions, synthetic_microscope

@@ -5,8 +5,24 @@ asynchronous design loop and its executors (inline, threads, Dask; the Dask one 
 extra only when used), the baselines (random search, differential evolution), the latent design
 space of a structure VAE and the report. Everything outside this package imports from here.
 
-Each public class and function has an Example, run by the tests in this namespace; an Example
-that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
+Each public class and function has an Example, run by the tests in this namespace after the
+setup below (an Example that reads a run uses ``run_path``, a closed run such as
+:class:`engine.campaign.Campaign`'s Example writes).
+
+Examples:
+    >>> import numpy as np
+    >>> from engine.candidates import CandidateSet
+    >>> energy = np.linspace(1.0, 3.0, 50)
+    >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
+    ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
+    >>> pool = np.random.default_rng(0).random((64, 2))  # 64 candidate designs in [0, 1]^2
+    >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
+    >>> from engine.policy import RandomPolicy
+    >>> history = run_design(RandomPolicy(np.random.default_rng(0)), candidates, InlineExecutor(simulate),
+    ...                      budget=8, workers=1)  # a random search of 8 evaluations
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> folder = Path(tempfile.mkdtemp())  # somewhere to write files
 """
 
 from typing import TYPE_CHECKING

@@ -64,13 +64,6 @@ def differential_evolution_search(
         prepare: maps a point of the cube ``(d,)`` to what the executor is sent (default: the point).
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
         >>> def score(spectrum):  # maximised: a peak at 2 eV
         ...     return float(-abs(energy[np.argmax(spectrum)] - 2.0))
         >>> history = differential_evolution_search(score, 2, InlineExecutor(simulate), np.random.default_rng(0),

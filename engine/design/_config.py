@@ -144,19 +144,12 @@ class DesignStopSection(_Strict):
 
 
 class DesignConfig(_Strict):
-    """The whole ``dualscope design`` file.
+    """The whole ``dualscope design`` file (every table has defaults; see :func:`parse_design_config`).
 
     Examples:
-        >>> config = parse_design_config('''
-        ... [target]
-        ... kind = "peak"
-        ... centre_ev = 2.2
-        ... width_ev = 0.3
-        ... [stop]
-        ... budget = 40
-        ... ''')
-        >>> config.target.centre_ev, config.stop.budget, config.executor.kind
-        (2.2, 40, 'threads')
+        >>> config = DesignConfig()
+        >>> config.target.kind, config.stop.budget, config.executor.kind
+        ('peak', 100, 'threads')
     """
 
     run: DesignRunSection = DesignRunSection()
@@ -195,9 +188,7 @@ def load_design_config(path: Path) -> tuple[DesignConfig, str]:
     r"""Read and parse the design TOML at ``path``; returns the config and its text (stored in the run).
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> path = Path(tempfile.mkdtemp()) / "design.toml"
+        >>> path = folder / "design.toml"
         >>> _ = path.write_text("[stop]\nbudget = 30\n")
         >>> config, text = load_design_config(path)
         >>> config.stop.budget, text.startswith("[stop]")

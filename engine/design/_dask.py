@@ -72,13 +72,6 @@ class DaskExecutor:
     """Runs ``simulate`` on a Dask cluster: one task per design, results in completion order.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
         >>> with dask_client(None, workers=1) as client:  # a loopback LocalCluster of 1 process
         ...     executor = DaskExecutor(client, simulate)
         ...     executor.submit(2, pool[2])

@@ -35,13 +35,6 @@ class Outcome:
     """One finished evaluation: the pool index, its spectrum ``(c,)`` or the error it raised.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
         >>> evaluate(simulate, 3, pool[3]).spectrum.shape
         (50,)
         >>> evaluate(lambda d: 1 / 0, 3, pool[3]).error
@@ -57,13 +50,6 @@ class Executor(Protocol):
     """Runs evaluations concurrently and hands back whichever finishes first.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
         >>> executor: Executor = InlineExecutor(simulate)  # InlineExecutor, ThreadExecutor, DaskExecutor, a server pool
         >>> executor.submit(5, pool[5])
         >>> executor.next_outcome().index
@@ -88,13 +74,6 @@ class InlineExecutor:
     """Evaluates at submission, in the caller's thread (one worker, reproducible).
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
         >>> executor = InlineExecutor(simulate)
         >>> executor.submit(0, pool[0])
         >>> executor.next_outcome().spectrum.shape
@@ -121,13 +100,6 @@ class ThreadExecutor:
     """A pool of ``workers`` threads (simulators that release the GIL in numpy, or that wait on I/O).
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
         >>> executor = ThreadExecutor(simulate, workers=2)
         >>> for i in range(4):
         ...     executor.submit(i, pool[i])
@@ -159,13 +131,6 @@ def evaluate(simulate: Simulate, index: int, design: NDArray[np.float64]) -> Out
     """Run ``simulate(design)`` and wrap the spectrum, or the error, as an :class:`Outcome` (runs in workers).
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
         >>> outcome = evaluate(simulate, 7, pool[7])
         >>> outcome.index, outcome.error
         (7, None)
@@ -193,16 +158,6 @@ class DesignHistory:
         resubmitted: pool indices re-submitted after a failure (once per failure that was retried).
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
-        >>> from engine.policy import RandomPolicy
-        >>> history = run_design(RandomPolicy(np.random.default_rng(0)), candidates, InlineExecutor(simulate),
-        ...                      budget=8, workers=1)
         >>> history.method, len(history.designs), history.indices[:3] == [int(i) for i in history.indices[:3]]
         ('random', 8, True)
     """
@@ -233,13 +188,6 @@ class DesignLog:
     recorder it only numbers the steps.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
         >>> from engine.clock import SystemClock
         >>> from engine.policy import RandomPolicy
         >>> log = DesignLog(None, SystemClock(), "random")  # None: number the steps, record nothing
@@ -304,13 +252,6 @@ class Dispatch:
     pool index (``-1`` outside a pool).
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
         >>> from engine.clock import SystemClock
         >>> from engine.decisions import Proposal
         >>> dispatch = Dispatch(InlineExecutor(simulate), DesignLog(None, SystemClock()), DesignHistory("manual"))
@@ -398,16 +339,8 @@ def run_design(
             the latent design space sends sphere geometries while the GP sees latent coordinates).
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
-        >>> from engine.policy import RandomPolicy
         >>> history = run_design(RandomPolicy(np.random.default_rng(0)), candidates, InlineExecutor(simulate),
-        ...                      budget=8, workers=1)
+        ...                      budget=8, workers=1)  # as in the setup above
         >>> len(history.spectra), history.failures
         (8, [])
     """

@@ -35,16 +35,6 @@ class SearchSummary:
         calls_to_target: evaluations until the target was first reached within tolerance (None: not reached).
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
-        >>> from engine.policy import RandomPolicy
-        >>> history = run_design(RandomPolicy(np.random.default_rng(0)), candidates, InlineExecutor(simulate),
-        ...                      budget=8, workers=1)
         >>> s = summarise(history, lambda spectra: spectra.max(axis=1), None)
         >>> s.method, s.evaluations, s.best_curve.shape
         ('random', 8, (8,))
@@ -81,16 +71,6 @@ def summarise(
     """Summarise a search from its history; ``score``/``reached`` map spectra ``(n, c)`` to ``(n,)``.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
-        >>> from engine.policy import RandomPolicy
-        >>> history = run_design(RandomPolicy(np.random.default_rng(0)), candidates, InlineExecutor(simulate),
-        ...                      budget=8, workers=1)
         >>> peak = lambda spectra: -np.abs(energy[np.argmax(spectra, axis=1)] - 2.0)
         >>> s = summarise(history, peak, lambda spectra: peak(spectra) > -0.2)
         >>> s.best_score <= 0, s.calls_to_target is None or 1 <= s.calls_to_target <= 8
@@ -142,21 +122,9 @@ def design_figure(
         tolerance: the relative-L2 tolerance (drawn on the convergence panel), or None.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> energy = np.linspace(1.0, 3.0, 50)
-        >>> def simulate(design):  # a toy simulator: one peak whose position follows the first coordinate
-        ...     return np.exp(-((energy - 1.0 - 2.0 * design[0]) / 0.1) ** 2)
-        >>> pool = np.random.default_rng(0).random((64, 2))
-        >>> candidates = CandidateSet(pool, np.zeros((64, 2), np.int64), (1, 64))
-        >>> from engine.policy import RandomPolicy
-        >>> history = run_design(RandomPolicy(np.random.default_rng(0)), candidates, InlineExecutor(simulate),
-        ...                      budget=8, workers=1)
-        >>> import tempfile
-        >>> from pathlib import Path
         >>> s = summarise(history, lambda spectra: spectra.max(axis=1), None)
         >>> geometry = (np.array([[0.0, 0.0]]), np.array([10.0]))
-        >>> design_figure(Path(tempfile.mkdtemp()) / "design.png", [s], {"random": geometry}, {"random": "one sphere"},
+        >>> design_figure(folder / "design.png", [s], {"random": geometry}, {"random": "one sphere"},
         ...               energy, None, "", None).suffix
         '.png'
     """

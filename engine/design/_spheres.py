@@ -14,7 +14,6 @@ def geometry_vector(centres_nm: NDArray[np.float64], radii_nm: NDArray[np.float6
     """The first ``k`` spheres (centres ``(n, 2 or 3)``, radii ``(n,)``, nm) as a ``(3k,)`` vector, NaN-padded.
 
     Examples:
-        >>> import numpy as np
         >>> geometry_vector(np.array([[0.0, 0.0], [30.0, 0.0]]), np.array([10.0, 12.0]), 3).tolist()
         [0.0, 0.0, 10.0, 30.0, 0.0, 12.0, nan, nan, nan]
     """
@@ -29,7 +28,6 @@ def spheres_of(geometry: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDAr
     """Centres ``(n, 2)`` and radii ``(n,)`` from a geometry vector ``(3k,)`` (NaN rows dropped).
 
     Examples:
-        >>> import numpy as np
         >>> centres, radii = spheres_of(geometry_vector(np.array([[0.0, 0.0]]), np.array([10.0]), 3))
         >>> centres.tolist(), radii.tolist()
         ([[0.0, 0.0]], [10.0])

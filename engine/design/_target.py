@@ -33,7 +33,6 @@ class DesignTarget:
         label: what the target is, for figures and logs.
 
     Examples:
-        >>> import numpy as np
         >>> energy = np.linspace(1.0, 3.0, 50)
         >>> target = peak_target(energy, 2.0, 0.2)
         >>> spectrum = np.asarray(target.spectrum) * 7.0  # the same shape, another height
@@ -89,7 +88,6 @@ class TargetTolerance:
     The logarithm spreads the sharp minimum around the target over a range a GP models well.
 
     Examples:
-        >>> import numpy as np
         >>> energy = np.linspace(1.0, 3.0, 50)
         >>> objective = TargetTolerance(peak_target(energy, 2.0, 0.2))
         >>> objective(np.asarray(objective.target.spectrum)[None, :], energy).shape  # maximised by the BO
@@ -124,7 +122,6 @@ def peak_target(
     With ``amplitude`` (nm²) the match includes the height; without, only the shape counts.
 
     Examples:
-        >>> import numpy as np
         >>> target = peak_target(np.linspace(1.0, 3.0, 50), 2.0, 0.2, amplitude=1500.0)
         >>> target.label
         'peak at 2 eV, FWHM 0.2 eV, 1500 nm²'
@@ -152,10 +149,7 @@ def load_target_file(
     The values are interpolated linearly onto ``energy_ev (c,)``, which the file must cover.
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> import numpy as np
-        >>> path = Path(tempfile.mkdtemp()) / "target.csv"
+        >>> path = folder / "target.csv"
         >>> e = np.linspace(0.5, 3.5, 200)
         >>> np.savetxt(path, np.c_[e, np.exp(-((e - 2.0) / 0.2) ** 2)], delimiter=",")
         >>> target = load_target_file(path, np.linspace(1.0, 3.0, 50), fit_scale=True)

@@ -4,8 +4,22 @@ The methods (band maps, PCA, NMF, spectral-VAE labels, a labelling classifier, s
 beside the dual VAE), their figures, and the session that runs them and saves results.zarr and an
 HTML page. Everything outside this package imports from here.
 
-Each public class and function has an Example, run by the tests in this namespace; an Example
-that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
+Each public class and function has an Example, run by the tests in this namespace after the
+setup below (an Example that reads a run uses ``run_path``, a closed run such as
+:class:`engine.campaign.Campaign`'s Example writes).
+
+Examples:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> axis = np.linspace(0.0, 3.0, 32)  # a spectral axis, eV
+    >>> peaks = np.exp(-((axis - 1.0) / 0.2) ** 2), np.exp(-((axis - 2.0) / 0.2) ** 2)
+    >>> mix = rng.random((40, 1))
+    >>> spectra = mix * peaks[0] + (1 - mix) * peaks[1] + 0.01 * rng.random((40, 32))  # 40 mixtures of two peaks
+    >>> from engine.io import import_file
+    >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> folder = Path(tempfile.mkdtemp())  # somewhere to write files
 """
 
 from typing import TYPE_CHECKING

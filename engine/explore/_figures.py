@@ -46,8 +46,6 @@ def band_figure(si: SpectrumImage, values: NDArray, label: str) -> bytes:
     """The structural image beside the band map.
 
     Examples:
-        >>> from engine.io import import_file
-        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> band_figure(si, si.spectra.sum(axis=1), "total counts")[1:4]
         b'PNG'
     """
@@ -62,8 +60,6 @@ def decomposition_figure(si: SpectrumImage, d: Decomposition, shown: int = 4) ->
     """Scree plot (PCA), component spectra and weight maps.
 
     Examples:
-        >>> from engine.io import import_file
-        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> decomposition_figure(si, pca(si.spectra, n_components=2))[1:4]
         b'PNG'
     """
@@ -91,8 +87,6 @@ def vae_figure(si: SpectrumImage, result: LatentLabels) -> bytes:
     """Latent plane coloured by cluster, the label map, and the first two latent coordinates as maps.
 
     Examples:
-        >>> from engine.io import import_file
-        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> vae_figure(si, spectral_vae_labels(si.spectra, n_clusters=2, steps=10))[1:4]
         b'PNG'
     """
@@ -110,9 +104,6 @@ def labelling_figure(si: SpectrumImage, result: Labelling) -> bytes:
     """Predicted label map with the training (o) and held-out (x) labelled positions.
 
     Examples:
-        >>> from engine.io import import_file
-        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
-        >>> import numpy as np
         >>> labelled = np.arange(0, 20, 2)
         >>> result = label_map(patches_of(si), labelled, (labelled % 4 == 0).astype(np.int64))
         >>> labelling_figure(si, result)[1:4]
@@ -138,7 +129,6 @@ def comparison_figure(result: DualVsSeparated) -> bytes:
     """Held-out im2spec R² of the dual VAE and of the separated VAEs, on the same split.
 
     Examples:
-        >>> import numpy as np
         >>> comparison_figure(DualVsSeparated(np.arange(24), np.arange(24, 30), 0.8, 0.6))[1:4]
         b'PNG'
     """

@@ -36,12 +36,6 @@ def band_map(
     the band.
 
     Examples:
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(0)
-        >>> axis = np.linspace(0.0, 3.0, 32)
-        >>> peaks = np.exp(-((axis - 1.0) / 0.2) ** 2), np.exp(-((axis - 2.0) / 0.2) ** 2)
-        >>> mix = rng.random((40, 1))
-        >>> spectra = mix * peaks[0] + (1 - mix) * peaks[1] + 0.01 * rng.random((40, 32))
         >>> values = band_map(spectra, axis, (0.8, 1.2))
         >>> values.shape, bool(np.corrcoef(values, mix[:, 0])[0, 1] > 0.9)
         ((40,), True)
@@ -68,12 +62,6 @@ class Decomposition:
     """Components ``(k, c)``, per-position weights ``(m, k)``, and how well they reconstruct the data.
 
     Examples:
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(0)
-        >>> axis = np.linspace(0.0, 3.0, 32)
-        >>> peaks = np.exp(-((axis - 1.0) / 0.2) ** 2), np.exp(-((axis - 2.0) / 0.2) ** 2)
-        >>> mix = rng.random((40, 1))
-        >>> spectra = mix * peaks[0] + (1 - mix) * peaks[1] + 0.01 * rng.random((40, 32))
         >>> d = pca(spectra, n_components=2)
         >>> d.components.shape, d.weights.shape, bool(d.explained_variance_ratio[:2].sum() > 0.9)
         ((2, 32), (40, 2), True)
@@ -92,12 +80,6 @@ def pca(spectra: NDArray, n_components: int | None = None, variance: float = 0.9
     """PCA of ``spectra (m, c)``: ``n_components`` or as many as explain ``variance`` of it.
 
     Examples:
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(0)
-        >>> axis = np.linspace(0.0, 3.0, 32)
-        >>> peaks = np.exp(-((axis - 1.0) / 0.2) ** 2), np.exp(-((axis - 2.0) / 0.2) ** 2)
-        >>> mix = rng.random((40, 1))
-        >>> spectra = mix * peaks[0] + (1 - mix) * peaks[1] + 0.01 * rng.random((40, 32))
         >>> d = pca(spectra)  # as many components as explain 95 % of the variance
         >>> d.method, d.components.shape[1], d.weights.shape[0]
         ('pca', 32, 40)
@@ -117,12 +99,6 @@ def nmf(spectra: NDArray, n_components: int, seed: int = 0) -> Decomposition:
     """NMF of ``spectra (m, c)`` into non-negative components and abundances (negative data are shifted).
 
     Examples:
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(0)
-        >>> axis = np.linspace(0.0, 3.0, 32)
-        >>> peaks = np.exp(-((axis - 1.0) / 0.2) ** 2), np.exp(-((axis - 2.0) / 0.2) ** 2)
-        >>> mix = rng.random((40, 1))
-        >>> spectra = mix * peaks[0] + (1 - mix) * peaks[1] + 0.01 * rng.random((40, 32))
         >>> d = nmf(spectra, 2)
         >>> d.components.shape, bool((d.weights >= 0).all())
         ((2, 32), True)
@@ -145,12 +121,6 @@ class LatentLabels:
     """A spectral VAE's latent ``(m, d)`` and the cluster label of each position ``(m,)``.
 
     Examples:
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(0)
-        >>> axis = np.linspace(0.0, 3.0, 32)
-        >>> peaks = np.exp(-((axis - 1.0) / 0.2) ** 2), np.exp(-((axis - 2.0) / 0.2) ** 2)
-        >>> mix = rng.random((40, 1))
-        >>> spectra = mix * peaks[0] + (1 - mix) * peaks[1] + 0.01 * rng.random((40, 32))
         >>> result = spectral_vae_labels(spectra, n_clusters=3, steps=20)
         >>> result.labels.shape
         (40,)
@@ -166,12 +136,6 @@ def spectral_vae_labels(
     """Train a VAE on the spectra alone; cluster its latent means with k-means (the "AE labels").
 
     Examples:
-        >>> import numpy as np
-        >>> rng = np.random.default_rng(0)
-        >>> axis = np.linspace(0.0, 3.0, 32)
-        >>> peaks = np.exp(-((axis - 1.0) / 0.2) ** 2), np.exp(-((axis - 2.0) / 0.2) ** 2)
-        >>> mix = rng.random((40, 1))
-        >>> spectra = mix * peaks[0] + (1 - mix) * peaks[1] + 0.01 * rng.random((40, 32))
         >>> result = spectral_vae_labels(spectra, n_clusters=2, steps=20)
         >>> result.latent.shape, sorted(set(result.labels.tolist()))
         ((40, 2), [0, 1])
@@ -202,7 +166,6 @@ class Labelling:
         ambiguous: pairs of labelled positions with near-identical patches but different labels.
 
     Examples:
-        >>> import numpy as np
         >>> patches = np.concatenate([np.zeros((20, 8, 8)), np.ones((20, 8, 8))])
         >>> labelled = np.arange(0, 40, 2)
         >>> result = label_map(patches, labelled, (labelled >= 20).astype(np.int64))
@@ -223,7 +186,6 @@ def label_map(
     """Fit a classifier on ``labelled`` positions' patches, score it on held-out labelled ones, predict all.
 
     Examples:
-        >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> patches = np.concatenate([np.zeros((20, 8, 8)), np.ones((20, 8, 8))]) + 0.1 * rng.random((40, 8, 8))
         >>> labelled = np.arange(0, 40, 2)  # every other patch is labelled: 0 dark, 1 bright
@@ -257,7 +219,6 @@ class SeparatedVAEs:
     """Two VAEs trained apart and a least-squares map from the image latent to the spectrum latent.
 
     Examples:
-        >>> import numpy as np
         >>> from engine.surrogate import PairedData
         >>> rng = np.random.default_rng(0)
         >>> data = PairedData.paired(rng.random((24, 8, 8)), rng.random((24, 6)))
@@ -285,7 +246,6 @@ def separated_vaes(
     """Train an image VAE and a spectrum VAE independently on ``train``, then fit the linear map between latents.
 
     Examples:
-        >>> import numpy as np
         >>> from engine.surrogate import PairedData
         >>> rng = np.random.default_rng(0)
         >>> data = PairedData.paired(rng.random((24, 8, 8)), rng.random((24, 6)))
@@ -315,7 +275,6 @@ class DualVsSeparated:
     """im2spec on one held-out split for the dual VAE and the separated VAEs (same rows for both).
 
     Examples:
-        >>> import numpy as np
         >>> result = DualVsSeparated(np.arange(24), np.arange(24, 30), dual_r2=0.8, separated_r2=0.6)
         >>> result.dual_r2 > result.separated_r2  # the tie between the latents helped on held-out pairs
         True
@@ -331,7 +290,6 @@ def r2_score(y: NDArray, pred: NDArray) -> float:
     """Spectral R² over all values (per-channel means as the baseline).
 
     Examples:
-        >>> import numpy as np
         >>> y = np.array([[1.0, 2.0], [3.0, 4.0]])
         >>> r2_score(y, y), r2_score(y, np.array([[2.0, 3.0], [2.0, 3.0]]))  # the per-channel means score 0
         (1.0, 0.0)
@@ -346,7 +304,6 @@ def dual_vs_separated(
     """Train the dual VAE and the separated VAEs on the same split of ``data``; compare held-out im2spec R².
 
     Examples:
-        >>> import numpy as np
         >>> from engine.surrogate import PairedData
         >>> rng = np.random.default_rng(0)
         >>> data = PairedData.paired(rng.random((30, 8, 8)), rng.random((30, 6)))

@@ -27,8 +27,6 @@ class Exploration:
     """What the methods produced: page sections, arrays for the Zarr group, and metrics.
 
     Examples:
-        >>> from engine.io import import_file
-        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> result = explore_spectrum_image(si, ["pca"], components=2)
         >>> "pca_components" in result.arrays, [heading for heading, _, _ in result.sections]
         (True, ['PCA'])
@@ -43,11 +41,7 @@ def read_labels(path: Path, si: SpectrumImage) -> tuple[NDArray[np.int64], NDArr
     r"""Labelled positions from a CSV with columns ``index,label`` or ``x,y,label`` (axes' units).
 
     Examples:
-        >>> from engine.io import import_file
-        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> csv = Path(tempfile.mkdtemp()) / "labels.csv"
+        >>> csv = folder / "labels.csv"
         >>> _ = csv.write_text("index,label\n0,0\n1,1\n2,0\n3,1\n")
         >>> index, labels = read_labels(csv, si)
         >>> index.tolist(), labels.tolist()
@@ -75,8 +69,6 @@ def patches_of(si: SpectrumImage) -> NDArray[np.float32]:
     """Patches of the structural image under every recorded position (8 px, or 16 px for large images).
 
     Examples:
-        >>> from engine.io import import_file
-        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> patches_of(si).shape
         (20, 8, 8)
     """
@@ -101,8 +93,6 @@ def explore_spectrum_image(
     """Run ``methods`` (see :data:`METHODS`) and collect their sections, arrays and metrics.
 
     Examples:
-        >>> from engine.io import import_file
-        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
         >>> result = explore_spectrum_image(si, ["band", "pca"], band=(0.0, 1.0))
         >>> [heading for heading, _, _ in result.sections]
         ['Band map', 'PCA']
@@ -207,12 +197,8 @@ def save_exploration(directory: Path, si: SpectrumImage, result: Exploration, ti
     """Write ``results.zarr`` (arrays + metrics), one PNG per section and ``explore.html`` into ``directory``.
 
     Examples:
-        >>> from engine.io import import_file
-        >>> si = import_file(run_path)  # a run's measured positions, spectra and structural image
-        >>> import tempfile
-        >>> from pathlib import Path
         >>> result = explore_spectrum_image(si, ["band"], band=(0.0, 1.0))
-        >>> save_exploration(Path(tempfile.mkdtemp()), si, result, "example").name
+        >>> save_exploration(folder, si, result, "example").name
         'explore.html'
     """
     directory.mkdir(parents=True, exist_ok=True)

@@ -20,14 +20,7 @@ def save_surrogate(surrogate: Surrogate, directory: Path) -> Path:
     """Write the checkpoint of ``surrogate`` into ``directory`` (created if needed).
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> import torch
-        >>> from engine.surrogate import Surrogate, SurrogateConfig
-        >>> data, _, _ = load_paired(run_path, patch=8)
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
-        >>> _ = model.fit(data, 3)
-        >>> directory = save_surrogate(model, Path(tempfile.mkdtemp()) / "checkpoint")
+        >>> directory = save_surrogate(model, folder / "checkpoint")
         >>> sorted(p.name for p in directory.iterdir())
         ['surrogate.json', 'weights.pt']
     """
@@ -42,14 +35,7 @@ def load_surrogate(directory: Path, device: torch.device) -> Surrogate:
     """Load a checkpoint written by :func:`save_surrogate` onto ``device``.
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> import torch
-        >>> from engine.surrogate import Surrogate, SurrogateConfig
-        >>> data, _, _ = load_paired(run_path, patch=8)
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
-        >>> _ = model.fit(data, 3)
-        >>> back = load_surrogate(save_surrogate(model, Path(tempfile.mkdtemp())), torch.device("cpu"))
+        >>> back = load_surrogate(save_surrogate(model, folder / "checkpoint"), torch.device("cpu"))
         >>> back.patch, back.channels
         (8, 64)
     """
@@ -80,13 +66,7 @@ def save_feature_checkpoint(
     checkpoint or none (a ``.partial`` leftover is ignored and removed by recovery).
 
     Examples:
-        >>> import shutil, tempfile
-        >>> from pathlib import Path
-        >>> import torch
-        >>> run_copy = Path(tempfile.mkdtemp()) / "run.zarr"
-        >>> _ = shutil.copytree(run_path, run_copy)
-        >>> path = save_feature_checkpoint(run_copy, 4, {"note": "example"}, {"w": torch.zeros(2)})
-        >>> path.name
+        >>> save_feature_checkpoint(run_copy, 4, {"note": "example"}, {"w": torch.zeros(2)}).name
         'features-v000004'
     """
     root = run_dir / FEATURES_DIR
@@ -116,11 +96,6 @@ def load_feature_checkpoint(run_dir: Path, version: int) -> tuple[int, dict[str,
     """The newest complete feature checkpoint of a snapshot no later than ``version``: ``(version, meta, weights)``.
 
     Examples:
-        >>> import shutil, tempfile
-        >>> from pathlib import Path
-        >>> import torch
-        >>> run_copy = Path(tempfile.mkdtemp()) / "run.zarr"
-        >>> _ = shutil.copytree(run_path, run_copy)
         >>> _ = save_feature_checkpoint(run_copy, 4, {"note": "example"}, {"w": torch.zeros(2)})
         >>> version, meta, weights = load_feature_checkpoint(run_copy, 10)  # the newest up to snapshot 10
         >>> version, meta["note"], weights["w"].shape

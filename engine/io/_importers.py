@@ -38,9 +38,8 @@ class ImportFailed(DualscopeError):
     """A file could not be imported; the message names the file and the problem.
 
     Examples:
-        >>> from pathlib import Path
         >>> try:
-        ...     import_file(Path("no-such-file.h5"))
+        ...     import_file(folder / "no-such-file.h5")
         ... except ImportFailed as exc:
         ...     print("refused:", type(exc).__name__)
         refused: ImportFailed
@@ -87,8 +86,6 @@ def from_grid(
     ``image`` defaults to the mean absolute signal on the same grid; its coordinates default to the grid's.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.io import from_grid
         >>> from engine.types import SpectralAxis
         >>> si = from_grid(np.ones((4, 5, 16)), np.arange(5.0), np.arange(4.0), "nm",
         ...                SpectralAxis("energy_loss", "eV", 0.0, 0.1, 16), "example")
@@ -336,12 +333,7 @@ def import_file(path: Path) -> SpectrumImage:
     """Read ``path`` (see the module docstring for the formats); :class:`ImportFailed` names the problem.
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> import numpy as np
-        >>> path = Path(tempfile.mkdtemp()) / "grid.npz"
-        >>> np.savez(path, spectra=np.ones((4, 5, 16)))  # (ny, nx, c); axes in pixels and channels
-        >>> si = import_file(path)
+        >>> si = import_file(grid)
         >>> si.positions.shape, si.spectra.shape
         ((20, 2), (20, 16))
     """

@@ -24,13 +24,7 @@ class ReplaySetup:
         candidates: the recorded positions ``(m, d)`` the policy chooses among.
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> import numpy as np
-        >>> path = Path(tempfile.mkdtemp()) / "grid.npz"
-        >>> np.savez(path, spectra=np.ones((4, 5, 16)))
-        >>> setup = replay_setup(path)
-        >>> setup.text.splitlines()[0].startswith("# dualscope replay")
+        >>> replay_setup(grid).text.splitlines()[0].startswith("# dualscope replay")
         True
     """
 
@@ -67,12 +61,7 @@ def replay_setup(
         ConfigError: an unknown policy or noise, or a budget below 1. ImportFailed: an unreadable source.
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> import numpy as np
-        >>> path = Path(tempfile.mkdtemp()) / "grid.npz"
-        >>> np.savez(path, spectra=np.ones((4, 5, 16)))
-        >>> setup = replay_setup(path, policy="raster", budget=10)
+        >>> setup = replay_setup(grid, policy="raster", budget=10)
         >>> setup.config.policy.name, setup.config.instrument.driver, setup.candidates.grid_shape
         ('raster', 'replay', (4, 5))
     """

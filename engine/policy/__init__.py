@@ -6,8 +6,22 @@ trainers that refit in the background, and the learned features (deep kernel, du
 :func:`build_policy` builds the policy a ``[policy]`` table names. Everything outside this package
 imports from here.
 
-Each public class and function has an Example, run by the tests in this namespace; an Example
-that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
+Each public class and function has an Example, run by the tests in this namespace after the
+setup below (an Example that reads a run uses ``run_path``, a closed run such as
+:class:`engine.campaign.Campaign`'s Example writes).
+
+Examples:
+    >>> import numpy as np, torch
+    >>> from engine.candidates import CandidateSet
+    >>> positions = np.random.default_rng(0).random((50, 2))  # 50 candidate probe positions
+    >>> candidates = CandidateSet(positions, np.zeros((50, 2), np.int64), (1, 50))
+    >>> energy = np.linspace(0.0, 2.0, 21)  # a spectral axis, eV
+    >>> spectra = np.stack([np.exp(-((energy - c) / 0.2) ** 2) for c in (0.5, 1.0, 1.5)])  # peaks at 0.5, 1, 1.5 eV
+    >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.sin(6 * x_all[:10, 0])
+    >>> y = (y - y.mean()) / y.std()
+    >>> model, n_warnings = fit_gp(x_all[:10], y)  # a GP on 10 of 30 candidates
+    >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
 """
 
 from typing import TYPE_CHECKING

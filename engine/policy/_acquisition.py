@@ -50,12 +50,6 @@ class Choice:
     """Chosen candidate indices ``(q,)``, their acquisition values, and the next best values ``(≤ 5,)``.
 
     Examples:
-        >>> import numpy as np, torch
-        >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        >>> y = torch.sin(6 * x_all[:10, 0])
-        >>> y = (y - y.mean()) / y.std()
-        >>> model, n_warnings = fit_gp(x_all[:10], y)
-        >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
         >>> choice = select(posterior, np.arange(10, 30), np.empty(0, np.int64), 2, "ucb", seed=0, step=10)
         >>> choice.indices.shape, choice.values.shape, choice.runner_up_values.shape
         ((2,), (2,), (5,))
@@ -76,7 +70,6 @@ class TravelCost:
         weight: acquisition units subtracted per diagonal of the candidates' bounding box.
 
     Examples:
-        >>> import numpy as np
         >>> positions = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
         >>> TravelCost(positions, start=0, weight=1.0).penalty(0, np.array([1, 3])).round(3).tolist()
         [0.707, 1.0]
@@ -106,12 +99,6 @@ class CandidateTable(Model):
         variance: marginal variance ``(m,)`` to use instead of the posterior's (kriging believers).
 
     Examples:
-        >>> import numpy as np, torch
-        >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        >>> y = torch.sin(6 * x_all[:10, 0])
-        >>> y = (y - y.mean()) / y.std()
-        >>> model, n_warnings = fit_gp(x_all[:10], y)
-        >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
         >>> from botorch.acquisition import UpperConfidenceBound
         >>> table = CandidateTable(posterior)
         >>> ucb = UpperConfidenceBound(table, beta=0.2)
@@ -180,12 +167,6 @@ def select(
         beta: UCB's fixed ``β`` (the score is ``μ + √β σ``); default: :func:`ucb_beta`'s schedule.
 
     Examples:
-        >>> import numpy as np, torch
-        >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        >>> y = torch.sin(6 * x_all[:10, 0])
-        >>> y = (y - y.mean()) / y.std()
-        >>> model, n_warnings = fit_gp(x_all[:10], y)
-        >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
         >>> choice = select(posterior, np.arange(10, 30), np.empty(0, np.int64), 1, "log-ei", seed=0, step=10)
         >>> 10 <= int(choice.indices[0]) < 30
         True

@@ -22,10 +22,6 @@ class RandomPolicy:
     """Uniformly random choice among available candidates, from an injected RNG.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.candidates import CandidateSet
-        >>> positions = np.random.default_rng(0).random((50, 2))
-        >>> candidates = CandidateSet(positions, np.zeros((50, 2), np.int64), (1, 50))
         >>> policy = RandomPolicy(np.random.default_rng(0))
         >>> proposal = policy.propose(candidates, 3)
         >>> proposal.indices.shape, bool(np.isnan(proposal.acquisition_values).all())
@@ -63,7 +59,6 @@ class RasterPolicy:
     every probe move short, as an operator would scan by hand.
 
     Examples:
-        >>> import numpy as np
         >>> from engine.candidates import CandidateSet
         >>> grid = CandidateSet(np.zeros((6, 2)), np.zeros((6, 2), np.int64), (2, 3))
         >>> policy = RasterPolicy()
@@ -114,7 +109,6 @@ def make_policy(name: str, rng: np.random.Generator) -> RandomPolicy | RasterPol
     """Build a model-free policy by name (one of :data:`POLICY_NAMES`).
 
     Examples:
-        >>> import numpy as np
         >>> make_policy("raster", np.random.default_rng(0)).name
         'raster'
     """

@@ -51,7 +51,6 @@ class DKLFeatures:
         steps: Adam steps per refit; lr: its learning rate.
 
     Examples:
-        >>> import numpy as np
         >>> base = np.random.default_rng(0).random((8, 8))
         >>> patches = np.stack([base * (0.2 + i / 30) for i in range(30)]).astype(np.float32)  # brighter and brighter
         >>> observed = np.arange(0, 30, 3)

@@ -37,7 +37,6 @@ class DualVAEFeatures:
             trends across the field of view that no single patch shows (a doping gradient).
 
     Examples:
-        >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> patches = rng.random((30, 8, 8)).astype(np.float32)
         >>> observed = np.arange(8)

@@ -121,7 +121,6 @@ def build_policy(
         ConfigError: a model-based policy without candidates, or a structure-aware one without an image.
 
     Examples:
-        >>> import numpy as np
         >>> from engine.config import PolicySection
         >>> from engine.types import SpectralAxis
         >>> axis = SpectralAxis("energy loss", "eV", 0.0, 0.1, 20)

@@ -44,12 +44,6 @@ def fit_gp(x: torch.Tensor, y: torch.Tensor) -> tuple[SingleTaskGP, int]:
         The fitted model and the number of botorch warnings (e.g. all values equal) counted, not raised.
 
     Examples:
-        >>> import numpy as np, torch
-        >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        >>> y = torch.sin(6 * x_all[:10, 0])
-        >>> y = (y - y.mean()) / y.std()
-        >>> model, n_warnings = fit_gp(x_all[:10], y)
-        >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
         >>> model.train_inputs[0].shape, n_warnings
         (torch.Size([10, 2]), 0)
     """
@@ -67,7 +61,6 @@ def unit_cube(features: NDArray[np.floating]) -> NDArray[np.float64]:
     """Scale each column of ``features (m, d)`` to [0, 1] (constant columns become 0).
 
     Examples:
-        >>> import numpy as np
         >>> unit_cube(np.array([[0.0, 5.0], [2.0, 5.0], [4.0, 5.0]])).tolist()  # a constant column becomes 0
         [[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]]
     """
@@ -86,12 +79,6 @@ class CandidatePosterior:
         y: their outcomes ``(n,)`` on the model's (standardised) scale.
 
     Examples:
-        >>> import numpy as np, torch
-        >>> x_all = torch.rand(30, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        >>> y = torch.sin(6 * x_all[:10, 0])
-        >>> y = (y - y.mean()) / y.std()
-        >>> model, n_warnings = fit_gp(x_all[:10], y)
-        >>> posterior = CandidatePosterior(model, x_all, np.arange(10), y.numpy())
         >>> posterior.n, posterior.mean.shape, bool((posterior.variance >= 0).all())
         (10, (30,), True)
     """

@@ -2,8 +2,22 @@
 
 Everything outside this package imports from here.
 
-Each public class and function has an Example, run by the tests in this namespace; an Example
-that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
+Each public class and function has an Example, run by the tests in this namespace after the
+setup below (an Example that reads a run uses ``run_path``, a closed run such as
+:class:`engine.campaign.Campaign`'s Example writes).
+
+Examples:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np, torch
+    >>> from engine.io import load_paired
+    >>> from engine.storage import check_run, read_run
+    >>> from engine.surrogate import Surrogate, SurrogateConfig
+    >>> folder = Path(tempfile.mkdtemp())  # somewhere to write files
+    >>> data, energy, units = load_paired(run_path, patch=8)  # the run's patches and spectra
+    >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
+    >>> _ = model.fit(data, 3)  # a (barely) trained dual VAE
+    >>> held_out = data.subset(np.flatnonzero(data.has_spectrum))
 """
 
 from typing import TYPE_CHECKING

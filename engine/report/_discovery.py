@@ -17,7 +17,6 @@ def top_set(values: NDArray[np.float64], fraction: float = 0.01) -> NDArray[np.i
     """Indices of the top ``fraction`` of ``values (m,)``: at least one, ties at the threshold included.
 
     Examples:
-        >>> import numpy as np
         >>> top_set(np.array([0.1, 0.9, 0.5, 0.95]), fraction=0.5).tolist()
         [1, 3]
     """
@@ -32,7 +31,6 @@ def recall_curve(order: NDArray[np.int64] | list[int], top: NDArray[np.int64]) -
     """Fraction ``(k,)`` of ``top`` found after 1..k measurements, ``order`` being the candidates measured.
 
     Examples:
-        >>> import numpy as np
         >>> recall_curve([0, 3, 1], np.array([1, 3])).tolist()  # measured 0, then 3, then 1
         [0.0, 0.5, 1.0]
     """
@@ -44,7 +42,6 @@ def measurements_to(curve: NDArray[np.float64], level: float = 0.5) -> float:
     """The first number of measurements whose recall reaches ``level`` (``inf`` if it never does).
 
     Examples:
-        >>> import numpy as np
         >>> measurements_to(np.array([0.0, 0.5, 1.0]))
         2.0
         >>> measurements_to(np.array([0.0, 0.25]))
@@ -62,7 +59,6 @@ def discovery_curves(order: NDArray[np.int64], truth: NDArray, seed: int = 0) ->
         truth: scalar value at every recorded position ``(m,)`` (positions in row-major grid order).
 
     Examples:
-        >>> import numpy as np
         >>> truth = np.array([0.1, 0.9, 0.5, 0.2])
         >>> curves = discovery_curves(np.array([1, 0]), truth)
         >>> curves["this run"].tolist(), sorted(curves)

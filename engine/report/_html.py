@@ -35,7 +35,6 @@ class Band:
     """Integrate spectra over ``[low, high]`` in the spectral axis' units (the report's scalar).
 
     Examples:
-        >>> import numpy as np
         >>> Band(1.0, 2.0)(np.ones((2, 4)), np.array([0.5, 1.0, 1.5, 2.5])).tolist()  # sum over the band's channels
         [2.0, 2.0]
     """
@@ -67,7 +66,6 @@ def timing_figure(run: RunData) -> bytes:
     """Seconds in decide / measure / record per step (log scale).
 
     Examples:
-        >>> from engine.storage import read_run
         >>> timing_figure(read_run(run_path))[1:4]  # PNG bytes
         b'PNG'
     """
@@ -94,7 +92,6 @@ def property_figure(
     """Measured scalar at the measured positions, next to the surrogate's map over all candidates.
 
     Examples:
-        >>> from engine.storage import read_run
         >>> run = read_run(run_path)
         >>> measured = run.spectra.sum(axis=1)
         >>> property_figure(run, measured, run.candidate_positions, None, "total counts")[1:4]
@@ -123,7 +120,6 @@ def discovery_figure(curves: dict[str, NDArray], best: float, what: str) -> byte
     """Discovery curves against the best value in the data.
 
     Examples:
-        >>> import numpy as np
         >>> curves = discovery_curves(np.array([1, 0]), np.array([0.1, 0.9, 0.5]))
         >>> discovery_figure(curves, 0.9, "band intensity")[1:4]
         b'PNG'
@@ -146,17 +142,7 @@ def latent_figure(model: Surrogate, data: PairedData, energy: NDArray, work_dir:
     """The dual latent space figure of :mod:`engine.surrogate_figures`, as PNG bytes.
 
     Examples:
-        >>> import tempfile
-        >>> import numpy as np
-        >>> from pathlib import Path
-        >>> import torch
-        >>> from engine.io import load_paired
-        >>> from engine.surrogate import Surrogate, SurrogateConfig
-        >>> data, energy, units = load_paired(run_path, patch=8)
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
-        >>> _ = model.fit(data, 3)
-        >>> held_out = data.subset(np.flatnonzero(data.has_spectrum))
-        >>> latent_figure(model, held_out, energy, Path(tempfile.mkdtemp()))[1:4]
+        >>> latent_figure(model, held_out, energy, folder)[1:4]
         b'PNG'
     """
     from engine.report._surrogate_figures import dual_latent_figure
@@ -213,11 +199,8 @@ def run_sections(
     """Build every section's text and figure for :func:`render_html`.
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> from engine.storage import check_run
         >>> run, integrity = check_run(run_path)
-        >>> sections = run_sections(run, integrity, Band(0.0, 1.0), None, None, None, Path(tempfile.mkdtemp()))
+        >>> sections = run_sections(run, integrity, Band(0.0, 1.0), None, None, None, folder)
         >>> all(len(s) == 3 for s in sections)  # (heading, text, PNG or None)
         True
     """
@@ -273,9 +256,7 @@ def save_sections(directory: Path, sections: Sequence[Section]) -> None:
     """Write ``sections`` into ``directory``: one PNG per figure and ``sections.json`` (headings, texts).
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> directory = Path(tempfile.mkdtemp())
+        >>> directory = folder
         >>> save_sections(directory, [("Notes", "text", None)])
         >>> load_sections(directory)
         [('Notes', 'text', None)]
@@ -290,9 +271,7 @@ def load_sections(directory: Path) -> list[Section]:
     """Sections written by :func:`save_sections` (an exploration's, for the run report).
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> directory = Path(tempfile.mkdtemp())
+        >>> directory = folder
         >>> save_sections(directory, [("A figure", "caption", b"not really a PNG")])
         >>> load_sections(directory)[0][2]
         b'not really a PNG'

@@ -45,9 +45,7 @@ def write_report(
         ConfigError: a malformed band. RunStorageError: not a run, or one that cannot be read.
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> page = Path(tempfile.mkdtemp()) / "run.html"
+        >>> page = folder / "run.html"
         >>> write_report(run_path, page, band_text="0:1", steps=0)  # steps=0: no surrogate of its own
         'closed'
         >>> page.read_text().startswith("<!DOCTYPE html>")

@@ -25,7 +25,6 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
         rows pending, missing positions, software versions, and the integrity ``problems`` and ``notes``.
 
     Examples:
-        >>> from engine.storage import check_run
         >>> summary = run_summary(*check_run(run_path))
         >>> summary["spectra"], summary["policy"], summary["status"]
         (20, 'random', 'closed')

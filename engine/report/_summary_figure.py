@@ -38,10 +38,7 @@ def summary_figure(
         ``out``.
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> from engine.storage import read_run
-        >>> summary_figure(read_run(run_path), Path(tempfile.mkdtemp()) / "run.png").suffix
+        >>> summary_figure(read_run(run_path), folder / "run.png").suffix
         '.png'
     """
     fig = Figure(figsize=(17 if discovery else 12, 5), layout="constrained")

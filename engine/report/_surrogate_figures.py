@@ -31,17 +31,7 @@ def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
     """The two latent spaces side by side, coloured by a property (label, or peak position).
 
     Examples:
-        >>> import tempfile
-        >>> import numpy as np
-        >>> from pathlib import Path
-        >>> import torch
-        >>> from engine.io import load_paired
-        >>> from engine.surrogate import Surrogate, SurrogateConfig
-        >>> data, energy, units = load_paired(run_path, patch=8)
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
-        >>> _ = model.fit(data, 3)
-        >>> held_out = data.subset(np.flatnonzero(data.has_spectrum))
-        >>> dual_latent_figure(model, held_out, energy, Path(tempfile.mkdtemp()) / "latent.png").name
+        >>> dual_latent_figure(model, held_out, energy, folder / "latent.png").name
         'latent.png'
     """
     rows = data.subset(np.flatnonzero(data.has_spectrum))
@@ -69,17 +59,7 @@ def latent_grid_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
     """Patches and spectra decoded on an ``n × n`` grid over the latent's principal plane.
 
     Examples:
-        >>> import tempfile
-        >>> import numpy as np
-        >>> from pathlib import Path
-        >>> import torch
-        >>> from engine.io import load_paired
-        >>> from engine.surrogate import Surrogate, SurrogateConfig
-        >>> data, energy, units = load_paired(run_path, patch=8)
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
-        >>> _ = model.fit(data, 3)
-        >>> held_out = data.subset(np.flatnonzero(data.has_spectrum))
-        >>> latent_grid_figure(model, held_out, energy, Path(tempfile.mkdtemp()) / "grid.png", n=3).name
+        >>> latent_grid_figure(model, held_out, energy, folder / "grid.png", n=3).name
         'grid.png'
     """
     z = model.image_latent(data.patches) if model.config.kind != "spec2im" else model.spectrum_latent(data.spectra)
@@ -113,17 +93,7 @@ def prediction_figure(
     """im2spec on held-out patches: true spectrum, predicted mean and the 90 % band.
 
     Examples:
-        >>> import tempfile
-        >>> import numpy as np
-        >>> from pathlib import Path
-        >>> import torch
-        >>> from engine.io import load_paired
-        >>> from engine.surrogate import Surrogate, SurrogateConfig
-        >>> data, energy, units = load_paired(run_path, patch=8)
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
-        >>> _ = model.fit(data, 3)
-        >>> held_out = data.subset(np.flatnonzero(data.has_spectrum))
-        >>> prediction_figure(model, held_out, energy, units, Path(tempfile.mkdtemp()) / "pred.png", k=2).name
+        >>> prediction_figure(model, held_out, energy, units, folder / "pred.png", k=2).name
         'pred.png'
     """
     rows = np.flatnonzero(held_out.has_spectrum)[:k]

@@ -71,10 +71,7 @@ def train_surrogate(
         ConfigError: an unusable dataset or option (patch size, holdout fraction).
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> from engine.surrogate import SurrogateConfig
-        >>> out = train_surrogate(run_path, Path(tempfile.mkdtemp()) / "model", SurrogateConfig(batch_size=8),
+        >>> out = train_surrogate(run_path, folder / "model", SurrogateConfig(batch_size=8),
         ...                       patch=8, steps=5, holdout=0.25)
         >>> out.report.rolled_back, sorted(out.metrics)[:3], len(out.figures)
         (False, ['coverage90_after', 'coverage90_before', 'im2spec_r2'], 3)

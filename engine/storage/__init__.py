@@ -3,8 +3,20 @@
 The run layout (what a run holds) is in ``_layout``, the commit protocol in ``_writer``; see
 ``docs/run-layout.md``. Everything outside this package imports from here.
 
-Each public class and function has an Example, run by the tests in this namespace; an Example
-that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
+Each public class and function has an Example, run by the tests in this namespace after the
+setup below (an Example that reads a run uses ``run_path``, a closed run such as
+:class:`engine.campaign.Campaign`'s Example writes).
+
+Examples:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from engine.clock import SystemClock
+    >>> from engine.io import from_grid
+    >>> from engine.types import SpectralAxis
+    >>> folder = Path(tempfile.mkdtemp())  # somewhere to write files
+    >>> si = from_grid(np.ones((4, 5, 16)), np.arange(5.0), np.arange(4.0), "nm",
+    ...                SpectralAxis("energy_loss", "eV", 0.0, 0.1, 16), "example")  # a small spectrum image
 """
 
 from engine.storage._integrity import IntegrityReport, check_run

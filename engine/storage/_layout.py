@@ -90,8 +90,6 @@ def new_run_path(output_dir: Path, name: str, clock: Clock) -> Path:
     """``output_dir/<name>-<YYYYmmdd-HHMMSS>.zarr``, with a suffix if that exists already.
 
     Examples:
-        >>> from pathlib import Path
-        >>> from engine.clock import SystemClock
         >>> new_run_path(Path("runs"), "demo", SystemClock()).suffix
         '.zarr'
     """

@@ -30,7 +30,6 @@ class RecoveryReport:
         removed_partials: leftover temporary files of interrupted atomic writes removed.
 
     Examples:
-        >>> from engine.clock import SystemClock
         >>> report, _ = recover_run(run_path, SystemClock())  # a closed run: nothing to replay
         >>> report.replayed_rows, report.torn_bytes, report.in_flight
         (0, 0, [])
@@ -59,7 +58,6 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         (or ``closed`` if it was).
 
     Examples:
-        >>> from engine.clock import SystemClock
         >>> report, writer = recover_run(run_path, SystemClock())
         >>> report.committed_after, writer is None
         (20, True)

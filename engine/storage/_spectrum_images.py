@@ -25,14 +25,7 @@ def write_spectrum_image(si: SpectrumImage, out: Path) -> Path:
     """Write ``si`` to a new Zarr group at ``out``.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.io import from_grid
-        >>> from engine.types import SpectralAxis
-        >>> si = from_grid(np.ones((4, 5, 16)), np.arange(5.0), np.arange(4.0), "nm",
-        ...                SpectralAxis("energy_loss", "eV", 0.0, 0.1, 16), "example")
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> path = write_spectrum_image(si, Path(tempfile.mkdtemp()) / "si.zarr")
+        >>> path = write_spectrum_image(si, folder / "si.zarr")
         >>> read_spectrum_image(path).spectra.shape
         (20, 16)
     """
@@ -71,14 +64,7 @@ def read_spectrum_image(path: Path) -> SpectrumImage:
     """Read a dataset written by :func:`write_spectrum_image`.
 
     Examples:
-        >>> import numpy as np
-        >>> from engine.io import from_grid
-        >>> from engine.types import SpectralAxis
-        >>> si = from_grid(np.ones((4, 5, 16)), np.arange(5.0), np.arange(4.0), "nm",
-        ...                SpectralAxis("energy_loss", "eV", 0.0, 0.1, 16), "example")
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> back = read_spectrum_image(write_spectrum_image(si, Path(tempfile.mkdtemp()) / "si.zarr"))
+        >>> back = read_spectrum_image(write_spectrum_image(si, folder / "si.zarr"))
         >>> back.positions.shape, back.spectral_axis.units
         ((20, 2), 'eV')
     """

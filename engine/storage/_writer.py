@@ -85,17 +85,14 @@ class RunWriter:
     recovers it first). Not thread-safe: one writer per run, one thread.
 
     Examples:
-        >>> import tempfile
-        >>> from pathlib import Path
-        >>> from engine.clock import SystemClock
         >>> run = read_run(run_path)  # copy another run's description, image and candidates into a new one
-        >>> path = Path(tempfile.mkdtemp()) / "new.zarr"
-        >>> writer = RunWriter.create(path, description=run.description, images=list(run.images.values()),
-        ...                           candidates=read_candidates(run_path), config_toml="", clock=SystemClock())
+        >>> writer = RunWriter.create(folder / "new.zarr", description=run.description,
+        ...                           images=list(run.images.values()), candidates=read_candidates(run_path),
+        ...                           config_toml="", clock=SystemClock())
         >>> writer.n_recorded, writer.status
         (0, 'open')
         >>> writer.close(outcome={"stop_reason": "nothing to do"})
-        >>> read_run(path).attrs["status"]
+        >>> read_run(folder / "new.zarr").attrs["status"]
         'closed'
     """
 

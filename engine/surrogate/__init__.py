@@ -4,8 +4,16 @@ The networks and losses are in ``_model``, ``fit``/``update`` with rollback in `
 API the rest of dualscope uses (prediction with uncertainty, latents, checkpoints) in ``_surrogate``
 and the held-out metrics in ``_evaluate``. Everything outside this package imports from here.
 
-Each public class and function has an Example, run by the tests in this namespace; an Example
-that reads a run uses ``run_path``, a closed run such as :class:`engine.campaign.Campaign`'s Example writes.
+Each public class and function has an Example, run by the tests in this namespace after the
+setup below (an Example that reads a run uses ``run_path``, a closed run such as
+:class:`engine.campaign.Campaign`'s Example writes).
+
+Examples:
+    >>> import numpy as np, torch
+    >>> rng = np.random.default_rng(0)
+    >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))  # 32 patches with their spectra
+    >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, 6, device=torch.device("cpu"), seed=0)
+    >>> report = model.fit(data, 5)  # a (barely) trained dual VAE
 """
 
 from typing import TYPE_CHECKING

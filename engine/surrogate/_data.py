@@ -25,7 +25,6 @@ class PairedData:
         labels: optional ``(n,)`` int class per row (e.g. number of particles), for evaluation.
 
     Examples:
-        >>> import numpy as np
         >>> rng = np.random.default_rng(0)
         >>> data = PairedData.paired(rng.random((10, 8, 8)), rng.random((10, 6)))
         >>> train, held_out = data.split(0.2, rng)
@@ -97,7 +96,6 @@ def extract_patches(image: NDArray, centres_px: NDArray[np.int64], size: int) ->
     The image is reflect-padded so that patches at the edges keep their size.
 
     Examples:
-        >>> import numpy as np
         >>> image = np.arange(100.0).reshape(10, 10)
         >>> extract_patches(image, np.array([[5, 5], [0, 0]]), 4).shape  # edges are padded
         (2, 4, 4)

@@ -26,11 +26,6 @@ class HeldOutMetrics:
             im2spec-only surrogate).
 
     Examples:
-        >>> import numpy as np, torch
-        >>> rng = np.random.default_rng(0)
-        >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, 6, device=torch.device("cpu"), seed=0)
-        >>> report = model.fit(data, 5)
         >>> metrics = evaluate_held_out(model, data)
         >>> metrics.im2spec_r2 is not None, metrics.coverage90_after is not None
         (True, True)
@@ -61,13 +56,9 @@ def evaluate_held_out(surrogate: Surrogate, held_out: PairedData) -> HeldOutMetr
         ConfigError: fewer than 2 held-out rows have a measured spectrum.
 
     Examples:
-        >>> import numpy as np, torch
-        >>> from engine.surrogate import PairedData, Surrogate, SurrogateConfig
-        >>> rng = np.random.default_rng(0)
-        >>> data = PairedData(rng.random((24, 8, 8), np.float32), rng.random((24, 6), np.float32), np.ones(24, bool))
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, 6, device=torch.device("cpu"), seed=0)
-        >>> _ = model.fit(data, 5)
-        >>> metrics = evaluate_held_out(model, data)
+        >>> train, held_out = data.split(0.25, rng)
+        >>> _ = model.fit(train, 5)
+        >>> metrics = evaluate_held_out(model, held_out)
         >>> sorted(metrics.to_json())
         ['coverage90_after', 'coverage90_before', 'im2spec_r2', 'spec2im_mse']
     """

@@ -73,11 +73,6 @@ class Normaliser:
     """Patches standardised with a global mean and std; spectra divided by a global scale.
 
     Examples:
-        >>> import numpy as np, torch
-        >>> rng = np.random.default_rng(0)
-        >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, 6, device=torch.device("cpu"), seed=0)
-        >>> report = model.fit(data, 5)
         >>> Normaliser.fit(data).spectrum_scale > 0
         True
     """
@@ -105,11 +100,6 @@ class Surrogate:
         seed: seeds the weights, the mini-batches and the latent samples.
 
     Examples:
-        >>> import numpy as np, torch
-        >>> rng = np.random.default_rng(0)
-        >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, 6, device=torch.device("cpu"), seed=0)
-        >>> report = model.fit(data, 5)
         >>> mean, std = model.predict_spectra(data.patches[:3])  # im2spec, with uncertainty
         >>> mean.shape, bool((std > 0).all())
         ((3, 6), True)

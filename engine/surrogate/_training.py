@@ -27,11 +27,6 @@ class TrainReport:
         terms: the last step's loss terms.
 
     Examples:
-        >>> import numpy as np, torch
-        >>> rng = np.random.default_rng(0)
-        >>> data = PairedData.paired(rng.random((32, 8, 8)), rng.random((32, 6)))
-        >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, 6, device=torch.device("cpu"), seed=0)
-        >>> report = model.fit(data, 5)
         >>> report.steps, report.rolled_back, len(report.losses) == report.steps
         (5, False, True)
     """

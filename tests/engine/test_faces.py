@@ -74,18 +74,34 @@ def run_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def _run(test: doctest.DocTest) -> doctest.DocTestRunner:
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(test, clear_globs=False)
+    return runner
+
+
+def _namespace(face: str, run_path: Path) -> dict[str, object]:
+    """The face's public names and ``run_path``, after the setup in the face's own docstring."""
+    module = importlib.import_module(face)
+    globs: dict[str, object] = {n: getattr(module, n) for n in module.__all__} | {"run_path": run_path}
+    for test in doctest.DocTestFinder(recurse=False).find(module, face, globs=globs):
+        runner = _run(test)
+        assert runner.failures == 0, f"the setup in the docstring of {face} failed (run with -s to see it)"
+        globs = test.globs
+    return globs
+
+
 @pytest.mark.parametrize("name", _examples())
 def test_docstring_examples_run(name: str, run_path: Path) -> None:
-    """Each Example runs in its face's namespace (``from engine.FACE import *``), plus ``run_path``."""
+    """Each Example runs in its face's namespace, after the face docstring's setup, with ``run_path``."""
     face, attr = name.rsplit(".", 1)
-    module = importlib.import_module(face)
-    obj = getattr(module, attr)
-    globs = {n: getattr(module, n) for n in module.__all__} | {"run_path": run_path}
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder(recurse=False).find(obj, name, globs=globs):
-        runner.run(test)
-    assert runner.tries > 0
-    assert runner.failures == 0, f"the Example of {name} failed (run with -s to see it)"
+    obj = getattr(importlib.import_module(face), attr)
+    tests = doctest.DocTestFinder(recurse=False).find(obj, name, globs=_namespace(face, run_path))
+    assert tests
+    for test in tests:
+        runner = _run(test)
+        assert runner.tries > 0
+        assert runner.failures == 0, f"the Example of {name} failed (run with -s to see it)"
 
 
 @pytest.mark.parametrize("face", FACES)
