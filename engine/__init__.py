@@ -1,10 +1,10 @@
 """dualscope engine: the autonomous-experiment loop and everything that decides.
 
 The engine owns the domain types, the small protocols it needs from the outside
-world (:class:`~engine.protocols.Instrument`, :class:`~engine.protocols.Policy`,
-:class:`~engine.protocols.Recorder`, :class:`~engine.protocols.StopRule`), the
+world (``Instrument``, ``Policy``,
+``Recorder``, ``StopRule``), the
 campaign loop, the Zarr run storage and the command line. It never imports
-``zmq``: instruments reach it through the :class:`~engine.protocols.Instrument`
+``zmq``: instruments reach it through the ``Instrument``
 protocol.
 """
 

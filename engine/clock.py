@@ -1,4 +1,4 @@
-"""The real clock; tests and simulators inject their own :class:`~engine.protocols.Clock`."""
+"""The real clock; tests and simulators inject their own ``Clock``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 
 class SystemClock:
-    """Wall time from :func:`time.time`, durations from :func:`time.monotonic`."""
+    """Wall time from ``time.time``, durations from ``time.monotonic``."""
 
     def time(self) -> float:
         """Seconds since the Unix epoch."""

@@ -1,6 +1,6 @@
 """The run configuration: one TOML file parsed once into typed, frozen models.
 
-Unknown keys and bad values fail with :class:`~engine.errors.ConfigError`
+Unknown keys and bad values fail with ``ConfigError``
 naming the key and what is allowed. Driver options (``[instrument.options]``)
 are validated by the driver's own options model at the composition root.
 """
@@ -135,7 +135,7 @@ class SafetySection(_Strict):
     max_refusals: int = Field(20, ge=1, description="refused proposals in a row before the campaign stops")
 
     def limits(self, axes: list[str]) -> SafetyLimits | None:
-        """The :class:`SafetyLimits` this section describes for an instrument with ``axes`` (None: no limits)."""
+        """The ``SafetyLimits`` this section describes for an instrument with ``axes`` (None: no limits)."""
         if (self.dose_budget_e_per_nm2 is None) != (self.electrons_per_measurement is None):
             raise ConfigError("[safety]: dose_budget_e_per_nm2 and electrons_per_measurement go together")
         try:
@@ -250,7 +250,7 @@ def load_model(path: Path, model: type[M]) -> tuple[M, str]:
 
 
 def parse_config(text: str, source: str = "<config>") -> RunConfig:
-    """Parse TOML ``text`` into a :class:`RunConfig`; errors name the key and the allowed values."""
+    """Parse TOML ``text`` into a ``RunConfig``; errors name the key and the allowed values."""
     return parse_model(text, RunConfig, source)
 
 

@@ -34,8 +34,8 @@ class Clock(Protocol):
 class Instrument(Protocol):
     """What the engine needs from a microscope, a simulator or a replay.
 
-    Implemented by :class:`instruments.client.ZmqInstrument` (over the wire) and
-    :class:`instruments.local.LocalInstrument` (in process); both pass the same
+    Implemented by ``instruments.client.ZmqInstrument`` (over the wire) and
+    ``instruments.local.LocalInstrument`` (in process); both pass the same
     contract tests.
     """
 

@@ -36,7 +36,7 @@ def rng_state(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def set_rng_state(rng: np.random.Generator, state: Mapping[str, Any]) -> None:
-    """Put ``rng`` back into a state taken by :func:`rng_state` (same bit generator type).
+    """Put ``rng`` back into a state taken by ``rng_state`` (same bit generator type).
 
     Raises:
         ValueError: the state is for another bit generator, or malformed.

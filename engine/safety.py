@@ -1,6 +1,6 @@
 """Safety limits checked before a command reaches the instrument (pure; the engine and the server share it).
 
-:class:`SafetyLimits` holds, in the instrument axes' units (nm for the built-in instruments):
+``SafetyLimits`` holds, in the instrument axes' units (nm for the built-in instruments):
 
 * soft limits per axis, inside the instrument's own range;
 * the largest step from the previous probe position;
@@ -9,8 +9,8 @@
   probe disk of ``probe_radius_nm``; the accumulated dose (e⁻/nm², on cells of ``cell_nm``) may
   nowhere exceed ``budget_e_per_nm2`` (beam-sensitive specimens).
 
-:meth:`SafetyLimits.check` names the first limit a batch of positions breaks (``None``: allowed);
-:meth:`SafetyLimits.commit` books the dose of positions that were measured.
+``SafetyLimits.check`` names the first limit a batch of positions breaks (``None``: allowed);
+``SafetyLimits.commit`` books the dose of positions that were measured.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Immutable domain types shared by the engine, the instruments and the simulators.
 
-Lengths are in the units each :class:`Axis` declares (the built-in simulator
+Lengths are in the units each ``Axis`` declares (the built-in simulator
 uses nm); spectral axes carry their own units (eV for EELS). Arrays follow the
 shape conventions written next to each field: ``n`` measurements, ``d`` scan
 axes, ``c`` spectral channels, ``h × w`` image pixels.
@@ -48,7 +48,7 @@ class Axis:
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSON]) -> Axis:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of ``to_json``."""
         return cls(str(data["name"]), str(data["units"]), float(data["low"]), float(data["high"]))
 
 
@@ -102,7 +102,7 @@ class SpectralAxis:
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSON]) -> SpectralAxis:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of ``to_json``."""
         return cls(
             str(data["name"]),
             str(data["units"]),
@@ -146,7 +146,7 @@ class InstrumentDescription:
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSON]) -> InstrumentDescription:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of ``to_json``."""
         return cls(
             name=str(data["name"]),
             axes=tuple(Axis.from_json(a) for a in data["axes"]),
@@ -205,7 +205,7 @@ class ImageAxis:
 
     @classmethod
     def from_json(cls, data: Mapping[str, JSON]) -> ImageAxis:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of ``to_json``."""
         return cls(str(data["name"]), str(data["units"]), float(data["offset"]), float(data["scale"]))
 
 
@@ -273,7 +273,7 @@ class Measurement:
     acquisition_time_s: float
 
     def check(self, spectral_axis: SpectralAxis) -> None:
-        """Raise :class:`InvalidSpectrum` unless spectra are ``(n, c)`` finite and match positions."""
+        """Raise ``InvalidSpectrum`` unless spectra are ``(n, c)`` finite and match positions."""
         n = self.positions.shape[0]
         if self.spectra.shape != (n, spectral_axis.size):
             raise InvalidSpectrum(

@@ -7,10 +7,10 @@ Every client has its own CURVE key pair and a role:
 * ``operator``: everything, including ``abort``.
 
 The server reads an authorised-keys file, one client per line: ``ROLE NAME PUBLIC_KEY`` (Z85, 40
-characters; a ``#`` word starts a comment), like ``ssh``'s ``authorized_keys``. A :class:`ZapHandler`
+characters; a ``#`` word starts a comment), like ``ssh``'s ``authorized_keys``. A ``ZapHandler``
 answers libzmq's authentication requests (ZAP, RFC 27) on the server's context: a known key is
 admitted with its name as the connection's ``User-Id``, an unknown one is refused and the refusal
-logged. The server checks each command against the sender's role (:func:`permitted`).
+logged. The server checks each command against the sender's role (``permitted``).
 Key files are small TOML files; the secret one is written with mode 0600.
 """
 
@@ -85,7 +85,7 @@ class KeyPair:
 
     @classmethod
     def load(cls, path: Path) -> KeyPair:
-        """Read a key file written by :meth:`save` (``.key_secret`` for a pair; ``.key`` gives an empty secret)."""
+        """Read a key file written by ``save`` (``.key_secret`` for a pair; ``.key`` gives an empty secret)."""
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
@@ -116,7 +116,7 @@ def _check_name_role(name: str, role: str, where: str) -> None:
 
 @dataclass(frozen=True)
 class AuthorisedKeys:
-    """The clients a server admits: public key (Z85) → :class:`KeyPair` without its secret."""
+    """The clients a server admits: public key (Z85) → ``KeyPair`` without its secret."""
 
     by_public: dict[str, KeyPair]
 
@@ -220,10 +220,10 @@ class ClientAuth:
 
 
 class ZapHandler:
-    """Answers CURVE authentication requests on ``context`` from a thread, until :meth:`close`.
+    """Answers CURVE authentication requests on ``context`` from a thread, until ``close``.
 
     Only one handler can serve a context (libzmq's ZAP endpoint is per context). Admitted clients
-    get their key's name as ``User-Id``; refusals are logged and kept in :attr:`refused`.
+    get their key's name as ``User-Id``; refusals are logged and kept in ``refused``.
     """
 
     def __init__(self, context: zmq.Context[Any], clients: AuthorisedKeys):

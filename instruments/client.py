@@ -1,4 +1,4 @@
-"""The ZeroMQ client: an :class:`engine.protocols.Instrument` that talks to an :class:`InstrumentServer`."""
+"""The ZeroMQ client: an ``engine.protocols.Instrument`` that talks to an ``InstrumentServer``."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class ZmqInstrument:
     reply cache, so a retry never measures twice and never loses a measurement.
     A ``progress`` answer (the request is still running) restarts the wait without re-sending, so a
     long acquisition costs one request per timeout, not a busy loop.
-    Error replies are raised as the matching :mod:`engine.errors` type.
+    Error replies are raised as the matching ``engine.errors`` type.
 
     Args:
         endpoint: e.g. ``tcp://127.0.0.1:5555``.

@@ -7,7 +7,7 @@ next, in the instrument axes' units); in approval mode ``approve``, ``veto`` or 
 requests get a typed error and change nothing.
 
 Without authentication the socket binds loopback only and the operator names themself (``body.who``).
-With a :class:`~instruments.auth.ServerAuth` it is a CURVE server (any address): only listed keys
+With a ``ServerAuth`` it is a CURVE server (any address): only listed keys
 connect, ``status`` needs the ``observer`` role or above and every other command ``operator``, and
 the action is recorded under the key's name, whatever ``body.who`` says.
 """
@@ -38,7 +38,7 @@ READ_ONLY = frozenset({"status"})
 
 
 class ControlServer:
-    """Serves ``control`` on a loopback ROUTER socket from a thread, until :meth:`close`.
+    """Serves ``control`` on a loopback ROUTER socket from a thread, until ``close``.
 
     Args:
         control: the campaign's operator control.

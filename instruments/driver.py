@@ -15,10 +15,10 @@ from engine.types import JSON, Image, InstrumentDescription, SpectrumBatch
 class Driver(Protocol):
     """A microscope, simulator or replay, seen by the generic server.
 
-    The server validates every request against :meth:`describe` before the driver
+    The server validates every request against ``describe`` before the driver
     sees it (axis limits, batch size, image channel), so a driver may assume its
     inputs are in range. Exceptions other than
-    :class:`engine.errors.InstrumentError` are reported as ``device_fault``.
+    ``engine.errors.InstrumentError`` are reported as ``device_fault``.
     ``abort`` and ``status`` may be called from another thread while
     ``measure`` or ``acquire_image`` runs.
     """

@@ -25,7 +25,7 @@ def is_loopback(endpoint: str) -> bool:
 
 
 def require_loopback(endpoint: str) -> str:
-    """Return ``endpoint`` if it is loopback; otherwise raise :class:`ConfigError` saying why."""
+    """Return ``endpoint`` if it is loopback; otherwise raise ``ConfigError`` saying why."""
     if not is_loopback(endpoint):
         raise ConfigError(
             f"refusing to bind {endpoint!r}: dualscope serves only loopback (tcp://127.0.0.1:PORT, ipc://, "

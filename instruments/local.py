@@ -1,4 +1,4 @@
-"""An in-process :class:`engine.protocols.Instrument` around a driver (tests, notebooks)."""
+"""An in-process ``engine.protocols.Instrument`` around a driver (tests, notebooks)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class LocalInstrument:
         return {"instance": self.instance, "driver": dict(self._guard.driver.status())}
 
     def recall(self, request_id: str) -> Mapping[str, JSON]:
-        """What this instrument did with ``request_id`` (see :meth:`instruments.client.ZmqInstrument.recall`)."""
+        """What this instrument did with ``request_id`` (see ``instruments.client.ZmqInstrument.recall``)."""
         state = "done" if self._cache.get(request_id) is not None else "unknown"
         return {"request_id": request_id, "state": state, "instance": self.instance}
 

@@ -1,4 +1,4 @@
-"""Conversions between domain types and wire :class:`~instruments.wire.Message` s (pure)."""
+"""Conversions between domain types and wire ``Message`` s (pure)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def measurement_reply(req: Message, positions: NDArray[np.float64], batch: Spect
 
 
 def measurement_from(msg: Message) -> Measurement:
-    """The :class:`Measurement` in a ``measure`` reply; raises :class:`InvalidSpectrum` if arrays are missing."""
+    """The ``Measurement`` in a ``measure`` reply; raises ``InvalidSpectrum`` if arrays are missing."""
     try:
         pos, spectra, times = (msg.arrays[k] for k in ("positions", "spectra", "timestamps"))
     except KeyError as exc:

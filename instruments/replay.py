@@ -15,7 +15,7 @@ from engine.types import JSON, Image, InstrumentDescription, SpectrumBatch
 
 
 class ReplayDriver:
-    """A :class:`~instruments.driver.Driver` over recorded data.
+    """A ``Driver`` over recorded data.
 
     ``measure`` returns the recorded spectrum at the nearest recorded position within ``tolerance``
     (default: half the recorded spacing for a complete grid; the exact positions for a recorded

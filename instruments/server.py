@@ -1,15 +1,15 @@
-"""The generic ZeroMQ instrument server: serves any :class:`~instruments.driver.Driver`.
+"""The generic ZeroMQ instrument server: serves any ``Driver``.
 
 A ROUTER socket receives requests from any number of DEALER (or REQ) clients.
 ``measure`` and ``acquire_image`` run on one worker thread, so that ``status``,
 ``heartbeat`` and ``abort`` are answered while an acquisition runs. Every reply
-to an acquisition is kept in a :class:`~instruments.reply_cache.ReplyCache`: a
+to an acquisition is kept in a ``ReplyCache``: a
 retried request id is answered from it and never acquires twice; a retry that
 arrives while its request is still running gets a ``progress`` message, and the reply when it
 completes (also when the retry comes from another client: an engine resumed after a crash).
 The server never dies on a malformed message: it answers with an error.
 
-With a :class:`~instruments.auth.ServerAuth` the socket is a CURVE server: only clients in the
+With a ``ServerAuth`` the socket is a CURVE server: only clients in the
 authorised-keys file connect, and each command is checked against the sender's role (a refusal is
 answered with an ``unauthorised`` error and logged). Without one, it binds loopback only.
 """
@@ -66,7 +66,7 @@ Frames = list[bytes | memoryview]
 
 
 class InstrumentServer:
-    """Serves ``driver`` on ``endpoint`` until :meth:`serve`'s stop event is set.
+    """Serves ``driver`` on ``endpoint`` until ``serve``'s stop event is set.
 
     Args:
         driver: the device driver.

@@ -1,6 +1,6 @@
-"""The driver contract, shipped for labs: subclass :class:`DriverContract` to test your microscope's driver.
+"""The driver contract, shipped for labs: subclass ``DriverContract`` to test your microscope's driver.
 
-A driver is what a lab writes for its own microscope (see :class:`instruments.driver.Driver`). The
+A driver is what a lab writes for its own microscope (see ``instruments.driver.Driver``). The
 generic server serves any object that passes these tests, so the rest of dualscope (wire protocol,
 safety, campaigns, storage) works with it unchanged. Every built-in driver is tested through this
 class (``tests/instruments/test_driver_contract.py``), as zarr ships ``zarr.testing.store.StoreTests``
@@ -47,7 +47,7 @@ def positions_in(desc: InstrumentDescription, n: int, seed: int = 0) -> NDArray[
 
 
 class DriverContract(ABC):
-    """What every :class:`~instruments.driver.Driver` must do; subclass it and implement :meth:`make_driver`.
+    """What every ``Driver`` must do; subclass it and implement ``make_driver``.
 
     One driver is built per test class and closed (``close()``, when the driver has one) after it.
     """

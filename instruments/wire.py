@@ -64,7 +64,7 @@ def encode(message: Message, max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> 
     """Encode ``message`` into ZeroMQ frames (zero-copy for contiguous arrays).
 
     Raises:
-        ValueError: an array has a dtype outside :data:`ALLOWED_DTYPES`, too many
+        ValueError: an array has a dtype outside ``ALLOWED_DTYPES``, too many
             dimensions, or the message exceeds the size limits.
     """
     if len(message.arrays) > MAX_ARRAYS:
@@ -116,11 +116,11 @@ def _parse_header(frame: bytes) -> dict[str, Any]:
 
 
 def decode(frames: Sequence[bytes | memoryview], max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> Message:
-    """Decode ZeroMQ frames into a :class:`Message`, checking every field and size.
+    """Decode ZeroMQ frames into a ``Message``, checking every field and size.
 
     Raises:
         MalformedMessage: anything about the frames is wrong (the error says what).
-        ProtocolVersionMismatch: the header's ``v`` is not :data:`PROTOCOL_VERSION`.
+        ProtocolVersionMismatch: the header's ``v`` is not ``PROTOCOL_VERSION``.
     """
     if not frames:
         raise MalformedMessage("empty message")
@@ -189,5 +189,5 @@ def _check_spec(spec: Any, rid: str) -> tuple[str, str]:
 
 
 def error_message(request_id: str, command: str, code: str, text: str) -> Message:
-    """An ``error`` reply carrying a wire error ``code`` (see :data:`engine.errors.INSTRUMENT_ERRORS`)."""
+    """An ``error`` reply carrying a wire error ``code`` (see ``engine.errors.INSTRUMENT_ERRORS``)."""
     return Message("error", request_id or "-", command or "-", {"code": code, "message": text})

@@ -1,12 +1,12 @@
 """The campaign loop and what steers it: operator control, stop rules, resume after a crash.
 
-:class:`Campaign` sequences one step (snapshot, propose, record the decision, measure, record,
+``Campaign`` sequences one step (snapshot, propose, record the decision, measure, record,
 hand the data to the trainer, check the stop rules); it sees its collaborators only through the
-protocols of :mod:`engine.protocols`. Everything outside this package imports from here.
+protocols of ``engine.protocols``. Everything outside this package imports from here.
 
 Each public class and function has an Example, run by the tests in this namespace after the
 setup below (an Example that reads a run uses ``run_path``, a closed run such as
-:class:`engine.campaign.Campaign`'s Example writes).
+``engine.campaign.Campaign``'s Example writes).
 
 Examples:
     >>> import numpy as np

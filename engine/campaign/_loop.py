@@ -302,7 +302,7 @@ class Campaign:
 
 @dataclass
 class _Tally:
-    """Counters of one :meth:`Campaign.run`."""
+    """Counters of one ``Campaign.run``."""
 
     step: int
     n_recorded: int

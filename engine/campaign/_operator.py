@@ -1,8 +1,8 @@
 """The operator's hold on a running campaign: pause, resume, stop, and points to measure next (thread-safe, no I/O).
 
-A control socket (:mod:`instruments.control`) calls these methods from its own thread; the campaign
-calls :meth:`OperatorControl.wait_while_paused` and :meth:`OperatorControl.take_injected` between
-measurements, and uses :attr:`OperatorControl.stop_rule` as one of its stop rules. Every action is
+A control socket (``instruments.control``) calls these methods from its own thread; the campaign
+calls ``OperatorControl.wait_while_paused`` and ``OperatorControl.take_injected`` between
+measurements, and uses ``OperatorControl.stop_rule`` as one of its stop rules. Every action is
 handed to ``on_action`` with who did it, so the composition root can record it in the run.
 """
 
@@ -64,7 +64,7 @@ class OperatorControl:
 
     Args:
         clock: stamps each action.
-        on_action: called with each :class:`OperatorAction`, in the caller's thread (e.g. record it in the run).
+        on_action: called with each ``OperatorAction``, in the caller's thread (e.g. record it in the run).
         stop: the stop rule to trigger (e.g. the one Ctrl-C triggers too); a new one by default.
         approval_timeout_s: approval mode: each proposed point waits this long for approve / veto /
             edit (None: no approval mode).

@@ -1,11 +1,11 @@
 """Where a crashed campaign stood, read back from its run: what ``dualscope resume`` restores.
 
-After recovery (:func:`engine.storage.recover_run`) a run holds every measured row (with its
+After recovery (``engine.storage.recover_run``) a run holds every measured row (with its
 step and candidate), every missing outcome (refused, vetoed, failed: released or given up), the
 policy state stored with the latest settled decision, and the one decision whose outcome may be
-unknown (in flight at the crash). :func:`plan_resume` turns that into a :class:`ResumePlan`;
-:func:`apply_plan` puts the candidates, the safety limits and the policy back where they were;
-:func:`reconcile` asks the instrument what it did with the decision in flight. Pure bookkeeping:
+unknown (in flight at the crash). ``plan_resume`` turns that into a ``ResumePlan``;
+``apply_plan`` puts the candidates, the safety limits and the policy back where they were;
+``reconcile`` asks the instrument what it did with the decision in flight. Pure bookkeeping:
 the run data and the instrument are passed in.
 """
 
@@ -66,7 +66,7 @@ class ResumePlan:
 
 
 def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -> ResumePlan:
-    """The :class:`ResumePlan` of a recovered run, from its attributes and committed row columns.
+    """The ``ResumePlan`` of a recovered run, from its attributes and committed row columns.
 
     Args:
         attrs: the run's ``dualscope`` attribute (``missing``, ``resume_point``, ``in_flight``).

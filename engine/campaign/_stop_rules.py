@@ -69,5 +69,5 @@ class OperatorStop:
         self.event.set()
 
     def should_stop(self, n_recorded: int, elapsed_s: float) -> str | None:
-        """Reason to stop once :meth:`request` was called."""
+        """Reason to stop once ``request`` was called."""
         return "stopped by the operator" if self.event.is_set() else None

@@ -332,7 +332,7 @@ def run_searches(
 
 
 def summaries_of(problem: DesignProblem, histories: list[DesignHistory]) -> list[SearchSummary]:
-    """One :class:`SearchSummary` per search."""
+    """One ``SearchSummary`` per search."""
     target = problem.target
     return [summarise(h, problem.score, target.reached if target is not None else None) for h in histories]
 

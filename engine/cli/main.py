@@ -1,7 +1,7 @@
 """``dualscope``: run autonomous microscopy campaigns, serve instruments, inspect runs.
 
 This module only registers the commands (one module per command group) and turns a
-:class:`~engine.errors.DualscopeError`, a user's mistake, into ``error: ...`` and exit status 2.
+``DualscopeError``, a user's mistake, into ``error: ...`` and exit status 2.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ app.command()(design)
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point (``argv``: the arguments, default ``sys.argv[1:]``).
 
-    A :class:`~engine.errors.DualscopeError` (a bad configuration, option, file or run) is printed as
+    A ``DualscopeError`` (a bad configuration, option, file or run) is printed as
     ``error: ...`` and exits with status 2, without a traceback.
     """
     try:

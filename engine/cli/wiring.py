@@ -1,4 +1,4 @@
-"""Builds the concrete instrument, policy, recorder and campaign from a :class:`RunConfig`."""
+"""Builds the concrete instrument, policy, recorder and campaign from a ``RunConfig``."""
 
 from __future__ import annotations
 

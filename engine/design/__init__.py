@@ -7,7 +7,7 @@ space of a structure VAE and the report. Everything outside this package imports
 
 Each public class and function has an Example, run by the tests in this namespace after the
 setup below (an Example that reads a run uses ``run_path``, a closed run such as
-:class:`engine.campaign.Campaign`'s Example writes).
+``engine.campaign.Campaign``'s Example writes).
 
 Examples:
     >>> import numpy as np

@@ -1,9 +1,9 @@
 """Baselines of inverse design, run with the same budget, simulator and executor as the BO loop.
 
-* random search is :class:`~engine.policies.RandomPolicy` over the same pool of designs, through
-  :func:`~engine.design_loop.run_design` (so it is asynchronous, recorded and fault-tolerant the
+* random search is ``RandomPolicy`` over the same pool of designs, through
+  ``run_design`` (so it is asynchronous, recorded and fault-tolerant the
   same way as the BO loop);
-* differential evolution: :func:`scipy.optimize.differential_evolution` on the continuous unit
+* differential evolution: ``scipy.optimize.differential_evolution`` on the continuous unit
   cube, each generation evaluated in parallel through the executor (scipy's ``workers`` map with
   ``updating="deferred"``), stopped when the budget is spent.
 """

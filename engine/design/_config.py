@@ -1,6 +1,6 @@
 """The ``dualscope design`` configuration: one TOML file parsed into typed, frozen models.
 
-Unknown keys and bad values fail with :class:`~engine.errors.ConfigError` naming the key and what
+Unknown keys and bad values fail with ``ConfigError`` naming the key and what
 is allowed. ``[simulator]`` holds the cluster space's bounds and the simulator's physics and is
 validated by the simulator's own options model at the composition root.
 """
@@ -144,7 +144,7 @@ class DesignStopSection(_Strict):
 
 
 class DesignConfig(_Strict):
-    """The whole ``dualscope design`` file (every table has defaults; see :func:`parse_design_config`).
+    """The whole ``dualscope design`` file (every table has defaults; see ``parse_design_config``).
 
     Examples:
         >>> config = DesignConfig()
@@ -162,7 +162,7 @@ class DesignConfig(_Strict):
 
 
 def parse_design_config(text: str, source: str = "<design config>") -> DesignConfig:
-    r"""Parse TOML ``text`` into a :class:`DesignConfig`; errors name the key and the allowed values.
+    r"""Parse TOML ``text`` into a ``DesignConfig``; errors name the key and the allowed values.
 
     Examples:
         >>> config = parse_design_config('''

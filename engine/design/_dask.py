@@ -1,7 +1,7 @@
 """Evaluations of inverse design on a Dask distributed cluster (the ``dask`` extra).
 
-:class:`DaskExecutor` submits each design as one task and hands back whichever finishes first.
-:func:`dask_client` connects to a running scheduler (``tcp://HOST:8786``) or starts a
+``DaskExecutor`` submits each design as one task and hands back whichever finishes first.
+``dask_client`` connects to a running scheduler (``tcp://HOST:8786``) or starts a
 ``LocalCluster`` of worker processes on loopback. On the local cluster the scheduler's
 ``allowed-failures`` is 0, so a worker that dies mid-evaluation fails its task at once
 (``KilledWorker``) and the design loop re-submits it and records that it did; on a scheduler you

@@ -3,7 +3,7 @@
 A design is a point ``u`` of ``[0, 1]^k`` (``k`` = the surrogate's latent dimension), mapped to the
 latent point ``z = span · (2u − 1)`` (``±span`` prior standard deviations of the VAE's N(0, I) prior)
 and decoded by the image decoder to a structure patch ``(p, p)``; particle detection (injected: the
-composition root passes :func:`simulators.particles.detect_spheres`) turns the patch into spheres the
+composition root passes ``simulators.particles.detect_spheres``) turns the patch into spheres the
 simulator evaluates. So the dual VAE proposes structures it has never seen.
 """
 

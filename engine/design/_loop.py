@@ -1,10 +1,10 @@
 """Inverse design: asynchronous batch Bayesian optimisation of simulated structures.
 
 Designs are points of a pool in the unit cube (``(m, d)``, e.g. Sobol points of a design space);
-a :class:`~engine.bo_policy.BOPolicy` over that pool proposes the next design whenever an
+a ``BOPolicy`` over that pool proposes the next design whenever an
 evaluation slot is free, with every design still being evaluated marked pending (kriging
 believers), so parallel evaluations never wait for each other: a new candidate as soon as one
-worker finishes. Evaluations go through an :class:`Executor` (in-process, a thread pool here; a pool
+worker finishes. Evaluations go through an ``Executor`` (in-process, a thread pool here; a pool
 of simulator servers or a Dask cluster at the composition root). An evaluation that fails is
 released and may be proposed again (once by default), and recorded as such. Pure decision code plus threads; no I/O.
 """
@@ -128,7 +128,7 @@ class ThreadExecutor:
 
 
 def evaluate(simulate: Simulate, index: int, design: NDArray[np.float64]) -> Outcome:
-    """Run ``simulate(design)`` and wrap the spectrum, or the error, as an :class:`Outcome` (runs in workers).
+    """Run ``simulate(design)`` and wrap the spectrum, or the error, as an ``Outcome`` (runs in workers).
 
     Examples:
         >>> outcome = evaluate(simulate, 7, pool[7])
@@ -179,9 +179,9 @@ class DesignHistory:
 
 
 class DesignLog:
-    """Streams a search's decisions and evaluations into a :class:`~engine.protocols.Recorder`.
+    """Streams a search's decisions and evaluations into a ``Recorder``.
 
-    Each submission is a :class:`~engine.decisions.Decision` (request id ``{prefix}-{step:06d}``),
+    Each submission is a ``Decision`` (request id ``{prefix}-{step:06d}``),
     recorded before the evaluation starts; a success is a one-row measurement (position = the design
     in the unit cube, ``measure_s`` = seconds from submission to result); a failure is recorded as
     missing with what was done about it (re-submitted as which request, or given up). Without a
@@ -243,7 +243,7 @@ class DesignLog:
 
 
 class Dispatch:
-    """The evaluations of one search in flight on an executor, recorded through a :class:`DesignLog`.
+    """The evaluations of one search in flight on an executor, recorded through a ``DesignLog``.
 
     Each submission is a recorded decision; a success is recorded as a measurement of ``design``
     (the point of the design cube; ``payload`` is what the executor was sent). A failure is recorded

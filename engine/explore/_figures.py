@@ -1,4 +1,4 @@
-"""Figures of :mod:`engine.explore` results, as PNG bytes (embedded in the HTML pages)."""
+"""Figures of ``engine.explore`` results, as PNG bytes (embedded in the HTML pages)."""
 
 from __future__ import annotations
 

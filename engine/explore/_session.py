@@ -90,7 +90,7 @@ def explore_spectrum_image(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> Exploration:
-    """Run ``methods`` (see :data:`METHODS`) and collect their sections, arrays and metrics.
+    """Run ``methods`` (see ``METHODS``) and collect their sections, arrays and metrics.
 
     Examples:
         >>> result = explore_spectrum_image(si, ["band", "pca"], band=(0.0, 1.0))

@@ -4,7 +4,7 @@ Everything outside this package imports from here.
 
 Each public class and function has an Example, run by the tests in this namespace after the
 setup below (an Example that reads a run uses ``run_path``, a closed run such as
-:class:`engine.campaign.Campaign`'s Example writes).
+``engine.campaign.Campaign``'s Example writes).
 
 Examples:
     >>> import shutil, tempfile

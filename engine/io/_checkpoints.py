@@ -32,7 +32,7 @@ def save_surrogate(surrogate: Surrogate, directory: Path) -> Path:
 
 
 def load_surrogate(directory: Path, device: torch.device) -> Surrogate:
-    """Load a checkpoint written by :func:`save_surrogate` onto ``device``.
+    """Load a checkpoint written by ``save_surrogate`` onto ``device``.
 
     Examples:
         >>> back = load_surrogate(save_surrogate(model, folder / "checkpoint"), torch.device("cpu"))

@@ -1,4 +1,4 @@
-"""Read users' spectrum images into :class:`~engine.spectrum_image.SpectrumImage`.
+"""Read users' spectrum images into ``SpectrumImage``.
 
 Formats (by suffix):
 
@@ -81,7 +81,7 @@ def from_grid(
     notes: tuple[str, ...] = (),
     acquisition_time_s: float | None = None,
 ) -> SpectrumImage:
-    """Build a :class:`SpectrumImage` from a ``(ny, nx, c)`` grid with coordinates ``x (nx,)``, ``y (ny,)``.
+    """Build a ``SpectrumImage`` from a ``(ny, nx, c)`` grid with coordinates ``x (nx,)``, ``y (ny,)``.
 
     ``image`` defaults to the mean absolute signal on the same grid; its coordinates default to the grid's.
 
@@ -330,7 +330,7 @@ def _read_run(path: Path) -> SpectrumImage:
 
 
 def import_file(path: Path) -> SpectrumImage:
-    """Read ``path`` (see the module docstring for the formats); :class:`ImportFailed` names the problem.
+    """Read ``path`` (see the module docstring for the formats); ``ImportFailed`` names the problem.
 
     Examples:
         >>> si = import_file(grid)

@@ -3,12 +3,12 @@
 Baselines (random, raster), the Bayesian-optimisation framework (features → GP → acquisition over
 the candidate table), the scalarisers that turn a spectrum into the property to optimise, the
 trainers that refit in the background, and the learned features (deep kernel, dual VAE).
-:func:`build_policy` builds the policy a ``[policy]`` table names. Everything outside this package
+``build_policy`` builds the policy a ``[policy]`` table names. Everything outside this package
 imports from here.
 
 Each public class and function has an Example, run by the tests in this namespace after the
 setup below (an Example that reads a run uses ``run_path``, a closed run such as
-:class:`engine.campaign.Campaign`'s Example writes).
+``engine.campaign.Campaign``'s Example writes).
 
 Examples:
     >>> import numpy as np, torch

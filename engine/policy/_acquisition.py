@@ -1,11 +1,11 @@
-"""Acquisition over a discrete candidate set, on a :class:`~engine.gp_posterior.CandidatePosterior`.
+"""Acquisition over a discrete candidate set, on a ``CandidatePosterior``.
 
-Every acquisition is botorch's own class evaluated on a :class:`CandidateTable`, a botorch
+Every acquisition is botorch's own class evaluated on a ``CandidateTable``, a botorch
 ``Model`` whose inputs are candidate indices and whose posterior is the conditioned GP's (joint
 where ``q > 1``), so scoring 10,000 candidates with an analytic acquisition (log EI, UCB, max
 variance) costs a few vector operations. Noisy log EI (``qLogNoisyExpectedImprovement``, baseline:
 the 16 observations of highest posterior mean, at most 256 candidates) and Thompson sampling (one
-joint draw) score a shortlist (:data:`SHORTLISTS`): the candidates with the highest upper bound
+joint draw) score a shortlist (``SHORTLISTS``): the candidates with the highest upper bound
 ``μ + 3σ``, where their maximiser lies in all but pathological cases.
 
 A batch of ``q`` is chosen greedily: each pick, and every externally pending point, is added as a
@@ -159,12 +159,12 @@ def select(
         available: indices that may be chosen (neither measured nor pending), ``(k,)``.
         pending: indices sent but not yet measured ``(p,)``.
         q: batch size.
-        acquisition: one of :data:`ACQUISITIONS`.
+        acquisition: one of ``ACQUISITIONS``.
         seed: seeds the MC sampler and the Thompson draws.
         step: decision number (for the UCB schedule).
         travel: optional travel cost.
-        shortlist: candidates scored by a shortlisted acquisition (default: :data:`SHORTLISTS`).
-        beta: UCB's fixed ``β`` (the score is ``μ + √β σ``); default: :func:`ucb_beta`'s schedule.
+        shortlist: candidates scored by a shortlisted acquisition (default: ``SHORTLISTS``).
+        beta: UCB's fixed ``β`` (the score is ``μ + √β σ``); default: ``ucb_beta``'s schedule.
 
     Examples:
         >>> choice = select(posterior, np.arange(10, 30), np.empty(0, np.int64), 1, "log-ei", seed=0, step=10)

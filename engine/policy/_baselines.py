@@ -1,7 +1,7 @@
 """Model-free policies: ``random`` and ``raster``.
 
 They are the baselines every model-based policy is compared with, and they
-implement the same :class:`~engine.protocols.Policy` protocol.
+implement the same ``Policy`` protocol.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class RandomPolicy:
         """Random search learns nothing."""
 
     def state(self) -> dict[str, Any]:
-        """The RNG state (see :class:`engine.protocols.Resumable`)."""
+        """The RNG state (see ``engine.protocols.Resumable``)."""
         return {"rng": rng_state(self._rng)}
 
     def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
@@ -106,7 +106,7 @@ POLICY_NAMES = ("random", "raster")
 
 
 def make_policy(name: str, rng: np.random.Generator) -> RandomPolicy | RasterPolicy:
-    """Build a model-free policy by name (one of :data:`POLICY_NAMES`).
+    """Build a model-free policy by name (one of ``POLICY_NAMES``).
 
     Examples:
         >>> make_policy("raster", np.random.default_rng(0)).name

@@ -1,12 +1,12 @@
 """Bayesian optimisation over the candidates with bounded decision latency.
 
-What the model-based policies share (:class:`ScalarBO`): the scalarised measured values, refits
-submitted to a :class:`~engine.trainer.Trainer` (background thread, or inline for reproducible
+What the model-based policies share (``ScalarBO``): the scalarised measured values, refits
+submitted to a ``Trainer`` (background thread, or inline for reproducible
 runs), and decisions that use whichever snapshot finished last. A snapshot holds the GP inputs of
 every candidate (positions, dual-VAE latents or DKL features), the fitted GP and its posterior at
 every candidate; observations that arrived since it was cut enter by conditioning
-(:mod:`engine.gp_posterior`), never by a refit on the critical path. The policies differ only in
-their :class:`FeatureModel`. The first ``initial`` measurements, and any decision taken before the
+(``engine.gp_posterior``), never by a refit on the critical path. The policies differ only in
+their ``FeatureModel``. The first ``initial`` measurements, and any decision taken before the
 first snapshot is ready, are random (seeded), recorded with model version -1.
 
 ``gp-position`` (this module) is the position-only baseline, and the policy for data without a
@@ -35,7 +35,7 @@ from engine.policy._trainer import Trainer
 from engine.rng_state import rng_state, set_rng_state
 
 FeatureCheckpoint = tuple[dict[str, Any], dict[str, torch.Tensor]]
-"""A learned feature model's JSON metadata and weights (copies), as :mod:`engine.checkpoints` saves them."""
+"""A learned feature model's JSON metadata and weights (copies), as ``engine.checkpoints`` saves them."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class ScalarBO:
 
     Args:
         scalariser: what to maximise; axis: spectral axis values ``(c,)``.
-        acquisition: one of :data:`engine.acquisition.ACQUISITIONS`.
+        acquisition: one of ``engine.acquisition.ACQUISITIONS``.
         rng: seeds the initial random design, the MC sampler and Thompson draws.
         initial: measurements before the first refit.
         features: the candidates' GP inputs.
@@ -218,7 +218,7 @@ class ScalarBO:
 
     # ------------------------------------------------------------------ resume
     def state(self) -> dict[str, Any]:
-        """RNG state, schedule counters and which snapshot is in use (see :class:`engine.protocols.Resumable`)."""
+        """RNG state, schedule counters and which snapshot is in use (see ``engine.protocols.Resumable``)."""
         snap = self.snapshot
         return {
             "rng": rng_state(self._rng),
@@ -300,11 +300,11 @@ class ScalarBO:
 
 
 class BOPolicy:
-    """A model-based policy: a name and the :class:`ScalarBO` built with its feature model.
+    """A model-based policy: a name and the ``ScalarBO`` built with its feature model.
 
-    ``gp-position`` uses :class:`PositionFeatures`; ``dualvae-bo`` the dual-VAE latents
-    (:class:`engine.dualvae_policy.DualVAEFeatures`); ``dkl`` a CNN trained jointly with the GP
-    (:class:`engine.dkl.DKLFeatures`).
+    ``gp-position`` uses ``PositionFeatures``; ``dualvae-bo`` the dual-VAE latents
+    (``engine.dualvae_policy.DualVAEFeatures``); ``dkl`` a CNN trained jointly with the GP
+    (``engine.dkl.DKLFeatures``).
 
     Args:
         name: the policy name recorded with each decision.
@@ -323,7 +323,7 @@ class BOPolicy:
         self.name, self.bo = name, bo
 
     def propose(self, candidates: CandidateSet, q: int) -> Proposal:
-        """See :meth:`ScalarBO.propose`."""
+        """See ``ScalarBO.propose``."""
         return self.bo.propose(candidates, q)
 
     def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
@@ -331,9 +331,9 @@ class BOPolicy:
         self.bo.add(indices, spectra)
 
     def state(self) -> dict[str, Any]:
-        """See :meth:`ScalarBO.state`."""
+        """See ``ScalarBO.state``."""
         return self.bo.state()
 
     def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
-        """See :meth:`ScalarBO.restore`."""
+        """See ``ScalarBO.restore``."""
         self.bo.restore(state, told)

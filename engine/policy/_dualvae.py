@@ -2,7 +2,7 @@
 
 The dual VAE first learns the structural image alone (every candidate patch, no spectra yet), when
 the features are built, before the campaign starts. Each refit (in the trainer, see
-:mod:`engine.bo_policy`) adds the measured spectra to the surrogate's data, runs a bounded
+``engine.bo_policy``) adds the measured spectra to the surrogate's data, runs a bounded
 warm-start update (rolled back on failure, in which case the previous latents stay) and recomputes
 the latents of all candidates; the GP of the ``dualvae-bo`` policy is fitted on them. Pure decision
 code: the surrogate is injected, no I/O.
@@ -26,7 +26,7 @@ class DualVAEFeatures:
 
     Args:
         surrogate: an untrained dual VAE for patches ``(p, p)`` and ``c``-channel spectra; from
-            here on only :meth:`refit` (the trainer's thread) touches it.
+            here on only ``refit`` (the trainer's thread) touches it.
         patches: the candidate patches ``(m, p, p)``, row-aligned with the candidate set.
         channels: spectral channels ``c``.
         pretrain_steps: image-only training steps, run here.
@@ -85,7 +85,7 @@ class DualVAEFeatures:
         return Features(np.concatenate([self._latents, self._positions], axis=1), checkpoint=checkpoint)
 
     def load_checkpoint(self, meta: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
-        """Continue from a checkpoint taken by :meth:`refit` (``dualscope resume``): weights, normaliser, version.
+        """Continue from a checkpoint taken by ``refit`` (``dualscope resume``): weights, normaliser, version.
 
         Raises:
             CheckpointError: it is for another network (other patch size, channels or latent size).

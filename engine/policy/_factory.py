@@ -45,7 +45,7 @@ def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalaris
 
     Returns:
         A scalariser mapping spectra ``(n, c)`` and axis values ``(c,)`` to properties ``(n,)``, wrapped in
-        :class:`Logarithm` when ``log = true``.
+        ``Logarithm`` when ``log = true``.
 
     Raises:
         ConfigError: ``kind = "user"`` without ``function``.
@@ -85,7 +85,7 @@ def make_trainer(training: str) -> Trainer[Snapshot]:
             (refits in the loop: reproducible decisions).
 
     Returns:
-        A :class:`ThreadTrainer` or an :class:`InlineTrainer`; close it when the campaign ends.
+        A ``ThreadTrainer`` or an ``InlineTrainer``; close it when the campaign ends.
 
     Examples:
         >>> type(make_trainer("inline")).__name__
@@ -115,7 +115,7 @@ def build_policy(
         trainer: where refits run (default inline).
 
     Returns:
-        The policy, ready for :class:`engine.campaign.Campaign`.
+        The policy, ready for ``engine.campaign.Campaign``.
 
     Raises:
         ConfigError: a model-based policy without candidates, or a structure-aware one without an image.

@@ -16,7 +16,7 @@ unchanged and lower the variance by the same rank-1 term.
 
 The kernel, prior mean and noise are those of a fitted botorch ``SingleTaskGP`` (inputs in the unit
 cube, outcomes standardised); joint covariances of any candidates come from the same ``V``
-(:meth:`CandidatePosterior.covariance`). Pure compute.
+(``CandidatePosterior.covariance``). Pure compute.
 """
 
 from __future__ import annotations

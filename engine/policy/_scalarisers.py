@@ -19,7 +19,7 @@ from engine.errors import ConfigError
 
 @runtime_checkable
 class Scalariser(Protocol):
-    """Maps spectra ``(n, c)`` on an axis ``(c,)`` to values ``(n,)`` in :attr:`units`.
+    """Maps spectra ``(n, c)`` on an axis ``(c,)`` to values ``(n,)`` in ``units``.
 
     Examples:
         >>> scalariser: Scalariser = PeakPosition(0.0, 2.0)  # any of the classes below, or your own
@@ -207,7 +207,7 @@ class LoopArea:
 class TargetMatch:
     """How close a spectrum is to a target ``(c,)``: ``−‖S − T‖₂ / ‖T‖₂`` (0 = identical, higher is better).
 
-    Unlike :class:`TargetSimilarity` it also compares the amplitude, as inverse design against a
+    Unlike ``TargetSimilarity`` it also compares the amplitude, as inverse design against a
     simulator needs; with ``fit_scale`` each spectrum is first multiplied by its least-squares
     (non-negative) factor, so only the shape counts.
 

@@ -1,7 +1,7 @@
 """Where model refits run: inline (deterministic, for tests and benchmarks) or on a background thread.
 
 A policy submits a refit job (a function of a copy of the data, returning an immutable snapshot)
-and polls for the latest finished result; with :class:`ThreadTrainer` it never waits for one, so
+and polls for the latest finished result; with ``ThreadTrainer`` it never waits for one, so
 the instrument never waits for training. A job that raises leaves the previous snapshot in force;
 the failure is counted and its message kept. The job must not share mutable state with the caller.
 """

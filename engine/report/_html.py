@@ -139,7 +139,7 @@ def discovery_figure(curves: dict[str, NDArray], best: float, what: str) -> byte
 
 
 def latent_figure(model: Surrogate, data: PairedData, energy: NDArray, work_dir: Path) -> bytes:
-    """The dual latent space figure of :mod:`engine.surrogate_figures`, as PNG bytes.
+    """The dual latent space figure of ``engine.surrogate_figures``, as PNG bytes.
 
     Examples:
         >>> latent_figure(model, held_out, energy, folder)[1:4]
@@ -196,7 +196,7 @@ def run_sections(
     truth: SpectrumImage | None,
     work_dir: Path,
 ) -> list[tuple[str, str, bytes | None]]:
-    """Build every section's text and figure for :func:`render_html`.
+    """Build every section's text and figure for ``render_html``.
 
     Examples:
         >>> run, integrity = check_run(run_path)
@@ -268,7 +268,7 @@ def save_sections(directory: Path, sections: Sequence[Section]) -> None:
 
 
 def load_sections(directory: Path) -> list[Section]:
-    """Sections written by :func:`save_sections` (an exploration's, for the run report).
+    """Sections written by ``save_sections`` (an exploration's, for the run report).
 
     Examples:
         >>> directory = folder

@@ -16,8 +16,8 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
     """What ``dualscope inspect`` shows of a run, as JSON-ready values.
 
     Args:
-        run: the run as read by :func:`engine.storage.read_run` (``n`` committed rows).
-        integrity: the run's integrity check (:func:`engine.storage.check_run`).
+        run: the run as read by ``engine.storage.read_run`` (``n`` committed rows).
+        integrity: the run's integrity check (``engine.storage.check_run``).
 
     Returns:
         Name → value: counts, axes with units, images, instrument, policies, status, first/last

@@ -26,7 +26,7 @@ def summary_figure(
     """Write a PNG: the structural image with measured positions coloured by order, and a few spectra.
 
     Args:
-        run: a run read with :func:`engine.storage.read_run`.
+        run: a run read with ``engine.storage.read_run``.
         out: PNG path to write.
         n_spectra: how many spectra to show, evenly spaced in acquisition order.
         channel: image channel (default: the first).

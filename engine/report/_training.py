@@ -17,7 +17,7 @@ from engine.surrogate import Surrogate, SurrogateConfig, TrainReport, evaluate_h
 
 @dataclass(frozen=True)
 class TrainingOutcome:
-    """What :func:`train_surrogate` did.
+    """What ``train_surrogate`` did.
 
     Attributes:
         report: the fit's report (steps, wall time, loss curve, rolled back or not).

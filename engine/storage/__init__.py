@@ -5,7 +5,7 @@ The run layout (what a run holds) is in ``_layout``, the commit protocol in ``_w
 
 Each public class and function has an Example, run by the tests in this namespace after the
 setup below (an Example that reads a run uses ``run_path``, a closed run such as
-:class:`engine.campaign.Campaign`'s Example writes).
+``engine.campaign.Campaign``'s Example writes).
 
 Examples:
     >>> import tempfile

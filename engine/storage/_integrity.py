@@ -35,7 +35,7 @@ class IntegrityReport:
 
 
 def check_run(path: Path) -> tuple[RunData, IntegrityReport]:
-    """Read the run at ``path`` and check it; raises :class:`RunStorageError` if it cannot be read at all.
+    """Read the run at ``path`` and check it; raises ``RunStorageError`` if it cannot be read at all.
 
     Examples:
         >>> run, report = check_run(run_path)

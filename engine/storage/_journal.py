@@ -98,7 +98,7 @@ def fsync_dir(path: Path) -> None:
 
 
 class Journal:
-    """Appends entries to ``path``; :meth:`append` with ``sync=True`` returns only once durable."""
+    """Appends entries to ``path``; ``append`` with ``sync=True`` returns only once durable."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,7 @@ class RunData:
 
 
 def open_run_group(path: Path, mode: str = "r") -> zarr.Group:
-    """Open a run's Zarr group, translating failures into :class:`RunStorageError`.
+    """Open a run's Zarr group, translating failures into ``RunStorageError``.
 
     Examples:
         >>> group = open_run_group(run_path)
@@ -166,7 +166,7 @@ def read_candidates(path: Path) -> CandidateSet:
 
 
 def array_node(group: zarr.Group, name: str) -> zarr.Array:
-    """The array ``name`` of a run group; :class:`RunCorrupt` if it is missing or not an array.
+    """The array ``name`` of a run group; ``RunCorrupt`` if it is missing or not an array.
 
     Examples:
         >>> array_node(open_run_group(run_path), "spectra").shape

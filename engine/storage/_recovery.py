@@ -17,7 +17,7 @@ from engine.storage._writer import RunWriter
 
 @dataclass(frozen=True)
 class RecoveryReport:
-    """What :func:`recover_run` found and did.
+    """What ``recover_run`` found and did.
 
     Attributes:
         committed_before: commit point found on disk.

@@ -61,7 +61,7 @@ def write_spectrum_image(si: SpectrumImage, out: Path) -> Path:
 
 
 def read_spectrum_image(path: Path) -> SpectrumImage:
-    """Read a dataset written by :func:`write_spectrum_image`.
+    """Read a dataset written by ``write_spectrum_image``.
 
     Examples:
         >>> back = read_spectrum_image(write_spectrum_image(si, folder / "si.zarr"))

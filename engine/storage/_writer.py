@@ -5,7 +5,7 @@ Commit protocol
 1. ``record_measurement`` appends the rows to the journal and ``fdatasync`` s it;
    only then does it return (the loop counts the rows as recorded). A crash from
    here on loses nothing: recovery replays the journal.
-2. When ``chunk_rows`` rows are buffered, :meth:`RunWriter.flush` writes them to
+2. When ``chunk_rows`` rows are buffered, ``RunWriter.flush`` writes them to
    every per-measurement array *before* the array's shape covers them (through
    a view with the larger shape that is never saved), fsyncs the chunk files,
    then saves each array's new shape and fsyncs it. So a plain zarr or xarray
@@ -79,9 +79,9 @@ def _view_with_rows(arr: zarr.Array, n_rows: int) -> zarr.Array:
 
 
 class RunWriter:
-    """The :class:`~engine.protocols.Recorder` that writes a Zarr run.
+    """The ``Recorder`` that writes a Zarr run.
 
-    Use :meth:`create` for a new run and :meth:`reopen` to continue one (which
+    Use ``create`` for a new run and ``reopen`` to continue one (which
     recovers it first). Not thread-safe: one writer per run, one thread.
 
     Examples:
@@ -233,7 +233,7 @@ class RunWriter:
     # ------------------------------------------------------------------ reopen
     @classmethod
     def open_existing(cls, path: Path, clock: Clock) -> RunWriter:
-        """Open an existing run for appending, without recovery (see :func:`engine.storage.recover_run`)."""
+        """Open an existing run for appending, without recovery (see ``engine.storage.recover_run``)."""
         if not (path / "zarr.json").exists():
             raise RunStorageError(f"no run at {path} (no zarr.json)")
         group = zarr.open_group(zarr.storage.LocalStore(path), mode="r+")
@@ -330,7 +330,7 @@ class RunWriter:
 
     @property
     def in_flight(self) -> dict[str, Any] | None:
-        """The decision kept by :meth:`set_in_flight` (its journal meta), if any."""
+        """The decision kept by ``set_in_flight`` (its journal meta), if any."""
         kept = self._attrs.get("in_flight")
         return dict(kept) if kept else None
 
@@ -363,7 +363,7 @@ class RunWriter:
         """Append already-assembled rows (one array per column, ``k`` rows each), durably.
 
         This is the bulk path used by importers, recovery and benchmarks; the
-        loop uses :meth:`record_measurement`. With ``journaled=True`` the rows
+        loop uses ``record_measurement``. With ``journaled=True`` the rows
         are already durable in this run's journal (recovery) and are only buffered.
         """
         self._check_open()
@@ -538,7 +538,7 @@ def _plain(state: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _runner_ups(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The first :data:`RUNNER_UPS` values, NaN-padded to that length."""
+    """The first ``RUNNER_UPS`` values, NaN-padded to that length."""
     out = np.full(RUNNER_UPS, np.nan)
     v = np.asarray(values, dtype=np.float64).ravel()[:RUNNER_UPS]
     out[: v.size] = v

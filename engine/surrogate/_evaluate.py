@@ -21,7 +21,7 @@ class HeldOutMetrics:
             (None for a spec2im-only surrogate; NaN when the held-out spectra do not vary).
         coverage90_before: fraction of true channel values inside the predicted 90 % interval, before
             calibration (None without im2spec).
-        coverage90_after: the same after :meth:`Surrogate.calibrate` on the held-out pairs.
+        coverage90_after: the same after ``Surrogate.calibrate`` on the held-out pairs.
         spec2im_mse: mean squared error of the predicted patches, in normalised intensity² (None for an
             im2spec-only surrogate).
 

@@ -3,8 +3,8 @@
 Uncertainty: the image latent is sampled from its posterior ``q(z | patch)`` (``samples`` draws);
 each draw is decoded to a spectrum mean and a per-channel variance (heteroscedastic noise); the
 predictive mean and variance follow the law of total variance,
-``Var = E[σ²] + Var[μ]``. :meth:`Surrogate.calibrate` then fits one scale on held-out data so
-that 90 % intervals cover 90 % of true values; :meth:`Surrogate.coverage` measures it.
+``Var = E[σ²] + Var[μ]``. ``Surrogate.calibrate`` then fits one scale on held-out data so
+that 90 % intervals cover 90 % of true values; ``Surrogate.coverage`` measures it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class CheckpointError(DualscopeError):
 
 @dataclass(frozen=True)
 class SurrogateConfig:
-    """Model and optimiser settings (see :class:`engine.surrogate.model.NetConfig` for the losses).
+    """Model and optimiser settings (see ``engine.surrogate.model.NetConfig`` for the losses).
 
     Attributes:
         kind: ``dualvae``, ``im2spec`` or ``spec2im``.
@@ -292,7 +292,7 @@ class Surrogate:
 
     # ---------------------------------------------------------------- checkpoints
     def to_state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-        """JSON metadata (config, normaliser, version) and the weights, for :mod:`engine.checkpoints`."""
+        """JSON metadata (config, normaliser, version) and the weights, for ``engine.checkpoints``."""
         if self.norm is None:
             raise ConfigError("nothing to save: the surrogate is not trained")
         meta = {
@@ -310,7 +310,7 @@ class Surrogate:
 
     @classmethod
     def from_state(cls, meta: dict[str, Any], weights: dict[str, torch.Tensor], device: torch.device) -> Surrogate:
-        """Inverse of :meth:`to_state`; raises :class:`CheckpointError` on a format or shape mismatch."""
+        """Inverse of ``to_state``; raises ``CheckpointError`` on a format or shape mismatch."""
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"checkpoint format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT}")
         try:

@@ -2,7 +2,7 @@
 
 It talks to the STEM controller, the scan device and the EELS camera through Nion's hardware
 sources (``nionswift-instrumentation``), so the same code drives a Nion microscope and Nion's own
-simulated one (``nionswift-usim``, see :mod:`instruments.drivers.nion_usim`).
+simulated one (``nionswift-usim``, see ``instruments.drivers.nion_usim``).
 
 Coordinates are converted here and nowhere else. The engine's axes are ``x`` and ``y`` in nm over
 ``[0, fov]``, origin at the top-left corner of the scan frame (like the structural image's pixel
@@ -55,7 +55,7 @@ class NionStem:
         eels: the EELS camera hardware source.
         options: image frame, camera exposure, frames per spectrum, blanking.
         clock: timestamps.
-        on_close: called by :meth:`close` (stops the instrumentation stack that was started for it).
+        on_close: called by ``close`` (stops the instrumentation stack that was started for it).
     """
 
     def __init__(

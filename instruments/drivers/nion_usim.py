@@ -1,7 +1,7 @@
 """Start Nion's instrumentation stack without the Swift GUI, with Nion's simulated STEM or a lab's devices.
 
 Nion's hardware plug-ins register their devices in a process-wide registry; the instrumentation
-layer turns them into hardware sources. :func:`open_nion` does what Swift does at start-up, minus
+layer turns them into hardware sources. ``open_nion`` does what Swift does at start-up, minus
 the GUI: it starts the hardware-source manager and the camera and scan factories, registers the
 devices (``nionswift-usim``'s simulated STEM, or the modules named in ``device_modules``), finds
 the STEM controller, the scan device and the EELS camera, and returns the driver,
