@@ -40,6 +40,12 @@ FAULTS = (
 class StepReport:
     """What one step did, handed to the progress callback.
 
+    Attributes:
+        decision: what the policy decided (step, request id, proposal).
+        measurement: the spectra ``(q, c)`` and positions ``(q, d)`` the instrument returned.
+        timings: seconds spent deciding, measuring and recording.
+        n_recorded: spectra recorded so far.
+
     Examples:
         >>> reports = []
         >>> on_step = reports.append  # pass as Campaign(on_step=...): one StepReport per recorded step
@@ -55,6 +61,15 @@ class StepReport:
 @dataclass(frozen=True)
 class CampaignResult:
     """How a campaign ended.
+
+    Attributes:
+        n_recorded: spectra recorded, before and during this run of the loop.
+        steps: decisions taken.
+        stop_reason: why it ended, in words (a stop rule's reason, or no candidate left).
+        elapsed_s: wall time of the loop, s.
+        missing: chosen positions never measured in a recording (marked missing).
+        refused: proposals refused by the safety limits.
+        faults: failed measurements recorded as missing.
 
     Examples:
         >>> result = CampaignResult(n_recorded=10, steps=10, stop_reason="budget reached", elapsed_s=1.5)

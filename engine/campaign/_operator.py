@@ -25,6 +25,12 @@ from engine.protocols import Clock
 class OperatorAction:
     """One operator action: what, who (a key's or a user's name), when (epoch s) and its details.
 
+    Attributes:
+        action: ``pause``, ``resume``, ``stop``, ``inject``, ``approve``, ``veto`` or ``edit``.
+        who: the key's name, or the name given with ``--as``.
+        time: when, seconds since the Unix epoch.
+        details: what else the action carries (a position, in the axes' units).
+
     Examples:
         >>> action = OperatorAction("pause", "alice", 1.7e9, {})
         >>> action.to_json()
@@ -48,6 +54,11 @@ APPROVAL_FALLBACKS = ("veto", "approve", "stop")
 @dataclass(frozen=True)
 class Verdict:
     """The operator's answer to a proposal: ``approve``, ``veto`` or ``edit`` (then ``position``), by whom.
+
+    Attributes:
+        action: ``approve``, ``veto`` or ``edit``.
+        who: who answered (``timeout`` when nobody did).
+        position: with ``edit``, the position ``(d,)`` to measure instead, in the axes' units.
 
     Examples:
         >>> Verdict("edit", "alice", np.array([10.0, 20.0])).position.tolist()

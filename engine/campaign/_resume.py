@@ -73,6 +73,10 @@ def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -
         columns: the committed rows: ``step (n,)``, ``candidate_index (n,)``, ``spectra (n, c)``,
             ``positions (n, d)``.
 
+    Returns:
+        Where the campaign stood: the next step, what to tell the policy, what is measured or retired,
+        and the decision in flight at the crash, if any.
+
     Examples:
         >>> plan = plan_resume(run.attrs, run.columns)
         >>> plan.next_step == int(run.columns["step"].max()) + 1
@@ -153,6 +157,12 @@ def apply_plan(plan: ResumePlan, candidates: CandidateSet, policy: Policy, safet
     Raises:
         ResumeError: the stored state does not fit the policy or the data (another configuration?).
 
+    Args:
+        plan: the run's ``ResumePlan``.
+        candidates: the run's candidates, marked measured and retired here.
+        policy: the policy built afresh from the stored configuration; restored or told here.
+        safety: the safety limits, whose dose history is replayed from the recorded positions (None: no limits).
+
     Examples:
         >>> from engine.policy import RandomPolicy
         >>> from engine.storage import read_candidates
@@ -207,6 +217,9 @@ def reconcile(instrument: Instrument, decision: Decision, last_instance: str | N
         instrument: the instrument, connected again.
         decision: the decision in flight at the crash.
         last_instance: the instrument instance the run talked to before the crash (``None``: unknown).
+
+    Returns:
+        What the instrument said, and a note when the measurement may repeat one made before the crash.
 
     Examples:
         >>> from engine.decisions import Decision, Proposal

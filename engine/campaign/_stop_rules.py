@@ -10,6 +10,9 @@ from engine.errors import ConfigError
 class Budget:
     """Stop after ``n`` measurements have been recorded.
 
+    Args:
+        n: measurements to record, >= 1.
+
     Examples:
         >>> rule = Budget(100)
         >>> rule.should_stop(99, 12.0) is None
@@ -31,6 +34,9 @@ class Budget:
 class WallTime:
     """Stop once the campaign has run ``seconds`` (checked between steps).
 
+    Args:
+        seconds: longest run of the loop, s (> 0).
+
     Examples:
         >>> rule = WallTime(3600.0)
         >>> rule.should_stop(10, 60.0) is None
@@ -51,6 +57,9 @@ class WallTime:
 
 class OperatorStop:
     """Stop when the operator asks (Ctrl-C, a button); the current step completes first.
+
+    Args:
+        event: the event that ``request`` sets (a new one by default; share one with a Ctrl-C handler).
 
     Examples:
         >>> stop = OperatorStop()

@@ -63,6 +63,9 @@ def differential_evolution_search(
         max_failures: failed evaluations of one design before it scores ``-inf``.
         prepare: maps a point of the cube ``(d,)`` to what the executor is sent (default: the point).
 
+    Returns:
+        The search's history (pool indices ``-1``).
+
     Examples:
         >>> def score(spectrum):  # maximised: a peak at 2 eV
         ...     return float(-abs(energy[np.argmax(spectrum)] - 2.0))

@@ -18,6 +18,13 @@ from engine.config import RunSection, ScalariserSection, _Strict, load_model, pa
 class DesignRunSection(RunSection):
     """``[run]`` of a design: the campaign's, named ``design`` by default (the seed also draws the pool).
 
+    Attributes:
+        name: the run's name (letters, digits, ``_.-``); the run is ``output_dir/<name>-<time>.zarr``.
+        output_dir: where runs go.
+        seed: seeds the pool of designs and every search.
+        chunk_rows: rows per Zarr chunk.
+        figure: write the convergence figure next to the run.
+
     Examples:
         >>> DesignRunSection().name
         'design'
@@ -28,6 +35,14 @@ class DesignRunSection(RunSection):
 
 class StructureSection(_Strict):
     """A cluster given explicitly (``kind = "structure"``): its simulated spectrum is the target.
+
+    Attributes:
+        arrangement: ``chain``, ``triangle``, ``square`` or ``random``.
+        n: number of spheres.
+        radius_nm: sphere radius, nm.
+        gap_nm: surface-to-surface gap, nm.
+        material: ``Au``, ``Ag`` or ``ITO``.
+        sn_fraction: Sn doping of ITO (carrier density), 0 to 0.3.
 
     Examples:
         >>> StructureSection(arrangement="triangle", n=3).n
@@ -44,6 +59,19 @@ class StructureSection(_Strict):
 
 class TargetSection(_Strict):
     """``[target]``: what to aim at.
+
+    Attributes:
+        kind: ``peak``, ``file``, ``structure`` or ``scalariser``.
+        centre_ev: the peak's centre, eV (``peak``).
+        width_ev: its full width at half maximum, eV (``peak``).
+        amplitude_nm2: its height, nm² (``peak``; None: the shape only).
+        file: a two-column spectrum file, eV and value (``file``).
+        match_shape_only: compare shapes only (``file``).
+        rel_tol: relative L2 distance that counts as reached.
+        peak_tol_ev: peak-position error that counts as reached, eV.
+        stop_when_reached: end each search at its first design within tolerance.
+        structure: the cluster whose spectrum is the target (``structure``).
+        scalariser: what to maximise (``scalariser``).
 
     Examples:
         >>> TargetSection(kind="peak", centre_ev=2.0, width_ev=0.2).rel_tol > 0
@@ -72,6 +100,14 @@ class TargetSection(_Strict):
 class SpaceSection(_Strict):
     """``[space]``: which structures are candidates.
 
+    Attributes:
+        kind: ``clusters`` (the parametric space of ``[simulator]``) or ``latent`` (a structure VAE's latent space).
+        pool: candidate designs drawn as a scrambled Sobol sequence.
+        checkpoint: the structure VAE (a ``dualscope train`` directory; ``latent`` only).
+        latent_span: the cube covers ``±latent_span`` prior standard deviations of each latent coordinate.
+        pixel_nm: the size of a decoded patch's pixel, nm.
+        material: the material of the spheres detected in decoded patches.
+
     Examples:
         >>> SpaceSection().kind, SpaceSection().pool
         ('clusters', 8192)
@@ -91,6 +127,14 @@ class SpaceSection(_Strict):
 
 class OptimiserSection(_Strict):
     """``[optimiser]``: the Bayesian optimisation and its baselines.
+
+    Attributes:
+        acquisition: botorch acquisition of the BO (``ucb`` by default).
+        ucb_beta: the fixed β of UCB (``μ + √β σ``).
+        initial: random designs before the first GP.
+        refit_every: new results between GP refits.
+        baselines: searches run after the BO with the same budget: ``random``, ``differential-evolution``.
+        de_popsize: differential evolution's population multiplier.
 
     Examples:
         >>> OptimiserSection().acquisition, OptimiserSection().ucb_beta
@@ -117,6 +161,12 @@ class OptimiserSection(_Strict):
 class ExecutorSection(_Strict):
     """``[executor]``: where the simulator runs.
 
+    Attributes:
+        kind: ``inline``, ``threads``, ``servers`` (``dualscope serve design-cda`` processes) or ``dask``.
+        workers: evaluations in flight at once.
+        scheduler: a Dask scheduler ``tcp://HOST:8786`` (empty: a loopback LocalCluster).
+        timeout_s: longest wait for one evaluation on a server, s.
+
     Examples:
         >>> ExecutorSection(kind="dask", workers=4).workers
         4
@@ -135,6 +185,9 @@ class ExecutorSection(_Strict):
 class DesignStopSection(_Strict):
     """``[stop]``: the budget of each search.
 
+    Attributes:
+        budget: successful simulator evaluations per search.
+
     Examples:
         >>> DesignStopSection(budget=60).budget
         60
@@ -145,6 +198,15 @@ class DesignStopSection(_Strict):
 
 class DesignConfig(_Strict):
     """The whole ``dualscope design`` file (every table has defaults; see ``parse_design_config``).
+
+    Attributes:
+        run: ``[run]``: name, output folder, seed, chunk rows, figure.
+        target: ``[target]``: what to aim at.
+        space: ``[space]``: the candidate structures.
+        simulator: ``[simulator]``: the coupled-dipole simulator's options (validated by the simulator).
+        optimiser: ``[optimiser]``: the Bayesian optimisation and its baselines.
+        executor: ``[executor]``: where the simulator runs.
+        stop: ``[stop]``: the budget of each search.
 
     Examples:
         >>> config = DesignConfig()
@@ -163,6 +225,16 @@ class DesignConfig(_Strict):
 
 def parse_design_config(text: str, source: str = "<design config>") -> DesignConfig:
     r"""Parse TOML ``text`` into a ``DesignConfig``; errors name the key and the allowed values.
+
+    Args:
+        text: TOML.
+        source: where the text came from, for error messages.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: bad TOML, an unknown key or a value out of range (named).
 
     Examples:
         >>> config = parse_design_config('''
@@ -186,6 +258,15 @@ def parse_design_config(text: str, source: str = "<design config>") -> DesignCon
 
 def load_design_config(path: Path) -> tuple[DesignConfig, str]:
     r"""Read and parse the design TOML at ``path``; returns the config and its text (stored in the run).
+
+    Args:
+        path: a TOML file (see ``examples/design.toml``).
+
+    Returns:
+        The validated configuration and the file's text.
+
+    Raises:
+        ConfigError: an unreadable file, bad TOML, an unknown key or a value out of range (named).
 
     Examples:
         >>> path = folder / "design.toml"

@@ -41,6 +41,16 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Client]:
 
     Each local worker has one thread (one evaluation at a time). Everything is closed on exit.
 
+    Args:
+        scheduler: ``tcp://HOST:8786``, or None for a loopback LocalCluster.
+        workers: processes of the LocalCluster (ignored with a scheduler).
+
+    Yields:
+        The client; it and the cluster are closed on exit.
+
+    Raises:
+        ConfigError: Dask distributed is not installed (the ``dask`` extra).
+
     Examples:
         >>> with dask_client(None, workers=1) as client:
         ...     print(client.submit(sum, [1, 2, 3]).result())
@@ -70,6 +80,10 @@ def dask_client(scheduler: str | None, workers: int) -> Iterator[Client]:
 
 class DaskExecutor:
     """Runs ``simulate`` on a Dask cluster: one task per design, results in completion order.
+
+    Args:
+        client: a connected ``distributed.Client`` (see ``dask_client``).
+        simulate: design ``(d',)`` → spectrum ``(c,)``; must pickle (a module-level function or object).
 
     Examples:
         >>> with dask_client(None, workers=1) as client:  # a loopback LocalCluster of 1 process

@@ -34,6 +34,11 @@ Simulate = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 class Outcome:
     """One finished evaluation: the pool index, its spectrum ``(c,)`` or the error it raised.
 
+    Attributes:
+        index: the key the design was submitted under (its pool index).
+        spectrum: its spectrum ``(c,)``, or None when it failed.
+        error: what went wrong, as ``Type: message`` (None on success).
+
     Examples:
         >>> evaluate(simulate, 3, pool[3]).spectrum.shape
         (50,)
@@ -73,6 +78,9 @@ class Executor(Protocol):
 class InlineExecutor:
     """Evaluates at submission, in the caller's thread (one worker, reproducible).
 
+    Args:
+        simulate: design ``(d',)`` → spectrum ``(c,)``.
+
     Examples:
         >>> executor = InlineExecutor(simulate)
         >>> executor.submit(0, pool[0])
@@ -98,6 +106,10 @@ class InlineExecutor:
 
 class ThreadExecutor:
     """A pool of ``workers`` threads (simulators that release the GIL in numpy, or that wait on I/O).
+
+    Args:
+        simulate: design ``(d',)`` → spectrum ``(c,)``.
+        workers: threads.
 
     Examples:
         >>> executor = ThreadExecutor(simulate, workers=2)
@@ -129,6 +141,14 @@ class ThreadExecutor:
 
 def evaluate(simulate: Simulate, index: int, design: NDArray[np.float64]) -> Outcome:
     """Run ``simulate(design)`` and wrap the spectrum, or the error, as an ``Outcome`` (runs in workers).
+
+    Args:
+        simulate: design ``(d',)`` → spectrum ``(c,)``.
+        index: the key of the design (returned in the outcome).
+        design: what ``simulate`` takes ``(d',)``.
+
+    Returns:
+        The spectrum, or the error (also for a spectrum with NaN or infinite values).
 
     Examples:
         >>> outcome = evaluate(simulate, 7, pool[7])
@@ -186,6 +206,11 @@ class DesignLog:
     in the unit cube, ``measure_s`` = seconds from submission to result); a failure is recorded as
     missing with what was done about it (re-submitted as which request, or given up). Without a
     recorder it only numbers the steps.
+
+    Args:
+        recorder: the run's recorder (None: record nothing).
+        clock: stamps decisions.
+        prefix: request ids are ``{prefix}-{step:06d}``.
 
     Examples:
         >>> from engine.clock import SystemClock
@@ -250,6 +275,12 @@ class Dispatch:
     and the same payload re-submitted at once, as a new decision, until it has failed
     ``max_failures`` times; then it is given up. Failures go into ``history`` under the proposal's
     pool index (``-1`` outside a pool).
+
+    Args:
+        executor: where evaluations run.
+        log: records decisions, results and failures.
+        history: where results and failures are appended.
+        max_failures: failed evaluations of one payload before it is given up.
 
     Examples:
         >>> from engine.clock import SystemClock
@@ -337,6 +368,9 @@ def run_design(
             worth a second try; a design the simulator cannot handle is not).
         designs: what the executor is sent for each pool index ``(m, d')`` (default ``pool.positions``;
             the latent design space sends sphere geometries while the GP sees latent coordinates).
+
+    Returns:
+        The search's history: designs, spectra, pool indices, model versions, failures.
 
     Examples:
         >>> history = run_design(RandomPolicy(np.random.default_rng(0)), candidates, InlineExecutor(simulate),

@@ -70,6 +70,14 @@ def summarise(
 ) -> SearchSummary:
     """Summarise a search from its history; ``score``/``reached`` map spectra ``(n, c)`` to ``(n,)``.
 
+    Args:
+        history: a search's history.
+        score: spectra ``(n, c)`` → the objective ``(n,)`` (higher is better).
+        reached: spectra ``(n, c)`` → whether each reaches the target ``(n,)`` (None: no target).
+
+    Returns:
+        The summary: evaluations, failures, best score, design and spectrum, best-so-far curve, calls to target.
+
     Examples:
         >>> peak = lambda spectra: -np.abs(energy[np.argmax(spectra, axis=1)] - 2.0)
         >>> s = summarise(history, peak, lambda spectra: peak(spectra) > -0.2)
@@ -120,6 +128,9 @@ def design_figure(
         target: the target spectrum ``(c,)``, or None when maximising a scalariser.
         target_label: what the target is.
         tolerance: the relative-L2 tolerance (drawn on the convergence panel), or None.
+
+    Returns:
+        ``path``.
 
     Examples:
         >>> s = summarise(history, lambda spectra: spectra.max(axis=1), None)

@@ -13,6 +13,14 @@ from numpy.typing import NDArray
 def geometry_vector(centres_nm: NDArray[np.float64], radii_nm: NDArray[np.float64], k: int) -> NDArray[np.float64]:
     """The first ``k`` spheres (centres ``(n, 2 or 3)``, radii ``(n,)``, nm) as a ``(3k,)`` vector, NaN-padded.
 
+    Args:
+        centres_nm: sphere centres ``(n, 2)`` or ``(n, 3)``, nm (z is dropped).
+        radii_nm: sphere radii ``(n,)``, nm.
+        k: spheres the vector holds.
+
+    Returns:
+        ``x, y, r`` per sphere ``(3k,)``, NaN-padded.
+
     Examples:
         >>> geometry_vector(np.array([[0.0, 0.0], [30.0, 0.0]]), np.array([10.0, 12.0]), 3).tolist()
         [0.0, 0.0, 10.0, 30.0, 0.0, 12.0, nan, nan, nan]
@@ -26,6 +34,12 @@ def geometry_vector(centres_nm: NDArray[np.float64], radii_nm: NDArray[np.float6
 
 def spheres_of(geometry: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Centres ``(n, 2)`` and radii ``(n,)`` from a geometry vector ``(3k,)`` (NaN rows dropped).
+
+    Args:
+        geometry: a geometry vector ``(3k,)`` (see ``geometry_vector``).
+
+    Returns:
+        Centres ``(n, 2)`` nm and radii ``(n,)`` nm.
 
     Examples:
         >>> centres, radii = spheres_of(geometry_vector(np.array([[0.0, 0.0]]), np.array([10.0]), 3))

@@ -87,6 +87,9 @@ class TargetTolerance:
 
     The logarithm spreads the sharp minimum around the target over a range a GP models well.
 
+    Args:
+        target: the design target.
+
     Examples:
         >>> energy = np.linspace(1.0, 3.0, 50)
         >>> objective = TargetTolerance(peak_target(energy, 2.0, 0.2))
@@ -121,6 +124,20 @@ def peak_target(
 
     With ``amplitude`` (nm²) the match includes the height; without, only the shape counts.
 
+    Args:
+        energy_ev: the simulated photon energies ``(c,)``, eV.
+        centre_ev: the peak's centre, eV (inside ``energy_ev``).
+        width_ev: its full width at half maximum, eV.
+        amplitude: its height, nm² (None: the shape only).
+        rel_tol: relative L2 distance that counts as reached.
+        peak_tol_ev: peak-position error that counts as reached, eV.
+
+    Returns:
+        The target.
+
+    Raises:
+        ConfigError: a width <= 0, or a centre outside the simulated range.
+
     Examples:
         >>> target = peak_target(np.linspace(1.0, 3.0, 50), 2.0, 0.2, amplitude=1500.0)
         >>> target.label
@@ -147,6 +164,19 @@ def load_target_file(
     """A target spectrum from a two-column file (energy in eV, value): ``.csv``/``.txt`` or ``.npy`` ``(k, 2)``.
 
     The values are interpolated linearly onto ``energy_ev (c,)``, which the file must cover.
+
+    Args:
+        path: the file.
+        energy_ev: the simulated photon energies ``(c,)``, eV.
+        fit_scale: compare shapes only.
+        rel_tol: relative L2 distance that counts as reached.
+        peak_tol_ev: peak-position error that counts as reached, eV.
+
+    Returns:
+        The target on ``energy_ev``.
+
+    Raises:
+        ConfigError: an unreadable file, a wrong shape, or a range that does not cover ``energy_ev``.
 
     Examples:
         >>> path = folder / "target.csv"

@@ -45,6 +45,14 @@ def _image(ax: Axes, si: SpectrumImage) -> None:
 def band_figure(si: SpectrumImage, values: NDArray, label: str) -> bytes:
     """The structural image beside the band map.
 
+    Args:
+        si: the spectrum image.
+        values: the band map ``(m,)``.
+        label: what the values are, with units (the colour bar's label).
+
+    Returns:
+        The figure as PNG bytes.
+
     Examples:
         >>> band_figure(si, si.spectra.sum(axis=1), "total counts")[1:4]
         b'PNG'
@@ -58,6 +66,14 @@ def band_figure(si: SpectrumImage, values: NDArray, label: str) -> bytes:
 
 def decomposition_figure(si: SpectrumImage, d: Decomposition, shown: int = 4) -> bytes:
     """Scree plot (PCA), component spectra and weight maps.
+
+    Args:
+        si: the spectrum image.
+        d: a PCA or NMF decomposition.
+        shown: components shown.
+
+    Returns:
+        The figure as PNG bytes.
 
     Examples:
         >>> decomposition_figure(si, pca(si.spectra, n_components=2))[1:4]
@@ -86,6 +102,13 @@ def decomposition_figure(si: SpectrumImage, d: Decomposition, shown: int = 4) ->
 def vae_figure(si: SpectrumImage, result: LatentLabels) -> bytes:
     """Latent plane coloured by cluster, the label map, and the first two latent coordinates as maps.
 
+    Args:
+        si: the spectrum image.
+        result: the spectral VAE's latent and labels.
+
+    Returns:
+        The figure as PNG bytes.
+
     Examples:
         >>> vae_figure(si, spectral_vae_labels(si.spectra, n_clusters=2, steps=10))[1:4]
         b'PNG'
@@ -102,6 +125,13 @@ def vae_figure(si: SpectrumImage, result: LatentLabels) -> bytes:
 
 def labelling_figure(si: SpectrumImage, result: Labelling) -> bytes:
     """Predicted label map with the training (o) and held-out (x) labelled positions.
+
+    Args:
+        si: the spectrum image.
+        result: the labelling classifier's predictions and split.
+
+    Returns:
+        The figure as PNG bytes.
 
     Examples:
         >>> labelled = np.arange(0, 20, 2)
@@ -127,6 +157,12 @@ def labelling_figure(si: SpectrumImage, result: Labelling) -> bytes:
 
 def comparison_figure(result: DualVsSeparated) -> bytes:
     """Held-out im2spec R² of the dual VAE and of the separated VAEs, on the same split.
+
+    Args:
+        result: the comparison.
+
+    Returns:
+        The figure as PNG bytes.
 
     Examples:
         >>> comparison_figure(DualVsSeparated(np.arange(24), np.arange(24, 30), 0.8, 0.6))[1:4]

@@ -35,6 +35,18 @@ def band_map(
     each spectrum there (least squares on ``log I`` vs ``log E``) and its extrapolation subtracted in
     the band.
 
+    Args:
+        spectra: spectra ``(m, c)``.
+        axis: the spectral axis values ``(c,)``.
+        window: ``(low, high)`` in the axis' units.
+        background_window: ``(low, high)`` before the band for the power-law background (None: none).
+
+    Returns:
+        The band's integral per spectrum ``(m,)``, counts.
+
+    Raises:
+        ConfigError: a window that holds no channel, or a background window without enough positive channels.
+
     Examples:
         >>> values = band_map(spectra, axis, (0.8, 1.2))
         >>> values.shape, bool(np.corrcoef(values, mix[:, 0])[0, 1] > 0.9)
@@ -61,6 +73,14 @@ def band_map(
 class Decomposition:
     """Components ``(k, c)``, per-position weights ``(m, k)``, and how well they reconstruct the data.
 
+    Attributes:
+        method: ``pca`` or ``nmf``.
+        components: component spectra ``(k, c)``.
+        weights: weight of each component at each position ``(m, k)``.
+        explained_variance_ratio: per component (PCA: all of them, for the scree plot).
+        reconstruction_error: Frobenius norm of the residual.
+        notes: what was assumed (a shift of negative data for NMF).
+
     Examples:
         >>> d = pca(spectra, n_components=2)
         >>> d.components.shape, d.weights.shape, bool(d.explained_variance_ratio[:2].sum() > 0.9)
@@ -78,6 +98,15 @@ class Decomposition:
 
 def pca(spectra: NDArray, n_components: int | None = None, variance: float = 0.95, seed: int = 0) -> Decomposition:
     """PCA of ``spectra (m, c)``: ``n_components`` or as many as explain ``variance`` of it.
+
+    Args:
+        spectra: spectra ``(m, c)``.
+        n_components: components to keep (None: chosen by ``variance``).
+        variance: the fraction of the variance to explain when ``n_components`` is None.
+        seed: seeds the randomised solver.
+
+    Returns:
+        Components ``(k, c)``, weights ``(m, k)``, explained variance ratios and reconstruction error.
 
     Examples:
         >>> d = pca(spectra)  # as many components as explain 95 % of the variance
@@ -97,6 +126,14 @@ def pca(spectra: NDArray, n_components: int | None = None, variance: float = 0.9
 
 def nmf(spectra: NDArray, n_components: int, seed: int = 0) -> Decomposition:
     """NMF of ``spectra (m, c)`` into non-negative components and abundances (negative data are shifted).
+
+    Args:
+        spectra: spectra ``(m, c)``.
+        n_components: components.
+        seed: seeds the initialisation.
+
+    Returns:
+        Non-negative components ``(k, c)`` and abundances ``(m, k)``.
 
     Examples:
         >>> d = nmf(spectra, 2)
@@ -120,6 +157,10 @@ def nmf(spectra: NDArray, n_components: int, seed: int = 0) -> Decomposition:
 class LatentLabels:
     """A spectral VAE's latent ``(m, d)`` and the cluster label of each position ``(m,)``.
 
+    Attributes:
+        latent: the latent means ``(m, d)``.
+        labels: the k-means cluster of each position ``(m,)``.
+
     Examples:
         >>> result = spectral_vae_labels(spectra, n_clusters=3, steps=20)
         >>> result.labels.shape
@@ -134,6 +175,17 @@ def spectral_vae_labels(
     spectra: NDArray, n_clusters: int = 4, latent: int = 2, steps: int = 600, seed: int = 0, patch: int = 8
 ) -> LatentLabels:
     """Train a VAE on the spectra alone; cluster its latent means with k-means (the "AE labels").
+
+    Args:
+        spectra: spectra ``(m, c)``.
+        n_clusters: k-means clusters.
+        latent: latent dimension.
+        steps: training steps.
+        seed: seeds the VAE and k-means.
+        patch: side of the placeholder patches the network needs (unused for spectra).
+
+    Returns:
+        The latent means ``(m, latent)`` and a cluster label per position ``(m,)``.
 
     Examples:
         >>> result = spectral_vae_labels(spectra, n_clusters=2, steps=20)
@@ -185,6 +237,19 @@ def label_map(
 ) -> Labelling:
     """Fit a classifier on ``labelled`` positions' patches, score it on held-out labelled ones, predict all.
 
+    Args:
+        patches: structure patches of every position ``(m, p, p)``.
+        labelled: indices of the labelled positions ``(k,)``.
+        labels: their labels ``(k,)``.
+        holdout: fraction of the labelled positions held out for scoring.
+        seed: seeds the split and the classifier.
+
+    Returns:
+        A label for every position, the split, the held-out accuracy and ambiguous labelled pairs.
+
+    Raises:
+        ConfigError: fewer than 4 labelled positions.
+
     Examples:
         >>> rng = np.random.default_rng(0)
         >>> patches = np.concatenate([np.zeros((20, 8, 8)), np.ones((20, 8, 8))]) + 0.1 * rng.random((40, 8, 8))
@@ -218,6 +283,11 @@ def label_map(
 class SeparatedVAEs:
     """Two VAEs trained apart and a least-squares map from the image latent to the spectrum latent.
 
+    Attributes:
+        image: the image VAE.
+        spectrum: the spectrum VAE.
+        map_weights: ``[z_image, 1] @ map_weights = z_spectrum``, ``(d + 1, d)``.
+
     Examples:
         >>> from engine.surrogate import PairedData
         >>> rng = np.random.default_rng(0)
@@ -244,6 +314,16 @@ def separated_vaes(
     train: PairedData, latent: int = 8, steps: int = 1000, seed: int = 0, max_seconds: float | None = None
 ) -> SeparatedVAEs:
     """Train an image VAE and a spectrum VAE independently on ``train``, then fit the linear map between latents.
+
+    Args:
+        train: paired patches ``(n, p, p)`` and spectra ``(n, c)``.
+        latent: latent dimension of both VAEs.
+        steps: training steps of each.
+        seed: seeds both.
+        max_seconds: a time limit per VAE, s (None: none).
+
+    Returns:
+        The two VAEs and the least-squares map ``(latent + 1, latent)`` between their latents.
 
     Examples:
         >>> from engine.surrogate import PairedData
@@ -274,6 +354,12 @@ def separated_vaes(
 class DualVsSeparated:
     """im2spec on one held-out split for the dual VAE and the separated VAEs (same rows for both).
 
+    Attributes:
+        train_index: rows trained on ``(n_train,)``.
+        test_index: rows held out ``(n_test,)``.
+        dual_r2: held-out im2spec R² of the dual VAE.
+        separated_r2: held-out im2spec R² of the separated VAEs.
+
     Examples:
         >>> result = DualVsSeparated(np.arange(24), np.arange(24, 30), dual_r2=0.8, separated_r2=0.6)
         >>> result.dual_r2 > result.separated_r2  # the tie between the latents helped on held-out pairs
@@ -289,6 +375,13 @@ class DualVsSeparated:
 def r2_score(y: NDArray, pred: NDArray) -> float:
     """Spectral R² over all values (per-channel means as the baseline).
 
+    Args:
+        y: true values ``(n, c)``.
+        pred: predictions ``(n, c)``.
+
+    Returns:
+        ``1 − SS_res / SS_tot``; 1 is perfect, 0 is no better than the per-channel means.
+
     Examples:
         >>> y = np.array([[1.0, 2.0], [3.0, 4.0]])
         >>> r2_score(y, y), r2_score(y, np.array([[2.0, 3.0], [2.0, 3.0]]))  # the per-channel means score 0
@@ -302,6 +395,16 @@ def dual_vs_separated(
     data: PairedData, holdout: float = 0.2, steps: int = 600, seed: int = 0, latent: int = 8
 ) -> DualVsSeparated:
     """Train the dual VAE and the separated VAEs on the same split of ``data``; compare held-out im2spec R².
+
+    Args:
+        data: paired patches ``(n, p, p)`` and spectra ``(n, c)``.
+        holdout: fraction held out, in (0, 1).
+        steps: training steps of each model.
+        seed: seeds the split and the models.
+        latent: latent dimension.
+
+    Returns:
+        The split and the held-out im2spec R² of both.
 
     Examples:
         >>> from engine.surrogate import PairedData

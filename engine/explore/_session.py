@@ -26,6 +26,11 @@ METHODS = ("band", "pca", "nmf", "vae", "label", "separated")
 class Exploration:
     """What the methods produced: page sections, arrays for the Zarr group, and metrics.
 
+    Attributes:
+        sections: page sections ``(heading, text, PNG or None)``.
+        arrays: maps and components by name, for ``results.zarr``.
+        metrics: numbers worth printing (explained variance, accuracies, R²).
+
     Examples:
         >>> result = explore_spectrum_image(si, ["pca"], components=2)
         >>> "pca_components" in result.arrays, [heading for heading, _, _ in result.sections]
@@ -39,6 +44,16 @@ class Exploration:
 
 def read_labels(path: Path, si: SpectrumImage) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     r"""Labelled positions from a CSV with columns ``index,label`` or ``x,y,label`` (axes' units).
+
+    Args:
+        path: the CSV file (a header row, then one labelled position per row).
+        si: the spectrum image the positions refer to (``x, y`` are matched to the nearest position).
+
+    Returns:
+        Position indices ``(k,)`` and their integer labels ``(k,)``.
+
+    Raises:
+        ConfigError: an unreadable file, no rows, unknown columns, or no ``label`` column.
 
     Examples:
         >>> csv = folder / "labels.csv"
@@ -68,6 +83,12 @@ def read_labels(path: Path, si: SpectrumImage) -> tuple[NDArray[np.int64], NDArr
 def patches_of(si: SpectrumImage) -> NDArray[np.float32]:
     """Patches of the structural image under every recorded position (8 px, or 16 px for large images).
 
+    Args:
+        si: a spectrum image with its structural image.
+
+    Returns:
+        Patches ``(m, p, p)``, one per recorded position.
+
     Examples:
         >>> patches_of(si).shape
         (20, 8, 8)
@@ -91,6 +112,25 @@ def explore_spectrum_image(
     progress: Callable[[str], None] | None = None,
 ) -> Exploration:
     """Run ``methods`` (see ``METHODS``) and collect their sections, arrays and metrics.
+
+    Args:
+        si: the spectrum image (positions ``(m, 2)``, spectra ``(m, c)``, structural image).
+        methods: any of ``band``, ``pca``, ``nmf``, ``vae``, ``label``, ``separated``.
+        band: the band map's window ``(low, high)`` in the spectral units (default: the middle third).
+        background: a power-law background window before an edge ``(low, high)`` (None: no background).
+        components: PCA components (None: as many as explain 95 % of the variance).
+        nmf_components: NMF components.
+        clusters: clusters of the spectral VAE's latent.
+        labels: labelled positions ``(k,)`` and their labels ``(k,)`` (without them ``label`` is skipped, with a note).
+        steps: training steps of the VAEs.
+        seed: seeds decompositions, VAEs and splits.
+        progress: called with the name of each method as it starts.
+
+    Returns:
+        The sections, arrays and metrics of the methods run.
+
+    Raises:
+        ConfigError: an unknown method, or a window that holds no channel of the axis.
 
     Examples:
         >>> result = explore_spectrum_image(si, ["band", "pca"], band=(0.0, 1.0))
@@ -195,6 +235,15 @@ def explore_spectrum_image(
 
 def save_exploration(directory: Path, si: SpectrumImage, result: Exploration, title: str) -> Path:
     """Write ``results.zarr`` (arrays + metrics), one PNG per section and ``explore.html`` into ``directory``.
+
+    Args:
+        directory: created if needed.
+        si: the spectrum image explored (its positions are saved too).
+        result: what ``explore_spectrum_image`` returned.
+        title: the page's title.
+
+    Returns:
+        The page, ``directory/explore.html``.
 
     Examples:
         >>> result = explore_spectrum_image(si, ["band"], band=(0.0, 1.0))

@@ -19,6 +19,13 @@ from engine.surrogate import CheckpointError, Surrogate
 def save_surrogate(surrogate: Surrogate, directory: Path) -> Path:
     """Write the checkpoint of ``surrogate`` into ``directory`` (created if needed).
 
+    Args:
+        surrogate: a trained surrogate.
+        directory: created if needed.
+
+    Returns:
+        ``directory``, holding ``weights.pt`` and ``surrogate.json``.
+
     Examples:
         >>> directory = save_surrogate(model, folder / "checkpoint")
         >>> sorted(p.name for p in directory.iterdir())
@@ -33,6 +40,16 @@ def save_surrogate(surrogate: Surrogate, directory: Path) -> Path:
 
 def load_surrogate(directory: Path, device: torch.device) -> Surrogate:
     """Load a checkpoint written by ``save_surrogate`` onto ``device``.
+
+    Args:
+        directory: written by ``save_surrogate`` (or ``dualscope train``).
+        device: where the weights go, e.g. ``torch.device("cpu")``.
+
+    Returns:
+        The surrogate, ready to predict.
+
+    Raises:
+        CheckpointError: a missing, foreign or damaged checkpoint.
 
     Examples:
         >>> back = load_surrogate(save_surrogate(model, folder / "checkpoint"), torch.device("cpu"))
@@ -65,6 +82,16 @@ def save_feature_checkpoint(
     Written to a temporary directory, fsynced, then renamed: a crash leaves either the whole
     checkpoint or none (a ``.partial`` leftover is ignored and removed by recovery).
 
+    Args:
+        run_dir: the run directory.
+        version: the snapshot version the weights belong to.
+        meta: the feature model's JSON metadata.
+        weights: its state dict (copies).
+        keep: checkpoints kept (older ones are removed).
+
+    Returns:
+        The checkpoint's directory inside the run.
+
     Examples:
         >>> save_feature_checkpoint(run_copy, 4, {"note": "example"}, {"w": torch.zeros(2)}).name
         'features-v000004'
@@ -94,6 +121,13 @@ def save_feature_checkpoint(
 
 def load_feature_checkpoint(run_dir: Path, version: int) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]] | None:
     """The newest complete feature checkpoint of a snapshot no later than ``version``: ``(version, meta, weights)``.
+
+    Args:
+        run_dir: the run directory.
+        version: the newest snapshot version wanted.
+
+    Returns:
+        ``(version, meta, weights)`` of the newest usable checkpoint up to ``version``, or None.
 
     Examples:
         >>> _ = save_feature_checkpoint(run_copy, 4, {"note": "example"}, {"w": torch.zeros(2)})

@@ -19,6 +19,17 @@ def load_paired(path: Path, patch: int = 32) -> tuple[PairedData, np.ndarray, st
     or a dualscope run (patches of side ``patch`` cut from the structural image around every
     measured position; unmeasured candidates become image-only rows).
 
+    Args:
+        path: a dataset or a run directory.
+        patch: patch side in pixels, cut from a run's image (a dataset's patches are binned down to it:
+            a divisor of their side).
+
+    Returns:
+        The pairs, the spectral axis values ``(c,)`` and their units.
+
+    Raises:
+        RunStorageError: not a dataset or run. ConfigError: a patch size the dataset cannot give.
+
     Examples:
         >>> data, energy, units = load_paired(run_path, patch=8)
         >>> int(data.has_spectrum.sum()), data.patches.shape[1:], units

@@ -85,6 +85,26 @@ def from_grid(
 
     ``image`` defaults to the mean absolute signal on the same grid; its coordinates default to the grid's.
 
+    Args:
+        spectra: the spectrum image ``(ny, nx, c)``.
+        x: scan coordinates ``(nx,)``, ``length_units``.
+        y: scan coordinates ``(ny,)``, ``length_units``.
+        length_units: the coordinates' units; lengths (``m``, ``um``, ``nm``, ``pm``, ``Å``) become nm,
+            anything else (``px``, ``''``) is kept.
+        spectral_axis: the spectra's calibration.
+        source: where the data came from.
+        image: a structural image ``(h, w)`` (None: the mean absolute signal).
+        image_x: its x coordinates ``(w,)`` (None: spanning the scan grid).
+        image_y: its y coordinates ``(h,)`` (None: spanning the scan grid).
+        notes: what the reader assumed.
+        acquisition_time_s: the recorded dwell per spectrum, s, if known.
+
+    Returns:
+        The spectrum image.
+
+    Raises:
+        ImportFailed: a wrong shape, or NaN or infinite spectra.
+
     Examples:
         >>> from engine.types import SpectralAxis
         >>> si = from_grid(np.ones((4, 5, 16)), np.arange(5.0), np.arange(4.0), "nm",
@@ -331,6 +351,17 @@ def _read_run(path: Path) -> SpectrumImage:
 
 def import_file(path: Path) -> SpectrumImage:
     """Read ``path`` (see the module docstring for the formats); ``ImportFailed`` names the problem.
+
+    Args:
+        path: a sidpy/pyNSID ``.h5``, Nanonis ``.3ds``, ``.npz``/``.npy``, Velox ``.emd``, Gatan ``.dm3``/``.dm4``
+            file, a ``dualscope simulate``/``import`` dataset or a run.
+
+    Returns:
+        The spectrum image: structural image, positions ``(m, 2)`` (nm when calibrated), spectra ``(m, c)``,
+        spectral axis with units, and notes on what was assumed.
+
+    Raises:
+        ImportFailed: a missing, unsupported or corrupt file, or one without spectra.
 
     Examples:
         >>> si = import_file(grid)

@@ -49,6 +49,11 @@ _BASELINE = 16
 class Choice:
     """Chosen candidate indices ``(q,)``, their acquisition values, and the next best values ``(≤ 5,)``.
 
+    Attributes:
+        indices: chosen candidate indices ``(q,)``.
+        values: their acquisition values ``(q,)``.
+        runner_up_values: acquisition values of the next best candidates ``(≤ 5,)``.
+
     Examples:
         >>> choice = select(posterior, np.arange(10, 30), np.empty(0, np.int64), 2, "ucb", seed=0, step=10)
         >>> choice.indices.shape, choice.values.shape, choice.runner_up_values.shape
@@ -131,6 +136,15 @@ class CandidateTable(Model):
 def ucb_beta(step: int, n_candidates: int, delta: float = 0.1, scale: float = 0.2) -> float:
     """The GP-UCB schedule of Srinivas et al. (2010) for a finite set, scaled by ``scale``.
 
+    Args:
+        step: decision number ``t`` (from 1).
+        n_candidates: size of the candidate set ``|D|``.
+        delta: failure probability of the bound.
+        scale: shrinks the theoretical schedule, which explores far more than works in practice.
+
+    Returns:
+        ``β_t = scale · 2 ln(|D| t² π² / (6 δ))``.
+
     Examples:
         >>> ucb_beta(1, 1000) < ucb_beta(100, 1000)  # explores more as decisions accumulate
         True
@@ -165,6 +179,9 @@ def select(
         travel: optional travel cost.
         shortlist: candidates scored by a shortlisted acquisition (default: ``SHORTLISTS``).
         beta: UCB's fixed ``β`` (the score is ``μ + √β σ``); default: ``ucb_beta``'s schedule.
+
+    Returns:
+        The chosen indices, their acquisition values and the runner-ups' values.
 
     Examples:
         >>> choice = select(posterior, np.arange(10, 30), np.empty(0, np.int64), 1, "log-ei", seed=0, step=10)

@@ -21,6 +21,9 @@ from engine.rng_state import rng_state, set_rng_state
 class RandomPolicy:
     """Uniformly random choice among available candidates, from an injected RNG.
 
+    Args:
+        rng: the run's random generator (same seed, same choices).
+
     Examples:
         >>> policy = RandomPolicy(np.random.default_rng(0))
         >>> proposal = policy.propose(candidates, 3)
@@ -107,6 +110,16 @@ POLICY_NAMES = ("random", "raster")
 
 def make_policy(name: str, rng: np.random.Generator) -> RandomPolicy | RasterPolicy:
     """Build a model-free policy by name (one of ``POLICY_NAMES``).
+
+    Args:
+        name: ``random`` or ``raster``.
+        rng: seeds ``random``.
+
+    Returns:
+        The policy.
+
+    Raises:
+        ConfigError: another name (the model-based policies are built by ``build_policy``).
 
     Examples:
         >>> make_policy("raster", np.random.default_rng(0)).name

@@ -45,6 +45,11 @@ class Features:
     ``model``: a GP already fitted on them (DKL), if any. ``checkpoint``: the feature model's
     checkpoint after this refit (learned features only; ``dualscope resume`` loads it).
 
+    Attributes:
+        unit: GP inputs ``(m, d)`` in ``[0, 1]``.
+        model: a GP fitted jointly with the features (DKL), or None.
+        checkpoint: the feature model's metadata and weights, or None.
+
     Examples:
         >>> out = PositionFeatures(positions).refit(np.arange(5), np.zeros(5), np.zeros((5, 16), np.float32))
         >>> float(out.unit.min()), float(out.unit.max()), out.model is None
@@ -73,6 +78,9 @@ class FeatureModel(Protocol):
 class PositionFeatures:
     """The probe position itself, scaled to the unit cube (``positions (m, d)``).
 
+    Args:
+        positions: candidate positions ``(m, d)``, the axes' units.
+
     Examples:
         >>> PositionFeatures(positions).refit(np.arange(5), np.zeros(5), np.zeros((5, 16), np.float32)).unit.shape
         (50, 2)
@@ -91,6 +99,15 @@ class Snapshot:
     """An immutable refit: version, the observations it saw and its posterior at every candidate.
 
     The policy that receives it conditions ``posterior`` on later observations (it owns it then).
+
+    Attributes:
+        version: increases with every refit (recorded with each decision as ``model_version``).
+        n_obs: observations the GP was fitted on.
+        y_mean: mean of the scalar values, for standardising.
+        y_std: their standard deviation.
+        posterior: the GP's posterior at every candidate, conditioned on the observations.
+        fit_warnings: botorch warnings counted during the fit.
+        features_checkpoint: the learned features' metadata and weights, for resume (None: positions).
 
     Examples:
         >>> snapshot = Snapshot(version=1, n_obs=10, y_mean=0.0, y_std=1.0, posterior=posterior, fit_warnings=0)

@@ -60,6 +60,12 @@ def fit_gp(x: torch.Tensor, y: torch.Tensor) -> tuple[SingleTaskGP, int]:
 def unit_cube(features: NDArray[np.floating]) -> NDArray[np.float64]:
     """Scale each column of ``features (m, d)`` to [0, 1] (constant columns become 0).
 
+    Args:
+        features: ``(m, d)``.
+
+    Returns:
+        ``(m, d)`` in ``[0, 1]``.
+
     Examples:
         >>> unit_cube(np.array([[0.0, 5.0], [2.0, 5.0], [4.0, 5.0]])).tolist()  # a constant column becomes 0
         [[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]]

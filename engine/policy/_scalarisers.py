@@ -64,6 +64,11 @@ def _channel_widths(axis: NDArray[np.float64]) -> NDArray[np.float64]:
 class BandIntegral:
     """∫ S(E) dE over ``[low, high]`` (counts × axis units).
 
+    Args:
+        low: the band's start, the axis' units.
+        high: its end.
+        name: shown in records and figures.
+
     Examples:
         >>> BandIntegral(0.8, 1.2)(spectra, energy).round(2).tolist()
         [0.01, 0.29, 0.0]
@@ -86,6 +91,11 @@ class BandIntegral:
 @dataclass(frozen=True)
 class PeakPosition:
     """Axis value of the maximum within ``[low, high]``, refined by a parabola through the top 3 channels.
+
+    Args:
+        low: the window's start, the axis' units.
+        high: its end.
+        name: shown in records and figures.
 
     Examples:
         >>> PeakPosition(0.0, 2.0)(spectra, energy).round(3).tolist()
@@ -122,6 +132,11 @@ class PeakPosition:
 class BandRatio:
     """Integral over band A divided by integral over band B (dimensionless).
 
+    Args:
+        a: the numerator's band.
+        b: the denominator's band.
+        name: shown in records and figures.
+
     Examples:
         >>> ratio = BandRatio(BandIntegral(0.0, 0.7), BandIntegral(1.3, 2.0))
         >>> (ratio(spectra, energy) > 1).tolist()
@@ -145,6 +160,10 @@ class BandRatio:
 @dataclass(frozen=True)
 class TargetSimilarity:
     """Cosine similarity to a target spectrum ``(c,)`` (1 = same shape), higher is better.
+
+    Args:
+        target: the target spectrum's values ``(c,)`` on the spectra's axis.
+        name: shown in records and figures.
 
     Examples:
         >>> similarity = TargetSimilarity.peak(energy, centre=1.0, width=0.2)
@@ -182,6 +201,9 @@ class LoopArea:
     first, so a loop traced twice counts twice and a response that does not depend on the
     direction of the sweep encloses no area.
 
+    Args:
+        name: shown in records and figures.
+
     Examples:
         >>> t = np.linspace(0, 2 * np.pi, 65)[:-1]
         >>> voltage, response = np.sin(t), np.cos(t)  # a circle of radius 1 in (V, R)
@@ -210,6 +232,11 @@ class TargetMatch:
     Unlike ``TargetSimilarity`` it also compares the amplitude, as inverse design against a
     simulator needs; with ``fit_scale`` each spectrum is first multiplied by its least-squares
     (non-negative) factor, so only the shape counts.
+
+    Args:
+        target: the target spectrum's values ``(c,)`` on the spectra's axis.
+        fit_scale: compare shapes only.
+        name: shown in records and figures.
 
     Examples:
         >>> match = TargetMatch(tuple(spectra[1]), fit_scale=True)
@@ -244,6 +271,10 @@ class Logarithm:
     on the logarithm it sees the structure of the whole range. Values ``≤ 0`` give NaN (not used by
     the GP).
 
+    Args:
+        inner: the scalariser whose values are logged.
+        name: shown in records and figures.
+
     Examples:
         >>> Logarithm(PeakPosition(0.0, 2.0))(spectra, energy).round(3).tolist()
         [-0.693, 0.0, 0.405]
@@ -265,6 +296,11 @@ class Logarithm:
 @dataclass(frozen=True)
 class UserFunction:
     """A user's ``module:function`` taking ``(spectra (n, c), axis (c,))`` and returning ``(n,)``.
+
+    Args:
+        path: ``module:function``, importable from the run's environment.
+        result_units: the units of the function's values.
+        name: shown in records and figures.
 
     Examples:
         >>> area = UserFunction("numpy:trapezoid")  # module:function taking (spectra (n, c), axis (c,))

@@ -82,6 +82,9 @@ class InlineTrainer(Generic[T]):
 class ThreadTrainer(Generic[T]):
     """Runs one job at a time on a daemon thread; ``submit`` while busy is refused, never queued.
 
+    Args:
+        name: the thread's name.
+
     Examples:
         >>> trainer = ThreadTrainer()
         >>> trainer.submit(lambda: sum(range(10)))

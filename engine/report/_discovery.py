@@ -16,6 +16,16 @@ from engine.errors import ConfigError
 def top_set(values: NDArray[np.float64], fraction: float = 0.01) -> NDArray[np.int64]:
     """Indices of the top ``fraction`` of ``values (m,)``: at least one, ties at the threshold included.
 
+    Args:
+        values: the ground truth at every candidate ``(m,)``.
+        fraction: the share of candidates in the top set, in (0, 1].
+
+    Returns:
+        Candidate indices ``(k,)`` of the top set.
+
+    Raises:
+        ConfigError: a fraction outside (0, 1].
+
     Examples:
         >>> top_set(np.array([0.1, 0.9, 0.5, 0.95]), fraction=0.5).tolist()
         [1, 3]
@@ -30,6 +40,13 @@ def top_set(values: NDArray[np.float64], fraction: float = 0.01) -> NDArray[np.i
 def recall_curve(order: NDArray[np.int64] | list[int], top: NDArray[np.int64]) -> NDArray[np.float64]:
     """Fraction ``(k,)`` of ``top`` found after 1..k measurements, ``order`` being the candidates measured.
 
+    Args:
+        order: candidate indices in the order they were measured ``(n,)``.
+        top: the top set ``(k,)``.
+
+    Returns:
+        Recall after each measurement ``(n,)``, in [0, 1].
+
     Examples:
         >>> recall_curve([0, 3, 1], np.array([1, 3])).tolist()  # measured 0, then 3, then 1
         [0.0, 0.5, 1.0]
@@ -40,6 +57,13 @@ def recall_curve(order: NDArray[np.int64] | list[int], top: NDArray[np.int64]) -
 
 def measurements_to(curve: NDArray[np.float64], level: float = 0.5) -> float:
     """The first number of measurements whose recall reaches ``level`` (``inf`` if it never does).
+
+    Args:
+        curve: a recall curve ``(n,)``.
+        level: the recall to reach.
+
+    Returns:
+        Measurements needed, or ``inf``.
 
     Examples:
         >>> measurements_to(np.array([0.0, 0.5, 1.0]))
@@ -57,6 +81,9 @@ def discovery_curves(order: NDArray[np.int64], truth: NDArray, seed: int = 0) ->
     Args:
         order: indices into ``truth`` in the run's acquisition order ``(n,)``.
         truth: scalar value at every recorded position ``(m,)`` (positions in row-major grid order).
+
+    Returns:
+        ``this run``, ``random`` (seeded permutation) and ``raster`` (row-major order): best value so far ``(n,)``.
 
     Examples:
         >>> truth = np.array([0.1, 0.9, 0.5, 0.2])

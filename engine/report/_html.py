@@ -34,6 +34,10 @@ from engine.surrogate import PairedData, Surrogate
 class Band:
     """Integrate spectra over ``[low, high]`` in the spectral axis' units (the report's scalar).
 
+    Attributes:
+        low: the band's start, the spectral axis' units.
+        high: its end.
+
     Examples:
         >>> Band(1.0, 2.0)(np.ones((2, 4)), np.array([0.5, 1.0, 1.5, 2.5])).tolist()  # sum over the band's channels
         [2.0, 2.0]
@@ -65,6 +69,12 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 def timing_figure(run: RunData) -> bytes:
     """Seconds in decide / measure / record per step (log scale).
 
+    Args:
+        run: the run.
+
+    Returns:
+        The figure as PNG bytes.
+
     Examples:
         >>> timing_figure(read_run(run_path))[1:4]  # PNG bytes
         b'PNG'
@@ -90,6 +100,16 @@ def property_figure(
     run: RunData, measured: NDArray, candidates: NDArray, predicted: NDArray | None, what: str
 ) -> bytes:
     """Measured scalar at the measured positions, next to the surrogate's map over all candidates.
+
+    Args:
+        run: the run (its image and candidate positions).
+        measured: the property at the measured positions ``(n,)``.
+        candidates: candidate positions ``(m, d)``.
+        predicted: the surrogate's property at every candidate ``(m,)`` (None: the measured panel only).
+        what: the property's name and units.
+
+    Returns:
+        The figure as PNG bytes.
 
     Examples:
         >>> run = read_run(run_path)
@@ -119,6 +139,14 @@ def property_figure(
 def discovery_figure(curves: dict[str, NDArray], best: float, what: str) -> bytes:
     """Discovery curves against the best value in the data.
 
+    Args:
+        curves: label → best value so far ``(n,)``.
+        best: the best value in the data.
+        what: the property's name and units.
+
+    Returns:
+        The figure as PNG bytes.
+
     Examples:
         >>> curves = discovery_curves(np.array([1, 0]), np.array([0.1, 0.9, 0.5]))
         >>> discovery_figure(curves, 0.9, "band intensity")[1:4]
@@ -141,6 +169,15 @@ def discovery_figure(curves: dict[str, NDArray], best: float, what: str) -> byte
 def latent_figure(model: Surrogate, data: PairedData, energy: NDArray, work_dir: Path) -> bytes:
     """The dual latent space figure of ``engine.surrogate_figures``, as PNG bytes.
 
+    Args:
+        model: a trained surrogate.
+        data: the pairs to place in the latent spaces.
+        energy: the spectral axis values ``(c,)``.
+        work_dir: a folder for the intermediate PNG.
+
+    Returns:
+        The figure as PNG bytes.
+
     Examples:
         >>> latent_figure(model, held_out, energy, folder)[1:4]
         b'PNG'
@@ -158,6 +195,16 @@ def render_html(
     refresh_s: int | None = None,
 ) -> str:
     """A self-contained page: ``sections`` are ``(heading, text, png or None)``; ``problems=None`` hides integrity.
+
+    Args:
+        title: the page's title.
+        summary: ``(name, value)`` rows of the summary table.
+        problems: integrity problems to show (None: no integrity line).
+        sections: ``(heading, text, PNG or None)`` each.
+        refresh_s: the page reloads itself after this many seconds (None: never).
+
+    Returns:
+        The HTML page, figures embedded as base64 PNG.
 
     Examples:
         >>> page = render_html("a page", [("spectra", "20")], None, [("Notes", "No figure here.", None)])
@@ -197,6 +244,18 @@ def run_sections(
     work_dir: Path,
 ) -> list[tuple[str, str, bytes | None]]:
     """Build every section's text and figure for ``render_html``.
+
+    Args:
+        run: the run.
+        integrity: its integrity check.
+        band: the scalar property.
+        surrogate: a trained surrogate for the predicted map and latents (None: none).
+        candidate_patches: the candidates' patches ``(m, p, p)`` for the surrogate (None: none).
+        truth: the recording a replayed run came from, for its discovery curve (None: none).
+        work_dir: a folder for intermediate figures.
+
+    Returns:
+        The sections.
 
     Examples:
         >>> run, integrity = check_run(run_path)
@@ -255,6 +314,10 @@ Section = tuple[str, str, bytes | None]
 def save_sections(directory: Path, sections: Sequence[Section]) -> None:
     """Write ``sections`` into ``directory``: one PNG per figure and ``sections.json`` (headings, texts).
 
+    Args:
+        directory: an existing folder.
+        sections: ``(heading, text, PNG or None)`` each.
+
     Examples:
         >>> directory = folder
         >>> save_sections(directory, [("Notes", "text", None)])
@@ -269,6 +332,12 @@ def save_sections(directory: Path, sections: Sequence[Section]) -> None:
 
 def load_sections(directory: Path) -> list[Section]:
     """Sections written by ``save_sections`` (an exploration's, for the run report).
+
+    Args:
+        directory: written by ``save_sections``.
+
+    Returns:
+        The sections, with their PNGs read back.
 
     Examples:
         >>> directory = folder

@@ -30,6 +30,15 @@ def _colour_values(data: PairedData, energy: NDArray) -> tuple[NDArray, str]:
 def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out: Path) -> Path:
     """The two latent spaces side by side, coloured by a property (label, or peak position).
 
+    Args:
+        model: a trained surrogate.
+        data: pairs to place: patches ``(n, p, p)``, spectra ``(n, c)``, labels if any.
+        energy: the spectral axis values ``(c,)``.
+        out: the PNG to write.
+
+    Returns:
+        ``out``.
+
     Examples:
         >>> dual_latent_figure(model, held_out, energy, folder / "latent.png").name
         'latent.png'
@@ -57,6 +66,16 @@ def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
 
 def latent_grid_figure(model: Surrogate, data: PairedData, energy: NDArray, out: Path, n: int = 6) -> Path:
     """Patches and spectra decoded on an ``n × n`` grid over the latent's principal plane.
+
+    Args:
+        model: a trained surrogate.
+        data: pairs whose latents define the principal plane.
+        energy: the spectral axis values ``(c,)``.
+        out: the PNG to write.
+        n: grid points per side.
+
+    Returns:
+        ``out``.
 
     Examples:
         >>> latent_grid_figure(model, held_out, energy, folder / "grid.png", n=3).name
@@ -91,6 +110,17 @@ def prediction_figure(
     model: Surrogate, held_out: PairedData, energy: NDArray, units: str, out: Path, k: int = 6
 ) -> Path:
     """im2spec on held-out patches: true spectrum, predicted mean and the 90 % band.
+
+    Args:
+        model: a trained surrogate that predicts spectra.
+        held_out: pairs it was not trained on.
+        energy: the spectral axis values ``(c,)``.
+        units: the spectral axis' units.
+        out: the PNG to write.
+        k: pairs shown.
+
+    Returns:
+        ``out``.
 
     Examples:
         >>> prediction_figure(model, held_out, energy, units, folder / "pred.png", k=2).name

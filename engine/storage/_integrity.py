@@ -17,6 +17,12 @@ from engine.storage._reader import RunData, read_run
 class IntegrityReport:
     """Problems make a run unreliable; notes are states that recovery or resume resolve.
 
+    Attributes:
+        problems: what makes the run unreliable (``ok`` is False when there are any).
+        notes: states that recovery or resume resolve (an interrupted run, pending journal rows).
+        journal_rows: rows in the journal not yet committed.
+        torn_bytes: bytes of a torn last journal write.
+
     Examples:
         >>> _, report = check_run(run_path)
         >>> report.ok, report.problems
@@ -36,6 +42,12 @@ class IntegrityReport:
 
 def check_run(path: Path) -> tuple[RunData, IntegrityReport]:
     """Read the run at ``path`` and check it; raises ``RunStorageError`` if it cannot be read at all.
+
+    Args:
+        path: the run directory.
+
+    Returns:
+        The run as read, and what is wrong with it.
 
     Examples:
         >>> run, report = check_run(run_path)

@@ -89,6 +89,14 @@ def trailing_shape(column: str, channels: int, axes: int) -> tuple[int, ...]:
 def new_run_path(output_dir: Path, name: str, clock: Clock) -> Path:
     """``output_dir/<name>-<YYYYmmdd-HHMMSS>.zarr``, with a suffix if that exists already.
 
+    Args:
+        output_dir: where runs go.
+        name: the run's name.
+        clock: the time in the name.
+
+    Returns:
+        A path that does not exist yet.
+
     Examples:
         >>> new_run_path(Path("runs"), "demo", SystemClock()).suffix
         '.zarr'

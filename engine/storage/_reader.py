@@ -82,6 +82,16 @@ class RunData:
 def open_run_group(path: Path, mode: str = "r") -> zarr.Group:
     """Open a run's Zarr group, translating failures into ``RunStorageError``.
 
+    Args:
+        path: the run directory.
+        mode: ``r`` (read only) or ``r+``.
+
+    Returns:
+        The group.
+
+    Raises:
+        RunStorageError: no ``zarr.json``. RunCorrupt: a store that cannot be opened.
+
     Examples:
         >>> group = open_run_group(run_path)
         >>> group.attrs["dualscope"]["status"]
@@ -104,6 +114,15 @@ def open_run_group(path: Path, mode: str = "r") -> zarr.Group:
 
 def read_run(path: Path | str) -> RunData:
     """Read the committed rows of the run at ``path`` (read-only; safe while it is being written).
+
+    Args:
+        path: the run directory.
+
+    Returns:
+        Its committed rows, attributes, images, candidates and spectral axis.
+
+    Raises:
+        RunStorageError: not a run. RunCorrupt: a run that cannot be read.
 
     Examples:
         >>> run = read_run(run_path)
@@ -147,6 +166,15 @@ def read_run(path: Path | str) -> RunData:
 def read_candidates(path: Path) -> CandidateSet:
     """The candidate set a run was created with: positions ``(m, d)``, pixels ``(m, 2)``, grid shape.
 
+    Args:
+        path: the run directory.
+
+    Returns:
+        The candidate set, with no measured or pending marks.
+
+    Raises:
+        RunStorageError: not a run. RunCorrupt: missing candidate arrays.
+
     Examples:
         >>> candidates = read_candidates(run_path)  # positions and pixels; measured marks are the resume's job
         >>> candidates.positions.shape[1], int(candidates.measured.sum())
@@ -167,6 +195,16 @@ def read_candidates(path: Path) -> CandidateSet:
 
 def array_node(group: zarr.Group, name: str) -> zarr.Array:
     """The array ``name`` of a run group; ``RunCorrupt`` if it is missing or not an array.
+
+    Args:
+        group: a run's group.
+        name: the array's name.
+
+    Returns:
+        The array.
+
+    Raises:
+        RunCorrupt: missing, or not an array.
 
     Examples:
         >>> array_node(open_run_group(run_path), "spectra").shape

@@ -57,6 +57,11 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         (for resuming); otherwise ``None`` and the run is left ``interrupted``
         (or ``closed`` if it was).
 
+    Args:
+        path: the run directory.
+        clock: stamps the recovery.
+        keep_open: return a writer to go on with (``dualscope resume``).
+
     Examples:
         >>> report, writer = recover_run(run_path, SystemClock())
         >>> report.committed_after, writer is None

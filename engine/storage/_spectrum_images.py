@@ -24,6 +24,16 @@ ATTR = "dualscope_spectrum_image"
 def write_spectrum_image(si: SpectrumImage, out: Path) -> Path:
     """Write ``si`` to a new Zarr group at ``out``.
 
+    Args:
+        si: the spectrum image.
+        out: the new dataset's directory (must not exist).
+
+    Returns:
+        ``out``.
+
+    Raises:
+        RunStorageError: ``out`` exists.
+
     Examples:
         >>> path = write_spectrum_image(si, folder / "si.zarr")
         >>> read_spectrum_image(path).spectra.shape
@@ -62,6 +72,15 @@ def write_spectrum_image(si: SpectrumImage, out: Path) -> Path:
 
 def read_spectrum_image(path: Path) -> SpectrumImage:
     """Read a dataset written by ``write_spectrum_image``.
+
+    Args:
+        path: the dataset directory.
+
+    Returns:
+        The spectrum image.
+
+    Raises:
+        RunStorageError: not a spectrum-image dataset, or a damaged one.
 
     Examples:
         >>> back = read_spectrum_image(write_spectrum_image(si, folder / "si.zarr"))

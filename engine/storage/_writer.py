@@ -84,6 +84,11 @@ class RunWriter:
     Use ``create`` for a new run and ``reopen`` to continue one (which
     recovers it first). Not thread-safe: one writer per run, one thread.
 
+    Args:
+        root: the run directory.
+        group: its open Zarr group.
+        clock: injected time source.
+
     Examples:
         >>> run = read_run(run_path)  # copy another run's description, image and candidates into a new one
         >>> writer = RunWriter.create(folder / "new.zarr", description=run.description,

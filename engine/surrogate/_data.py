@@ -95,6 +95,14 @@ def extract_patches(image: NDArray, centres_px: NDArray[np.int64], size: int) ->
 
     The image is reflect-padded so that patches at the edges keep their size.
 
+    Args:
+        image: the structural image ``(h, w)``.
+        centres_px: patch centres ``(m, 2)`` as ``(row, col)`` pixels.
+        size: patch side in pixels.
+
+    Returns:
+        Patches ``(m, size, size)``, float32.
+
     Examples:
         >>> image = np.arange(100.0).reshape(10, 10)
         >>> extract_patches(image, np.array([[5, 5], [0, 0]]), 4).shape  # edges are padded

@@ -72,6 +72,11 @@ class SurrogateConfig:
 class Normaliser:
     """Patches standardised with a global mean and std; spectra divided by a global scale.
 
+    Attributes:
+        patch_mean: mean patch intensity.
+        patch_std: its standard deviation.
+        spectrum_scale: the 99th percentile of the measured spectra's maxima, counts.
+
     Examples:
         >>> Normaliser.fit(data).spectrum_scale > 0
         True

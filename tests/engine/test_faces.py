@@ -114,6 +114,36 @@ def test_every_public_class_and_function_has_an_example(face: str) -> None:
     assert not without, f"engine.{face}: public names without an Example: {without}"
 
 
+def _sections_missing(obj: object) -> list[str]:
+    """The docstring sections a public class or function lacks: Args (or Attributes), Returns (or Yields)."""
+    doc = inspect.getdoc(obj) or ""
+    if inspect.isclass(obj):
+        if getattr(obj, "_is_protocol", False) or issubclass(obj, BaseException):
+            return []  # a protocol documents its methods; an error, its message
+        params = [p for p in inspect.signature(obj).parameters if p != "self"]
+        return ["Args or Attributes"] if params and "Args:" not in doc and "Attributes:" not in doc else []
+    assert inspect.isfunction(obj)
+    signature = inspect.signature(obj)
+    missing = ["Args"] if signature.parameters and "Args:" not in doc else []
+    returns = signature.return_annotation not in (None, "None", inspect.Signature.empty)
+    if returns and "Returns:" not in doc and "Yields:" not in doc:
+        missing.append("Returns")
+    return missing
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_every_public_class_and_function_documents_its_arguments_and_result(face: str) -> None:
+    module = importlib.import_module(f"engine.{face}")
+    lacking = {}
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            missing = _sections_missing(obj)
+            if missing:
+                lacking[name] = missing
+    assert not lacking, f"engine.{face}: docstrings without their sections: {lacking}"
+
+
 def test_light_commands_do_not_import_the_networks() -> None:
     """`dualscope --help` and a spawned server stay light: the lazy faces do not pull in torch or botorch."""
     code = "import sys, engine.cli.main; print(sorted(m for m in ('torch', 'botorch') if m in sys.modules))"
