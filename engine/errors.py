@@ -100,6 +100,10 @@ class RunCorrupt(RunStorageError):
     """A run on disk is damaged beyond what recovery can repair."""
 
 
+class RunInUse(RunStorageError):
+    """Another live process holds the run's writer lock (a campaign is still writing it)."""
+
+
 INSTRUMENT_ERRORS: dict[str, type[InstrumentError]] = {
     cls.code: cls
     for cls in (

@@ -29,14 +29,21 @@ def inspect(
     Example: `dualscope inspect runs/demo-20260101-120000.zarr --json`
     """
     from engine.report import run_summary
-    from engine.storage import check_run, recover_run
+    from engine.storage import check_run, describe_ranges, recover_run
 
-    if repair:
+    if repair:  # refuses (RunInUse, rc 2) while a campaign writes the run
         report, _ = recover_run(run_path, SystemClock())
         err.print(
             f"Recovered: {report.replayed_rows} rows replayed from the journal, "
             f"{report.torn_bytes} torn bytes dropped, in flight: {report.in_flight or 'none'}"
         )
+        for name, ranges in report.unrecoverable.items():
+            err.print(f"[red]cannot recover[/] {name} {describe_ranges(ranges)}: the chunk file is damaged")
+        if report.kept_in_journal:
+            err.print(
+                f"[yellow]kept[/] {report.kept_in_journal} journaled rows in the journal: they would join a "
+                "damaged chunk (copy the run before any further repair)"
+            )
     run_data, integrity = check_run(run_path)
     summary = run_summary(run_data, integrity)
     if as_json:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import parse_window
-from engine.errors import DualscopeError
+from engine.errors import DualscopeError, RunCorrupt
 from engine.io import import_file, load_surrogate
 from engine.report._html import Band, load_sections, render_html, run_sections
 from engine.report._run_summary import run_summary
-from engine.storage import array_node, check_run, open_run_group
+from engine.storage import array_node, check_run, describe_ranges, open_run_group
 from engine.surrogate import PairedData, Surrogate, SurrogateConfig, extract_patches
 
 _PATCH_PX = 16
@@ -43,6 +43,7 @@ def write_report(
 
     Raises:
         ConfigError: a malformed band. RunStorageError: not a run, or one that cannot be read.
+        RunCorrupt: damaged chunk files (named).
 
     Examples:
         >>> page = folder / "run.html"
@@ -54,6 +55,12 @@ def write_report(
     import torch
 
     run, integrity = check_run(run_path)
+    if run.damaged:
+        where = "; ".join(f"{name} {describe_ranges(r)}" for name, r in run.damaged.items())
+        raise RunCorrupt(
+            f"{run_path}: damaged chunk files ({where}); the figures would be wrong. "
+            f"`dualscope inspect {run_path}` lists every problem"
+        )
     if run.attrs.get("status") == "closed":
         refresh_s = None  # nothing more will come: the page need not reload
     values = run.spectral_values

@@ -16,7 +16,8 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
     """What ``dualscope inspect`` shows of a run, as JSON-ready values.
 
     Args:
-        run: the run as read by ``engine.storage.read_run`` (``n`` committed rows).
+        run: the run as read by ``engine.storage.check_run`` (``n`` rows: committed plus durable
+            journal rows of a live or interrupted run).
         integrity: the run's integrity check (``engine.storage.check_run``).
 
     Returns:
@@ -37,6 +38,7 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
     }
     return {
         "spectra": n,
+        "spectra_committed": run.committed,
         "channels": spec.size,
         "spectral_axis": f"{spec.name} {spec.values().min():.4g}…{spec.values().max():.4g} {spec.units}",
         "axes": ", ".join(f"{a.name} [{a.low:g}, {a.high:g}] {a.units}" for a in run.description.axes),

@@ -21,7 +21,7 @@ Examples:
 
 from engine.storage._integrity import IntegrityReport, check_run
 from engine.storage._layout import new_run_path
-from engine.storage._reader import RunData, array_node, open_run_group, read_candidates, read_run
+from engine.storage._reader import RunData, array_node, describe_ranges, open_run_group, read_candidates, read_run
 from engine.storage._recovery import RecoveryReport, recover_run
 from engine.storage._spectrum_images import ATTR as SPECTRUM_IMAGE_ATTR
 from engine.storage._spectrum_images import read_spectrum_image, write_spectrum_image
@@ -40,6 +40,7 @@ __all__ = [
     # integrity and recovery after a crash
     "IntegrityReport",
     "check_run",
+    "describe_ranges",
     "RecoveryReport",
     "recover_run",
     # spectrum-image datasets (imported or simulated recordings)

@@ -31,7 +31,8 @@ Static arrays: ``<spectral axis name>`` ``(c,)`` (channel centres, with ``units`
 The group attribute ``dualscope`` holds the format version, ``committed_rows``
 (the commit point: rows below it are complete in every array), the run status,
 the instrument description, the config (TOML text), the software versions and
-the policy names. ``journal/wal.bin`` is the write-ahead journal.
+the policy names. ``journal/wal.bin`` is the write-ahead journal; ``journal/writer.lock``
+is locked by the process writing the run (the kernel drops the lock when that process dies).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ RUNNER_UPS = 5
 """How many runner-up acquisition values each decision keeps."""
 ATTR = "dualscope"
 JOURNAL_PATH = ("journal", "wal.bin")
+LOCK_PATH = ("journal", "writer.lock")
+"""Held (``flock``) by the one process writing the run; it says which process that is."""
 ROW_DIM = "measurement"
 
 

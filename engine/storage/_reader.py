@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,8 @@ from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
 from engine.errors import RunCorrupt, RunStorageError
-from engine.storage._layout import ATTR, FORMAT_VERSION, row_columns
+from engine.storage._journal import read_journal
+from engine.storage._layout import ATTR, FORMAT_VERSION, JOURNAL_PATH, row_columns
 from engine.types import Image, ImageAxis, InstrumentDescription, SpectralAxis
 
 
@@ -31,6 +32,10 @@ class RunData:
         spectral_values: channel centres ``(c,)``.
         images: structural images by channel.
         candidate_positions: ``(m, d)``.
+        pending_rows: durable rows of a live or interrupted run still in its journal, appended after
+            the committed ones (only with ``read_run(path, journal=True)``; 0 otherwise).
+        damaged: rows whose chunks cannot be decoded, per array, as ``(start, stop)`` ranges (only
+            with ``read_run(path, damaged_ok=True)``; those rows hold the array's fill value).
 
     Examples:
         >>> run = read_run(run_path)
@@ -47,10 +52,17 @@ class RunData:
     spectral_values: NDArray[np.float64]
     images: dict[str, Image]
     candidate_positions: NDArray[np.float64]
+    pending_rows: int = 0
+    damaged: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
-        """Committed rows."""
+        """Rows read: the committed ones, plus ``pending_rows`` from the journal."""
+        return self.committed + self.pending_rows
+
+    @property
+    def committed(self) -> int:
+        """Rows below the commit point."""
         return int(self.attrs["committed_rows"])
 
     @property
@@ -112,11 +124,16 @@ def open_run_group(path: Path, mode: str = "r") -> zarr.Group:
     return group
 
 
-def read_run(path: Path | str) -> RunData:
+def read_run(path: Path | str, *, journal: bool = False, damaged_ok: bool = False) -> RunData:
     """Read the committed rows of the run at ``path`` (read-only; safe while it is being written).
 
     Args:
         path: the run directory.
+        journal: also read the durable rows waiting in the journal (a live run before its first
+            commit, or an interrupted one before recovery); ``pending_rows`` counts them.
+        damaged_ok: read around chunks that cannot be decoded (a truncated or overwritten file):
+            their rows hold the fill value and ``damaged`` names them. Without it such a chunk
+            raises ``RunCorrupt`` naming the array and rows.
 
     Returns:
         Its committed rows, attributes, images, candidates and spectral axis.
@@ -136,13 +153,21 @@ def read_run(path: Path | str) -> RunData:
     spectral = SpectralAxis.from_json(attrs["spectral_axis"])
     columns: dict[str, NDArray[Any]] = {}
     array_rows: dict[str, int] = {}
+    damaged: dict[str, list[tuple[int, int]]] = {}
     try:
         for col in row_columns(spectral.name):
             arr = array_node(group, col.name)
             array_rows[col.name] = int(arr.shape[0])
             if arr.shape[0] < n:
                 raise RunCorrupt(f"{path}: array {col.name!r} has {arr.shape[0]} rows but {n} are committed")
-            columns[col.name] = np.asarray(arr[:n])
+            columns[col.name], bad = _read_rows(arr, n)
+            if bad:
+                if not damaged_ok:
+                    raise RunCorrupt(
+                        f"{path}: array {col.name!r} cannot be decoded at {describe_ranges(bad)} "
+                        "(a damaged chunk file); `dualscope inspect` lists every damaged array"
+                    )
+                damaged[col.name] = bad
         images: dict[str, Image] = {}
         if "image_y" in group:
             y_arr, x_arr = array_node(group, "image_y"), array_node(group, "image_x")
@@ -160,7 +185,73 @@ def read_run(path: Path | str) -> RunData:
         candidates = np.asarray(array_node(group, "candidate_positions")[:])
     except KeyError as exc:
         raise RunCorrupt(f"{path}: missing array {exc}") from exc
-    return RunData(path, attrs, columns, array_rows, spectral_values, images, candidates)
+    except _DECODE_ERRORS as exc:
+        raise RunCorrupt(f"{path}: a static array cannot be decoded ({type(exc).__name__}: {exc})") from exc
+    pending = _journal_rows(path, n, columns) if journal else 0
+    return RunData(path, attrs, columns, array_rows, spectral_values, images, candidates, pending, damaged)
+
+
+_DECODE_ERRORS = (RuntimeError, ValueError, OSError, TypeError)
+"""What zarr and its codecs raise for a chunk file that is truncated or overwritten."""
+
+
+def _read_rows(arr: zarr.Array, n: int) -> tuple[NDArray[Any], list[tuple[int, int]]]:
+    """Rows ``[0, n)`` of ``arr`` and the ranges of rows whose chunks cannot be decoded.
+
+    One read when the array is sound; chunk by chunk (damaged chunks filled) only after that fails.
+    """
+    try:
+        return np.asarray(arr[:n]), []
+    except _DECODE_ERRORS:
+        pass
+    out = np.full((n, *arr.shape[1:]), arr.fill_value, dtype=arr.dtype)
+    step = int(arr.chunks[0])
+    bad: list[tuple[int, int]] = []
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        try:
+            out[start:stop] = arr[start:stop]
+        except _DECODE_ERRORS:
+            bad.append((start, stop))
+    return out, bad
+
+
+def describe_ranges(ranges: list[tuple[int, int]]) -> str:
+    """Row ranges as people read them, for messages about damaged or missing rows.
+
+    Args:
+        ranges: ``(start, stop)`` pairs, stop exclusive (as ``RunData.damaged`` holds them).
+
+    Returns:
+        The inclusive ranges as text.
+
+    Examples:
+        >>> describe_ranges([(0, 4), (8, 9)])
+        'rows 0-3, 8'
+    """
+    parts = [f"{a}-{b - 1}" if b - a > 1 else f"{a}" for a, b in ranges]
+    return "rows " + ", ".join(parts)
+
+
+def _journal_rows(path: Path, committed: int, columns: dict[str, NDArray[Any]]) -> int:
+    """Append the journal's durable rows beyond ``committed`` to ``columns`` in place; return how many."""
+    entries, _, _ = read_journal(path.joinpath(*JOURNAL_PATH))
+    blocks: list[dict[str, NDArray[Any]]] = []
+    expected = committed
+    for entry in entries:
+        if entry.meta["kind"] != "measurement":
+            continue
+        first, k = int(entry.meta["first_row"]), int(entry.arrays["spectra"].shape[0])
+        if first + k <= committed:
+            continue  # committed already; the journal was not yet cut
+        if first != expected or set(entry.arrays) != set(columns):
+            break  # a gap or a foreign entry: stop rather than misplace rows
+        blocks.append(dict(entry.arrays))
+        expected += k
+    if blocks:
+        for name in columns:
+            columns[name] = np.concatenate([columns[name], *(b[name] for b in blocks)])
+    return expected - committed
 
 
 def read_candidates(path: Path) -> CandidateSet:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from engine.errors import RunCorrupt
 from engine.protocols import Clock
 from engine.storage._journal import JournalEntry, read_journal
 from engine.storage._layout import JOURNAL_PATH
+from engine.storage._reader import describe_ranges, read_run
 from engine.storage._writer import RunWriter
 
 
@@ -28,6 +30,10 @@ class RecoveryReport:
         in_flight: request ids of decisions whose measurement never arrived
             (commands that may or may not have run on the instrument).
         removed_partials: leftover temporary files of interrupted atomic writes removed.
+        unrecoverable: committed rows whose chunk files cannot be decoded, per array, as
+            ``(start, stop)`` ranges: recovery cannot bring them back (their data is gone).
+        kept_in_journal: journaled rows not replayed because the chunk they would join is damaged
+            (they stay in the journal, so nothing more is lost).
 
     Examples:
         >>> report, _ = recover_run(run_path, SystemClock())  # a closed run: nothing to replay
@@ -41,6 +47,8 @@ class RecoveryReport:
     torn_bytes: int
     in_flight: list[str]
     removed_partials: int
+    unrecoverable: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    kept_in_journal: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form."""
@@ -50,12 +58,17 @@ class RecoveryReport:
 def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[RecoveryReport, RunWriter | None]:
     """Replay the journal of the run at ``path`` into Zarr and cut uncommitted tails.
 
-    Idempotent: recovering a consistent run changes nothing but the ``recoveries`` log.
+    Idempotent: recovering a consistent run changes nothing but the ``recoveries`` log. Committed
+    rows in damaged chunk files cannot be recovered: the report names them
+    (``unrecoverable``), and journaled rows that would land in a damaged chunk stay in the journal.
 
     Returns:
         The report, and with ``keep_open`` a writer positioned after the last row
         (for resuming); otherwise ``None`` and the run is left ``interrupted``
         (or ``closed`` if it was).
+
+    Raises:
+        RunInUse: a live process is writing the run (a running campaign): nothing is touched.
 
     Args:
         path: the run directory.
@@ -67,6 +80,15 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         >>> report.committed_after, writer is None
         (20, True)
     """
+    writer = RunWriter.open_existing(path, clock)  # takes the writer lock first: refuses a live run
+    damaged = read_run(path, damaged_ok=True).damaged
+    if damaged and keep_open:
+        writer.release(status=writer.status)
+        where = "; ".join(f"{name} {describe_ranges(r)}" for name, r in damaged.items())
+        raise RunCorrupt(
+            f"{path} cannot be resumed: damaged chunk files ({where}); `dualscope inspect --repair {path}` "
+            "says what can be recovered"
+        )
     removed = 0
     for partial in sorted(path.rglob("*.partial")):
         if partial.is_dir():  # an interrupted checkpoint directory
@@ -74,10 +96,19 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         elif partial.exists():
             partial.unlink()
         removed += 1
-    writer = RunWriter.open_existing(path, clock)
     before = writer.committed_rows
     entries, valid, total = read_journal(path.joinpath(*JOURNAL_PATH))
     writer.truncate_journal(valid)
+    if _tail_chunk_damaged(damaged, before, writer.chunk_rows):
+        pending = sum(
+            int(e.arrays["spectra"].shape[0])
+            for e in entries
+            if e.meta["kind"] == "measurement" and int(e.meta["first_row"]) >= before
+        )
+        report = RecoveryReport(before, before, 0, total - valid, [], removed, damaged, pending)
+        writer.log_recovery({"at": clock.time(), **report.to_json()})
+        writer.release(status=writer.status)  # the journal is kept: the rows are not lost
+        return report, None
     measured_ids: set[str] = set()
     expected, replayed = before, 0
     for entry in entries:
@@ -103,12 +134,20 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
     writer.flush()
     _keep_in_flight(writer, entries)
     writer.truncate_journal(0)
-    report = RecoveryReport(before, writer.committed_rows, replayed, total - valid, in_flight, removed)
+    report = RecoveryReport(before, writer.committed_rows, replayed, total - valid, in_flight, removed, damaged)
     writer.log_recovery({"at": clock.time(), **report.to_json()})
     if keep_open:
         return report, writer
     writer.release(status=writer.status)
     return report, None
+
+
+def _tail_chunk_damaged(damaged: dict[str, list[tuple[int, int]]], committed: int, chunk_rows: int) -> bool:
+    """Whether new rows would be written into a damaged chunk (the one holding the commit point)."""
+    if committed % chunk_rows == 0:
+        return False  # the next rows start a fresh chunk
+    tail = committed - 1
+    return any(a <= tail < b for ranges in damaged.values() for a, b in ranges)
 
 
 def _keep_in_flight(writer: RunWriter, entries: list[JournalEntry]) -> None:

@@ -48,6 +48,7 @@ from engine.storage._layout import (
     row_columns,
     trailing_shape,
 )
+from engine.storage._lock import WriterLock
 from engine.storage._reader import array_node as _array
 from engine.types import Image, InstrumentDescription, Measurement
 
@@ -102,6 +103,7 @@ class RunWriter:
     """
 
     def __init__(self, root: Path, group: zarr.Group, clock: Clock):
+        self._lock = WriterLock.acquire(root, clock)  # first: a second writer must not touch anything
         self.root = root
         self._group = group
         self._clock = clock
@@ -256,6 +258,11 @@ class RunWriter:
     def n_recorded(self) -> int:
         """Rows durable so far: committed to Zarr plus journaled in the buffer."""
         return self._committed + self._buffered
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows per Zarr chunk."""
+        return self._chunk_rows
 
     @property
     def committed_rows(self) -> int:
@@ -427,6 +434,7 @@ class RunWriter:
         )
         self._journal.truncate(0)
         self._journal.close()
+        self._lock.close()
         self._closed = True
 
     def release(self, status: str) -> None:
@@ -436,6 +444,7 @@ class RunWriter:
         self.flush()
         self._set_attrs(status=status)
         self._journal.close()
+        self._lock.close()
         self._closed = True
 
     # ----------------------------------------------------------------- internal
@@ -455,9 +464,10 @@ class RunWriter:
         }
 
     def _policy_code(self, name: str) -> int:
+        """The code of policy ``name``; a new name is made durable before any row can carry its code."""
         if name not in self._policies:
             self._policies.append(name)
-            self._attrs["policies"] = list(self._policies)
+            self._set_attrs(policies=list(self._policies))
         return self._policies.index(name)
 
     def _rows(self, decision: Decision, m: Measurement, timings: StepTimings) -> dict[str, NDArray[Any]]:

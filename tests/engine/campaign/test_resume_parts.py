@@ -31,6 +31,7 @@ from instruments.server import InstrumentServer
 from instruments.wire import encode
 from simulators.synthetic import SyntheticOptions, synthetic_microscope
 from tests.conftest import CountingDriver
+from tests.engine.storage.writer_child import abandon
 
 AXIS = SpectralAxis("energy", "eV", 0.5, 0.05, 40)
 CONFIG = """
@@ -196,9 +197,9 @@ def _crash_during_measure(tmp_path: Path, config_text: str, after: int) -> Path:
 
     inst.measure = measure  # type: ignore[method-assign]
     close, release = RunWriter.close, RunWriter.release
-    try:  # a SIGKILL runs no cleanup: nothing is flushed or closed
-        RunWriter.close = lambda self, outcome=None: None  # type: ignore[method-assign,assignment]
-        RunWriter.release = lambda self, status: None  # type: ignore[method-assign,assignment]
+    try:  # a SIGKILL runs no cleanup: nothing is flushed or closed, the process's descriptors go
+        RunWriter.close = lambda self, outcome=None: abandon(self)  # type: ignore[method-assign,assignment]
+        RunWriter.release = lambda self, status: abandon(self)  # type: ignore[method-assign,assignment]
         with pytest.raises(Killed):
             execute_run(config, config_text, inst, SystemClock(), OperatorStop())
     finally:

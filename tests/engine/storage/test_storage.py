@@ -19,7 +19,7 @@ from engine.errors import RunCorrupt, RunStorageError
 from engine.storage import RunWriter, check_run, read_run, recover_run
 from engine.storage._journal import decode_entries, encode_entry
 from engine.types import Measurement
-from tests.engine.storage.writer_child import CHANNELS, expected_position, expected_spectrum, make_run
+from tests.engine.storage.writer_child import CHANNELS, abandon, expected_position, expected_spectrum, make_run
 
 
 def _record(writer: RunWriter, start: int, k: int, step: int) -> int:
@@ -118,7 +118,7 @@ def test_recovery_replays_journal_and_logs_in_flight(tmp_path: Path) -> None:
     committed = writer.committed_rows
     # a decision whose command went out but whose spectrum never came back
     writer.record_decision(Decision(99, "lost-cmd", "random", Proposal(np.array([50]), np.array([np.nan])), 0.0))
-    del writer  # the process "dies": no close, the journal holds rows beyond the commit point
+    abandon(writer)  # the process "dies": no close, the journal holds rows beyond the commit point
     _, integrity = check_run(path)
     assert integrity.ok and integrity.journal_rows == 10 - committed
     report, _ = recover_run(path, SystemClock())
@@ -131,8 +131,7 @@ def test_recovery_replays_journal_and_logs_in_flight(tmp_path: Path) -> None:
 
 def test_recovery_drops_a_torn_last_entry(tmp_path: Path) -> None:
     path = tmp_path / "r.zarr"
-    writer = _fill(path, 5, chunk_rows=100, close=False)
-    del writer
+    abandon(_fill(path, 5, chunk_rows=100, close=False))
     wal = path / "journal" / "wal.bin"
     data = wal.read_bytes()
     wal.write_bytes(data[:-7])  # the last write was cut by the crash
@@ -146,7 +145,7 @@ def test_recovery_drops_a_torn_last_entry(tmp_path: Path) -> None:
 
 def test_resume_appends_after_recovery(tmp_path: Path) -> None:
     path = tmp_path / "r.zarr"
-    _fill(path, 6, chunk_rows=4, close=False)
+    abandon(_fill(path, 6, chunk_rows=4, close=False))
     _, writer = recover_run(path, SystemClock(), keep_open=True)
     assert writer is not None and writer.n_recorded == 6
     _record(writer, 6, 2, 100)
