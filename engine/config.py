@@ -254,9 +254,30 @@ def parse_config(text: str, source: str = "<config>") -> RunConfig:
     return parse_model(text, RunConfig, source)
 
 
-def load_config(path: Path) -> tuple[RunConfig, str]:
-    """Read and parse the TOML file at ``path``; returns the config and its text (stored in the run)."""
-    return load_model(path, RunConfig)
+REQUIRED_SECTIONS = ("instrument", "policy", "stop")
+"""Tables a campaign file must have: what measures, what decides, when to stop (``--defaults`` waives it)."""
+
+
+def load_config(path: Path, *, defaults: bool = False) -> tuple[RunConfig, str]:
+    """Read and parse the TOML file at ``path``; returns the config and its text (stored in the run).
+
+    Args:
+        path: the TOML file.
+        defaults: let missing ``REQUIRED_SECTIONS`` take their defaults (otherwise refused).
+
+    Raises:
+        ConfigError: unreadable, invalid, or missing a required table (named).
+    """
+    config, text = load_model(path, RunConfig)
+    missing = [name for name in REQUIRED_SECTIONS if name not in tomllib.loads(text)]
+    if missing and not defaults:
+        tables = ", ".join(f"[{name}]" for name in missing)
+        raise ConfigError(
+            f"{path}: missing {tables}; a campaign file says what measures ([instrument]), what decides "
+            "([policy]) and when to stop ([stop]); see examples/demo.toml, or pass --defaults to take the "
+            "defaults (the synthetic microscope, raster policy, 200 spectra)"
+        )
+    return config, text
 
 
 def parse_window(text: str, what: str, units: str = "") -> tuple[float, float] | None:

@@ -100,6 +100,10 @@ class RunCorrupt(RunStorageError):
     """A run on disk is damaged beyond what recovery can repair."""
 
 
+class Stopped(DualscopeError):
+    """The operator stopped a long phase (pre-training, a report) before it finished."""
+
+
 class RunInUse(RunStorageError):
     """Another live process holds the run's writer lock (a campaign is still writing it)."""
 

@@ -6,7 +6,7 @@ an in-process adapter and a test fake all fit without inheriting anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -15,6 +15,11 @@ from numpy.typing import NDArray
 from engine.candidates import CandidateSet
 from engine.decisions import Decision, Proposal, StepTimings
 from engine.types import JSON, Image, InstrumentDescription, Measurement
+
+PhaseProgress = Callable[[str, int, int], None]
+"""Progress of a long phase outside the loop: ``(what, done, total)``, e.g.
+``("pre-training the dual VAE on 961 patches", 40, 300)``. It may raise ``engine.errors.Stopped``
+to abandon the phase (the operator stopped the run)."""
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ from engine.errors import INSTRUMENT_ERRORS, BadRequest, DeviceFault, Instrument
 from engine.types import InstrumentDescription
 from instruments import messages
 from instruments.auth import ClientAuth, ServerAuth, ZapHandler
-from instruments.endpoints import require_loopback
+from instruments.endpoints import check_endpoint, require_loopback
 from instruments.local import new_request_id
 from instruments.wire import Message, decode, encode, error_message
 
@@ -58,6 +58,8 @@ class ControlServer:
     ):
         if auth is None:
             require_loopback(endpoint)
+        else:
+            check_endpoint(endpoint)
         self._control, self._description, self._auth = control, description, auth
         self._zap = ZapHandler(context, auth.clients) if auth is not None else None
         self.unauthorised: list[str] = []
@@ -129,11 +131,11 @@ class ControlServer:
         axes = self._description.axes
         if not isinstance(raw, list) or len(raw) != len(axes):
             names = ", ".join(a.name for a in axes)
-            raise BadRequest(f"{msg.command} needs body.position = [{names}] ({len(axes)} numbers)", msg.request_id)
+            raise BadRequest(f"{msg.command} needs a position: {len(axes)} numbers ({names})", msg.request_id)
         try:
             pos = np.array(raw, dtype=np.float64)
         except (TypeError, ValueError):
-            raise BadRequest("inject: position must hold numbers", msg.request_id) from None
+            raise BadRequest(f"{msg.command}: the position must be numbers", msg.request_id) from None
         self._description.check_positions(pos[None, :])  # out of the instrument's limits: typed error
         return pos
 

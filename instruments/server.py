@@ -44,7 +44,7 @@ from engine.safety import SafetyLimits
 from instruments import messages
 from instruments.auth import ServerAuth, ZapHandler, least_role_for, permitted
 from instruments.driver import Driver
-from instruments.endpoints import require_loopback
+from instruments.endpoints import check_endpoint, require_loopback
 from instruments.guard import GuardedDriver
 from instruments.reply_cache import ReplyCache
 from instruments.wire import (
@@ -105,6 +105,8 @@ class InstrumentServer:
         self._buckets: dict[bytes, tuple[float, float]] = {}  # client → (tokens, when)
         if auth is None:
             require_loopback(endpoint)
+        else:
+            check_endpoint(endpoint)
         self._auth = auth
         self.unauthorised: list[str] = []
         self._guard = GuardedDriver(driver, safety)

@@ -13,39 +13,44 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import zmq
 from rich.markup import escape
-from rich.progress import Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from engine.campaign import OperatorStop, StepReport
 from engine.candidates import CandidateSet
 from engine.cli.console import bar_columns, err, out
 from engine.clock import SystemClock
 from engine.config import RunConfig, load_config, parse_config
-from engine.protocols import Instrument
+from engine.errors import Stopped
+from engine.protocols import Instrument, PhaseProgress
 
 if TYPE_CHECKING:  # the wiring pulls in the policies (torch, botorch): imported when a campaign starts
     from engine.cli.wiring import RunOutcome
 
 OnStep = Callable[[StepReport], None]
-Execute = Callable[[Instrument, SystemClock, OperatorStop, OnStep, "zmq.Context[Any]"], "RunOutcome"]
-"""Runs a campaign on an open instrument: (instrument, clock, operator stop, progress callback, context)."""
+Execute = Callable[[Instrument, SystemClock, OperatorStop, OnStep, PhaseProgress, "zmq.Context[Any]"], "RunOutcome"]
+"""Runs a campaign on an open instrument: (instrument, clock, operator stop, step and phase progress, context)."""
 
 
 @contextmanager
 def _operator_stop() -> Iterator[OperatorStop]:
-    """First Ctrl-C: stop after the current measurement. Second: interrupt now (the run is still closed)."""
+    """First Ctrl-C or SIGTERM: stop after the current measurement. Second: interrupt now (the run is still closed)."""
     stop = OperatorStop()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if stop.event.is_set():
             raise KeyboardInterrupt
         stop.request()
-        err.print("[yellow]Stopping after the current measurement (Ctrl-C again to interrupt now)…[/]")
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        err.print(
+            f"[yellow]{what}: stopping after the current measurement or phase ({what} again to interrupt now)…[/]"
+        )
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def run_campaign(config: RunConfig, text: str, candidates: CandidateSet | None = None) -> RunOutcome:
@@ -53,34 +58,67 @@ def run_campaign(config: RunConfig, text: str, candidates: CandidateSet | None =
     from engine.cli.wiring import execute_run
 
     return with_progress(
-        config, lambda inst, clock, stop, step, ctx: execute_run(config, text, inst, clock, stop, step, candidates, ctx)
+        config,
+        lambda inst, clock, stop, step, phase, ctx: execute_run(
+            config, text, inst, clock, stop, step, candidates, ctx, phase
+        ),
     )
 
 
+class _Feedback:
+    """The progress bars of a campaign: one per start-up phase, then the measurements; times each."""
+
+    def __init__(self, progress: Progress, stop: OperatorStop, budget: int, start: int, clock: SystemClock):
+        self._progress, self._stop, self._budget, self._start, self._clock = progress, stop, budget, start, clock
+        self._phases: dict[str, tuple[TaskID, float]] = {}
+        self.phase_s: dict[str, float] = {}
+        self._measuring: TaskID | None = None
+        self.measuring_started: float | None = None
+
+    def phase(self, what: str, done: int, total: int) -> None:
+        """A start-up phase's progress; raises ``Stopped`` once the operator asked to stop."""
+        if what not in self._phases:
+            self._phases[what] = (self._progress.add_task(what, total=total, rate=""), self._clock.monotonic())
+        task, began = self._phases[what]
+        self._progress.update(task, completed=done, rate=f"step {done}/{total}")
+        self.phase_s[what] = self._clock.monotonic() - began
+        if self._stop.event.is_set():
+            raise Stopped(f"stopped by the operator while {what} (step {done}/{total}); nothing was measured")
+
+    def step(self, report: StepReport) -> None:
+        """A measurement's progress (the first one starts the measuring bar)."""
+        if self._measuring is None:
+            self.measuring_started = self._clock.monotonic()
+            self._measuring = self._progress.add_task("measuring", total=self._budget, completed=self._start, rate="")
+        elapsed = self._progress.tasks[self._measuring].elapsed or 1e-9
+        rate = f"{(report.n_recorded - self._start) / elapsed:.0f} spectra/s"
+        self._progress.update(self._measuring, completed=report.n_recorded, rate=rate)
+
+
 def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOutcome:
-    """Open the instrument, run ``execute`` under a progress bar (Ctrl-C stops cleanly), report the outcome."""
+    """Open the instrument, run ``execute`` under progress bars (Ctrl-C or SIGTERM stop cleanly), report the outcome."""
+    from engine.cli.drivers import check_image_channel
     from engine.cli.wiring import open_instrument
     from engine.report import summary_figure
-    from engine.storage import read_run
+    from engine.storage import ensure_output_dir, read_run
 
+    ensure_output_dir(config.run.output_dir)  # before anything is started
+    if config.instrument.mode in ("spawn", "local"):
+        check_image_channel(config.instrument.driver, config.instrument.options, config.instrument.image_channel)
     clock = SystemClock()
     context: zmq.Context[Any] = zmq.Context()
+    began = clock.monotonic()
     try:
         with _operator_stop() as stop, open_instrument(config.instrument, context, clock) as instrument:
             desc = instrument.describe()
             out.print(f"Instrument: [bold]{desc.name}[/] ({config.instrument.mode}); policy {config.policy.name}")
             columns = bar_columns(TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
             with Progress(*columns, console=out) as progress:
-                task = progress.add_task("measuring", total=config.stop.budget, completed=start, rate="")
-
-                def on_step(report: StepReport) -> None:
-                    elapsed = progress.tasks[0].elapsed or 1e-9
-                    rate = f"{(report.n_recorded - start) / elapsed:.0f} spectra/s"
-                    progress.update(task, completed=report.n_recorded, rate=rate)
-
-                outcome = execute(instrument, clock, stop, on_step, context)
+                feedback = _Feedback(progress, stop, config.stop.budget, start, clock)
+                outcome = execute(instrument, clock, stop, feedback.step, feedback.phase, context)
     finally:
         context.term()
+    total_s = clock.monotonic() - began
     out.print(f"Run:    [bold]{outcome.run_path}[/]")
     if config.run.figure:
         figure = summary_figure(read_run(outcome.run_path), outcome.run_path.with_suffix(".png"))
@@ -92,7 +130,10 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOut
         raise typer.Exit(1)
     assert outcome.result is not None
     r = outcome.result
-    out.print(f"Done:   {r.n_recorded} spectra in {r.elapsed_s:.1f} s; {r.stop_reason}.")
+    out.print(f"Done:   {r.n_recorded} spectra; {r.stop_reason}.")
+    for what, seconds in feedback.phase_s.items():
+        out.print(f"Time:   {_duration(seconds)} {what}")
+    out.print(f"Time:   {_duration(r.elapsed_s)} measuring; {_duration(total_s)} in all")
     if r.missing:
         out.print(f"        {r.missing} chosen positions were never measured in the recording (marked as missing).")
     if r.faults:
@@ -100,6 +141,14 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOut
     if r.refused:
         out.print(f"        {r.refused} proposals refused by the safety limits (recorded as missing, with why).")
     return outcome
+
+
+def _duration(seconds: float) -> str:
+    """``24.6 s`` or ``5:55`` (m:ss) for a minute or more."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(round(seconds), 60)
+    return f"{m}:{s:02d}"
 
 
 def demo(
@@ -146,6 +195,9 @@ def demo(
 
 def run(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG.toml", help="Campaign configuration (see examples/).")],
+    defaults: Annotated[
+        bool, typer.Option(help="Let missing [instrument], [policy] and [stop] tables take their defaults.")
+    ] = False,
 ) -> None:
     """Run the campaign a TOML configuration describes.
 
@@ -155,7 +207,7 @@ def run(
 
     Example: `dualscope run examples/demo.toml`
     """
-    config, text = load_config(config_path)
+    config, text = load_config(config_path, defaults=defaults)
     run_campaign(config, text)
 
 
@@ -187,9 +239,14 @@ def resume(
     )
 
     def execute(
-        inst: Instrument, clock: SystemClock, stop: OperatorStop, step: OnStep, ctx: zmq.Context[Any]
+        inst: Instrument,
+        clock: SystemClock,
+        stop: OperatorStop,
+        step: OnStep,
+        phase: PhaseProgress,
+        ctx: zmq.Context[Any],
     ) -> RunOutcome:
-        return resume_run(writer, config, inst, clock, stop, step, ctx)
+        return resume_run(writer, config, inst, clock, stop, step, ctx, phase)
 
     try:
         with_progress(config, execute, start=writer.n_recorded)

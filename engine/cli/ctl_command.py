@@ -11,7 +11,7 @@ import zmq
 
 from engine.cli.console import fail, out
 from engine.errors import ConfigError, RunStorageError
-from engine.storage import read_run
+from engine.storage import live_writer, read_run
 from instruments.auth import ClientAuth, KeyPair
 from instruments.control import COMMANDS, send_control
 
@@ -57,9 +57,26 @@ def ctl(
         fail(f"unknown command {command!r}; use {', '.join(COMMANDS)}")
     if (command in ("inject", "edit")) != bool(position):
         fail("inject and edit need a position (one number per axis); other commands take none")
+    data = read_run(run)
+    attrs = data.attrs
+    if live_writer(run) is None:  # no campaign holds the run: say what state it is in, do not wait
+        outcome = attrs.get("outcome") or {}
+        said = f"{data.n} spectra recorded; status {attrs.get('status')!r}"
+        if attrs.get("status") == "closed":
+            said += f", stop reason: {outcome.get('stop_reason', '-')}"
+        else:
+            said += "; `dualscope resume` goes on with it"
+        if command != "status":
+            fail(f"no campaign is running on {run} ({said}); {command} needs a running campaign")
+        out.print(f"status: no campaign running; {said}")
+        return
+    if position is not None:
+        axes = data.description.axes
+        if len(position) != len(axes):
+            names = ", ".join(f"{a.name} in {a.units}" for a in axes)
+            fail(f"{command} needs {len(axes)} numbers, one per axis ({names}); got {len(position)}")
     context: zmq.Context[Any] = zmq.Context()
     try:
-        attrs = read_run(run).attrs
         endpoint, public = attrs.get("control_endpoint"), attrs.get("control_public_key")
         if not endpoint:
             raise RunStorageError(f"{run} has no control endpoint: it was not started by `dualscope run`/`demo`")

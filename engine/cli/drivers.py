@@ -111,6 +111,32 @@ def driver_options(name: str, options: Mapping[str, Any]) -> BaseModel:
     return validate_model(dict(options), entry.options, f"options of driver {name!r}")
 
 
+_IMAGE_CHANNELS: dict[str, tuple[str, ...]] = {
+    "synthetic": ("haadf",),
+    "stem-twin": ("haadf",),
+    "darkfield-twin": ("sem",),
+    "design-cda": (),
+}
+"""Structural image channels of the simulators, known without starting them (a replay's and a
+Nion's depend on the recording and the options; ``execute_run`` checks those once described)."""
+
+
+def check_image_channel(name: str, options: Mapping[str, Any], channel: str) -> None:
+    """Refuse an ``image_channel`` the driver cannot acquire, before anything is started.
+
+    Raises:
+        ConfigError: the driver is unknown, its options are invalid, or it has no such channel.
+    """
+    validated = driver_options(name, options)
+    known = _IMAGE_CHANNELS.get(name)
+    if isinstance(validated, NionOptions):
+        known = (validated.image_channel.lower(),)
+    if known is not None and channel not in known:
+        has = ", ".join(map(repr, known)) or "no structural image"
+        raise ConfigError(f"instrument.image_channel = {channel!r}, but driver {name!r} acquires {has}")
+
+
 def build_driver(name: str, options: Mapping[str, Any], clock: Clock) -> Driver:
     """Build driver ``name`` from validated ``options``."""
-    return DRIVERS[name].build(driver_options(name, options), clock)
+    validated = driver_options(name, options)  # names an unknown driver and what is available
+    return DRIVERS[name].build(validated, clock)

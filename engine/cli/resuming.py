@@ -10,13 +10,21 @@ from typing import Any
 import numpy as np
 import zmq
 
-from engine.campaign import OperatorStop, StepReport, apply_plan, plan_resume, reconcile
-from engine.cli.wiring import CampaignParts, RunOutcome, build_campaign, instance_of, run_to_close
+from engine.campaign import CampaignResult, OperatorStop, StepReport, apply_plan, plan_resume, reconcile
+from engine.cli.wiring import (
+    CampaignParts,
+    Control,
+    RunOutcome,
+    build_campaign,
+    instance_of,
+    open_control,
+    run_to_close,
+)
 from engine.config import RunConfig, parse_config
-from engine.errors import ResumeError
+from engine.errors import ResumeError, Stopped
 from engine.io import load_feature_checkpoint
 from engine.policy import BOPolicy, DualVAEFeatures, build_policy, make_trainer
-from engine.protocols import Clock, Instrument, Policy
+from engine.protocols import Clock, Instrument, PhaseProgress, Policy
 from engine.storage import RecoveryReport, RunWriter, open_run_group, read_candidates, read_run, recover_run
 from engine.surrogate import CheckpointError
 
@@ -56,6 +64,7 @@ def resume_run(
     operator_stop: OperatorStop,
     on_step: Callable[[StepReport], None] | None = None,
     context: zmq.Context[Any] | None = None,
+    on_phase: PhaseProgress | None = None,
 ) -> RunOutcome:
     """Continue the recovered run ``writer`` holds open, with the ``config`` stored in it.
 
@@ -84,20 +93,36 @@ def resume_run(
         raise ResumeError(f"the run has no structural image {channel!r}; it cannot be resumed")
     candidates = read_candidates(writer.root)
     trainer = make_trainer(config.policy.training)
-    policy = build_policy(
-        config.policy,
-        stored.spectral_axis,
-        np.random.default_rng(config.run.seed),
-        run.images[channel],
-        candidates,
-        [str(n) for n in stored.extra.get("notes", [])],
-        trainer,
-    )
-    plan = plan_resume(run.attrs, run.columns)
-    loaded = _load_features(policy, writer.root, plan.policy_state)
-    parts = CampaignParts(config, stored, instrument, policy, writer, candidates, trainer)
-    campaign, control = build_campaign(parts, clock, operator_stop, on_step, context)
+    control: Control = (None, None)
     try:
+        control = open_control(config, writer, stored, clock, operator_stop, context)
+        policy = build_policy(
+            config.policy,
+            stored.spectral_axis,
+            np.random.default_rng(config.run.seed),
+            run.images[channel],
+            candidates,
+            [str(n) for n in stored.extra.get("notes", [])],
+            trainer,
+            on_phase,
+        )
+    except Stopped as exc:  # the run stays resumable: nothing new was measured
+        if control[1] is not None:
+            control[1].close()
+        trainer.close()
+        writer.release(status="interrupted")
+        return RunOutcome(writer.root, CampaignResult(writer.n_recorded, 0, str(exc), 0.0), None)
+    except BaseException:
+        if control[1] is not None:
+            control[1].close()
+        trainer.close()
+        writer.release(status="interrupted")
+        raise
+    plan = plan_resume(run.attrs, run.columns)
+    parts = CampaignParts(config, stored, instrument, policy, writer, candidates, trainer)
+    campaign = build_campaign(parts, clock, operator_stop, on_step, control[0])
+    try:
+        loaded = _load_features(policy, writer.root, plan.policy_state)
         apply_plan(plan, candidates, policy, campaign.safety)
         campaign.restore_failures(plan.failures)
         entry: dict[str, Any] = {"at": clock.time(), "from_step": plan.next_step, "rows": plan.n_recorded}
@@ -113,12 +138,12 @@ def resume_run(
         writer.note_instrument(instance_of(instrument))
         writer.log_resume(entry)
     except BaseException:
-        if control is not None:
-            control.close()
+        if control[1] is not None:
+            control[1].close()
         trainer.close()
         writer.release(status="interrupted")
         raise
-    return run_to_close(campaign, parts, control, first_step=plan.next_step, reconcile=plan.in_flight)
+    return run_to_close(campaign, parts, control[1], first_step=plan.next_step, reconcile=plan.in_flight)
 
 
 def _load_features(policy: Policy, run_dir: Path, state: Mapping[str, Any] | None) -> int | None:

@@ -17,10 +17,10 @@ from engine.cli.drivers import build_driver, driver_options
 from engine.cli.spawn import spawned_server
 from engine.config import InstrumentSection, RunConfig
 from engine.decisions import Decision
-from engine.errors import ConfigError
+from engine.errors import ConfigError, Stopped
 from engine.io import save_feature_checkpoint
-from engine.policy import BOPolicy, Snapshot, Trainer, build_policy, make_trainer
-from engine.protocols import Clock, Instrument, Policy
+from engine.policy import BOPolicy, Snapshot, Trainer, build_policy, check_policy_inputs, make_trainer
+from engine.protocols import Clock, Instrument, PhaseProgress, Policy
 from engine.storage import RunWriter, new_run_path
 from engine.types import InstrumentDescription
 from instruments.auth import ClientAuth, ServerAuth
@@ -80,33 +80,33 @@ def execute_run(
     on_step: Callable[[StepReport], None] | None = None,
     candidates: CandidateSet | None = None,
     context: zmq.Context[Any] | None = None,
+    on_phase: PhaseProgress | None = None,
 ) -> RunOutcome:
-    """Acquire the structural image, create the run, run the campaign and close the run.
+    """Acquire the structural image, create the run, build the policy, run the campaign and close the run.
 
     With a ZeroMQ ``context`` the campaign takes operator commands on a loopback control socket
     (its endpoint is stored in the run for `dualscope ctl`), and records each action in the run.
+    The run and its control socket exist before the policy's start-up (the dual VAE's pre-training,
+    reported through ``on_phase``), so `dualscope ctl RUN stop` and Ctrl-C reach that too.
 
     The run is closed (consistent, with its outcome) whatever happens; an error
     is returned in the outcome, not raised, so the caller can report both. ``candidates``
     defaults to a grid over the structural image (replays pass the recorded positions).
     """
     description = instrument.describe()
-    image = instrument.acquire_image(config.instrument.image_channel)
+    channel = config.instrument.image_channel
+    if channel not in description.image_channels:
+        raise ConfigError(
+            f"instrument.image_channel = {channel!r}, but {description.name!r} acquires "
+            f"{', '.join(map(repr, description.image_channels)) or 'no structural images'}"
+        )
+    image = instrument.acquire_image(channel)
     if candidates is None:
         candidates = CandidateSet.from_image_grid(
             image, description, config.candidates.stride_px, config.candidates.margin_px
         )
-    # built before the run exists, so that a policy that cannot work fails first
-    trainer = make_trainer(config.policy.training)
-    policy = build_policy(
-        config.policy,
-        description.spectral_axis,
-        np.random.default_rng(config.run.seed),
-        image,
-        candidates,
-        [str(n) for n in description.extra.get("notes", [])],
-        trainer,
-    )
+    notes = [str(n) for n in description.extra.get("notes", [])]
+    check_policy_inputs(config.policy, image, candidates, notes)  # a policy that cannot work fails first
     path = new_run_path(config.run.output_dir, config.run.name, clock)
     writer = RunWriter.create(
         path,
@@ -117,10 +117,68 @@ def execute_run(
         clock=clock,
         chunk_rows=config.run.chunk_rows,
     )
-    writer.note_instrument(instance_of(instrument))
+    trainer = make_trainer(config.policy.training)
+    control: Control = (None, None)
+    try:
+        writer.note_instrument(instance_of(instrument))
+        control = open_control(config, writer, description, clock, operator_stop, context)
+        rng = np.random.default_rng(config.run.seed)
+        policy = build_policy(
+            config.policy, description.spectral_axis, rng, image, candidates, notes, trainer, on_phase
+        )
+    except Stopped as exc:
+        return close_unstarted(writer, trainer, control, CampaignResult(0, 0, str(exc), 0.0))
+    except BaseException as exc:
+        close_unstarted(writer, trainer, control, None, exc)
+        raise
     parts = CampaignParts(config, description, instrument, policy, writer, candidates, trainer)
-    campaign, control = build_campaign(parts, clock, operator_stop, on_step, context)
-    return run_to_close(campaign, parts, control)
+    campaign = build_campaign(parts, clock, operator_stop, on_step, control[0])
+    return run_to_close(campaign, parts, control[1])
+
+
+Control = tuple[OperatorControl | None, ControlServer | None]
+"""The operator's hold on a campaign and the socket that serves it (both ``None`` without a context)."""
+
+
+def open_control(
+    config: RunConfig,
+    writer: RunWriter,
+    description: InstrumentDescription,
+    clock: Clock,
+    operator_stop: OperatorStop,
+    context: zmq.Context[Any] | None,
+) -> Control:
+    """The operator control and its loopback socket (endpoint stored in the run), when a ``context`` is given."""
+    if context is None:
+        return None, None
+    operator = OperatorControl(
+        clock,
+        lambda a: writer.record_operator_action(a.to_json()),
+        operator_stop,
+        approval_timeout_s=config.operator.approval_timeout_s,
+        on_timeout=config.operator.on_timeout,
+    )
+    section = config.operator
+    auth = ServerAuth.from_files(section.authorised_keys, section.key, "operator.authorised_keys and operator.key")
+    server = ControlServer(operator, description, context, section.endpoint, auth)
+    writer.set_control_endpoint(server.endpoint, auth.server.public if auth is not None else None)
+    return operator, server
+
+
+def close_unstarted(
+    writer: RunWriter,
+    trainer: Trainer[Snapshot],
+    control: Control,
+    result: CampaignResult | None,
+    error: BaseException | None = None,
+) -> RunOutcome:
+    """Close a run whose campaign never started (stopped or failed during the policy's start-up)."""
+    if control[1] is not None:
+        control[1].close()
+    trainer.close()
+    reason = result.stop_reason if result else f"error: {type(error).__name__}: {error}"
+    writer.close(outcome={"stop_reason": reason, "n_recorded": writer.n_recorded})
+    return RunOutcome(writer.root, result, error)
 
 
 @dataclass(frozen=True)
@@ -147,23 +205,10 @@ def build_campaign(
     clock: Clock,
     operator_stop: OperatorStop,
     on_step: Callable[[StepReport], None] | None,
-    context: zmq.Context[Any] | None,
-) -> tuple[Campaign, ControlServer | None]:
-    """The campaign over ``parts``, with an operator control socket when a ZeroMQ ``context`` is given."""
+    operator: OperatorControl | None,
+) -> Campaign:
+    """The campaign over ``parts``, held by ``operator`` (from ``open_control``) when there is one."""
     config, writer, description = parts.config, parts.writer, parts.description
-    operator, control = None, None
-    if context is not None:
-        operator = OperatorControl(
-            clock,
-            lambda a: writer.record_operator_action(a.to_json()),
-            operator_stop,
-            approval_timeout_s=config.operator.approval_timeout_s,
-            on_timeout=config.operator.on_timeout,
-        )
-        section = config.operator
-        auth = ServerAuth.from_files(section.authorised_keys, section.key, "operator.authorised_keys and operator.key")
-        control = ControlServer(operator, description, context, section.endpoint, auth)
-        writer.set_control_endpoint(control.endpoint, auth.server.public if auth is not None else None)
     campaign = Campaign(
         instrument=parts.instrument,
         policy=parts.policy,
@@ -181,7 +226,7 @@ def build_campaign(
         max_faults_in_a_row=config.faults.max_in_a_row,
         operator=operator,
     )
-    return campaign, control
+    return campaign
 
 
 def _checkpointing(

@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
     from engine.policy._bo import BOPolicy, FeatureModel, Features, PositionFeatures, ScalarBO, Snapshot
     from engine.policy._dkl import DKLFeatures
     from engine.policy._dualvae import DualVAEFeatures
-    from engine.policy._factory import build_policy, build_scalariser, make_trainer
+    from engine.policy._factory import build_policy, build_scalariser, check_policy_inputs, make_trainer
     from engine.policy._gp_posterior import CandidatePosterior, fit_gp, unit_cube
     from engine.policy._scalarisers import (
         BandIntegral,
@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
 __all__ = [
     # building a policy from its configuration
     "build_policy",
+    "check_policy_inputs",
     "build_scalariser",
     "make_trainer",
     # baselines

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from engine.policy._bo import Features
 from engine.policy._gp_posterior import unit_cube
+from engine.protocols import PhaseProgress
 from engine.surrogate import CheckpointError, Normaliser, PairedData, Surrogate, TrainReport
 
 
@@ -35,6 +36,8 @@ class DualVAEFeatures:
         positions: candidate positions ``(m, d)``; when given, the GP inputs are the latent and the
             position side by side (each scaled to the unit cube), so that the GP can also follow
             trends across the field of view that no single patch shows (a doping gradient).
+        progress: told after each pre-training step (``engine.protocols.PhaseProgress``); raising
+            ``engine.errors.Stopped`` from it abandons the pre-training.
 
     Examples:
         >>> rng = np.random.default_rng(0)
@@ -60,13 +63,18 @@ class DualVAEFeatures:
         update_steps: int = 20,
         update_seconds: float = 1.0,
         positions: NDArray[np.float64] | None = None,
+        progress: PhaseProgress | None = None,
     ):
         self.surrogate = surrogate
         self._positions = None if positions is None else unit_cube(positions)
         self._update = (update_steps, update_seconds)
         m = patches.shape[0]
         self._data = PairedData(patches, np.zeros((m, channels), np.float32), np.zeros(m, bool))
-        self.pretrain_report = surrogate.fit(self._data, pretrain_steps)
+        what = f"pre-training the dual VAE on {m} patches"
+        on_step = None if progress is None else (lambda k, _loss: progress(what, k, pretrain_steps))
+        if progress is not None:
+            progress(what, 0, pretrain_steps)
+        self.pretrain_report = surrogate.fit(self._data, pretrain_steps, on_step=on_step)
         self._latents = unit_cube(surrogate.image_latent(patches))
         self.updates: list[TrainReport] = []
 

@@ -30,7 +30,7 @@ from engine.policy._scalarisers import (
     UserFunction,
 )
 from engine.policy._trainer import InlineTrainer, ThreadTrainer, Trainer
-from engine.protocols import Policy
+from engine.protocols import PhaseProgress, Policy
 from engine.surrogate import Surrogate, SurrogateConfig, extract_patches
 from engine.types import Image, SpectralAxis
 
@@ -102,6 +102,7 @@ def build_policy(
     candidates: CandidateSet | None = None,
     notes: Sequence[str] = (),
     trainer: Trainer[Snapshot] | None = None,
+    progress: PhaseProgress | None = None,
 ) -> Policy:
     """The policy a ``[policy]`` table names.
 
@@ -113,6 +114,8 @@ def build_policy(
         candidates: the candidate positions ``(m, d)`` and their image pixels; needed by model-based policies.
         notes: the instrument's notes (a recording without a structural image says so).
         trainer: where refits run (default inline).
+        progress: told how a long start-up (the dual VAE's pre-training) goes; may raise
+            ``engine.errors.Stopped`` to abandon it.
 
     Returns:
         The policy, ready for ``engine.campaign.Campaign``.
@@ -127,21 +130,17 @@ def build_policy(
         >>> build_policy(PolicySection(name="random"), axis, np.random.default_rng(0)).name
         'random'
     """
+    check_policy_inputs(section, image, candidates, notes)
     if section.name in ("random", "raster"):
         return make_policy(section.name, rng)
-    if candidates is None:
-        raise ConfigError(f"policy {section.name} needs the candidate set")
+    assert candidates is not None and (image is not None or section.name == "gp-position")
     features: FeatureModel
     if section.name == "gp-position":
         features = PositionFeatures(candidates.positions)
     else:
-        if image is None or any("no structural image" in n for n in notes):
-            raise ConfigError(
-                f"{section.name} learns from the structural image, and this data has none "
-                "(the importer derived one from the spectra); use policy gp-position, random or raster"
-            )
+        assert image is not None
         patches = extract_patches(image.data, candidates.pixels, section.patch_px)
-        features = _image_features(section, patches, axis.size, rng, candidates.positions)
+        features = _image_features(section, patches, axis.size, rng, candidates.positions, progress)
     bo = ScalarBO(
         build_scalariser(section.scalariser, axis),
         axis.values(),
@@ -156,12 +155,45 @@ def build_policy(
     return BOPolicy(section.name, bo)
 
 
+def check_policy_inputs(
+    section: PolicySection, image: Image | None, candidates: CandidateSet | None, notes: Sequence[str] = ()
+) -> None:
+    """Whether the policy a ``[policy]`` table names can work with these inputs (cheap: builds nothing).
+
+    Args:
+        section: the validated ``[policy]`` table.
+        image: the structural image, if any.
+        candidates: the candidate set, if any.
+        notes: the instrument's notes (a recording without a structural image says so).
+
+    Returns:
+        Nothing; it raises when the policy cannot work.
+
+    Raises:
+        ConfigError: a model-based policy without candidates, or a structure-aware one without an image.
+
+    Examples:
+        >>> from engine.config import PolicySection
+        >>> check_policy_inputs(PolicySection(name="random"), None, None)  # random needs nothing
+    """
+    if section.name in ("random", "raster"):
+        return
+    if candidates is None:
+        raise ConfigError(f"policy {section.name} needs the candidate set")
+    if section.name != "gp-position" and (image is None or any("no structural image" in n for n in notes)):
+        raise ConfigError(
+            f"{section.name} learns from the structural image, and this data has none "
+            "(the importer derived one from the spectra); use policy gp-position, random or raster"
+        )
+
+
 def _image_features(
     section: PolicySection,
     patches: NDArray[np.float32],
     channels: int,
     rng: np.random.Generator,
     positions: NDArray[np.float64],
+    progress: PhaseProgress | None,
 ) -> FeatureModel:
     seed = int(rng.integers(2**31 - 1))
     if section.name == "dkl":
@@ -176,4 +208,5 @@ def _image_features(
         pretrain_steps=section.pretrain_steps,
         update_steps=section.update_steps,
         positions=positions if section.latent_with_position else None,
+        progress=progress,
     )

@@ -20,7 +20,8 @@ Examples:
 """
 
 from engine.storage._integrity import IntegrityReport, check_run
-from engine.storage._layout import new_run_path
+from engine.storage._layout import ensure_output_dir, new_run_path
+from engine.storage._lock import live_writer
 from engine.storage._reader import RunData, array_node, describe_ranges, open_run_group, read_candidates, read_run
 from engine.storage._recovery import RecoveryReport, recover_run
 from engine.storage._spectrum_images import ATTR as SPECTRUM_IMAGE_ATTR
@@ -31,6 +32,7 @@ __all__ = [
     # writing a run
     "RunWriter",
     "new_run_path",
+    "ensure_output_dir",
     # reading a run
     "RunData",
     "read_run",
@@ -40,6 +42,7 @@ __all__ = [
     # integrity and recovery after a crash
     "IntegrityReport",
     "check_run",
+    "live_writer",
     "describe_ranges",
     "RecoveryReport",
     "recover_run",

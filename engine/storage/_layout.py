@@ -37,10 +37,12 @@ is locked by the process writing the run (the kernel drops the lock when that pr
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.errors import RunStorageError
 from engine.protocols import Clock
 
 FORMAT_VERSION = 2
@@ -87,6 +89,34 @@ def row_columns(spectral_dim: str) -> tuple[Column, ...]:
 def trailing_shape(column: str, channels: int, axes: int) -> tuple[int, ...]:
     """Shape of one row of ``column`` for ``channels`` spectral channels and ``axes`` position axes."""
     return {"spectra": (channels,), "positions": (axes,), "runner_up_values": (RUNNER_UPS,)}.get(column, ())
+
+
+def ensure_output_dir(output_dir: Path) -> None:
+    """Create ``output_dir`` if needed and check that runs can be written there, before anything starts.
+
+    Args:
+        output_dir: the configuration's ``run.output_dir``.
+
+    Returns:
+        Nothing; it raises when runs cannot go there.
+
+    Raises:
+        RunStorageError: it is a file, cannot be created, or is not writable (the message says which).
+
+    Examples:
+        >>> ensure_output_dir(folder / "runs")
+        >>> (folder / "runs").is_dir()
+        True
+    """
+    what = f"run.output_dir = {str(output_dir)!r}"
+    if output_dir.exists() and not output_dir.is_dir():
+        raise RunStorageError(f"{what} is a file, not a directory; choose a directory for the runs")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunStorageError(f"{what} cannot be created ({exc.strerror}); choose another directory") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise RunStorageError(f"{what} is not writable by this user; choose another directory")
 
 
 def new_run_path(output_dir: Path, name: str, clock: Clock) -> Path:

@@ -69,6 +69,10 @@ def live_writer(root: Path) -> dict[str, Any] | None:
 
     Returns:
         The holder's record, or ``None`` when no live process writes the run.
+
+    Examples:
+        >>> live_writer(run_path) is None  # a closed run: nobody writes it
+        True
     """
     path = root.joinpath(*LOCK_PATH)
     try:

@@ -61,7 +61,7 @@ def test_pause_inject_resume_stop_over_the_control_socket(
         target = cands.positions[cands.available()[7]] + 0.1
         queued = send_control(server.endpoint, "inject", "alice", zmq_context, position=target.tolist())
         assert queued["injected_queued"] == 1
-        with pytest.raises(BadRequest, match=r"inject needs body.position = \[x, y\]"):
+        with pytest.raises(BadRequest, match=r"inject needs a position: 2 numbers \(x, y\)"):
             send_control(server.endpoint, "inject", "alice", zmq_context, position=[1.0])
         with pytest.raises(OutOfLimits):
             send_control(server.endpoint, "inject", "alice", zmq_context, position=[1e9, 0.0])
@@ -105,6 +105,9 @@ def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_p
         assert paused.returncode == 0 and "pause: campaign paused" in paused.stdout
         bad = _cli("ctl", str(run_path), "inject", "--as", "alice")
         assert bad.returncode == 2 and "inject and edit need a position" in bad.stderr
+        one = _cli("ctl", str(run_path), "inject", "50", "--as", "alice")
+        assert one.returncode == 2 and "inject needs 2 numbers, one per axis (x in nm, y in nm); got 1" in one.stderr
+        assert "body." not in one.stderr
         assert _cli("ctl", str(run_path), "inject", "10", "12", "--as", "alice").returncode == 0
         assert _cli("ctl", str(run_path), "resume", "--as", "bob").returncode == 0
         stopped = _cli("ctl", str(run_path), "stop", "--as", "bob")
@@ -115,8 +118,11 @@ def test_dualscope_ctl_commands_a_running_campaign_and_the_run_records_who(tmp_p
     actions = [(a["action"], a["who"]) for a in run.attrs["operator_actions"]]
     assert actions == [("pause", "alice"), ("inject", "alice"), ("resume", "bob"), ("stop", "bob")]
     assert run.attrs["operator_actions"][1]["position"] == [10.0, 12.0]
-    ended = _cli("ctl", str(run_path), "status", "--timeout-s", "0.5")
-    assert ended.returncode == 2 and "has it ended?" in ended.stderr
+    ended = _cli("ctl", str(run_path), "status")  # answered from the run at once: no socket to wait for
+    assert ended.returncode == 0 and "no campaign running" in ended.stdout and "status 'closed'" in ended.stdout
+    assert "stopped by the operator" in ended.stdout
+    late = _cli("ctl", str(run_path), "pause", "--as", "alice")
+    assert late.returncode == 2 and "no campaign is running" in late.stderr
 
 
 def test_approval_mode_approve_veto_edit_and_the_timeout_fallback(
@@ -144,7 +150,7 @@ def test_approval_mode_approve_veto_edit_and_the_timeout_fallback(
         np.testing.assert_allclose(rec.rows[1][1].positions[0], edit_to)
         assert rec.rows[1][0].policy == "operator:carol"
         _wait(lambda: len(rec.missing) == 3, 5)  # nobody answers: vetoed after 1.5 s
-        with pytest.raises(BadRequest, match=r"edit needs body\.position"):
+        with pytest.raises(BadRequest, match=r"edit needs a position: 2 numbers"):
             send_control(server.endpoint, "edit", "dave", zmq_context, position=None)
         send_control(server.endpoint, "approve", "alice", zmq_context)
         thread.join(timeout=10)
