@@ -27,6 +27,8 @@ DUALSCOPE = [sys.executable, "-m", "engine.cli.main"]
 
 def _cli(*args: str, cwd: Path = ROOT, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    if args[:1] == ("ctl",) and "--timeout-s" not in args:  # a loaded machine answers late, not never
+        args = (*args, "--timeout-s", "60")
     return subprocess.run([*DUALSCOPE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -165,9 +167,9 @@ def _running(cfg: Path, *status_args: str) -> Iterator[tuple[subprocess.Popen[st
     proc = subprocess.Popen([*DUALSCOPE, "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
     try:
-        _wait(lambda: any(cfg.parent.glob("ctrlc-*.zarr")), 60)
+        _wait(lambda: any(cfg.parent.glob("ctrlc-*.zarr")), 120)
         run_path = next(cfg.parent.glob("ctrlc-*.zarr"))
-        _wait(lambda: _cli("ctl", str(run_path), "status", *status_args).returncode == 0, 60)
+        _wait(lambda: "status: campaign" in _cli("ctl", str(run_path), "status", *status_args).stdout, 120)
         yield proc, run_path
     finally:
         if proc.poll() is None:
