@@ -161,7 +161,7 @@ def demo(
     dualvae-bo policy (dual VAE pre-trained on the HAADF image, a GP on its latent and the probe
     position, log expected improvement of the 0.7-0.9 eV plasmon band, refits on a background
     thread) measures 200 spectra, writes `runs/demo-<timestamp>.zarr` and stops the server. A random
-    campaign with the same budget then runs on the same twin in-process (runs/demo-random-*.zarr),
+    campaign with the same budget then runs on the same twin in-process (runs/random-baseline-*.zarr),
     and the figure next to the first run shows, from the twin's noise-free spectra, how fast each
     found the top 1 % of locations. The configuration is examples/demo.toml.
 

@@ -56,7 +56,7 @@ def demo_configs(base: RunConfig, budget: int, output_dir: Path) -> tuple[RunCon
     )
     baseline = config.model_copy(
         update={
-            "run": config.run.model_copy(update={"name": "demo-random"}),
+            "run": config.run.model_copy(update={"name": "random-baseline"}),
             "instrument": config.instrument.model_copy(
                 update={"mode": "local", "options": {**config.instrument.options, "acquisition_time_s": 0.0}}
             ),

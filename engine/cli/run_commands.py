@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -15,26 +15,39 @@ from engine.clock import SystemClock
 
 
 def inspect(
-    run_path: Annotated[Path, typer.Argument(metavar="RUN.zarr", help="A run directory.")],
+    run_paths: Annotated[
+        list[Path], typer.Argument(metavar="RUN.zarr...", help="One or more run directories (a glob is fine).")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary instead of a table.")] = False,
     repair: Annotated[
         bool, typer.Option(help="Recover an interrupted run first: commit journaled rows, cut torn writes.")
     ] = False,
 ) -> None:
-    """Summarise a run: counts, axes, policy, time span, timings and integrity.
+    """Summarise runs: counts, axes, policy, time span, timings and integrity.
 
-    Exits 1 if the run has integrity problems. Read-only unless --repair, which commits journaled rows
-    of an interrupted run and drops a torn last write.
+    Exits 1 if a run has integrity problems. Read-only unless --repair, which commits journaled rows
+    of an interrupted run and drops a torn last write; it refuses a run that a campaign is still
+    writing. A live run is shown with the rows already durable in its journal. With several runs,
+    --json prints a list.
 
-    Example: `dualscope inspect runs/demo-20260101-120000.zarr --json`
+    Example: `dualscope inspect runs/demo-*.zarr --json`
     """
+    summaries = [_inspect_one(path, as_json, repair) for path in run_paths]
+    if as_json:
+        print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
+    if any(s["problems"] for s in summaries):
+        raise typer.Exit(1)
+
+
+def _inspect_one(run_path: Path, as_json: bool, repair: bool) -> dict[str, Any]:
+    """Repair (when asked) and summarise one run; prints its table unless ``as_json``."""
     from engine.report import run_summary
     from engine.storage import check_run, describe_ranges, recover_run
 
     if repair:  # refuses (RunInUse, rc 2) while a campaign writes the run
         report, _ = recover_run(run_path, SystemClock())
         err.print(
-            f"Recovered: {report.replayed_rows} rows replayed from the journal, "
+            f"Recovered {run_path}: {report.replayed_rows} rows replayed from the journal, "
             f"{report.torn_bytes} torn bytes dropped, in flight: {report.in_flight or 'none'}"
         )
         for name, ranges in report.unrecoverable.items():
@@ -46,12 +59,11 @@ def inspect(
             )
     run_data, integrity = check_run(run_path)
     summary = run_summary(run_data, integrity)
-    if as_json:
-        print(json.dumps(summary, indent=2))
-    else:
+    summary = {"run": str(run_path), **summary}
+    if not as_json:
         table = Table(title=f"dualscope run {run_path}", show_header=False)
         for key, value in summary.items():
-            if key not in ("problems", "notes"):
+            if key not in ("problems", "notes", "run"):
                 table.add_row(key, str(value))
         out.print(table)
         for p in integrity.problems:
@@ -60,8 +72,7 @@ def inspect(
             out.print(f"[yellow]note:[/] {n}")
         if integrity.ok:
             out.print("[green]integrity: no problems[/]")
-    if not integrity.ok:
-        raise typer.Exit(1)
+    return summary
 
 
 def report(
