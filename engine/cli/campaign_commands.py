@@ -17,10 +17,9 @@ from rich.progress import Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from engine.campaign import OperatorStop, StepReport
 from engine.candidates import CandidateSet
-from engine.cli.console import bar_columns, err, out
+from engine.cli.console import PhaseBars, bar_columns, err, out
 from engine.clock import SystemClock
 from engine.config import RunConfig, load_config, parse_config
-from engine.errors import Stopped
 from engine.protocols import Instrument, PhaseProgress
 
 if TYPE_CHECKING:  # the wiring pulls in the policies (torch, botorch): imported when a campaign starts
@@ -65,34 +64,21 @@ def run_campaign(config: RunConfig, text: str, candidates: CandidateSet | None =
     )
 
 
-class _Feedback:
-    """The progress bars of a campaign: one per start-up phase, then the measurements; times each."""
+class _Feedback(PhaseBars):
+    """The progress bars of a campaign: one per start-up phase (timed), then the measurements."""
 
     def __init__(self, progress: Progress, stop: OperatorStop, budget: int, start: int, clock: SystemClock):
-        self._progress, self._stop, self._budget, self._start, self._clock = progress, stop, budget, start, clock
-        self._phases: dict[str, tuple[TaskID, float]] = {}
-        self.phase_s: dict[str, float] = {}
+        super().__init__(progress, clock, stop.event)
+        self._bars, self._budget, self._start = progress, budget, start
         self._measuring: TaskID | None = None
-        self.measuring_started: float | None = None
-
-    def phase(self, what: str, done: int, total: int) -> None:
-        """A start-up phase's progress; raises ``Stopped`` once the operator asked to stop."""
-        if what not in self._phases:
-            self._phases[what] = (self._progress.add_task(what, total=total, rate=""), self._clock.monotonic())
-        task, began = self._phases[what]
-        self._progress.update(task, completed=done, rate=f"step {done}/{total}")
-        self.phase_s[what] = self._clock.monotonic() - began
-        if self._stop.event.is_set():
-            raise Stopped(f"stopped by the operator while {what} (step {done}/{total}); nothing was measured")
 
     def step(self, report: StepReport) -> None:
         """A measurement's progress (the first one starts the measuring bar)."""
         if self._measuring is None:
-            self.measuring_started = self._clock.monotonic()
-            self._measuring = self._progress.add_task("measuring", total=self._budget, completed=self._start, rate="")
-        elapsed = self._progress.tasks[self._measuring].elapsed or 1e-9
+            self._measuring = self._bars.add_task("measuring", total=self._budget, completed=self._start, rate="")
+        elapsed = self._bars.tasks[self._measuring].elapsed or 1e-9
         rate = f"{(report.n_recorded - self._start) / elapsed:.0f} spectra/s"
-        self._progress.update(self._measuring, completed=report.n_recorded, rate=rate)
+        self._bars.update(self._measuring, completed=report.n_recorded, rate=rate)
 
 
 def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOutcome:
@@ -131,7 +117,7 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOut
     assert outcome.result is not None
     r = outcome.result
     out.print(f"Done:   {r.n_recorded} spectra; {r.stop_reason}.")
-    for what, seconds in feedback.phase_s.items():
+    for what, seconds in feedback.seconds.items():
         out.print(f"Time:   {_duration(seconds)} {what}")
     out.print(f"Time:   {_duration(r.elapsed_s)} measuring; {_duration(total_s)} in all")
     if r.missing:

@@ -1,13 +1,25 @@
-"""The command line's two consoles and its one way to fail on a user's mistake."""
+"""The command line's two consoles, its one way to fail on a user's mistake, and its progress bars."""
 
 from __future__ import annotations
 
+import threading
 from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from engine.errors import Stopped
+from engine.protocols import Clock
 
 out = Console()
 """Results: what a command made and where it is."""
@@ -25,3 +37,28 @@ def bar_columns(*extra: ProgressColumn) -> tuple[ProgressColumn, ...]:
     """Progress-bar columns: description, bar, done/total, ``extra``, elapsed time."""
     return (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra,
             TimeElapsedColumn())  # fmt: skip
+
+
+class PhaseBars:
+    """One progress bar per long phase (``engine.protocols.PhaseProgress``), each timed.
+
+    Args:
+        progress: the rich progress display to add the bars to (its columns may use ``rate``).
+        clock: times each phase.
+        stop: when given and set, the next progress call raises ``Stopped`` (Ctrl-C reaches the phase).
+    """
+
+    def __init__(self, progress: Progress, clock: Clock, stop: threading.Event | None = None):
+        self._progress, self._clock, self._stop = progress, clock, stop
+        self._tasks: dict[str, tuple[TaskID, float]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def phase(self, what: str, done: int, total: int) -> None:
+        """Show ``done`` of ``total`` for phase ``what`` (a new bar the first time)."""
+        if what not in self._tasks:
+            self._tasks[what] = (self._progress.add_task(what, total=total, rate=""), self._clock.monotonic())
+        task, began = self._tasks[what]
+        self._progress.update(task, completed=done, total=total, rate=f"{done}/{total}")
+        self.seconds[what] = self._clock.monotonic() - began
+        if self._stop is not None and self._stop.is_set():
+            raise Stopped(f"stopped by the operator while {what} (step {done}/{total}); nothing more was measured")

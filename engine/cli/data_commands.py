@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import Progress, TextColumn
+from rich.progress import Progress, TextColumn, TimeRemainingColumn
 
 from engine.cli.console import bar_columns, err, out
 from engine.config import parse_window
@@ -127,7 +127,7 @@ def train(
 
     config = SurrogateConfig(kind=model, latent=latent, beta=beta, gamma=gamma, invariant=invariant)
     target = output or dataset.with_name(f"{dataset.stem}-{model}")
-    with Progress(*bar_columns(TextColumn("{task.fields[loss]}")), console=out) as progress:
+    with Progress(*bar_columns(TextColumn("{task.fields[loss]}"), TimeRemainingColumn()), console=out) as progress:
         task = progress.add_task("training", total=steps, loss="")
         outcome = train_surrogate(
             dataset, target, config, patch=patch, steps=steps, holdout=holdout, seed=seed, device=device,

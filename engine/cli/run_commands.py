@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.progress import Progress, TimeRemainingColumn
 from rich.table import Table
 
-from engine.cli.console import err, out
+from engine.cli.console import PhaseBars, bar_columns, err, out
 from engine.clock import SystemClock
 
 
@@ -101,7 +102,11 @@ def report(
 
     target = output or run_path.with_suffix(".html")
     while True:
-        status = write_report(run_path, target, band, surrogate, train_steps, interval if follow else None)
+        with Progress(*bar_columns(TimeRemainingColumn()), console=err, transient=follow) as progress:
+            bars = PhaseBars(progress, SystemClock())
+            status = write_report(
+                run_path, target, band, surrogate, train_steps, interval if follow else None, bars.phase
+            )
         out.print(f"Report: [bold]{target}[/] ({status})")
         if not follow or status == "closed":
             return

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from engine.errors import ConfigError
+from engine.protocols import PhaseProgress
 from engine.report._discovery import discovery_curves
 from engine.report._summary_figure import summary_figure
 from engine.spectrum_image import SpectrumImage
@@ -242,6 +243,7 @@ def run_sections(
     candidate_patches: NDArray | None,
     truth: SpectrumImage | None,
     work_dir: Path,
+    progress: PhaseProgress | None = None,
 ) -> list[tuple[str, str, bytes | None]]:
     """Build every section's text and figure for ``render_html``.
 
@@ -253,6 +255,7 @@ def run_sections(
         candidate_patches: the candidates' patches ``(m, p, p)`` for the surrogate (None: none).
         truth: the recording a replayed run came from, for its discovery curve (None: none).
         work_dir: a folder for intermediate figures.
+        progress: told after each section (``engine.protocols.PhaseProgress``).
 
     Returns:
         The sections.
@@ -266,8 +269,18 @@ def run_sections(
     values = run.spectral_values
     what = f"band {band.low:g}–{band.high:g} {run.spectral_axis.units}"
     sections: list[tuple[str, str, bytes | None]] = []
+    latents = surrogate is not None and surrogate.config.kind == "dualvae" and candidate_patches is not None
+    planned = 3 + (truth is not None) + latents  # where, property map, timing; discovery; latents
+
+    def add(section: tuple[str, str, bytes | None] | None) -> None:
+        if section is not None:
+            sections.append(section)
+        if progress is not None:
+            progress("drawing the report's sections", len(sections), max(planned, len(sections)))
+
+    add(None)  # the bar shows before the first figure
     summary_png = summary_figure(run, work_dir / "summary.png") if run.n else None
-    sections.append(
+    add(
         (
             "Where the loop looked",
             "Structural image with the measured positions in acquisition order, and a few spectra.",
@@ -279,7 +292,7 @@ def run_sections(
     if surrogate is not None and candidate_patches is not None and run.n:
         mean, _ = surrogate.predict_spectra(candidate_patches)
         predicted = band(mean, values)
-    sections.append(
+    add(
         (
             "Property map",
             f"The scalar is the {what} integral of each spectrum.",
@@ -290,7 +303,7 @@ def run_sections(
         truth_values = band(truth.spectra, values)
         idx, _ = truth.nearest(run.positions)
         curves = discovery_curves(idx, truth_values)
-        sections.append(
+        add(
             (
                 "Discovery",
                 "Best value found so far for this run and for random and raster orders on the same recorded data.",
@@ -301,9 +314,9 @@ def run_sections(
         rows = run.columns["candidate_index"]
         data = PairedData.paired(candidate_patches[rows], run.spectra)
         png = latent_figure(surrogate, data, values, work_dir)
-        sections.append(("Latent spaces", "Image and spectrum latents of the measured positions.", png))
+        add(("Latent spaces", "Image and spectrum latents of the measured positions.", png))
     if run.n:
-        sections.append(("Timing", "Seconds spent deciding, measuring and recording in each step.", timing_figure(run)))
+        add(("Timing", "Seconds spent deciding, measuring and recording in each step.", timing_figure(run)))
     return sections
 
 

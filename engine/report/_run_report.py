@@ -10,6 +10,7 @@ import numpy as np
 from engine.config import parse_window
 from engine.errors import DualscopeError, RunCorrupt
 from engine.io import import_file, load_surrogate
+from engine.protocols import PhaseProgress
 from engine.report._html import Band, load_sections, render_html, run_sections
 from engine.report._run_summary import run_summary
 from engine.storage import array_node, check_run, describe_ranges, open_run_group
@@ -26,6 +27,7 @@ def write_report(
     checkpoint: Path | None = None,
     steps: int = 300,
     refresh_s: float | None = None,
+    progress: PhaseProgress | None = None,
 ) -> str:
     """Write the self-contained HTML report of ``run_path`` to ``target``; return the run's status.
 
@@ -37,6 +39,8 @@ def write_report(
             trained for ``steps`` steps on the run itself (when it holds at least 20 spectra).
         steps: training steps of the report's own surrogate (0: none).
         refresh_s: seconds after which the page reloads itself while the run is open (None: never).
+        progress: told how each long phase goes (``engine.protocols.PhaseProgress``): the report's own
+            surrogate training, then the sections.
 
     Returns:
         The run's status (``closed``, ``running``, ``interrupted``...).
@@ -81,7 +85,9 @@ def write_report(
             spectra = np.zeros((len(pixels), run.spectra.shape[1]), np.float32)
             spectra[rows] = run.spectra
             model = Surrogate(SurrogateConfig(batch_size=64), _PATCH_PX, spectra.shape[1], device=torch.device("cpu"))
-            model.fit(PairedData(patches, spectra, has), steps)
+            what = f"training the report's surrogate on {run.n} spectra"
+            on_step = None if progress is None else (lambda k, _loss: progress(what, k, steps))
+            model.fit(PairedData(patches, spectra, has), steps, on_step)
     truth = None
     source = run.description.extra.get("source") if run.description.name == "dualscope-replay" else None
     if source and "only measured positions" not in " ".join(run.description.extra.get("notes", [])):
@@ -90,7 +96,7 @@ def write_report(
         except DualscopeError:
             truth = None
     with tempfile.TemporaryDirectory() as tmp:
-        sections = run_sections(run, integrity, Band(low, high), model, patches, truth, Path(tmp))
+        sections = run_sections(run, integrity, Band(low, high), model, patches, truth, Path(tmp), progress)
     explored = run_path.with_suffix(".explore")
     if (explored / "sections.json").exists():
         sections += [(f"Exploration: {h}", t, png) for h, t, png in load_sections(explored)]
