@@ -25,6 +25,8 @@ class SpectrumImage:
         source: the file it came from.
         acquisition_time_s: recorded dwell per spectrum, if known.
         notes: what the importer had to assume or derive.
+        signal: what the spectra's values are, with units, for axis labels (``counts``,
+            ``Piezoresponse (a.u.)``, ``LIX 1 omega (A)``).
         complete: whether the positions cover the whole scan (a grid); a recorded run's measured
             positions do not, and positions it never measured are "no data", not "off the grid".
     """
@@ -38,6 +40,7 @@ class SpectrumImage:
     acquisition_time_s: float | None = None
     notes: tuple[str, ...] = ()
     complete: bool = True
+    signal: str = "counts"
 
     def __post_init__(self) -> None:
         m = self.positions.shape[0]

@@ -67,6 +67,7 @@ class ReplayDriver:
                 "positions": int(self.data.positions.shape[0]),
                 "notes": list(self.data.notes),
                 "complete": self.data.complete,
+                "signal": self.data.signal,
             },
         )
 

@@ -68,7 +68,7 @@ def explore(
 
     Example: `dualscope explore twin.zarr -m band -m pca --band 0.7:0.9`
     """
-    from engine.explore import METHODS, explore_spectrum_image, read_labels, save_exploration
+    from engine.explore import METHODS, METRIC_MEANINGS, explore_spectrum_image, read_labels, save_exploration
     from engine.io import import_file
 
     si = import_file(source)
@@ -91,7 +91,9 @@ def explore(
     target = output or (source.with_suffix(".explore") if is_run else Path("explore") / source.stem)
     page = save_exploration(target, si, result, f"exploration of {source.name}")
     for key, value in result.metrics.items():
-        out.print(f"{key:>24}: {value:.4g}" if isinstance(value, float) else f"{key:>24}: {value}")
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        meaning = METRIC_MEANINGS.get(key)
+        out.print(f"{key:>24}: {shown}" + (f"  ({meaning})" if meaning else ""))
     out.print(f"Results: [bold]{target / 'results.zarr'}[/]")
     out.print(f"Page:    [bold]{page}[/]")
 

@@ -106,11 +106,13 @@ def _run(config: DesignConfig, text: str) -> None:
         context.term()
     out.print(f"Run:    [bold]{writer.root}[/]")
     table = Table(title="inverse design: best of each search")
-    for col in ("search", "evaluations", "failures", "best score", "calls to target", "best structure"):
+    targeted = problem.target is not None
+    best = "best distance to the target (relative L2)" if targeted else f"best {problem.goal}"
+    for col in ("search", "evaluations", "failures", best, "calls to target", "best structure"):
         table.add_column(col)
     for s in summaries:
         table.add_row(
-            s.method, str(s.evaluations), str(s.failures), f"{s.best_score:.4g}",
+            s.method, str(s.evaluations), str(s.failures), f"{-s.best_score if targeted else s.best_score:.4g}",
             "-" if s.calls_to_target is None else str(s.calls_to_target),
             problem.describe(s.best_design) if s.evaluations else "-",
         )  # fmt: skip

@@ -156,7 +156,7 @@ def design_figure(
     else:
         conv.set_ylabel("best objective value")
     conv.set_xlabel("simulator evaluations")
-    conv.set_title("convergence")
+    conv.set_title("convergence (the legend's distances are the table's)" if target is not None else "convergence")
     conv.legend(fontsize=8)
     for ax, s in zip(axes[1:-1], summaries, strict=True):
         _draw_structure(ax, geometries.get(s.method))
@@ -166,9 +166,10 @@ def design_figure(
     for s in summaries:
         if s.evaluations:
             b = s.best_spectrum
-            spec.plot(energy_ev, b / (np.max(np.abs(b)) or 1.0), label=f"{s.method} ({s.best_score:.3g})")
+            said = f"distance {-s.best_score:.3g}" if target is not None else f"objective {s.best_score:.3g}"
+            spec.plot(energy_ev, b / (np.max(np.abs(b)) or 1.0), label=f"{s.method} ({said})")
     spec.set_xlabel("photon energy (eV)")
-    spec.set_ylabel("scattering (normalised)")
+    spec.set_ylabel("scattering cross-section (normalised to its maximum)")
     spec.set_title("best spectra")
     spec.legend(fontsize=7)
     fig.savefig(path, dpi=110)
@@ -178,6 +179,7 @@ def design_figure(
 def _draw_structure(ax: Axes, geometry: Geometry | None) -> None:
     ax.set_aspect("equal")
     ax.set_xlabel("x (nm)")
+    ax.set_ylabel("y (nm)")
     if geometry is None:
         ax.text(0.5, 0.5, "nothing evaluated", ha="center", transform=ax.transAxes)
         return

@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
     )
     from engine.explore._session import (
         METHODS,
+        METRIC_MEANINGS,
         Exploration,
         explore_spectrum_image,
         patches_of,
@@ -61,6 +62,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
 __all__ = [
     # a session: run the methods, save and reload the results
     "METHODS",
+    "METRIC_MEANINGS",
     "Exploration",
     "explore_spectrum_image",
     "save_exploration",

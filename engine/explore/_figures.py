@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from engine.explore._methods import Decomposition, DualVsSeparated, Labelling, LatentLabels
+from engine.report import categorical_colours
 from engine.spectrum_image import SpectrumImage
 
 
@@ -26,20 +27,35 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _map(ax: Axes, si: SpectrumImage, values: NDArray, title: str, cmap: str = "viridis") -> None:
-    """Values at the recorded positions, drawn as square markers on the scan plane."""
+def _map(
+    ax: Axes, si: SpectrumImage, values: NDArray, title: str, bar: str, cmap: str = "viridis", categories: bool = False
+) -> None:
+    """Values at the recorded positions, drawn as square markers on the scan plane; ``bar`` labels the colour bar.
+
+    With ``categories`` (cluster or class labels) each integer gets its own colour and tick.
+    """
+    norm, ticks = None, None
+    if categories:
+        cmap, norm, ticks = categorical_colours(values)  # type: ignore[assignment]
     sc = ax.scatter(
-        si.positions[:, 0], si.positions[:, 1], c=values, s=max(4, 9000 / len(values)), marker="s", cmap=cmap
-    )
+        si.positions[:, 0], si.positions[:, 1], c=values, s=max(4, 9000 / len(values)), marker="s", cmap=cmap,
+        norm=norm,
+    )  # fmt: skip
     ax.set(title=title, aspect="equal", xlabel=f"x ({si.axes[0].units})", ylabel=f"y ({si.axes[1].units})")
     ax.invert_yaxis()
-    ax.figure.colorbar(sc, ax=ax, shrink=0.8)
+    colour_bar = ax.figure.colorbar(sc, ax=ax, shrink=0.8, label=bar)
+    if ticks is not None:
+        colour_bar.set_ticks(ticks.tolist())
 
 
 def _image(ax: Axes, si: SpectrumImage) -> None:
     y, x = si.image.coords()
     ax.imshow(si.image.data, cmap="gray", extent=(x[0], x[-1], y[-1], y[0]))
-    ax.set(title=f"structural image ({si.image.channel})", xlabel=f"x ({si.image.x_axis.units})")
+    ax.set(
+        title=f"structural image ({si.image.channel})",
+        xlabel=f"x ({si.image.x_axis.units})",
+        ylabel=f"y ({si.image.y_axis.units})",
+    )
 
 
 def band_figure(si: SpectrumImage, values: NDArray, label: str) -> bytes:
@@ -60,7 +76,7 @@ def band_figure(si: SpectrumImage, values: NDArray, label: str) -> bytes:
     fig = _figure((10, 4.2))
     a, b = fig.subplots(1, 2)
     _image(a, si)
-    _map(b, si, values, label, "magma")
+    _map(b, si, values, "band map", label, "magma")
     return _png(fig)
 
 
@@ -94,8 +110,12 @@ def decomposition_figure(si: SpectrumImage, d: Decomposition, shown: int = 4) ->
     _image(axes[1, 0], si)
     for j in range(k):
         axes[0, j + 1].plot(axis, d.components[j])
-        axes[0, j + 1].set(title=f"{d.method.upper()} component {j + 1}", xlabel=si.spectral_axis.units)
-        _map(axes[1, j + 1], si, d.weights[:, j], f"weight {j + 1}")
+        axes[0, j + 1].set(
+            title=f"{d.method.upper()} component {j + 1}",
+            xlabel=f"{si.spectral_axis.name.replace('_', ' ')} ({si.spectral_axis.units})",
+            ylabel=f"{si.signal} (component)",
+        )
+        _map(axes[1, j + 1], si, d.weights[:, j], f"weight {j + 1}", "weight (dimensionless)")
     return _png(fig)
 
 
@@ -115,11 +135,14 @@ def vae_figure(si: SpectrumImage, result: LatentLabels) -> bytes:
     """
     fig = _figure((16, 4.2))
     a, b, c, d = fig.subplots(1, 4)
-    a.scatter(result.latent[:, 0], result.latent[:, 1], c=result.labels, s=6, cmap="tab10")
+    cmap, norm, ticks = categorical_colours(result.labels)
+    points = a.scatter(result.latent[:, 0], result.latent[:, 1], c=result.labels, s=6, cmap=cmap, norm=norm)
+    a.figure.colorbar(points, ax=a, shrink=0.8, label="cluster", ticks=ticks)
     a.set(title="spectral VAE latent (k-means clusters)", xlabel="z1", ylabel="z2")
-    _map(b, si, result.labels, "label map (clusters of the latent)", "tab10")
-    _map(c, si, result.latent[:, 0], "latent z1")
-    _map(d, si, result.latent[:, 1] if result.latent.shape[1] > 1 else result.latent[:, 0], "latent z2")
+    _map(b, si, result.labels, "label map (clusters of the latent)", "cluster", categories=True)
+    _map(c, si, result.latent[:, 0], "latent z1", "z1 (dimensionless)")
+    z2 = result.latent[:, 1] if result.latent.shape[1] > 1 else result.latent[:, 0]
+    _map(d, si, z2, "latent z2", "z2 (dimensionless)")
     return _png(fig)
 
 
@@ -141,7 +164,8 @@ def labelling_figure(si: SpectrumImage, result: Labelling) -> bytes:
     """
     fig = _figure((6.5, 5))
     ax = fig.subplots()
-    _map(ax, si, result.predicted, f"predicted labels (held-out accuracy {result.held_out_accuracy:.2f})", "tab10")
+    title = f"predicted labels (held-out accuracy {result.held_out_accuracy:.2f})"
+    _map(ax, si, result.predicted, title, "label", categories=True)
     for idx, marker, name in (
         (result.train_index, "o", "labelled (train)"),
         (result.test_index, "x", "labelled (held out)"),

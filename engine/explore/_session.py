@@ -152,7 +152,11 @@ def explore_spectrum_image(
             f", power-law background fitted over {background[0]:g}–{background[1]:g} {units}" if background else ""
         )
         out.sections.append(
-            ("Band map", text + ".", explore_figures.band_figure(si, values, f"band {lo:g}–{hi:g} {units}"))
+            (
+                "Band map",
+                text + ".",
+                explore_figures.band_figure(si, values, f"{si.signal} × {units}, {lo:g}–{hi:g} {units}"),
+            )
         )
         out.arrays["band_map"] = values
     if "pca" in methods:
@@ -225,12 +229,25 @@ def explore_spectrum_image(
         cmp = explore.dual_vs_separated(data, steps=steps, seed=seed)
         text = (
             f"Held-out im2spec R² on the same split: dual VAE {cmp.dual_r2:.3f}, "
-            f"separated VAEs with a post-hoc linear map {cmp.separated_r2:.3f}."
+            f"separated VAEs with a post-hoc linear map {cmp.separated_r2:.3f}. "
+            "R² is 1 for perfect predictions and 0 for predicting the mean training spectrum everywhere; "
+            "below 0 is worse than that mean."
         )
         out.sections.append(("Dual VAE vs separated VAEs", text, explore_figures.comparison_figure(cmp)))
         out.arrays.update(split_train_index=cmp.train_index, split_test_index=cmp.test_index)
         out.metrics.update(dual_r2=cmp.dual_r2, separated_r2=cmp.separated_r2)
     return out
+
+
+METRIC_MEANINGS: dict[str, str] = {
+    "pca_relative_error": "relative L2 error of the PCA reconstruction (0 is exact)",
+    "nmf_relative_error": "relative L2 error of the NMF reconstruction (0 is exact)",
+    "label_held_out_accuracy": "fraction of held-out labelled pairs classified right",
+    "label_ambiguous_pairs": "labelled pairs whose patch or spectrum matches another label's",
+    "dual_r2": "held-out im2spec R² of the dual VAE: 1 perfect, 0 = predicting the mean spectrum, < 0 worse",
+    "separated_r2": "the same for separated VAEs tied after training: 1 perfect, 0 = the mean spectrum",
+}
+"""What each of ``Exploration.metrics`` means, for people reading them (``dualscope explore`` prints it)."""
 
 
 def save_exploration(directory: Path, si: SpectrumImage, result: Exploration, title: str) -> Path:

@@ -80,6 +80,7 @@ def from_grid(
     image_y: NDArray | None = None,
     notes: tuple[str, ...] = (),
     acquisition_time_s: float | None = None,
+    signal: str = "counts",
 ) -> SpectrumImage:
     """Build a ``SpectrumImage`` from a ``(ny, nx, c)`` grid with coordinates ``x (nx,)``, ``y (ny,)``.
 
@@ -153,7 +154,7 @@ def from_grid(
         Axis("y", units, float(min(y.min(), image_y.min())) - pad_y, float(max(y.max(), image_y.max())) + pad_y),
     )
     flat = data.reshape(-1, data.shape[2])
-    return SpectrumImage(img, positions, flat, spectral_axis, axes, source, acquisition_time_s, notes)
+    return SpectrumImage(img, positions, flat, spectral_axis, axes, source, acquisition_time_s, notes, signal=signal)
 
 
 def _read_npz(path: Path) -> SpectrumImage:
@@ -162,7 +163,7 @@ def _read_npz(path: Path) -> SpectrumImage:
         if {"loops", "voltage_V", "x_m", "y_m"} <= keys:  # the BEPS re-pack
             loops = np.asarray(f["loops"]).transpose(1, 0, 2)  # (x, y, v) → (y, x, v)
             axis = _linear_or_points("voltage", "V", f["voltage_V"])
-            return from_grid(loops, f["x_m"], f["y_m"], "m", axis, str(path))
+            return from_grid(loops, f["x_m"], f["y_m"], "m", axis, str(path), signal="piezoresponse (a.u.)")
         if "spectra" not in keys:
             raise ImportFailed(f"{path}: an .npz needs a 'spectra' array (see engine.importers); it has {sorted(keys)}")
         spectra = np.asarray(f["spectra"])
@@ -217,6 +218,7 @@ def _read_pynsid(path: Path) -> SpectrumImage:
             name = name.decode() if isinstance(name, bytes) else str(name)
             scales.append((name, kind.upper(), units, np.asarray(ds[()], dtype=np.float64)))
         data = np.asarray(main[()])
+        quantity, value_units = (_text(main.attrs.get(k, "")) for k in ("quantity", "units"))
     spectral = [i for i, s in enumerate(scales) if s[1] == "SPECTRAL"]
     spatial = [i for i, s in enumerate(scales) if s[1] == "SPATIAL"]
     if len(spectral) != 1 or len(spatial) != 2:
@@ -226,7 +228,13 @@ def _read_pynsid(path: Path) -> SpectrumImage:
     cube = np.transpose(data, (iy, ix, spectral[0]))
     name, _, units, values = scales[spectral[0]]
     axis = _linear_or_points(name.lower(), units, values)
-    return from_grid(cube, scales[ix][3], scales[iy][3], scales[ix][2], axis, str(path))
+    signal = f"{quantity or 'signal'} ({value_units})" if value_units else quantity or "counts"
+    return from_grid(cube, scales[ix][3], scales[iy][3], scales[ix][2], axis, str(path), signal=signal)
+
+
+def _text(value: Any) -> str:
+    """An HDF5 attribute as text (bytes decoded)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _rsciio(path: Path) -> list[dict[str, Any]]:
@@ -318,7 +326,9 @@ def _read_3ds(path: Path) -> SpectrumImage:
     if float(header.get("angle", 0.0)):
         notes.append(f"the grid is rotated by {header['angle']} degrees; positions ignore the rotation")
     image = np.asarray(signals["topo"], np.float64) if signals["params"].shape[2] > 4 else None
-    return from_grid(np.asarray(signals[channel]), x, y, "m", axis, str(path), image, notes=tuple(notes))
+    return from_grid(
+        np.asarray(signals[channel]), x, y, "m", axis, str(path), image, notes=tuple(notes), signal=str(channel)
+    )
 
 
 def _read_run(path: Path) -> SpectrumImage:
@@ -346,6 +356,7 @@ def _read_run(path: Path) -> SpectrumImage:
         None,
         ("recorded run: only measured positions are available",),
         complete=False,
+        signal=run.signal,
     )
 
 

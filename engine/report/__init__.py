@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from engine._lazy import lazy_face
 
 if TYPE_CHECKING:  # imported on first use: see engine._lazy
+    from engine.report._colours import categorical_colours
     from engine.report._discovery import discovery_curves, measurements_to, recall_curve, top_set
     from engine.report._html import (
         Band,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         save_sections,
         timing_figure,
     )
-    from engine.report._run_report import write_report
+    from engine.report._run_report import run_property, write_report
     from engine.report._run_summary import run_summary
     from engine.report._summary_figure import summary_figure
     from engine.report._surrogate_figures import dual_latent_figure, latent_grid_figure, prediction_figure
@@ -49,6 +50,7 @@ __all__ = [
     "run_summary",
     "summary_figure",
     "write_report",
+    "run_property",
     # discovery metrics
     "top_set",
     "recall_curve",
@@ -65,6 +67,7 @@ __all__ = [
     "property_figure",
     "discovery_figure",
     "latent_figure",
+    "categorical_colours",
     # surrogates
     "train_surrogate",
     "TrainingOutcome",

@@ -13,7 +13,7 @@ import base64
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +92,7 @@ def timing_figure(run: RunData) -> bytes:
     for col, label in stages:
         if np.isfinite(run.columns[col]).any():
             ax.plot(run.columns["step"], run.columns[col], ".", ms=3, label=label)
-    ax.set(yscale="log", xlabel="step", ylabel="seconds", title="time of each stage per step")
+    ax.set(yscale="log", xlabel="step", ylabel="time (s)", title="time of each stage per step")
     ax.legend()
     return _png(fig)
 
@@ -122,15 +122,17 @@ def property_figure(
     axes = fig.subplots(1, 2)
     names = [a.name for a in run.description.axes]
     ix, iy = names.index("x"), names.index("y")
+    units = {a.name: a.units for a in run.description.axes}
+    labels = {"xlabel": f"x ({units['x']})", "ylabel": f"y ({units['y']})", "aspect": "equal"}
     sc = axes[0].scatter(run.positions[:, ix], run.positions[:, iy], c=measured, s=14, cmap="magma")
-    axes[0].set(title=f"measured: {what}", aspect="equal")
+    axes[0].set(title="measured", **labels)
     axes[0].invert_yaxis()
-    fig.colorbar(sc, ax=axes[0])
+    fig.colorbar(sc, ax=axes[0], label=what)
     if predicted is not None:
         sc2 = axes[1].scatter(candidates[:, ix], candidates[:, iy], c=predicted, s=10, cmap="magma", marker="s")
-        axes[1].set(title=f"predicted by the surrogate (im2spec): {what}", aspect="equal")
+        axes[1].set(title="predicted by the surrogate (im2spec mean)", **labels)
         axes[1].invert_yaxis()
-        fig.colorbar(sc2, ax=axes[1])
+        fig.colorbar(sc2, ax=axes[1], label=what)
     else:
         axes[1].text(0.5, 0.5, "no surrogate", ha="center", va="center")
         axes[1].set_axis_off()
@@ -167,7 +169,13 @@ def discovery_figure(curves: dict[str, NDArray], best: float, what: str) -> byte
     return _png(fig)
 
 
-def latent_figure(model: Surrogate, data: PairedData, energy: NDArray, work_dir: Path) -> bytes:
+def latent_figure(
+    model: Surrogate,
+    data: PairedData,
+    energy: NDArray,
+    work_dir: Path,
+    colour: tuple[NDArray, str] | None = None,
+) -> bytes:
     """The dual latent space figure of ``engine.surrogate_figures``, as PNG bytes.
 
     Args:
@@ -175,6 +183,8 @@ def latent_figure(model: Surrogate, data: PairedData, energy: NDArray, work_dir:
         data: the pairs to place in the latent spaces.
         energy: the spectral axis values ``(c,)``.
         work_dir: a folder for the intermediate PNG.
+        colour: the property of each pair ``(n,)`` and its name with units (default: labels, or
+            the integrated signal).
 
     Returns:
         The figure as PNG bytes.
@@ -185,7 +195,7 @@ def latent_figure(model: Surrogate, data: PairedData, energy: NDArray, work_dir:
     """
     from engine.report._surrogate_figures import dual_latent_figure
 
-    return dual_latent_figure(model, data, energy, work_dir / "latent.png").read_bytes()
+    return dual_latent_figure(model, data, energy, work_dir / "latent.png", colour).read_bytes()
 
 
 def render_html(
@@ -238,7 +248,8 @@ def render_html(
 def run_sections(
     run: RunData,
     integrity: IntegrityReport,
-    band: Band,
+    scalar: Callable[[NDArray, NDArray], NDArray],
+    what: str,
     surrogate: Surrogate | None,
     candidate_patches: NDArray | None,
     truth: SpectrumImage | None,
@@ -250,7 +261,9 @@ def run_sections(
     Args:
         run: the run.
         integrity: its integrity check.
-        band: the scalar property.
+        scalar: the property of each spectrum: spectra ``(n, c)`` and axis ``(c,)`` → ``(n,)`` (the run's
+            scalariser, or a ``Band``).
+        what: the property in words, with units (axis labels, captions).
         surrogate: a trained surrogate for the predicted map and latents (None: none).
         candidate_patches: the candidates' patches ``(m, p, p)`` for the surrogate (None: none).
         truth: the recording a replayed run came from, for its discovery curve (None: none).
@@ -262,12 +275,11 @@ def run_sections(
 
     Examples:
         >>> run, integrity = check_run(run_path)
-        >>> sections = run_sections(run, integrity, Band(0.0, 1.0), None, None, None, folder)
+        >>> sections = run_sections(run, integrity, Band(0.0, 1.0), "counts in 0-1 eV", None, None, None, folder)
         >>> all(len(s) == 3 for s in sections)  # (heading, text, PNG or None)
         True
     """
     values = run.spectral_values
-    what = f"band {band.low:g}–{band.high:g} {run.spectral_axis.units}"
     sections: list[tuple[str, str, bytes | None]] = []
     latents = surrogate is not None and surrogate.config.kind == "dualvae" and candidate_patches is not None
     planned = 3 + (truth is not None) + latents  # where, property map, timing; discovery; latents
@@ -287,20 +299,20 @@ def run_sections(
             summary_png.read_bytes() if summary_png else None,
         )
     )
-    measured = band(run.spectra, values) if run.n else np.zeros(0)
+    measured = scalar(run.spectra, values) if run.n else np.zeros(0)
     predicted = None
     if surrogate is not None and candidate_patches is not None and run.n:
         mean, _ = surrogate.predict_spectra(candidate_patches)
-        predicted = band(mean, values)
+        predicted = scalar(mean, values)
     add(
         (
             "Property map",
-            f"The scalar is the {what} integral of each spectrum.",
+            f"The property mapped is the {what} of each spectrum.",
             property_figure(run, measured, run.candidate_positions, predicted, what) if run.n else None,
         )
     )
     if truth is not None and run.n:
-        truth_values = band(truth.spectra, values)
+        truth_values = scalar(truth.spectra, values)
         idx, _ = truth.nearest(run.positions)
         curves = discovery_curves(idx, truth_values)
         add(
@@ -313,7 +325,7 @@ def run_sections(
     if surrogate is not None and surrogate.config.kind == "dualvae" and candidate_patches is not None and run.n:
         rows = run.columns["candidate_index"]
         data = PairedData.paired(candidate_patches[rows], run.spectra)
-        png = latent_figure(surrogate, data, values, work_dir)
+        png = latent_figure(surrogate, data, values, work_dir, (measured, what))
         add(("Latent spaces", "Image and spectrum latents of the measured positions.", png))
     if run.n:
         add(("Timing", "Seconds spent deciding, measuring and recording in each step.", timing_figure(run)))

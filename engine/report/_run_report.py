@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import tempfile
+import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import NDArray
 
-from engine.config import parse_window
+from engine.config import parse_config, parse_window
 from engine.errors import DualscopeError, RunCorrupt
 from engine.io import import_file, load_surrogate
+from engine.policy import build_scalariser
 from engine.protocols import PhaseProgress
 from engine.report._html import Band, load_sections, render_html, run_sections
 from engine.report._run_summary import run_summary
-from engine.storage import array_node, check_run, describe_ranges, open_run_group
+from engine.storage import RunData, array_node, check_run, describe_ranges, open_run_group
 from engine.surrogate import PairedData, Surrogate, SurrogateConfig, extract_patches
 
 _PATCH_PX = 16
@@ -34,7 +38,8 @@ def write_report(
     Args:
         run_path: a run directory (``RUN.zarr``), closed or still growing.
         target: the HTML file, replaced atomically (a browser reloading mid-write never sees half a page).
-        band_text: the scalar property's band ``LOW:HIGH`` in the spectral units (default: the whole axis).
+        band_text: map the signal summed over ``LOW:HIGH`` in the spectral units instead of the run's own
+            scalariser (``run_property``).
         checkpoint: a ``dualscope train`` checkpoint for the predicted map; without one a surrogate is
             trained for ``steps`` steps on the run itself (when it holds at least 20 spectra).
         steps: training steps of the report's own surrogate (0: none).
@@ -67,8 +72,7 @@ def write_report(
         )
     if run.attrs.get("status") == "closed":
         refresh_s = None  # nothing more will come: the page need not reload
-    values = run.spectral_values
-    low, high = parse_window(band_text, "--band", run.spectral_axis.units) or (float(values.min()), float(values.max()))
+    scalar, what = run_property(run, band_text)
     image = next(iter(run.images.values()), None)
     pixels = np.asarray(array_node(open_run_group(run_path), "candidate_pixels")[:]) if image is not None else None
     model = None
@@ -96,7 +100,7 @@ def write_report(
         except DualscopeError:
             truth = None
     with tempfile.TemporaryDirectory() as tmp:
-        sections = run_sections(run, integrity, Band(low, high), model, patches, truth, Path(tmp), progress)
+        sections = run_sections(run, integrity, scalar, what, model, patches, truth, Path(tmp), progress)
     explored = run_path.with_suffix(".explore")
     if (explored / "sections.json").exists():
         sections += [(f"Exploration: {h}", t, png) for h, t, png in load_sections(explored)]
@@ -108,3 +112,44 @@ def write_report(
     partial.write_text(page, encoding="utf-8")
     partial.replace(target)
     return str(run.attrs.get("status"))
+
+
+def run_property(run: RunData, band_text: str = "") -> tuple[Callable[[NDArray, NDArray], NDArray], str]:
+    """The property a report maps: the campaign's own scalariser, unless a band is asked for.
+
+    Args:
+        run: the run (its stored configuration names the scalariser).
+        band_text: ``LOW:HIGH`` in the spectral units: the signal summed over that band instead.
+
+    Returns:
+        The property of each spectrum (spectra ``(n, c)``, axis ``(c,)`` → ``(n,)``) and its name with
+        units. A run whose configuration names no ``[policy.scalariser]`` (a random or raster
+        campaign, a replay, an imported run) gets its total signal over the whole axis.
+
+    Raises:
+        ConfigError: a malformed band.
+
+    Examples:
+        >>> _, what = run_property(read_run(run_path))
+        >>> what
+        'total counts (summed over all channels)'
+        >>> run_property(read_run(run_path), "0:1")[1]
+        'counts summed over 0–1 eV'
+    """
+    axis = run.spectral_axis
+    window = parse_window(band_text, "--band", axis.units)
+    if window is not None:
+        return Band(*window), f"{run.signal} summed over {window[0]:g}–{window[1]:g} {axis.units}"
+    text = str(run.attrs.get("config_toml", ""))
+    try:
+        named = "scalariser" in tomllib.loads(text).get("policy", {})
+        section = parse_config(text, "the run's configuration").policy.scalariser if named else None
+    except (tomllib.TOMLDecodeError, DualscopeError):
+        section = None
+    if section is None:
+        whole = axis.values()
+        return Band(float(whole.min()), float(whole.max())), f"total {run.signal} (summed over all channels)"
+    scalariser = build_scalariser(section, axis)
+    window_text = f" over {section.low:g}–{section.high:g} {axis.units}" if section.kind in ("band", "peak") else ""
+    units = scalariser.units(axis.units)
+    return scalariser, f"{scalariser.name.replace('_', ' ')}{window_text}" + (f" ({units})" if units else "")

@@ -10,6 +10,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
 from engine.storage import RunData
@@ -62,7 +63,9 @@ def summary_figure(
         px, py = run.positions[:, axes["x"]], run.positions[:, axes["y"]]
         ax_img.plot(px, py, "-", color="white", lw=0.5, alpha=0.5)
         sc = ax_img.scatter(px, py, c=np.arange(n), cmap="plasma", s=14, edgecolors="none")
-        fig.colorbar(sc, ax=ax_img, label="acquisition order", shrink=0.8)
+        bar = fig.colorbar(sc, ax=ax_img, label="acquisition order (measurement number)", shrink=0.8)
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
     missing = [c for m in run.attrs.get("missing", []) for c in m["candidates"]]
     if missing and {"x", "y"} <= axes.keys():
         gone = run.candidate_positions[missing]
@@ -79,7 +82,7 @@ def summary_figure(
         where = ", ".join(f"{v:.1f}" for v in run.positions[k])
         ax_spec.plot(energies, run.spectra[k], color=colour, lw=1, label=f"#{k} at ({where})")
     ax_spec.set_xlabel(f"{spec.name.replace('_', ' ')} ({spec.units})")
-    ax_spec.set_ylabel("counts")
+    ax_spec.set_ylabel(run.signal)
     ax_spec.set_title("measured spectra (colour = acquisition order)")
     if picks.size:
         ax_spec.legend(fontsize=8)

@@ -10,6 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
+from engine.report._colours import categorical_colours
 from engine.surrogate import PairedData, Surrogate
 
 
@@ -21,20 +22,25 @@ def _pca2(x: NDArray) -> tuple[NDArray, NDArray, NDArray]:
     return mean, axes, (x - mean) @ axes.T
 
 
-def _colour_values(data: PairedData, energy: NDArray) -> tuple[NDArray, str]:
+def _colour_values(data: PairedData, colour: tuple[NDArray, str] | None) -> tuple[NDArray, str]:
+    if colour is not None:
+        return np.asarray(colour[0], np.float64), colour[1]
     if data.labels is not None:
         return data.labels.astype(float), "label (number of particles)"
-    return energy[np.argmax(data.spectra, axis=1)], "energy of the spectral maximum"
+    return data.spectra.sum(axis=1), "integrated signal (sum over channels)"
 
 
-def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out: Path) -> Path:
-    """The two latent spaces side by side, coloured by a property (label, or peak position).
+def dual_latent_figure(
+    model: Surrogate, data: PairedData, energy: NDArray, out: Path, colour: tuple[NDArray, str] | None = None
+) -> Path:
+    """The two latent spaces side by side, coloured by a property (the given one, the labels, or the total signal).
 
     Args:
         model: a trained surrogate.
         data: pairs to place: patches ``(n, p, p)``, spectra ``(n, c)``, labels if any.
         energy: the spectral axis values ``(c,)``.
         out: the PNG to write.
+        colour: the property of each measured pair ``(n,)`` and its name with units (the run's scalariser).
 
     Returns:
         ``out``.
@@ -44,7 +50,7 @@ def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
         'latent.png'
     """
     rows = data.subset(np.flatnonzero(data.has_spectrum))
-    colour, what = _colour_values(rows, energy)
+    values, what = _colour_values(rows, colour)
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
@@ -54,17 +60,23 @@ def dual_latent_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
     if model.config.kind in ("dualvae", "spec2im"):
         latents.append(("spectrum latent W z_s (spectra)", model.spectrum_latent(rows.spectra)))
     basis = _pca2(latents[0][1])
+    categories = colour is None and rows.labels is not None
+    cmap, norm, ticks = categorical_colours(values) if categories else ("viridis", None, None)
     for ax, (title, z) in zip(axes, latents, strict=False):
         pts = (z - basis[0]) @ basis[1].T
-        sc = ax.scatter(pts[:, 0], pts[:, 1], c=colour, s=6, cmap="viridis")
-        ax.set(title=title, xlabel="latent PC 1", ylabel="latent PC 2")
-    fig.colorbar(sc, ax=axes, label=what, shrink=0.85)
+        sc = ax.scatter(pts[:, 0], pts[:, 1], c=values, s=6, cmap=cmap, norm=norm)
+        ax.set(title=title, xlabel="latent PC 1 (dimensionless)", ylabel="latent PC 2 (dimensionless)")
+    bar = fig.colorbar(sc, ax=axes, label=what, shrink=0.85)
+    if ticks is not None:
+        bar.set_ticks(ticks.tolist())
     fig.suptitle("dual latent space (both projected on the image latent's principal plane)")
     fig.savefig(out, dpi=100)
     return out
 
 
-def latent_grid_figure(model: Surrogate, data: PairedData, energy: NDArray, out: Path, n: int = 6) -> Path:
+def latent_grid_figure(
+    model: Surrogate, data: PairedData, energy: NDArray, out: Path, n: int = 6, units: str = ""
+) -> Path:
     """Patches and spectra decoded on an ``n × n`` grid over the latent's principal plane.
 
     Args:
@@ -73,6 +85,7 @@ def latent_grid_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
         energy: the spectral axis values ``(c,)``.
         out: the PNG to write.
         n: grid points per side.
+        units: the spectral axis' units (axis label).
 
     Returns:
         ``out``.
@@ -94,7 +107,13 @@ def latent_grid_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
     mosaic = patches.reshape(n, n, p, p).transpose(0, 2, 1, 3).reshape(n * p, n * p)
     ax = left.subplots()
     ax.imshow(mosaic, cmap="gray")
-    ax.set(title="decoded patches over the latent plane", xticks=[], yticks=[])
+    ax.set(
+        title="decoded patches over the latent plane",
+        xlabel="latent PC 1 (left to right, 5th to 95th percentile)",
+        ylabel="latent PC 2 (bottom to top)",
+        xticks=[],
+        yticks=[],
+    )
     spec_axes = right.subplots(n, n, sharex=True, sharey=True)
     cmap = colormaps["viridis"]
     for k, sp in enumerate(spectra):
@@ -102,6 +121,8 @@ def latent_grid_figure(model: Surrogate, data: PairedData, energy: NDArray, out:
         ax_k.plot(energy, sp, color=cmap(k / (n * n)), lw=0.8)
         ax_k.tick_params(labelsize=5)
     right.suptitle("decoded spectra at the same latent points")
+    right.supxlabel(f"spectral axis ({units})" if units else "spectral axis")
+    right.supylabel("decoded signal (as recorded)")
     fig.savefig(out, dpi=100)
     return out
 
@@ -139,7 +160,8 @@ def prediction_figure(
         axes[1, j].fill_between(
             energy, mean[j] - 1.645 * std[j], mean[j] + 1.645 * std[j], color="tab:red", alpha=0.25, label="90 %"
         )
-        axes[1, j].set_xlabel(units)
+        axes[1, j].set_xlabel(f"spectral axis ({units})")
+    axes[1, 0].set_ylabel("signal (as recorded)")
     axes[1, 0].legend(fontsize=7)
     fig.suptitle("predicted vs measured spectra for held-out patches")
     fig.savefig(out, dpi=100)

@@ -95,7 +95,7 @@ def train_surrogate(
     save_surrogate(surrogate, directory)
     figures = [
         dual_latent_figure(surrogate, held_out, energy, directory / "latent.png"),
-        latent_grid_figure(surrogate, held_out, energy, directory / "latent_grid.png"),
+        latent_grid_figure(surrogate, held_out, energy, directory / "latent_grid.png", units=units),
     ]
     if config.kind != "spec2im":
         figures.append(prediction_figure(surrogate, held_out, energy, units, directory / "predictions.png"))

@@ -86,6 +86,11 @@ class RunData:
         return InstrumentDescription.from_json(self.attrs["instrument"])
 
     @property
+    def signal(self) -> str:
+        """What the spectra's values are, with units (``counts``; a replay says what it recorded)."""
+        return str(self.description.extra.get("signal", "counts"))
+
+    @property
     def policy_names(self) -> list[str]:
         """Policy name per ``policy_code``."""
         return list(self.attrs["policies"])

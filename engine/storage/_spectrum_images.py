@@ -66,6 +66,7 @@ def write_spectrum_image(si: SpectrumImage, out: Path) -> Path:
         "source": si.source,
         "acquisition_time_s": si.acquisition_time_s,
         "notes": list(si.notes),
+        "signal": si.signal,
     }
     return out
 
@@ -109,4 +110,5 @@ def read_spectrum_image(path: Path) -> SpectrumImage:
         str(meta["source"]),
         meta.get("acquisition_time_s"),
         tuple(meta.get("notes", ())),
+        signal=str(meta.get("signal", "counts")),
     )
