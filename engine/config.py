@@ -97,6 +97,11 @@ class PolicySection(_Strict):
         "(reproducible)",
     )
     refit_every: int = Field(1, ge=1, description="new measurements between model refits")
+    wait_for_first_model: bool = Field(
+        False,
+        description="background training: the first decision after `initial` waits for the first model "
+        "instead of choosing at random while it trains (later refits never block)",
+    )
     travel_cost: float = Field(
         0.0, ge=0, description="acquisition units subtracted per field-of-view diagonal the probe travels"
     )

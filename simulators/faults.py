@@ -96,6 +96,8 @@ class TransportFaults:
     garbage_probability: float = 0.0
     disconnect_probability: float = 0.0
     disconnect_s: float = 1.0
+    max_disconnects: int | None = None
+    """Stop disconnecting after this many (``None``: no limit), so a test can ask for exactly one outage."""
     counts: dict[str, int] = field(default_factory=lambda: {"drop": 0, "duplicate": 0, "garbage": 0, "disconnect": 0})
 
 
@@ -170,7 +172,8 @@ class FaultyProxy:
         f = self.faults
         if self._monotonic() < self._silent_until:
             return
-        if self._roll(f.disconnect_probability, "disconnect"):
+        spent = f.max_disconnects is not None and f.counts["disconnect"] >= f.max_disconnects
+        if not spent and self._roll(f.disconnect_probability, "disconnect"):
             self._silent_until = self._monotonic() + f.disconnect_s
             return
         if self._roll(f.drop_probability, "drop"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -9,6 +10,10 @@ from typing import Any
 
 import pytest
 import zmq
+
+# One OpenMP thread per process: the suite runs an engine, a spawned server and a trainer side by side
+# on 2 cores, and OpenMP threads that spin-wait for each other on a loaded machine slow every one down.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from engine.clock import SystemClock
 from engine.types import SpectrumBatch

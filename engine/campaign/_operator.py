@@ -115,6 +115,7 @@ class OperatorControl:
         self._lock = threading.Lock()
         self._running = threading.Event()
         self._running.set()
+        self._holding = threading.Event()  # the campaign waits in wait_while_paused: nothing in flight
         self.stop_rule = stop if stop is not None else OperatorStop()
         self._injected: list[tuple[NDArray[np.float64], str]] = []
         self.progress: dict[str, Any] = {"n_recorded": 0, "step": 0}
@@ -186,10 +187,19 @@ class OperatorControl:
         return not self._running.is_set()
 
     def wait_while_paused(self, poll_s: float = 0.1) -> None:
-        """Block the campaign while paused (returns at once otherwise, or when stopped, Ctrl-C included)."""
-        while not self.stop_rule.event.is_set():
-            if self._running.wait(poll_s):
-                return
+        """Block the campaign while paused (returns at once otherwise, or when stopped, Ctrl-C included).
+
+        While it blocks, ``status()["holding"]`` is true: the pause has taken effect, nothing is in flight.
+        """
+        try:
+            while not self.stop_rule.event.is_set():
+                if self._running.is_set():
+                    return
+                self._holding.set()
+                if self._running.wait(poll_s):
+                    return
+        finally:
+            self._holding.clear()
 
     def take_injected(self) -> tuple[NDArray[np.float64], str] | None:
         """The oldest injected position and who asked for it, if any."""
@@ -197,9 +207,10 @@ class OperatorControl:
             return self._injected.pop(0) if self._injected else None
 
     def status(self) -> dict[str, Any]:
-        """Paused / stopping / queued injections and the campaign's progress."""
+        """Paused (and ``holding``: the pause has taken effect) / stopping / queued injections and the progress."""
         with self._lock:
             queued = len(self._injected)
         awaiting = self._awaiting
-        return {"paused": self.paused, "stopping": self.stop_rule.event.is_set(), "injected_queued": queued,
-                "awaiting_approval": None if awaiting is None else awaiting.tolist(), **self.progress}  # fmt: skip
+        return {"paused": self.paused, "holding": self._holding.is_set(), "stopping": self.stop_rule.event.is_set(),
+                "injected_queued": queued, "awaiting_approval": None if awaiting is None else awaiting.tolist(),
+                **self.progress}  # fmt: skip

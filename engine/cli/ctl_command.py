@@ -85,7 +85,8 @@ def ctl(
         status = send_control(str(endpoint), command, name, context, position=position, timeout_s=timeout_s, auth=auth)
     finally:
         context.destroy(linger=0)
-    state = "stopping" if status.get("stopping") else "paused" if status.get("paused") else "running"
+    paused = "paused" if status.get("holding") else "pausing after the current measurement"
+    state = "stopping" if status.get("stopping") else paused if status.get("paused") else "running"
     recorded, step = status.get("n_recorded", 0), status.get("step", 0)
     out.print(f"{command}: campaign {state}; {recorded} spectra recorded, step {step}")
     if status.get("awaiting_approval") is not None:

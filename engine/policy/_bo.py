@@ -137,6 +137,8 @@ class ScalarBO:
         refit_every: new observations between refits (when the trainer is free).
         travel_cost: acquisition units per field-of-view diagonal travelled (0: none).
         ucb_beta: a fixed ``β`` for ``ucb`` (``μ + √β σ``; small values exploit); default: the GP-UCB schedule.
+        wait_for_first_model: with a background trainer, the first decision after ``initial`` waits for
+            the first model instead of choosing at random while it trains (later refits never block).
 
     Examples:
         >>> axis = np.linspace(0.0, 1.0, 16)
@@ -167,6 +169,7 @@ class ScalarBO:
         refit_every: int = 1,
         travel_cost: float = 0.0,
         ucb_beta: float | None = None,
+        wait_for_first_model: bool = False,
     ):
         if acquisition not in ACQUISITIONS:
             raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
@@ -175,6 +178,7 @@ class ScalarBO:
         self.scalariser, self.axis, self.acquisition, self._rng = scalariser, axis, acquisition, rng
         self.initial, self.features, self.trainer = max(1, initial), features, trainer
         self.refit_every, self.travel_cost, self.ucb_beta = refit_every, travel_cost, ucb_beta
+        self.wait_for_first_model = wait_for_first_model
         self._n_told = 0  # measurements told, finite values or not (the schedule counts them all)
         self._last_index: int | None = None
         # observations with a finite value: what the GP sees, in the order it sees them
@@ -288,6 +292,9 @@ class ScalarBO:
             return Proposal(np.empty(0, np.int64), np.empty(0))
         t0 = time.perf_counter()
         self._catch_up()
+        if self._live is None and self._submitted_n >= 0 and self.wait_for_first_model:
+            self.trainer.wait()  # the first model is being fitted: wait for it rather than pick at random
+            self._catch_up()
         t1 = time.perf_counter()
         if self._live is None or self.snapshot is None:
             k = min(q, free.size)

@@ -151,6 +151,7 @@ def build_policy(
         trainer if trainer is not None else InlineTrainer(),
         refit_every=section.refit_every,
         travel_cost=section.travel_cost,
+        wait_for_first_model=section.wait_for_first_model,
     )
     return BOPolicy(section.name, bo)
 

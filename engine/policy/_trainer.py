@@ -37,6 +37,10 @@ class Trainer(Protocol[T]):
         """Messages of the jobs that raised."""
         ...
 
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Block until the running job (if any) finishes."""
+        ...
+
     def close(self) -> None:
         """Wait for a running job and stop; idempotent."""
         ...
@@ -74,6 +78,9 @@ class InlineTrainer(Generic[T]):
     def failures(self) -> list[str]:
         """Messages of the jobs that raised."""
         return list(self._failures)
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Nothing runs in the background: jobs are done when ``submit`` returns."""
 
     def close(self) -> None:
         """Nothing to stop."""

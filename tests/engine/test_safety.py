@@ -183,4 +183,5 @@ def test_serve_reads_the_safety_table_of_a_file(tmp_path: Path) -> None:
     finally:
         ctx.destroy(linger=0)
         proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)  # waits for it and closes its pipes
         proc.communicate(timeout=20)

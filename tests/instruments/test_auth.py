@@ -193,7 +193,7 @@ def test_keys_new_then_serve_with_keys_from_the_command_line(tmp_path: Path) -> 
     finally:
         ctx.destroy(linger=0)
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
+        _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0 and "'alice' (role agent) may not send 'abort'" in stderr
     with pytest.raises(ConfigError, match="give both or neither"):
         ClientAuth.from_files(tmp_path / "keys/alice.key_secret", None, "keys")

@@ -110,6 +110,7 @@ def test_serve_then_connect(tmp_path: Path) -> None:
         ctx.term()
     finally:
         proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)  # waits for it and closes its pipes
         proc.communicate(timeout=20)
     assert proc.returncode == 0
 

@@ -42,13 +42,17 @@ def _setup(seed: int = 0, m: int = 512) -> tuple[BOPolicy, CandidateSet]:
 def test_workers_stay_busy_and_nothing_is_evaluated_twice() -> None:
     policy, pool = _setup()
     lock = threading.Lock()
-    running, peak_running = 0, 0
+    running, peak_running, calls = 0, 0, 0
+    first_wave = threading.Barrier(4)  # the first four evaluations wait for each other: all four slots filled
 
     def slow(u: np.ndarray) -> np.ndarray:
-        nonlocal running, peak_running
+        nonlocal running, peak_running, calls
         with lock:
-            running += 1
+            running, calls = running + 1, calls + 1
             peak_running = max(peak_running, running)
+            first = calls <= 4
+        if first:
+            first_wave.wait(timeout=120)  # the timeout is a hang guard only (it raises, failing the test)
         time.sleep(0.01 + 0.02 * u[2])
         with lock:
             running -= 1

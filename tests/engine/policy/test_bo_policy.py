@@ -244,17 +244,19 @@ def test_gp_position_campaign_over_zeromq(tmp_path: Path) -> None:
     run = _twin_campaign(
         tmp_path,
         "gp-position",
-        "n_channels = 120\nacquisition_time_s = 0.25",
-        'acquisition = "ucb"\ninitial = 4\ntraining = "background"',
+        "n_channels = 120\nacquisition_time_s = 0.02",
+        'acquisition = "ucb"\ninitial = 4\ntraining = "background"\nwait_for_first_model = true',
         'kind = "band"\nlow = 0.5\nhigh = 1.0',
         15,
     )
     mv = run.columns["model_version"]
-    # background refits: random until the first snapshot, then snapshot versions, never going back
-    assert np.all(mv[:5] == -1) and np.all(np.diff(mv) >= 0) and mv[-1] >= 1
+    # background refits: random for the initial 4, then the first snapshot (waited for, however busy the
+    # machine), then the latest finished snapshot, never going back
+    assert np.all(mv[:4] == -1) and mv[4] == 1 and np.all(np.diff(mv) >= 0)
     used = mv >= 1
     assert np.all(np.isfinite(run.columns["acquisition_value"][used]))
-    assert np.all(run.columns["time_acquire_s"][used] < 0.5) and np.all(np.isnan(run.columns["time_acquire_s"][~used]))
+    acquire = run.columns["time_acquire_s"]  # timed only when a model chose (its budget is a benchmark's job)
+    assert np.all(np.isfinite(acquire[used])) and np.all(np.isnan(acquire[~used]))
 
 
 def test_dualvae_bo_campaign_over_zeromq(tmp_path: Path) -> None:
