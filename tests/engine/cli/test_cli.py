@@ -124,7 +124,7 @@ def test_serve_refuses_non_loopback_and_bad_options() -> None:
     assert listed.returncode == 0 and "acquisition_time_s" in listed.stdout
 
 
-def _wait(condition: Any, timeout_s: float = 10.0) -> None:
+def _wait(condition: Any, timeout_s: float = 120.0) -> None:
     t0 = time.monotonic()
     while not condition():
         assert time.monotonic() - t0 < timeout_s, "timed out"
