@@ -29,6 +29,9 @@ class SpectrumImage:
             ``Piezoresponse (a.u.)``, ``LIX 1 omega (A)``).
         complete: whether the positions cover the whole scan (a grid); a recorded run's measured
             positions do not, and positions it never measured are "no data", not "off the grid".
+        frame_rotation_deg: the scan frame's rotation (counterclockwise in ``(x, y)``, degrees) about
+            the image's centre: the image is in the frame, the positions on the specimen (a rotated
+            Nanonis grid); 0 for an axis-aligned scan.
     """
 
     image: Image
@@ -41,6 +44,7 @@ class SpectrumImage:
     notes: tuple[str, ...] = ()
     complete: bool = True
     signal: str = "counts"
+    frame_rotation_deg: float = 0.0
 
     def __post_init__(self) -> None:
         m = self.positions.shape[0]
@@ -68,8 +72,31 @@ class SpectrumImage:
         return idx.astype(np.int64), d[np.arange(len(idx)), idx]
 
     def pixels(self) -> NDArray[np.int64]:
-        """Image pixel ``(row, col)`` under each recorded position ``(m, 2)``."""
+        """Image pixel ``(row, col)`` under each recorded position ``(m, 2)`` (through the frame's rotation)."""
         y, x = self.image.coords()
-        cols = np.abs(self.positions[:, 0:1] - x[None, :]).argmin(axis=1)
-        rows = np.abs(self.positions[:, 1:2] - y[None, :]).argmin(axis=1)
+        frame = self.positions
+        if self.frame_rotation_deg:
+            centre = np.array([(x[0] + x[-1]) / 2, (y[0] + y[-1]) / 2])
+            frame = rotate(self.positions - centre, -self.frame_rotation_deg) + centre
+        cols = np.abs(frame[:, 0:1] - x[None, :]).argmin(axis=1)
+        rows = np.abs(frame[:, 1:2] - y[None, :]).argmin(axis=1)
         return np.stack([rows, cols], axis=1).astype(np.int64)
+
+
+def rotate(points: NDArray[np.float64], degrees: float) -> NDArray[np.float64]:
+    """``points (n, 2)`` rotated counterclockwise by ``degrees`` about the origin.
+
+    Args:
+        points: ``(x, y)`` rows.
+        degrees: the angle; negative turns clockwise.
+
+    Returns:
+        The rotated points ``(n, 2)``.
+
+    Examples:
+        >>> rotate(np.array([[1.0, 0.0]]), 90.0).round(12).tolist()
+        [[0.0, 1.0]]
+    """
+    t = np.deg2rad(degrees)
+    r = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return np.asarray(np.asarray(points, np.float64) @ r.T, np.float64)

@@ -85,7 +85,7 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOut
     """Open the instrument, run ``execute`` under progress bars (Ctrl-C or SIGTERM stop cleanly), report the outcome."""
     from engine.cli.drivers import check_image_channel
     from engine.cli.wiring import open_instrument
-    from engine.report import summary_figure
+    from engine.report import decisions_without_model, summary_figure
     from engine.storage import ensure_output_dir, read_run
 
     ensure_output_dir(config.run.output_dir)  # before anything is started
@@ -126,6 +126,13 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOut
         out.print(f"        {r.faults} failed measurements recorded as missing, with what was done about each.")
     if r.refused:
         out.print(f"        {r.refused} proposals refused by the safety limits (recorded as missing, with why).")
+    blind = decisions_without_model(read_run(outcome.run_path))
+    if config.policy.name not in ("random", "raster") and blind > config.policy.initial:
+        err.print(
+            f"[yellow]warning:[/] {blind} decisions were taken without a model (initial = {config.policy.initial}): "
+            'they were random because no refit had finished; use training = "inline" or '
+            "wait_for_first_model = true, or a slower instrument"
+        )
     return outcome
 
 
@@ -255,6 +262,18 @@ def replay(
     output_dir: Annotated[Path, typer.Option(help="Where the run and its figure go.")] = Path("runs"),
     noise: Annotated[str, typer.Option(help="none or poisson (resample the recorded counts).")] = "none",
     acquisition_time_s: Annotated[float, typer.Option(help="Dwell to wait per spectrum.")] = 0.0,
+    channel: Annotated[
+        str | None,
+        typer.Option(help="A Nanonis .3ds grid's channel, e.g. 'LIX 1 omega (A)' (default: its first channel)."),
+    ] = None,
+    training: Annotated[
+        str,
+        typer.Option(
+            help="inline: each decision waits for its refit (default: a replay has no instrument time to hide "
+            "training behind); background: refits on a thread, decisions use the latest finished model."
+        ),
+    ] = "inline",
+    refit_every: Annotated[int, typer.Option(help="New measurements between model refits.", min=1)] = 1,
 ) -> None:
     """Replay recorded data through the same loop.
 
@@ -265,5 +284,7 @@ def replay(
     """
     from engine.io import replay_setup
 
-    setup = replay_setup(source, policy, budget, seed, output_dir, noise, acquisition_time_s)
+    setup = replay_setup(
+        source, policy, budget, seed, output_dir, noise, acquisition_time_s, channel, training, refit_every
+    )
     run_campaign(setup.config, setup.text, setup.candidates)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.progress import Progress, TextColumn, TimeRemainingColumn
 
@@ -17,9 +18,18 @@ def import_(
         Path, typer.Argument(metavar="FILE", help="A .h5 (pyNSID), .npz/.npy, .emd, .dm3/.dm4 file or a run.")
     ],
     output: Annotated[Path, typer.Option("--out", help="New Zarr dataset to write.")],
+    channel: Annotated[
+        str | None,
+        typer.Option(
+            help="A Nanonis .3ds grid's channel to take the spectra from, e.g. 'Current (A)', 'LIX 1 omega (A)', "
+            "'LIY 1 omega (A)' (default: the first; a name the file lacks is refused with the file's channels)."
+        ),
+    ] = None,
 ) -> None:
     """Import a recorded spectrum image (structural image, spectra, axes, units) into a Zarr dataset.
 
+    The axes it chose (which is the spectrum, which are x and y, with sizes and units) are printed
+    every time: the spectral axis is read from the file's axis names and units, not assumed.
     Velox .emd and Gatan .dm3/.dm4 need the optional rosettasciio reader: pip install -e '.[formats]'.
 
     Example: `dualscope import ../shared/data/fei_emd_si.emd --out eds.zarr`
@@ -27,12 +37,18 @@ def import_(
     from engine.io import import_file
     from engine.storage import write_spectrum_image
 
-    si = import_file(source)
+    si = import_file(source, channel)
     write_spectrum_image(si, output)
     spec = si.spectral_axis
     out.print(
         f"Imported {si.positions.shape[0]} spectra × {spec.size} channels ({spec.name}, {spec.units}); "
         f"image {si.image.data.shape}"
+    )
+    ny, nx = (int(np.unique(si.positions[:, k]).size) for k in (1, 0))
+    x_axis, y_axis = si.axes
+    out.print(
+        f"Axes:   y {ny} positions ({y_axis.units or 'no units'}), x {nx} positions ({x_axis.units or 'no units'}), "
+        f"spectrum {spec.name!r} {spec.size} channels ({spec.units or 'no units'}); values: {si.signal}"
     )
     for note in si.notes:
         out.print(f"[yellow]note:[/] {note}")

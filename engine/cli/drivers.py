@@ -46,12 +46,13 @@ class ReplayOptions(BaseModel):
     )
     noise: Literal["none", "poisson"] = Field("none", description="resample counts with Poisson noise")
     seed: int = Field(0, description="seed of the added noise")
+    channel: str | None = Field(None, description="a Nanonis grid's channel to serve (default: its first)")
 
 
 def replay_driver(options: ReplayOptions, clock: Clock) -> Driver:
     """Import the dataset and serve it."""
     return ReplayDriver(
-        import_file(Path(options.dataset)),
+        import_file(Path(options.dataset), options.channel),
         clock,
         np.random.default_rng(options.seed),
         tolerance=options.tolerance,

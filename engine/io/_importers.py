@@ -23,6 +23,8 @@ absolute signal is derived from the spectra and the import says so in ``notes``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.errors import DualscopeError
-from engine.spectrum_image import SpectrumImage
+from engine.io._axes import find_cube_axes
+from engine.spectrum_image import SpectrumImage, rotate
 from engine.types import Axis, Image, ImageAxis, SpectralAxis
 
 
@@ -257,6 +260,10 @@ def _rsciio(path: Path) -> list[dict[str, Any]]:
         raise ImportFailed(f"{path}: cannot read it as {path.suffix} ({type(exc).__name__}: {exc})") from exc
 
 
+def _name(ax: dict[str, Any]) -> str:
+    return str(ax.get("name", "") or "channel")
+
+
 def _axis_values(ax: dict[str, Any]) -> NDArray[np.float64]:
     return float(ax.get("offset", 0.0)) + float(ax.get("scale", 1.0)) * np.arange(int(ax["size"]), dtype=np.float64)
 
@@ -271,64 +278,152 @@ def _read_vendor(path: Path) -> SpectrumImage:
             f"{path}: no spectrum image in the file (found data of shapes {shapes}); a replay needs (y, x, channels)"
         )
     cube = cubes[0]
-    y_ax, x_ax, s_ax = cube["axes"]
+    found = find_cube_axes(cube["axes"], str(path))
+    y_ax, x_ax, s_ax = (cube["axes"][i] for i in found.order)
     data = np.asarray(cube["data"].todense() if hasattr(cube["data"], "todense") else cube["data"])
+    data = np.transpose(data, found.order)
     axis = SpectralAxis(
-        str(s_ax.get("name", "channel")).lower().replace(" ", "_"),
+        _name(s_ax).lower().replace(" ", "_"),
         str(s_ax.get("units", "")),
         float(s_ax.get("offset", 0.0)),
         float(s_ax.get("scale", 1.0)),
         int(s_ax["size"]),
     )
     image = images[0] if images else None
-    notes: tuple[str, ...] = ()
+    notes: list[str] = [f"axes in the file: {found.described}; spectral axis: {_name(s_ax)!r}"]
+    x, y, units = _axis_values(x_ax), _axis_values(y_ax), _units(x_ax)
     img_kwargs: dict[str, Any] = {}
     if image is not None:
         iy, ix = image["axes"]
         img_kwargs = {"image": np.asarray(image["data"]), "image_x": _axis_values(ix), "image_y": _axis_values(iy)}
         title = image["metadata"].get("General", {}).get("title", "")
-        notes = (f"structural image: {title}",) if title else ()
-    return from_grid(
-        data,
-        _axis_values(x_ax),
-        _axis_values(y_ax),
-        str(x_ax.get("units", "")),
-        axis,
-        str(path),
-        notes=notes,
-        **img_kwargs,
-    )
+        if title:
+            notes.append(f"structural image: {title}")
+        if not units and _units(ix):  # the spectrum image is uncalibrated, its paired image is not
+            x = _spread(img_kwargs["image_x"], float(ix.get("scale", 1.0)), x.size)
+            y = _spread(img_kwargs["image_y"], float(iy.get("scale", 1.0)), y.size)
+            units = _units(ix)
+            notes.append(
+                f"the spectrum image has no spatial calibration: positions spread over the paired image's ({units})"
+            )
+    if not units:
+        units = "px"
+        img_kwargs = {k: v for k, v in img_kwargs.items() if k == "image"}  # one pixel grid for both
+        notes.append("no spatial calibration in the file: positions are in pixels (px)")
+    return from_grid(data, x, y, units, axis, str(path), notes=tuple(notes), **img_kwargs)
 
 
-def _read_3ds(path: Path) -> SpectrumImage:
+def _units(ax: dict[str, Any]) -> str:
+    """An axis' units, '' when absent or undefined."""
+    units = str(ax.get("units", "") or "")
+    return "" if units in ("<undefined>", "Undefined", "px", "pixel", "pixels") else units
+
+
+def _spread(image_coords: NDArray[np.float64], scale: float, n: int) -> NDArray[np.float64]:
+    """``n`` probe positions spread evenly over the field an image's coordinates span (pixel centres)."""
+    low, span = float(image_coords[0]) - scale / 2, scale * image_coords.size
+    return low + (np.arange(n) + 0.5) * span / n
+
+
+NANONIS_OPTIONAL_KEYS = {
+    "Delay before measuring (s)": "0",
+    "Experiment": "",
+    "Start time": "",
+    "End time": "",
+    "User": "",
+    "Comment": "",
+}
+"""Header keys that nanonispy requires but older grid files lack, and what stands in for them."""
+
+
+def _raw_3ds_keys(path: Path) -> set[str]:
+    """The keys of a .3ds header (``key=value`` lines up to ``:HEADER_END:``)."""
+    keys = set()
+    with path.open("rb") as f:
+        for raw in f:
+            line = raw.decode("latin-1").strip()
+            if line == ":HEADER_END:":
+                break
+            keys.add(line.split("=", 1)[0])
+    return keys
+
+
+def _read_3ds(path: Path, channel: str | None = None) -> SpectrumImage:
     try:
         import nanonispy
     except ImportError as exc:
         raise ImportFailed(
             f"{path}: reading Nanonis .3ds needs nanonispy (optional extra): pip install -e '.[formats]'"
         ) from exc
+    notes: list[str] = []
     try:
-        grid = nanonispy.read.Grid(str(path))
+        missing = {k: v for k, v in NANONIS_OPTIONAL_KEYS.items() if k not in _raw_3ds_keys(path)}
+        if missing:
+            notes.append(f"the header lacks {', '.join(map(repr, missing))}: filled with blanks (metadata only)")
+        grid = nanonispy.read.Grid(str(path), header_override=missing or None)
     except Exception as exc:  # nanonispy raises KeyError/ValueError/OSError for damaged headers and data
         raise ImportFailed(f"{path}: cannot read it as a Nanonis grid ({type(exc).__name__}: {exc})") from exc
     header, signals = grid.header, grid.signals
+    channels = [str(c) for c in header["channels"]]
+    if channel is None:
+        channel = channels[0]
+        if len(channels) > 1:
+            notes.append(f"spectra: the first channel {channel!r} of {channels} (choose with --channel)")
+    elif channel not in channels:
+        raise ImportFailed(f"{path}: no channel {channel!r}; the file has {', '.join(map(repr, channels))}")
     nx, ny = header["dim_px"]
     (cx, cy), (w, h) = header["pos_xy"], header["size_xy"]
     x = cx - w / 2 + (np.arange(nx) + 0.5) * w / nx
     y = cy - h / 2 + (np.arange(ny) + 0.5) * h / ny
-    channel = header["channels"][0]
     sweep = str(header["sweep_signal"])
     name, _, units = sweep.partition(" (")
     axis = _linear_or_points(
         name.strip().lower() or "sweep", units.rstrip(")"), np.asarray(signals["sweep_signal"], np.float64)
     )
-    notes = [f"spectra: channel {channel!r}; image: z-controller height (topography)"]
-    if float(header.get("angle", 0.0)):
-        notes.append(f"the grid is rotated by {header['angle']} degrees; positions ignore the rotation")
-    image = np.asarray(signals["topo"], np.float64) if signals["params"].shape[2] > 4 else None
-    return from_grid(
-        np.asarray(signals[channel]), x, y, "m", axis, str(path), image, notes=tuple(notes), signal=str(channel)
+    params = np.asarray(signals["params"], np.float64)
+    names = [*_listed(header.get("fixed_parameters")), *_listed(header.get("experimental_parameters"))]
+    image = None
+    if "Z (m)" in names and names.index("Z (m)") < params.shape[2]:
+        image = params[:, :, names.index("Z (m)")]
+        notes.append(f"spectra: channel {channel!r}; image: z-controller height (topography)")
+    si = from_grid(np.asarray(signals[channel]), x, y, "m", axis, str(path), image, notes=tuple(notes), signal=channel)
+    angle = float(header.get("angle", 0.0))
+    if not angle:
+        return si
+    recorded = [names.index(k) for k in ("X (m)", "Y (m)") if k in names]
+    xy = params[:, :, recorded].reshape(-1, 2) * 1e9 if len(recorded) == 2 and max(recorded) < params.shape[2] else None
+    fast = xy[nx - 1] - xy[0] if xy is not None and nx > 1 else np.zeros(2)  # the frame's x on the specimen
+    if xy is not None and np.isfinite(xy).all() and np.hypot(*fast) > 0:  # the probe's own positions
+        turn = float(np.degrees(np.arctan2(fast[1], fast[0])))
+        how = f"the probe positions recorded with each spectrum (X (m), Y (m)); the frame turns {turn:.3g}°"
+    else:
+        centre = np.array([cx, cy]) * 1e9
+        turn = -angle  # Nanonis turns the frame clockwise by its angle (an assumption: no positions recorded)
+        xy = rotate(si.positions - centre, turn) + centre
+        how = "the frame turned clockwise by the angle about its centre (no positions recorded to check)"
+    return _rotated(si, xy, turn, f"the grid is rotated by {angle:g} degrees: positions are {how}")
+
+
+def _listed(value: Any) -> list[str]:
+    """A header entry that is a list of names or one name."""
+    if value is None:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def _rotated(si: SpectrumImage, positions: NDArray[np.float64], turn: float, note: str) -> SpectrumImage:
+    """``si`` with positions on the specimen and axes that cover them; the image stays in its frame.
+
+    The frame is turned ``turn`` degrees counterclockwise on the specimen.
+    """
+    pad = si.spacing() / 2
+    low, high = positions.min(axis=0) - pad, positions.max(axis=0) + pad
+    x_axis, y_axis = si.axes
+    axes = (
+        Axis(x_axis.name, x_axis.units, float(low[0]), float(high[0])),
+        Axis(y_axis.name, y_axis.units, float(low[1]), float(high[1])),
     )
+    return replace(si, positions=positions, axes=axes, notes=(*si.notes, note), frame_rotation_deg=turn)
 
 
 def _read_run(path: Path) -> SpectrumImage:
@@ -360,12 +455,14 @@ def _read_run(path: Path) -> SpectrumImage:
     )
 
 
-def import_file(path: Path) -> SpectrumImage:
+def import_file(path: Path, channel: str | None = None) -> SpectrumImage:
     """Read ``path`` (see the module docstring for the formats); ``ImportFailed`` names the problem.
 
     Args:
         path: a sidpy/pyNSID ``.h5``, Nanonis ``.3ds``, ``.npz``/``.npy``, Velox ``.emd``, Gatan ``.dm3``/``.dm4``
             file, a ``dualscope simulate``/``import`` dataset or a run.
+        channel: a Nanonis grid's channel to take the spectra from (default: the first, e.g.
+            ``Current (A)``; ``LIX 1 omega (A)`` for a lock-in dI/dV).
 
     Returns:
         The spectrum image: structural image, positions ``(m, 2)`` (nm when calibrated), spectra ``(m, c)``,
@@ -385,8 +482,10 @@ def import_file(path: Path) -> SpectrumImage:
     try:
         if suffix == ".zarr" or (path / "zarr.json").exists():
             return _read_run(path)
-        readers = {
-            ".3ds": _read_3ds,
+        if channel is not None and suffix != ".3ds":
+            raise ImportFailed(f"{path}: --channel chooses among the channels of a Nanonis .3ds grid only")
+        readers: dict[str, Callable[[Path], SpectrumImage]] = {
+            ".3ds": lambda p: _read_3ds(p, channel),
             ".npz": _read_npz,
             ".npy": _read_npy,
             ".h5": _read_pynsid,

@@ -41,6 +41,9 @@ def replay_setup(
     output_dir: Path = Path("runs"),
     noise: str = "none",
     acquisition_time_s: float = 0.0,
+    channel: str | None = None,
+    training: str = "inline",
+    refit_every: int = 1,
 ) -> ReplaySetup:
     """The configuration and candidates of a replay of ``source``.
 
@@ -52,6 +55,10 @@ def replay_setup(
         output_dir: where the run goes.
         noise: ``none`` (the recorded counts) or ``poisson`` (resampled).
         acquisition_time_s: dwell to wait per spectrum, in s.
+        channel: a Nanonis grid's channel to serve (default: its first).
+        training: ``inline`` (default: a replay has no instrument time to hide training behind, so
+            each decision waits for its refit) or ``background``.
+        refit_every: new measurements between refits.
 
     Returns:
         The setup; a recorded run keeps its own candidates, measured or not, a spectrum image offers
@@ -65,16 +72,23 @@ def replay_setup(
         >>> setup.config.policy.name, setup.config.instrument.driver, setup.candidates.grid_shape
         ('raster', 'replay', (4, 5))
     """
-    si = import_file(source)
+    si = import_file(source, channel)
     q = json.dumps  # a JSON string is a valid TOML basic string
+    model_based = policy not in ("random", "raster")
     text = (
-        f"# dualscope replay {source} --policy {policy} --budget {budget} --seed {seed} --noise {noise}\n"
-        f'[run]\nname = "replay"\noutput_dir = {q(str(output_dir))}\nseed = {seed}\n'
+        f"# dualscope replay {source} --policy {policy} --budget {budget} --seed {seed} --noise {noise}"
+        + (f" --channel {q(channel)}" if channel else "")
+        + (f" --training {training} --refit-every {refit_every}" if model_based else "")
+        + "\n"
+        f"[run]\nname = {q('replay-' + policy)}\noutput_dir = {q(str(output_dir))}\nseed = {seed}\n"
         f'[instrument]\nmode = "spawn"\ndriver = "replay"\nimage_channel = {q(si.image.channel)}\n'
         "timeout_s = 60.0\n"
         f"[instrument.options]\ndataset = {q(str(source.resolve()))}\nnoise = {q(noise)}\n"
         f"acquisition_time_s = {float(acquisition_time_s)!r}\nseed = {seed}\n"
-        f"[policy]\nname = {q(policy)}\n[stop]\nbudget = {budget}\n"
+        + (f"channel = {q(channel)}\n" if channel else "")
+        + f"[policy]\nname = {q(policy)}\n"
+        + (f"training = {q(training)}\nrefit_every = {refit_every}\n" if model_based else "")
+        + f"[stop]\nbudget = {budget}\n"
     )
     config = parse_config(text, "replay")
     if not si.complete:  # a recorded run: choose among its own candidates, measured or not

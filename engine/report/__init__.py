@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         timing_figure,
     )
     from engine.report._run_report import run_property, write_report
-    from engine.report._run_summary import run_summary
+    from engine.report._run_summary import decisions_without_model, run_summary
     from engine.report._summary_figure import summary_figure
     from engine.report._surrogate_figures import dual_latent_figure, latent_grid_figure, prediction_figure
     from engine.report._training import TrainingOutcome, train_surrogate
@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
 __all__ = [
     # a run
     "run_summary",
+    "decisions_without_model",
     "summary_figure",
     "write_report",
     "run_property",

@@ -59,12 +59,41 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
         ),
         "median_measure_ms": med["time_measure_s"],
         "median_record_ms": med["time_record_s"],
+        "decisions_without_model": decisions_without_model(run),
         "journal_pending_rows": integrity.journal_rows,
         "missing_positions": sum(len(m["candidates"]) for m in attrs.get("missing", [])),
         "versions": ", ".join(f"{k} {v}" for k, v in attrs.get("versions", {}).items()),
         "problems": integrity.problems,
         "notes": integrity.notes,
     }
+
+
+MODEL_FREE = ("random", "raster")
+
+
+def decisions_without_model(run: RunData) -> int:
+    """Decisions of a model-based policy taken without a model (``model_version`` -1): its random start.
+
+    More of them than the policy's ``initial`` means the model never kept up (a background trainer
+    slower than the measurements), and those decisions were random.
+
+    Args:
+        run: the run.
+
+    Returns:
+        How many steps a model-based policy decided with no model; 0 for random or raster runs.
+
+    Examples:
+        >>> decisions_without_model(read_run(run_path))  # a random campaign has no model to miss
+        0
+    """
+    names = run.policy_names
+    model_based = np.array(
+        [not (n in MODEL_FREE or n.startswith("operator:")) for n in names] + [False], dtype=bool
+    )  # the extra entry absorbs a code that names no policy (the integrity check reports it)
+    codes = np.clip(run.columns["policy_code"].astype(np.int64), -1, len(names))
+    chosen = model_based[codes] & (run.columns["model_version"] < 0)
+    return int(np.unique(run.columns["step"][chosen]).size)
 
 
 def _utc(t: float) -> str:

@@ -67,6 +67,7 @@ def write_spectrum_image(si: SpectrumImage, out: Path) -> Path:
         "acquisition_time_s": si.acquisition_time_s,
         "notes": list(si.notes),
         "signal": si.signal,
+        "frame_rotation_deg": si.frame_rotation_deg,
     }
     return out
 
@@ -111,4 +112,5 @@ def read_spectrum_image(path: Path) -> SpectrumImage:
         meta.get("acquisition_time_s"),
         tuple(meta.get("notes", ())),
         signal=str(meta.get("signal", "counts")),
+        frame_rotation_deg=float(meta.get("frame_rotation_deg", 0.0)),
     )
