@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.errors import AcquisitionAborted, BadRequest, ConfigError, NoRecordedData, OutOfLimits
+from engine.errors import AcquisitionAborted, BadRequest, ConfigError, NoRecordedData
 from engine.protocols import Clock
 from engine.spectrum_image import SpectrumImage
 from engine.types import JSON, Image, InstrumentDescription, SpectrumBatch
@@ -86,7 +86,7 @@ class ReplayDriver:
             i = int(np.argmax(far))
             if not self.data.complete:
                 raise NoRecordedData(f"position {positions[i].tolist()} was never measured in the recorded run")
-            raise OutOfLimits(
+            raise NoRecordedData(  # inside the axes, off the recorded grid: missing there, not a fault
                 f"position {positions[i].tolist()} is {dist[i]:.4g} {self.data.axes[0].units} "
                 "from the nearest recorded "
                 f"point (tolerance {self.tolerance:.4g}); the recording has no spectrum there"

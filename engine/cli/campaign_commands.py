@@ -126,7 +126,12 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOut
         out.print(f"        {r.faults} failed measurements recorded as missing, with what was done about each.")
     if r.refused:
         out.print(f"        {r.refused} proposals refused by the safety limits (recorded as missing, with why).")
-    blind = decisions_without_model(read_run(outcome.run_path))
+    recorded = read_run(outcome.run_path)
+    refit_s = sum(float(r.get("fit_s", 0.0)) for r in recorded.attrs.get("refits", []))
+    if refit_s:
+        how = "inline: decisions waited for them" if config.policy.training == "inline" else "on a background thread"
+        out.print(f"Time:   {_duration(refit_s)} refitting the model ({how})")
+    blind = decisions_without_model(recorded)
     if config.policy.name not in ("random", "raster") and blind > config.policy.initial:
         err.print(
             f"[yellow]warning:[/] {blind} decisions were taken without a model (initial = {config.policy.initial}): "

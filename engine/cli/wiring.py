@@ -106,7 +106,8 @@ def execute_run(
             image, description, config.candidates.stride_px, config.candidates.margin_px
         )
     notes = [str(n) for n in description.extra.get("notes", [])]
-    check_policy_inputs(config.policy, image, candidates, notes)  # a policy that cannot work fails first
+    # a policy that cannot work fails first (no image, a scalariser window off the axis)
+    check_policy_inputs(config.policy, image, candidates, notes, description.spectral_axis)
     path = new_run_path(config.run.output_dir, config.run.name, clock)
     writer = RunWriter.create(
         path,
@@ -219,7 +220,7 @@ def build_campaign(
         clock=clock,
         request_prefix=writer.run_id[:12],
         batch_size=config.policy.batch_size,
-        on_step=_checkpointing(parts.policy, writer.root, on_step),
+        on_step=_checkpointing(parts.policy, writer, on_step),
         safety=config.safety.limits([a.name for a in description.axes]),
         max_refusals=config.safety.max_refusals,
         fault_retries=config.faults.retries_per_point,
@@ -230,18 +231,27 @@ def build_campaign(
 
 
 def _checkpointing(
-    policy: Policy, run_dir: Path, on_step: Callable[[StepReport], None] | None
+    policy: Policy, writer: RunWriter, on_step: Callable[[StepReport], None] | None
 ) -> Callable[[StepReport], None] | None:
-    """``on_step``, first saving the learned features' checkpoint of each new snapshot into the run (resume)."""
+    """``on_step``, first noting each new snapshot's refit in the run and saving its features' checkpoint (resume)."""
     if not isinstance(policy, BOPolicy):
         return on_step
-    saved = [0]
+    seen = [0]
 
     def step(report: StepReport) -> None:
         snap = policy.bo.snapshot
-        if snap is not None and snap.features_checkpoint is not None and snap.version != saved[0]:
-            save_feature_checkpoint(run_dir, snap.version, *snap.features_checkpoint)
-            saved[0] = snap.version
+        if snap is not None and snap.version != seen[0]:
+            writer.note_refit(
+                {
+                    "version": snap.version,
+                    "n_obs": snap.n_obs,
+                    "fit_s": snap.fit_s,
+                    "used_from_step": report.decision.step,
+                }
+            )
+            if snap.features_checkpoint is not None:
+                save_feature_checkpoint(writer.root, snap.version, *snap.features_checkpoint)
+            seen[0] = snap.version
         if on_step is not None:
             on_step(report)
 

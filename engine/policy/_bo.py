@@ -108,6 +108,7 @@ class Snapshot:
         posterior: the GP's posterior at every candidate, conditioned on the observations.
         fit_warnings: botorch warnings counted during the fit.
         features_checkpoint: the learned features' metadata and weights, for resume (None: positions).
+        fit_s: seconds the refit took (features, GP fit and the posterior at every candidate).
 
     Examples:
         >>> snapshot = Snapshot(version=1, n_obs=10, y_mean=0.0, y_std=1.0, posterior=posterior, fit_warnings=0)
@@ -122,6 +123,7 @@ class Snapshot:
     posterior: CandidatePosterior
     fit_warnings: int
     features_checkpoint: FeatureCheckpoint | None = None
+    fit_s: float = float("nan")
 
 
 class ScalarBO:
@@ -226,6 +228,7 @@ class ScalarBO:
         self, version: int, idx: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]
     ) -> Snapshot:
         """Runs in the trainer: learn the features, fit the GP, build its posterior at every candidate."""
+        t0 = time.perf_counter()
         mean, std = float(values.mean()), float(values.std()) or 1.0
         y = (values - mean) / std
         feats = self.features.refit(idx, y, spectra)
@@ -235,7 +238,7 @@ class ScalarBO:
         if model is None:
             model, warn = fit_gp(x[idx], torch.as_tensor(y))
         posterior = CandidatePosterior(model, x, idx, y)
-        return Snapshot(version, idx.size, mean, std, posterior, warn, feats.checkpoint)
+        return Snapshot(version, idx.size, mean, std, posterior, warn, feats.checkpoint, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ resume
     def state(self) -> dict[str, Any]:

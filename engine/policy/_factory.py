@@ -157,7 +157,11 @@ def build_policy(
 
 
 def check_policy_inputs(
-    section: PolicySection, image: Image | None, candidates: CandidateSet | None, notes: Sequence[str] = ()
+    section: PolicySection,
+    image: Image | None,
+    candidates: CandidateSet | None,
+    notes: Sequence[str] = (),
+    axis: SpectralAxis | None = None,
 ) -> None:
     """Whether the policy a ``[policy]`` table names can work with these inputs (cheap: builds nothing).
 
@@ -166,12 +170,15 @@ def check_policy_inputs(
         image: the structural image, if any.
         candidates: the candidate set, if any.
         notes: the instrument's notes (a recording without a structural image says so).
+        axis: the instrument's spectral axis: a model-based policy's scalariser windows must hold
+            channels of it.
 
     Returns:
         Nothing; it raises when the policy cannot work.
 
     Raises:
-        ConfigError: a model-based policy without candidates, or a structure-aware one without an image.
+        ConfigError: a model-based policy without candidates, a structure-aware one without an image,
+            or a scalariser window outside the spectral axis.
 
     Examples:
         >>> from engine.config import PolicySection
@@ -181,6 +188,14 @@ def check_policy_inputs(
         return
     if candidates is None:
         raise ConfigError(f"policy {section.name} needs the candidate set")
+    if axis is not None and section.scalariser.kind != "user":  # a user's function is theirs to check
+        values = axis.values()
+        try:  # a window outside the axis fails here, before the first decision, not at the first refit
+            build_scalariser(section.scalariser, axis)(np.ones((1, values.size)), values)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"policy.scalariser: {exc} ({axis.name}, {axis.units}); choose low and high within it"
+            ) from None
     if section.name != "gp-position" and (image is None or any("no structural image" in n for n in notes)):
         raise ConfigError(
             f"{section.name} learns from the structural image, and this data has none "

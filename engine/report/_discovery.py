@@ -75,26 +75,41 @@ def measurements_to(curve: NDArray[np.float64], level: float = 0.5) -> float:
     return float(reached[0] + 1) if reached.size else math.inf
 
 
-def discovery_curves(order: NDArray[np.int64], truth: NDArray, seed: int = 0) -> dict[str, NDArray]:
-    """Best ground-truth value found after each spectrum, for the run's ``order`` and for random and raster.
+def discovery_curves(
+    order: NDArray[np.int64], truth: NDArray, seed: int = 0, grid_width: int | None = None, permutations: int = 20
+) -> dict[str, NDArray]:
+    """Best ground-truth value found after each spectrum, for the run's ``order``, random and raster.
 
     Args:
         order: indices into ``truth`` in the run's acquisition order ``(n,)``.
         truth: scalar value at every recorded position ``(m,)`` (positions in row-major grid order).
+        seed: seeds the random orders.
+        grid_width: positions per grid row: the raster then scans as the loop's raster policy does
+            (serpentine: every other row backwards); ``None``: row-major.
+        permutations: random orders averaged.
 
     Returns:
-        ``this run``, ``random`` (seeded permutation) and ``raster`` (row-major order): best value so far ``(n,)``.
+        ``this run``; ``random``, the mean best-so-far over ``permutations`` seeded random orders;
+        and ``raster``: best value so far ``(n,)`` each.
 
     Examples:
         >>> truth = np.array([0.1, 0.9, 0.5, 0.2])
-        >>> curves = discovery_curves(np.array([1, 0]), truth)
-        >>> curves["this run"].tolist(), sorted(curves)
-        ([0.9, 0.9], ['random', 'raster', 'this run'])
+        >>> curves = discovery_curves(np.array([1, 0]), truth, grid_width=2)
+        >>> curves["this run"].tolist(), curves["raster"].tolist(), sorted(curves)
+        ([0.9, 0.9], [0.1, 0.9], ['random', 'raster', 'this run'])
     """
     n = order.size
     rng = np.random.default_rng(seed)
+    random = np.mean(
+        [np.maximum.accumulate(truth[rng.permutation(truth.size)[:n]]) for _ in range(permutations)], axis=0
+    )
+    raster = np.arange(truth.size)
+    if grid_width is not None and grid_width > 0 and truth.size % grid_width == 0:
+        rows = raster.reshape(-1, grid_width)
+        rows[1::2] = rows[1::2, ::-1].copy()
+        raster = rows.ravel()
     return {
         "this run": np.maximum.accumulate(truth[order]),
-        "random": np.maximum.accumulate(truth[rng.permutation(truth.size)[:n]]),
-        "raster": np.maximum.accumulate(truth[np.arange(min(n, truth.size))]),
+        "random": random,
+        "raster": np.maximum.accumulate(truth[raster[: min(n, truth.size)]]),
     }

@@ -92,6 +92,10 @@ def timing_figure(run: RunData) -> bytes:
     for col, label in stages:
         if np.isfinite(run.columns[col]).any():
             ax.plot(run.columns["step"], run.columns[col], ".", ms=3, label=label)
+    refits = [r for r in run.attrs.get("refits", []) if np.isfinite(float(r.get("fit_s", np.nan)))]
+    if refits:
+        steps = [int(r["used_from_step"]) for r in refits]
+        ax.plot(steps, [float(r["fit_s"]) for r in refits], "x", ms=4, label="model refit (at the step it was used)")
     ax.set(yscale="log", xlabel="step", ylabel="time (s)", title="time of each stage per step")
     ax.legend()
     return _png(fig)
@@ -314,11 +318,13 @@ def run_sections(
     if truth is not None and run.n:
         truth_values = scalar(truth.spectra, values)
         idx, _ = truth.nearest(run.positions)
-        curves = discovery_curves(idx, truth_values)
+        width = int(np.unique(truth.positions[:, 1], return_counts=True)[1][0])  # positions in the first row
+        curves = discovery_curves(idx, truth_values, grid_width=width)
         add(
             (
                 "Discovery",
-                "Best value found so far for this run and for random and raster orders on the same recorded data.",
+                "Best value found so far for this run, for random orders (the mean of 20) and for the "
+                "serpentine raster the raster policy scans, on the same recorded data.",
                 discovery_figure(curves, float(truth_values.max()), what),
             )
         )

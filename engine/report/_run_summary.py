@@ -22,8 +22,9 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
 
     Returns:
         Name → value: counts, axes with units, images, instrument, policies, status, first/last
-        spectrum (UTC, ISO 8601), time span (s), median time per stage (ms), model versions, journal
-        rows pending, missing positions, software versions, and the integrity ``problems`` and ``notes``.
+        spectrum (UTC, ISO 8601), time span (s), median time per stage (ms), model versions, decisions a
+        model-based policy took without a model, refits (count, total s, median ms), journal rows
+        pending, missing positions, software versions, and the integrity ``problems`` and ``notes``.
 
     Examples:
         >>> summary = run_summary(*check_run(run_path))
@@ -31,6 +32,8 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
         (20, 'random', 'closed')
     """
     n, attrs, spec = run.n, run.attrs, run.spectral_axis
+    refits = list(attrs.get("refits", []))
+    refit_s = np.array([float(r.get("fit_s", np.nan)) for r in refits], dtype=np.float64)
     ts = run.columns["timestamps"]
     med = {
         k: round(float(np.nanmedian(run.columns[k])) * 1e3, 3) if n and np.isfinite(run.columns[k]).any() else None
@@ -60,6 +63,9 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
         "median_measure_ms": med["time_measure_s"],
         "median_record_ms": med["time_record_s"],
         "decisions_without_model": decisions_without_model(run),
+        "refits": len(refits),
+        "refit_total_s": round(float(np.nansum(refit_s)), 3) if refits else 0.0,
+        "median_refit_ms": round(float(np.nanmedian(refit_s)) * 1e3, 3) if np.isfinite(refit_s).any() else None,
         "journal_pending_rows": integrity.journal_rows,
         "missing_positions": sum(len(m["candidates"]) for m in attrs.get("missing", [])),
         "versions": ", ".join(f"{k} {v}" for k, v in attrs.get("versions", {}).items()),

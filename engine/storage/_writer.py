@@ -353,6 +353,15 @@ class RunWriter:
             steps.append(int(np.asarray(self._arrays["step"][self._committed - 1 : self._committed])[0]))
         return max(steps, default=-1)
 
+    def note_refit(self, entry: Mapping[str, Any]) -> None:
+        """Note a model refit (version, observations, seconds, first step that used it) in attribute ``refits``.
+
+        Kept in memory and written with the next commit (a diagnostic: a crash may lose the last few).
+        """
+        self._check_open()
+        with self._attrs_lock:
+            self._attrs["refits"] = [*self._attrs.get("refits", []), dict(entry)]
+
     def record_operator_action(self, entry: Mapping[str, Any]) -> None:
         """Append an operator action (what, who, when, details; JSON) to attribute ``operator_actions``, durably."""
         self._check_open()

@@ -97,3 +97,46 @@ def test_a_model_based_replay_decides_with_its_model_after_the_initial_ones(tmp_
     (run,) = tmp_path.glob("replay-gp-position-*.zarr")
     summary = json.loads(_cli("inspect", str(run), "--json", cwd=ROOT).stdout)
     assert summary["decisions_without_model"] == 5  # the policy's initial random measurements, no more
+
+
+def test_refits_are_timed_in_the_run(tmp_path: Path) -> None:
+    result = _cli(
+        "replay", str(BEPS), "--policy", "gp-position", "--budget", "12", "--output-dir", str(tmp_path), cwd=ROOT
+    )
+    assert result.returncode == 0 and "refitting the model (inline" in result.stdout, result.stdout + result.stderr
+    (run,) = tmp_path.glob("replay-gp-position-*.zarr")
+    summary = json.loads(_cli("inspect", str(run), "--json", cwd=ROOT).stdout)
+    assert summary["refits"] == 12 - 5 and summary["refit_total_s"] > 0  # inline: one per measurement after 5
+
+
+def _replay_config(tmp_path: Path, scalariser: str, dataset: Path = BEPS, channel: str = "structure") -> Path:
+    cfg = tmp_path / "replay.toml"
+    cfg.write_text(
+        f'[run]\nname = "grid"\noutput_dir = "{tmp_path}"\nfigure = false\n'
+        f'[instrument]\nmode = "spawn"\ndriver = "replay"\nimage_channel = "{channel}"\n'
+        f'[instrument.options]\ndataset = "{dataset}"\n'
+        '[candidates]\nstride_px = 3\n[policy]\nname = "raster"\n'
+        f"[policy.scalariser]\n{scalariser}\n[stop]\nbudget = 40\n"
+    )
+    return cfg
+
+
+def test_a_band_outside_the_axis_is_refused_before_the_first_decision(tmp_path: Path) -> None:
+    cfg = _replay_config(tmp_path, 'kind = "band"\nlow = 50\nhigh = 60')
+    cfg.write_text(cfg.read_text().replace('name = "raster"', 'name = "gp-position"'))
+    result = _cli("run", str(cfg), cwd=ROOT)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "policy.scalariser: window [50, 60] holds no channel" in result.stderr and "(voltage, V)" in result.stderr
+
+
+def test_the_default_grid_over_a_recording_never_ends_the_run(tmp_path: Path) -> None:
+    """A twin recorded every 8th pixel, a candidate grid every 3rd: most candidates lie between recorded points."""
+    recorded = tmp_path / "twin.zarr"
+    made = _cli("simulate", "stem", "--out", str(recorded), "--stride", "8", "-o", "image_pixels=48", cwd=ROOT)
+    assert made.returncode == 0, made.stderr
+    result = _cli("run", str(_replay_config(tmp_path, 'kind = "band"', recorded, "haadf")), cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = tmp_path.glob("grid-*.zarr")
+    summary = json.loads(_cli("inspect", str(run), "--json", cwd=ROOT).stdout)
+    assert summary["spectra"] > 0 and summary["missing_positions"] > 0  # off-grid: missing, not fatal
+    assert summary["spectra"] == 40  # the budget counts spectra; the off-grid candidates were skipped
