@@ -19,7 +19,7 @@ from engine.campaign import OperatorStop, StepReport
 from engine.candidates import CandidateSet
 from engine.cli.console import PhaseBars, bar_columns, err, out
 from engine.clock import SystemClock
-from engine.config import RunConfig, load_config, parse_config
+from engine.config import RunConfig, load_config, parse_config, parse_window
 from engine.protocols import Instrument, PhaseProgress
 
 if TYPE_CHECKING:  # the wiring pulls in the policies (torch, botorch): imported when a campaign starts
@@ -258,8 +258,8 @@ def replay(
     policy: Annotated[
         str,
         typer.Option(
-            help="random, raster, gp-position, dualvae-bo or dkl. Model-based policies maximise the total "
-            "counts here; for another scalariser run `dualscope run` with driver = 'replay'."
+            help="random, raster, gp-position, dualvae-bo or dkl. Model-based policies maximise the signal "
+            "integrated over --band; for another scalariser run `dualscope run` with driver = 'replay'."
         ),
     ] = "random",
     budget: Annotated[int, typer.Option(help="Spectra to measure.", min=1)] = 100,
@@ -279,17 +279,21 @@ def replay(
         ),
     ] = "inline",
     refit_every: Annotated[int, typer.Option(help="New measurements between model refits.", min=1)] = 1,
+    band: Annotated[
+        str, typer.Option(help="What the policy maximises: the signal integrated over LOW:HIGH (default: all).")
+    ] = "",
 ) -> None:
     """Replay recorded data through the same loop.
 
     The data are served over ZeroMQ by the replay driver in its own process, and the policy chooses
     among the recorded positions; the same policy and seed give the same decisions.
 
-    Example: `dualscope replay ../shared/data/BEPS_PTO_50x50_parsed.npz --policy gp-position --budget 50`
+    Example: `dualscope replay ../shared/data/BEPS_PTO_50x50.h5 --policy gp-position --band 2:8 --budget 50`
     """
     from engine.io import replay_setup
 
+    window = parse_window(band, "--band")
     setup = replay_setup(
-        source, policy, budget, seed, output_dir, noise, acquisition_time_s, channel, training, refit_every
+        source, policy, budget, seed, output_dir, noise, acquisition_time_s, channel, training, refit_every, window
     )
     run_campaign(setup.config, setup.text, setup.candidates)

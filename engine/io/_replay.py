@@ -44,6 +44,7 @@ def replay_setup(
     channel: str | None = None,
     training: str = "inline",
     refit_every: int = 1,
+    band: tuple[float, float] | None = None,
 ) -> ReplaySetup:
     """The configuration and candidates of a replay of ``source``.
 
@@ -59,6 +60,8 @@ def replay_setup(
         training: ``inline`` (default: a replay has no instrument time to hide training behind, so
             each decision waits for its refit) or ``background``.
         refit_every: new measurements between refits.
+        band: what a model-based policy maximises: the signal integrated over ``(low, high)`` in the
+            spectral units (default: the whole axis).
 
     Returns:
         The setup; a recorded run keeps its own candidates, measured or not, a spectrum image offers
@@ -73,12 +76,15 @@ def replay_setup(
         ('raster', 'replay', (4, 5))
     """
     si = import_file(source, channel)
+    values = si.spectral_axis.values()
+    low, high = band if band is not None else (float(values.min()), float(values.max()))
     q = json.dumps  # a JSON string is a valid TOML basic string
     model_based = policy not in ("random", "raster")
     text = (
         f"# dualscope replay {source} --policy {policy} --budget {budget} --seed {seed} --noise {noise}"
         + (f" --channel {q(channel)}" if channel else "")
         + (f" --training {training} --refit-every {refit_every}" if model_based else "")
+        + (f" --band {band[0]!r}:{band[1]!r}" if band is not None else "")
         + "\n"
         f"[run]\nname = {q('replay-' + policy)}\noutput_dir = {q(str(output_dir))}\nseed = {seed}\n"
         f'[instrument]\nmode = "spawn"\ndriver = "replay"\nimage_channel = {q(si.image.channel)}\n'
@@ -88,6 +94,7 @@ def replay_setup(
         + (f"channel = {q(channel)}\n" if channel else "")
         + f"[policy]\nname = {q(policy)}\n"
         + (f"training = {q(training)}\nrefit_every = {refit_every}\n" if model_based else "")
+        + f'[policy.scalariser]\nkind = "band"\nlow = {low!r}\nhigh = {high!r}\n'
         + f"[stop]\nbudget = {budget}\n"
     )
     config = parse_config(text, "replay")

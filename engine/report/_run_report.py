@@ -89,8 +89,8 @@ def write_report(
             spectra = np.zeros((len(pixels), run.spectra.shape[1]), np.float32)
             spectra[rows] = run.spectra
             model = Surrogate(SurrogateConfig(batch_size=64), _PATCH_PX, spectra.shape[1], device=torch.device("cpu"))
-            what = f"training the report's surrogate on {run.n} spectra"
-            on_step = None if progress is None else (lambda k, _loss: progress(what, k, steps))
+            phase = f"training the report's surrogate on {run.n} spectra"
+            on_step = None if progress is None else (lambda k, _loss: progress(phase, k, steps))
             model.fit(PairedData(patches, spectra, has), steps, on_step)
     truth = None
     source = run.description.extra.get("source") if run.description.name == "dualscope-replay" else None
@@ -152,4 +152,6 @@ def run_property(run: RunData, band_text: str = "") -> tuple[Callable[[NDArray, 
     scalariser = build_scalariser(section, axis)
     window_text = f" over {section.low:g}–{section.high:g} {axis.units}" if section.kind in ("band", "peak") else ""
     units = scalariser.units(axis.units)
+    if run.signal != "counts":  # the scalarisers speak of counts; a recording says what its values are
+        units = units.replace("counts", f"{run.signal} ×")
     return scalariser, f"{scalariser.name.replace('_', ' ')}{window_text}" + (f" ({units})" if units else "")
