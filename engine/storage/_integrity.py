@@ -47,8 +47,9 @@ def check_run(path: Path) -> tuple[RunData, IntegrityReport]:
 
     The run is read with its durable journal rows (``RunData.pending_rows``) and around damaged
     chunks (``RunData.damaged``, each a problem). Cross-references are checked: every
-    ``policy_code`` names a policy, candidate indices are in range, steps increase with the rows,
-    and no step is recorded both as measured and as missing.
+    ``policy_code`` names a policy, candidate indices are in range, each step's rows are together
+    and (in a campaign; design evaluations finish in any order) steps increase with the rows, and
+    no step is recorded both as measured and as missing.
 
     Args:
         path: the run directory.
@@ -148,8 +149,14 @@ def _cross_reference_problems(run: RunData) -> list[str]:
         )
     steps = cols["step"]
     if n > 1:
+        key = np.column_stack([codes, steps])  # a decision: its policy's step (design searches count their own)
+        starts = np.concatenate([[True], (np.diff(key, axis=0) != 0).any(axis=1)])  # where a decision's rows begin
+        _, first_rows = np.unique(key, axis=0, return_index=True)
+        split = starts & ~np.isin(np.arange(n), first_rows)  # a decision whose rows start again later
+        if split.any():
+            problems.append(f"step {int(steps[np.argmax(split)])} recurs at {_first(split)} after other steps")
         back = np.concatenate([[False], np.diff(steps) < 0])
-        if back.any():
+        if back.any() and "design" not in run.attrs:  # design evaluations finish in any order; campaigns do not
             problems.append(f"step goes backwards at {_first(back)} (steps must increase with the rows)")
     missing = {int(m["step"]) for m in run.attrs.get("missing", [])}  # a step is measured or missing, not both
     both = sorted(missing & {int(s) for s in np.unique(steps)})
