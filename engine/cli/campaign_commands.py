@@ -282,6 +282,13 @@ def replay(
     band: Annotated[
         str, typer.Option(help="What the policy maximises: the signal integrated over LOW:HIGH (default: all).")
     ] = "",
+    scalariser: Annotated[
+        str,
+        typer.Option(
+            help="Another scalariser, as [policy.scalariser] keys: 'kind = \"peak\", low = 1, high = 4', "
+            "'kind = \"ratio\", low = 1, high = 2, low_b = 3, high_b = 4', 'kind = \"loop-area\"'."
+        ),
+    ] = "",
 ) -> None:
     """Replay recorded data through the same loop.
 
@@ -294,6 +301,7 @@ def replay(
 
     window = parse_window(band, "--band")
     setup = replay_setup(
-        source, policy, budget, seed, output_dir, noise, acquisition_time_s, channel, training, refit_every, window
-    )
+        source, policy, budget, seed, output_dir, noise, acquisition_time_s, channel, training, refit_every, window,
+        scalariser,
+    )  # fmt: skip
     run_campaign(setup.config, setup.text, setup.candidates)

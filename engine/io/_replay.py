@@ -10,6 +10,7 @@ import numpy as np
 
 from engine.candidates import CandidateSet
 from engine.config import RunConfig, parse_config
+from engine.errors import ConfigError
 from engine.io._importers import import_file
 from engine.storage import read_candidates
 
@@ -45,6 +46,7 @@ def replay_setup(
     training: str = "inline",
     refit_every: int = 1,
     band: tuple[float, float] | None = None,
+    scalariser: str = "",
 ) -> ReplaySetup:
     """The configuration and candidates of a replay of ``source``.
 
@@ -62,6 +64,11 @@ def replay_setup(
         refit_every: new measurements between refits.
         band: what a model-based policy maximises: the signal integrated over ``(low, high)`` in the
             spectral units (default: the whole axis).
+        scalariser: another scalariser instead, as the body of a TOML inline table
+            (``'kind = "peak", low = 1, high = 4'``; the keys of ``[policy.scalariser]``).
+
+    Raises:
+        ConfigError: both ``band`` and ``scalariser``, or a malformed or invalid scalariser.
 
     Returns:
         The setup; a recorded run keeps its own candidates, measured or not, a spectrum image offers
@@ -78,6 +85,11 @@ def replay_setup(
     si = import_file(source, channel)
     values = si.spectral_axis.values()
     low, high = band if band is not None else (float(values.min()), float(values.max()))
+    table = f'kind = "band", low = {low!r}, high = {high!r}'
+    if scalariser:
+        if band is not None:
+            raise ConfigError('give --band or --scalariser, not both (--band LOW:HIGH is kind = "band")')
+        table = scalariser
     q = json.dumps  # a JSON string is a valid TOML basic string
     model_based = policy not in ("random", "raster")
     text = (
@@ -85,6 +97,7 @@ def replay_setup(
         + (f" --channel {q(channel)}" if channel else "")
         + (f" --training {training} --refit-every {refit_every}" if model_based else "")
         + (f" --band {band[0]!r}:{band[1]!r}" if band is not None else "")
+        + (f" --scalariser {q(scalariser)}" if scalariser else "")
         + "\n"
         f"[run]\nname = {q('replay-' + policy)}\noutput_dir = {q(str(output_dir))}\nseed = {seed}\n"
         f'[instrument]\nmode = "spawn"\ndriver = "replay"\nimage_channel = {q(si.image.channel)}\n'
@@ -94,10 +107,10 @@ def replay_setup(
         + (f"channel = {q(channel)}\n" if channel else "")
         + f"[policy]\nname = {q(policy)}\n"
         + (f"training = {q(training)}\nrefit_every = {refit_every}\n" if model_based else "")
-        + f'[policy.scalariser]\nkind = "band"\nlow = {low!r}\nhigh = {high!r}\n'
+        + f"scalariser = {{ {table} }}\n"
         + f"[stop]\nbudget = {budget}\n"
     )
-    config = parse_config(text, "replay")
+    config = parse_config(text, "replay --scalariser" if scalariser else "replay")
     if not si.complete:  # a recorded run: choose among its own candidates, measured or not
         return ReplaySetup(config, text, read_candidates(source))
     m = si.positions.shape[0]

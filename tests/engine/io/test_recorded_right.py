@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.io import ImportFailed, import_file
+from engine.io import ImportFailed, import_file, replay_setup
+from engine.report import run_property
+from engine.storage import read_run
 from tests.engine.cli.test_cli import _cli
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -140,3 +142,17 @@ def test_the_default_grid_over_a_recording_never_ends_the_run(tmp_path: Path) ->
     summary = json.loads(_cli("inspect", str(run), "--json", cwd=ROOT).stdout)
     assert summary["spectra"] > 0 and summary["missing_positions"] > 0  # off-grid: missing, not fatal
     assert summary["spectra"] == 40  # the budget counts spectra; the off-grid candidates were skipped
+
+
+def test_replay_takes_any_scalariser_and_the_report_maps_it(tmp_path: Path) -> None:
+    setup = replay_setup(BEPS, "gp-position", 10, scalariser='kind = "peak", low = -2, high = 6')
+    assert setup.config.policy.scalariser.kind == "peak" and setup.config.policy.scalariser.high == 6
+    result = _cli(
+        "replay", str(BEPS), "--policy", "gp-position", "--budget", "6", "--scalariser", 'kind = "loop-area"',
+        "--output-dir", str(tmp_path), cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run,) = tmp_path.glob("replay-gp-position-*.zarr")
+    assert run_property(read_run(run))[1].startswith("loop area")
+    both = _cli("replay", str(BEPS), "--band", "1:2", "--scalariser", 'kind = "peak"', cwd=ROOT)
+    assert both.returncode == 2 and "give --band or --scalariser, not both" in both.stderr
