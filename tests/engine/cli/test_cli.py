@@ -53,7 +53,8 @@ def test_inspect_missing_run_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "no run at" in result.stderr
 
 
-def _write_config(tmp_path: Path, **stop: Any) -> Path:
+def _write_config(tmp_path: Path, policy: str = 'name = "raster"', **stop: Any) -> Path:
+    """A local synthetic campaign of raster (or ``policy``'s table body) writing runs named ``ctrlc-*``."""
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         f"""
@@ -68,7 +69,7 @@ image_pixels = 64
 n_channels = 32
 acquisition_time_s = 0.05
 [policy]
-name = "raster"
+{policy}
 [stop]
 budget = {stop.get("budget", 1000)}
 """

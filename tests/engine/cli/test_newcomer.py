@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 
 from engine.storage import read_run
-from tests.engine.cli.test_cli import _cli, _running, _wait
+from tests.engine.cli.test_cli import _cli, _running, _wait, _write_config
 from tests.engine.storage.test_integrity import _closed_run, _record, _truncate_first_chunk
 from tests.engine.storage.writer_child import make_run
 
@@ -46,31 +46,8 @@ def test_a_truncated_chunk_is_reported_not_a_crash(tmp_path: Path) -> None:
     assert "Traceback" not in report.stderr + repair.stderr + shown.stderr
 
 
-def _config(tmp_path: Path, policy: str = 'name = "raster"', budget: int = 1000) -> Path:
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(
-        f"""
-[run]
-name = "ctrlc"
-output_dir = "{tmp_path}"
-chunk_rows = 8
-[instrument]
-mode = "local"
-[instrument.options]
-image_pixels = 64
-n_channels = 32
-acquisition_time_s = 0.05
-[policy]
-{policy}
-[stop]
-budget = {budget}
-"""
-    )
-    return cfg
-
-
 def test_sigterm_stops_after_the_current_measurement_and_closes_the_run(tmp_path: Path) -> None:
-    with _running(_config(tmp_path)) as (proc, run_path):
+    with _running(_write_config(tmp_path)) as (proc, run_path):
         _wait(lambda: re.search(r"[1-9]\d* spectra recorded", _cli("ctl", str(run_path), "status").stdout), 120)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
@@ -83,7 +60,7 @@ def test_sigterm_stops_after_the_current_measurement_and_closes_the_run(tmp_path
 
 def test_ctrl_c_during_the_pre_training_stops_it_and_ctl_reaches_it(tmp_path: Path) -> None:
     policy = 'name = "dualvae-bo"\npretrain_steps = 1000000\npatch_px = 8'
-    with _running(_config(tmp_path, policy)) as (proc, run_path):  # the control socket answers: run made first
+    with _running(_write_config(tmp_path, policy)) as (proc, run_path):  # the control socket answers: run made first
         status = _cli("ctl", str(run_path), "status")
         assert "0 spectra recorded" in status.stdout, status.stdout + status.stderr
         proc.send_signal(signal.SIGINT)
@@ -104,12 +81,16 @@ def test_mistakes_are_messages_before_anything_starts(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
     for out_dir, said in (("afile", "is a file, not a directory"), ("afile/x", "cannot be created")):
         cfg = tmp_path / "o.toml"
-        cfg.write_text(_config(tmp_path).read_text().replace(f'output_dir = "{tmp_path}"', f'output_dir = "{out_dir}"'))
+        cfg.write_text(
+            _write_config(tmp_path).read_text().replace(f'output_dir = "{tmp_path}"', f'output_dir = "{out_dir}"')
+        )
         result = _cli("run", str(cfg), cwd=tmp_path)
         assert result.returncode == 2 and said in result.stderr, result.stderr
         assert "Instrument:" not in result.stdout  # refused before the instrument was started
     sem = tmp_path / "sem.toml"
-    sem.write_text(_config(tmp_path).read_text().replace('mode = "local"', 'mode = "spawn"\nimage_channel = "sem"'))
+    sem.write_text(
+        _write_config(tmp_path).read_text().replace('mode = "local"', 'mode = "spawn"\nimage_channel = "sem"')
+    )
     result = _cli("run", str(sem))
     assert result.returncode == 2 and "image_channel = 'sem', but driver 'synthetic' acquires 'haadf'" in result.stderr
     assert "Instrument:" not in result.stdout and not list(tmp_path.glob("ctrlc-*.zarr"))
