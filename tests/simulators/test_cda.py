@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import special
+from scipy import optimize, special
 
 from simulators.cda import (
     FINE_STRUCTURE,
@@ -34,14 +34,26 @@ def _sphere(radius: float, material=GOLD, eps_medium: float = WATER, at=(0.0, 0.
     return Cluster(np.array([at], dtype=float), np.array([radius]), [material], eps_medium)
 
 
+def test_mie_matches_bohren_and_huffmans_test_sphere() -> None:
+    """Bohren & Huffman, Appendix A (BHMIE): m = 1.55, r = 0.525 µm, λ = 0.6328 µm (x = 5.213): Q_ext = 3.10543."""
+    radius, wavelength = 525.0, 632.8
+    energy = np.array([HC_EV_NM / wavelength])
+    ext, sca, absorption = mie_cross_sections(radius, np.array([1.55**2 + 0j]), energy, 1.0)
+    area = np.pi * radius**2
+    assert ext[0] / area == pytest.approx(3.10543, abs=5e-6)  # their printed digits
+    assert sca[0] / area == pytest.approx(3.10543, abs=5e-6) and abs(absorption[0]) < 1e-9 * area  # lossless
+
+
 def test_gold_sphere_in_water_matches_mie() -> None:
-    """Rakić Au, R = 20 nm, n = 1.33: Mie peak 526.1 nm, 3,620 nm²; CDA (Mie-dipole α) 526.3 nm, 3,595 nm²."""
+    """Rakić Au, R = 20 nm, n = 1.33: the CDA with the Mie dipole α against full Mie (all multipoles).
+
+    Achieved here: peaks 0.2 nm apart, extinction at the peak 0.7 % below Mie (the missing quadrupole).
+    """
     mie_ext, _, _ = mie_cross_sections(20.0, GOLD(ENERGY), ENERGY, 1.33)
     cda = optical_cross_sections(_sphere(20.0), ENERGY)
     i, j = np.argmax(mie_ext), np.argmax(cda.extinction)
-    assert LAMBDA[i] == pytest.approx(526.1, abs=0.5)
-    assert abs(LAMBDA[j] - LAMBDA[i]) <= 2.0
-    assert cda.extinction[j] == pytest.approx(mie_ext[i], rel=0.10)
+    assert abs(LAMBDA[j] - LAMBDA[i]) <= 0.5
+    assert cda.extinction[j] == pytest.approx(mie_ext[i], rel=0.01)
     assert np.all(cda.absorption > 0) and np.all(cda.scattering > 0)
     # MLWA, the textbook alternative, lands 2.5 nm red of Mie with 7 % more extinction here
     mlwa = optical_cross_sections(_sphere(20.0), ENERGY, form="mlwa").extinction
@@ -64,7 +76,7 @@ def test_drude_sphere_quasi_static_resonance(eps_medium: float) -> None:
     cluster = _sphere(1.0, drude(4.0, 1.9, 0.1), eps_medium)
     absorption = optical_cross_sections(cluster, energy, form="static").absorption
     expected = 1.9 / np.sqrt(4.0 + 2 * eps_medium)
-    assert energy[np.argmax(absorption)] == pytest.approx(expected, rel=0.005)
+    assert energy[np.argmax(absorption)] == pytest.approx(expected, rel=1e-4)  # achieved: 3e-5 (grid 5e-5 eV)
 
 
 def _dimer(gap: float, radius: float = 20.0) -> Cluster:
@@ -72,7 +84,33 @@ def _dimer(gap: float, radius: float = 20.0) -> Cluster:
     return Cluster(np.array([[-x, 0, 0], [x, 0, 0]], dtype=float), np.full(2, radius), [GOLD, GOLD], WATER)
 
 
+def test_dimer_modes_match_the_quasi_static_dipole_dipole_closed_form() -> None:
+    """Two Drude spheres (R = 1 nm, gap 0.6 nm, vacuum, static α = R³(ε−1)/(ε+2)): the coupled dipoles resonate
+    where 1 − 2α/d³ = 0 (along the axis) and 1 + α/d³ = 0 (across it), d the centre distance; solved here
+    independently of the code. Achieved: 5e-7 and 5e-6 relative (retardation at k·d ≈ 0.01 and the damping)."""
+    material = drude(4.0, 1.9, 0.005)
+    radius, gap = 1.0, 0.6
+    d = 2 * radius + gap
+    energy = np.linspace(0.5, 1.0, 50001)
+    dimer = Cluster(np.array([[-d / 2, 0, 0], [d / 2, 0, 0]]), np.full(2, radius), [material, material], 1.0)
+
+    def peak(polarisation: tuple[int, int, int]) -> float:
+        spectrum = optical_cross_sections(dimer, energy, form="static", polarisation=polarisation, direction=(0, 0, 1))
+        return float(energy[np.argmax(spectrum.absorption)])
+
+    def alpha(e: float) -> float:  # the lossless Drude sphere
+        eps = 4.0 - 1.9**2 / e**2
+        return radius**3 * (eps - 1) / (eps + 2)
+
+    single = 1.9 / np.sqrt(6.0)
+    longitudinal = optimize.brentq(lambda e: 1 - 2 * alpha(e) / d**3, 0.5, single - 1e-6)
+    transverse = optimize.brentq(lambda e: 1 + alpha(e) / d**3, single + 1e-6, 0.99)
+    assert peak((1, 0, 0)) == pytest.approx(longitudinal, rel=1e-4)
+    assert peak((0, 1, 0)) == pytest.approx(transverse, rel=1e-4)
+
+
 def test_dimer_longitudinal_red_shifts_and_transverse_barely_moves() -> None:
+    """Retarded, Au in water: a trend, not a closed form (the closed form is the quasi-static test above)."""
     gaps = [20.0, 15.0, 10.0, 7.0, 5.0, 3.0, 2.0]
     longitudinal = [
         LAMBDA[np.argmax(optical_cross_sections(_dimer(g), ENERGY, polarisation=(1, 0, 0)).extinction)] for g in gaps
@@ -111,8 +149,7 @@ def test_eels_single_sphere_matches_closed_form() -> None:
             * (special.k1(q * b / gamma) ** 2 + special.k0(q * b / gamma) ** 2 / gamma**2)
             * alpha.imag
         )
-        np.testing.assert_allclose(loss, closed, rtol=0.01)
-        assert energy[np.argmax(loss)] == pytest.approx(3.45, abs=0.25)  # Ag dipole plasmon in vacuum
+        np.testing.assert_allclose(loss, closed, rtol=1e-12)  # achieved: 2e-15
 
 
 def test_eels_mirror_symmetry() -> None:
