@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import numpy as np
 from scipy.stats import qmc
 
 from engine.candidates import CandidateSet
 from engine.design import InlineExecutor, Outcome, TargetTolerance, ThreadExecutor, peak_target, run_design
-from engine.policy import BOPolicy, InlineTrainer, PositionFeatures, ScalarBO, TargetMatch
+from engine.policy import BOPolicy, InlineTrainer, PositionFeatures, ScalarBO, TargetMatch, make_policy
 from simulators.design_space import ClusterDesign, ClusterSpace
 
 AXIS = np.linspace(0.0, 1.0, 32)
@@ -114,7 +115,38 @@ def test_stop_rule_and_non_finite_spectra() -> None:
     assert len(history.indices) == 7 and len(seen) == 7
 
 
+def _pool_best_found(make: Any, seeds: range = range(5), budget: int = 30) -> int:
+    """On how many seeds a design search reaches the best of the 512-design pool within ``budget`` evaluations.
+
+    Random search does so with probability 30/512 per seed: on all 5 seeds about once in 10⁶ tries.
+    """
+    score = TargetMatch(tuple(TARGET))
+    hits = 0
+    for seed in seeds:
+        _, pool = _setup(seed)
+        best = score(np.asarray([_peak(u) for u in pool.positions]), AXIS).max()
+        history = run_design(make(seed), pool, InlineExecutor(_peak), budget=budget, workers=4)
+        hits += bool(score(np.asarray(history.spectra), AXIS).max() >= best - 1e-12)
+    return hits
+
+
+def test_bo_reaches_the_pools_best_design_where_random_search_does_not() -> None:
+    """Measured: BO reaches the best of 512 designs within 30 evaluations on every seed (within 20 on 3 of 5)."""
+    assert _pool_best_found(lambda seed: _setup(seed)[0]) == 5
+
+
+def test_the_pools_best_check_fails_for_random_search() -> None:
+    """A test of the test above: seeded random search on the same pools and budget fails it."""
+    assert _pool_best_found(lambda seed: make_policy("random", np.random.default_rng(seed))) <= 1
+
+
 def test_inverse_design_of_a_gold_trimer_against_the_cda() -> None:
+    """The loop end to end against the coupled-dipole simulator, three workers.
+
+    It claims nothing about beating random search: with 16 evaluations of a 6-D space BO's best ranked
+    13th-41st of the 256 pool designs on seeds 0-3, which random search's best-of-16 matches 58-94 % of
+    the time (measured for issue 21); the test above is where BO must beat random.
+    """
     workers = 3
     space = ClusterSpace(materials=("Au",), n_range=(1, 4))
     energy = np.linspace(1.6, 2.7, 60)
@@ -129,8 +161,8 @@ def test_inverse_design_of_a_gold_trimer_against_the_cda() -> None:
     finally:
         executor.close()
     values = score(np.asarray(history.spectra), energy)
-    assert len(history.indices) == 16 and np.isfinite(values).all()
-    assert values.max() > np.median(score(np.asarray([space.decode(u).spectrum(energy) for u in pts[:64]]), energy))
+    assert len(history.indices) == 16 and len(set(history.indices)) == 16 and np.isfinite(values).all()
+    assert np.all(values <= 0) and history.model_versions[:6] == [-1] * 6 and max(history.model_versions) >= 1
 
 
 def test_the_tolerance_ratio_is_at_most_one_exactly_when_the_target_is_reached() -> None:
