@@ -95,7 +95,7 @@ def plain_rate(workdir: Path, blocks: list[dict[str, Any]], chunk_rows: int) -> 
     t0 = time.perf_counter()
     pending: list[dict[str, Any]] = []
     buffered = 0
-    for b in blocks + [None]:  # None: flush the last partial chunk
+    for b in [*blocks, None]:  # None: flush the last partial chunk
         if b is not None:
             pending.append(b)
             buffered += b["spectra"].shape[0]
