@@ -134,7 +134,8 @@ def train(
 ) -> None:
     """Train a surrogate (im2spec, spec2im or the dual VAE) and write its checkpoint and figures.
 
-    Prints held-out im2spec R² and the 90 % interval coverage before and after calibration, and writes
+    Prints held-out im2spec R² and the 90 % interval coverage before and after calibration (the scale is
+    fitted on half of the held-out pairs and the coverage measured on the other half), and writes
     latent.png (the dual latent space), latent_grid.png (decoded patches and spectra over the latent
     plane), predictions.png (held-out predictions with their 90 % band) and metrics.json.
 

@@ -19,9 +19,10 @@ class HeldOutMetrics:
     Attributes:
         im2spec_r2: coefficient of determination of the predicted mean spectra over all channels
             (None for a spec2im-only surrogate; NaN when the held-out spectra do not vary).
-        coverage90_before: fraction of true channel values inside the predicted 90 % interval, before
-            calibration (None without im2spec).
-        coverage90_after: the same after ``Surrogate.calibrate`` on the held-out pairs.
+        coverage90_before: fraction of true channel values inside the predicted 90 % interval on the
+            evaluation half of the held-out pairs, before calibration (None without im2spec).
+        coverage90_after: the same on the same half after ``Surrogate.calibrate`` on the *other* half
+            (the calibration half), so that it is a measurement, not true by construction.
         spec2im_mse: mean squared error of the predicted patches, in normalised intensity² (None for an
             im2spec-only surrogate).
 
@@ -42,7 +43,11 @@ class HeldOutMetrics:
 
 
 def evaluate_held_out(surrogate: Surrogate, held_out: PairedData) -> HeldOutMetrics:
-    """Score ``surrogate`` on ``held_out`` pairs and calibrate its predicted spread on them.
+    """Score ``surrogate`` on ``held_out`` pairs; calibrate its spread on half of them, judge it on the rest.
+
+    The held-out pairs with a spectrum are split alternately: even rows calibrate the predicted spread
+    (``Surrogate.calibrate``), odd rows measure the 90 % coverage before and after. R² and the spec2im
+    error use every held-out pair.
 
     Args:
         surrogate: a fitted surrogate (any kind); calibrated in place when it predicts spectra.
@@ -53,7 +58,7 @@ def evaluate_held_out(surrogate: Surrogate, held_out: PairedData) -> HeldOutMetr
         The metrics that apply to the surrogate's kind.
 
     Raises:
-        ConfigError: fewer than 2 held-out rows have a measured spectrum.
+        ConfigError: fewer than 4 held-out rows have a measured spectrum (2 to calibrate, 2 to judge).
 
     Examples:
         >>> train, held_out = data.split(0.25, rng)
@@ -63,9 +68,10 @@ def evaluate_held_out(surrogate: Surrogate, held_out: PairedData) -> HeldOutMetr
         ['coverage90_after', 'coverage90_before', 'im2spec_r2', 'spec2im_mse']
     """
     pairs = held_out.subset(np.flatnonzero(held_out.has_spectrum))  # image-only rows have no spectrum to score
-    if len(pairs) < 2:
+    if len(pairs) < 4:
         raise ConfigError(
-            f"the held-out part has {len(pairs)} measured spectra; at least 2 are needed (hold out more, or more data)"
+            f"the held-out part has {len(pairs)} measured spectra; at least 4 are needed, 2 to calibrate the "
+            "uncertainty and 2 to judge it (hold out more, or more data)"
         )
     r2 = before = after = mse = None
     kind = surrogate.config.kind
@@ -74,7 +80,10 @@ def evaluate_held_out(surrogate: Surrogate, held_out: PairedData) -> HeldOutMetr
         y = pairs.spectra
         total = float(((y - y.mean(axis=0)) ** 2).sum())
         r2 = float(1 - ((y - mean) ** 2).sum() / total) if total > 0 else float("nan")
-        before, after = surrogate.calibrate(pairs)
+        calibrate_on, judge_on = pairs.subset(np.arange(0, len(pairs), 2)), pairs.subset(np.arange(1, len(pairs), 2))
+        before = surrogate.coverage(judge_on)
+        surrogate.calibrate(calibrate_on)
+        after = surrogate.coverage(judge_on)
     if kind != "im2spec":
         patches, _ = surrogate.predict_patches(pairs.spectra)
         mse = float(((patches - pairs.patches) ** 2).mean())
