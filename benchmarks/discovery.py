@@ -131,8 +131,14 @@ def beps_truth() -> Truth:
     return _imported("beps", "BEPS_PTO_50x50.h5", ScalariserSection(kind="loop-area", log=True), 16, 400)
 
 
-def campaign(truth: Truth, policy_name: str, seed: int, cap: int, stop_recall: float = 0.5) -> list[int]:
-    """Measure with ``policy_name`` until ``stop_recall`` of the top set is found or ``cap``; the order measured."""
+def campaign(
+    truth: Truth, policy_name: str, seed: int, cap: int, stop_recall: float = 0.5, with_position: bool = True
+) -> list[int]:
+    """Measure with ``policy_name`` until ``stop_recall`` of the top set is found or ``cap``; the order measured.
+
+    dualvae-bo and dkl get the same inputs (image features, plus the probe position unless
+    ``with_position`` is false) and each its own default steps per refit (20 and 60).
+    """
     from engine.policy import InlineTrainer
 
     rng, noise = np.random.default_rng(seed), np.random.default_rng(10_000 + seed)
@@ -144,8 +150,8 @@ def campaign(truth: Truth, policy_name: str, seed: int, cap: int, stop_recall: f
         training="inline",
         refit_every=REFIT_EVERY,
         pretrain_steps=300,
-        update_steps=20,
         patch_px=truth.patch_px,
+        latent_with_position=with_position,
         scalariser=truth.scalariser,
     )
     policy = build_policy(section, truth.axis, rng, truth.image, cands, truth.notes, InlineTrainer())

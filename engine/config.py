@@ -106,10 +106,13 @@ class PolicySection(_Strict):
         0.0, ge=0, description="acquisition units subtracted per field-of-view diagonal the probe travels"
     )
     pretrain_steps: int = Field(300, ge=0, description="dualvae-bo: image-only training steps before the loop")
-    update_steps: int = Field(20, ge=0, description="dualvae-bo: warm-start steps per refit; dkl: joint CNN+GP steps")
+    update_steps: int | None = Field(
+        None, ge=0, description="dualvae-bo: warm-start steps per refit (default 20); dkl: joint CNN+GP steps (60)"
+    )
     patch_px: int = Field(16, ge=8, description="dualvae-bo, dkl: candidate patch side in image pixels (multiple of 8)")
     latent_with_position: bool = Field(
-        True, description="dualvae-bo: GP inputs are the image latent and the probe position (false: latent only)"
+        True,
+        description="dualvae-bo, dkl: GP inputs are the image features and the probe position (false: features only)",
     )
     scalariser: ScalariserSection = ScalariserSection()
 

@@ -94,6 +94,12 @@ def make_trainer(training: str) -> Trainer[Snapshot]:
     return ThreadTrainer() if training == "background" else InlineTrainer()
 
 
+DUALVAE_UPDATE_STEPS = 20
+"""dualvae-bo's warm-start steps per refit when ``update_steps`` is not set."""
+DKL_STEPS = 60
+"""dkl's joint CNN + GP steps per refit when ``update_steps`` is not set (its own default, not dualvae-bo's)."""
+
+
 def build_policy(
     section: PolicySection,
     axis: SpectralAxis,
@@ -213,7 +219,12 @@ def _image_features(
 ) -> FeatureModel:
     seed = int(rng.integers(2**31 - 1))
     if section.name == "dkl":
-        return DKLFeatures(patches, seed, steps=section.update_steps)
+        return DKLFeatures(
+            patches,
+            seed,
+            steps=DKL_STEPS if section.update_steps is None else section.update_steps,
+            positions=positions if section.latent_with_position else None,
+        )
     surrogate = Surrogate(
         SurrogateConfig(batch_size=64), section.patch_px, channels, device=torch.device("cpu"), seed=seed
     )
@@ -222,7 +233,7 @@ def _image_features(
         patches,
         channels,
         pretrain_steps=section.pretrain_steps,
-        update_steps=section.update_steps,
+        update_steps=DUALVAE_UPDATE_STEPS if section.update_steps is None else section.update_steps,
         positions=positions if section.latent_with_position else None,
         progress=progress,
     )

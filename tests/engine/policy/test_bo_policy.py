@@ -173,6 +173,26 @@ def test_the_finds_the_maximum_check_fails_for_random_search() -> None:
     assert _finds_the_maximum(lambda seed: make_policy("random", np.random.default_rng(seed))) <= 1
 
 
+def test_dkl_takes_the_probe_position_like_dualvae_bo() -> None:
+    """The same inputs as dualvae-bo's GP: CNN features and, optionally, the position scaled to the unit cube."""
+    base = np.random.default_rng(0).random((8, 8))
+    patches = np.stack([base * (0.2 + i / 400) for i in range(400)]).astype(np.float32)  # brighter and brighter
+    observed = np.arange(0, 400, 20)
+    y = (TRUTH[observed] - TRUTH[observed].mean()) / TRUTH[observed].std()  # standardised, as ScalarBO tells it
+    with_pos = DKLFeatures(patches, seed=0, features=2, steps=3, positions=GRID * 50.0)
+    without = DKLFeatures(patches, seed=0, features=2, steps=3)
+    a = with_pos.refit(observed, y, np.zeros((20, 4), np.float32)).unit
+    b = without.refit(observed, y, np.zeros((20, 4), np.float32)).unit
+    assert a.shape == (400, 4) and b.shape == (400, 2)
+    np.testing.assert_allclose(a[:, 2:], (GRID - GRID.min(0)) / np.ptp(GRID, axis=0))
+
+
+def test_dkl_and_dualvae_bo_keep_their_own_step_defaults() -> None:
+    from engine.policy._factory import DKL_STEPS, DUALVAE_UPDATE_STEPS
+
+    assert (DKL_STEPS, DUALVAE_UPDATE_STEPS) == (60, 20)
+
+
 class _SlowFeatures:
     """Position features whose refit takes ``delay_s`` (a slow model), counting refits."""
 
