@@ -397,7 +397,8 @@ def dual_vs_separated(
     """Train the dual VAE and the separated VAEs on the same split of ``data``; compare held-out im2spec R².
 
     Args:
-        data: paired patches ``(n, p, p)`` and spectra ``(n, c)``.
+        data: paired patches ``(n, p, p)`` and spectra ``(n, c)``; with ``positions`` whole tiles of
+            the field are held out (``PairedData.split_index``).
         holdout: fraction held out, in (0, 1).
         steps: training steps of each model.
         seed: seeds the split and the models.
@@ -414,9 +415,7 @@ def dual_vs_separated(
         >>> len(result.test_index), bool(np.isfinite([result.dual_r2, result.separated_r2]).all())
         (6, True)
     """
-    order = np.random.default_rng(seed).permutation(len(data))
-    k = max(1, round(holdout * len(data)))
-    test, train = np.sort(order[:k]), np.sort(order[k:])
+    train, test = data.split_index(holdout, np.random.default_rng(seed))  # blocked when positions are known
     tr, te = data.subset(train), data.subset(test)
     dual = Surrogate(
         SurrogateConfig(latent=latent), data.patch_size, data.channels, device=torch.device("cpu"), seed=seed

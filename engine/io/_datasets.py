@@ -62,7 +62,8 @@ def load_paired(path: Path, patch: int = 32) -> tuple[PairedData, np.ndarray, st
     spectra = np.zeros((pixels.shape[0], run.spectra.shape[1]), np.float32)
     spectra[measured] = run.spectra
     patches = extract_patches(image, pixels, patch)
-    return PairedData(patches, spectra, has), run.spectral_values, run.spectral_axis.units
+    where = run.candidate_positions[:, :2] if run.candidate_positions.shape[1] >= 2 else None
+    return PairedData(patches, spectra, has, positions=where), run.spectral_values, run.spectral_axis.units
 
 
 def _resize(data: PairedData, patch: int) -> PairedData:

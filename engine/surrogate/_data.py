@@ -23,6 +23,9 @@ class PairedData:
         spectra: ``(n, c)`` float32; rows without a spectrum are ignored (use zeros or NaN).
         has_spectrum: ``(n,)`` bool.
         labels: optional ``(n,)`` int class per row (e.g. number of particles), for evaluation.
+        positions: optional ``(n, 2)`` where each patch lies in one image (a spectrum image, a run);
+            ``split`` then holds out whole tiles of the field, so that no held-out patch has a
+            training patch a few pixels away.
 
     Examples:
         >>> rng = np.random.default_rng(0)
@@ -36,6 +39,7 @@ class PairedData:
     spectra: NDArray[np.float32]
     has_spectrum: NDArray[np.bool_]
     labels: NDArray[np.int64] | None = None
+    positions: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         n = self.patches.shape[0]
@@ -47,9 +51,13 @@ class PairedData:
             raise ConfigError("patches contain NaN or infinite values")
         if not np.isfinite(self.spectra[self.has_spectrum]).all():
             raise ConfigError("measured spectra contain NaN or infinite values")
+        if self.positions is not None and self.positions.shape != (n, 2):
+            raise ConfigError(f"positions must be (n, 2) for the {n} patches, got {self.positions.shape}")
 
     @classmethod
-    def paired(cls, patches: NDArray, spectra: NDArray, labels: NDArray | None = None) -> PairedData:
+    def paired(
+        cls, patches: NDArray, spectra: NDArray, labels: NDArray | None = None, positions: NDArray | None = None
+    ) -> PairedData:
         """All rows have spectra."""
         n = patches.shape[0]
         return cls(
@@ -57,6 +65,7 @@ class PairedData:
             np.asarray(spectra, np.float32),
             np.ones(n, bool),
             None if labels is None else np.asarray(labels, np.int64),
+            None if positions is None else np.asarray(positions, np.float64),
         )
 
     def __len__(self) -> int:
@@ -79,15 +88,50 @@ class PairedData:
             self.spectra[index],
             self.has_spectrum[index],
             None if self.labels is None else self.labels[index],
+            None if self.positions is None else self.positions[index],
         )
 
-    def split(self, holdout: float, rng: np.random.Generator) -> tuple[PairedData, PairedData]:
-        """Random ``(train, held-out)`` split with a fraction ``holdout`` held out."""
+    def split(self, holdout: float, rng: np.random.Generator, tiles: int = 5) -> tuple[PairedData, PairedData]:
+        """``(train, held-out)`` with about a fraction ``holdout`` held out (see ``split_index``)."""
+        train, held_out = self.split_index(holdout, rng, tiles)
+        return self.subset(train), self.subset(held_out)
+
+    def split_index(
+        self, holdout: float, rng: np.random.Generator, tiles: int = 5
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Row indices ``(train, held-out)``, about a fraction ``holdout`` held out, each sorted.
+
+        With ``positions`` the field is cut into ``tiles × tiles`` tiles and whole tiles, in random
+        order, are held out until the fraction is reached (a spatially blocked split: neighbouring,
+        overlapping patches stay on one side). Without positions (independent pairs) rows are drawn at
+        random.
+        """
         if not 0 < holdout < 1:
             raise ConfigError("holdout must be in (0, 1)")
-        order = rng.permutation(len(self))
         k = max(1, round(holdout * len(self)))
-        return self.subset(np.sort(order[k:])), self.subset(np.sort(order[:k]))
+        if self.positions is None:
+            order = rng.permutation(len(self))
+            return np.sort(order[k:]).astype(np.int64), np.sort(order[:k]).astype(np.int64)
+        tile = _tile_of(self.positions, tiles)
+        held = np.zeros(len(self), bool)
+        for t in rng.permutation(np.unique(tile)):
+            if held.sum() >= k:
+                break
+            held |= tile == t
+        if held.all():
+            raise ConfigError("the held-out tiles took every row: hold out less, or use more tiles")
+        return np.flatnonzero(~held).astype(np.int64), np.flatnonzero(held).astype(np.int64)
+
+
+def _tile_of(positions: NDArray[np.float64], tiles: int) -> NDArray[np.int64]:
+    """The tile ``(n,)`` of each position ``(n, 2)`` when its bounding box is cut into ``tiles × tiles``.
+
+    Tile numbers are row-major; the last row and column include the box's far edge.
+    """
+    p = np.asarray(positions, np.float64)
+    lo, span = p.min(axis=0), np.ptp(p, axis=0)
+    cell = np.floor((p - lo) / np.where(span > 0, span, 1.0) * tiles).clip(0, tiles - 1).astype(np.int64)
+    return np.asarray(cell[:, 1] * tiles + cell[:, 0], dtype=np.int64)
 
 
 def extract_patches(image: NDArray, centres_px: NDArray[np.int64], size: int) -> NDArray[np.float32]:

@@ -213,3 +213,18 @@ def test_train_cli_on_a_run(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((tmp_path / "m" / "metrics.json").read_text())["pairs"] > 60  # unmeasured patches included
+
+
+def test_a_spectrum_image_is_split_by_whole_tiles() -> None:
+    """No held-out patch has a training patch in the same tile: neighbours 3 px apart stay on one side."""
+    xs, ys = np.meshgrid(np.arange(0.0, 60.0, 3.0), np.arange(0.0, 60.0, 3.0))
+    positions = np.column_stack([xs.ravel(), ys.ravel()])
+    n = len(positions)
+    data = PairedData.paired(np.zeros((n, 8, 8)), np.ones((n, 4)), positions=positions)
+    train, held = data.split(0.2, np.random.default_rng(0))
+    assert train.positions is not None and held.positions is not None
+    tile = lambda p: (np.floor(p / 60.0 * 5).clip(0, 4) @ np.array([1, 5])).astype(int)  # noqa: E731
+    assert not set(tile(train.positions)) & set(tile(held.positions))
+    assert 0.16 <= len(held) / n <= 0.32  # whole tiles: the fraction is reached tile by tile
+    independent = PairedData.paired(np.zeros((n, 8, 8)), np.ones((n, 4)))  # no positions: rows at random
+    assert len(independent.split(0.2, np.random.default_rng(0))[1]) == round(0.2 * n)
