@@ -91,6 +91,13 @@ class PairedData:
             None if self.positions is None else self.positions[index],
         )
 
+    def tiles(self, tiles: int = 5) -> NDArray[np.int64] | None:
+        """The tile ``(n,)`` of each row when the field is cut into ``tiles × tiles`` (None without positions).
+
+        Use it as the groups of a grouped cross-validation, so that folds are blocked as ``split`` is.
+        """
+        return None if self.positions is None else _tile_of(self.positions, tiles)
+
     def split(self, holdout: float, rng: np.random.Generator, tiles: int = 5) -> tuple[PairedData, PairedData]:
         """``(train, held-out)`` with about a fraction ``holdout`` held out (see ``split_index``)."""
         train, held_out = self.split_index(holdout, rng, tiles)
