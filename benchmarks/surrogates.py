@@ -137,6 +137,10 @@ def latent_classes(latent: Callable[[np.ndarray], np.ndarray], train: PairedData
     return np.asarray(clf.predict(latent(test.spectra)))
 
 
+TRAIN_STEPS = 2000
+"""The dark-field dual VAE's training work: about what the old 55 s budget bought on the 2-core VM (29 ms/step)."""
+
+
 def darkfield(workdir: Path) -> list[Record]:
     m = machine()
     options = DarkFieldOptions(patch_pixels=32, n_channels=512, patch_nm=300, max_particles=3, seed=11)
@@ -145,11 +149,12 @@ def darkfield(workdir: Path) -> list[Record]:
     data = PairedData.paired(np.asarray(g["images"][:]), np.asarray(g["spectra"][:]), np.asarray(g["labels"][:]))
     train, test = data.subset(np.arange(5000)), data.subset(np.arange(5000, 6000))
     model = Surrogate(SurrogateConfig(), 32, 512, device=CPU, seed=0)
-    report = model.fit(train, 100_000, max_seconds=55.0)
+    # fixed work, timed: the goal can fail (it was "train for at most 55 s", which met a 60 s goal by construction)
+    report = model.fit(train, TRAIN_STEPS)
     records = [
         Record(
             "surrogates",
-            f"dark-field: dual-VAE training, 5,000 pairs ({report.steps} steps)",
+            f"dark-field: dual-VAE training, 5,000 pairs, {report.steps} steps (fixed work)",
             report.wall_s,
             "s",
             "",
@@ -199,7 +204,7 @@ def darkfield(workdir: Path) -> list[Record]:
 def separated_records(train: PairedData, test: PairedData, dual: Surrogate, dual_classes: np.ndarray) -> list[Record]:
     """The separated-VAE baseline on the dual VAE's split: im2spec error and particle-number accuracy."""
     m = machine()
-    sep = separated_vaes(train, latent=8, steps=100_000, seed=0, max_seconds=55.0)
+    sep = separated_vaes(train, latent=8, steps=TRAIN_STEPS, seed=0)  # the same work as the dual VAE
     d_r2, d_rel = r2_and_relative_error(test.spectra, dual.predict_spectra(test.patches)[0])
     s_r2, s_rel = r2_and_relative_error(test.spectra, sep.predict_spectra(test.patches))
     out = [
@@ -262,7 +267,7 @@ def stem(workdir: Path) -> list[Record]:
     # gives nearly every test patch a training patch shifted by 3 px (issue 21)
     train, test = data.split(0.25, rng)
     model = Surrogate(SurrogateConfig(), 32, spectra.shape[1], device=CPU, seed=0)
-    model.fit(train, 100_000, max_seconds=40.0)
+    model.fit(train, TRAIN_STEPS)  # fixed work, not a time budget
     return im2spec_records("STEM-EELS twin", model, train, test)
 
 
