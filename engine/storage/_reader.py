@@ -208,8 +208,7 @@ def _read_rows(arr: zarr.Array, n: int) -> tuple[NDArray[Any], list[tuple[int, i
     try:
         return np.asarray(arr[:n]), []
     except _DECODE_ERRORS:
-        pass
-    out = np.full((n, *arr.shape[1:]), arr.fill_value, dtype=arr.dtype)
+        out = np.full((n, *arr.shape[1:]), arr.fill_value, dtype=arr.dtype)  # read around the damage below
     step = int(arr.chunks[0])
     bad: list[tuple[int, int]] = []
     for start in range(0, n, step):

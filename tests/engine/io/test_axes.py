@@ -93,7 +93,6 @@ def test_a_paired_image_lends_its_calibration(monkeypatch: pytest.MonkeyPatch) -
     assert any("no spatial calibration" in n for n in si.notes)
 
 
-@pytest.mark.skipif(not (SHARED / "fei_emd_si.emd").exists(), reason="needs ../shared/data")
 def test_the_recorded_velox_file_reads_its_axes_from_the_metadata() -> None:
     si = import_file(SHARED / "fei_emd_si.emd")
     assert si.spectral_axis.units == "keV" and si.spectra.shape[1] == si.spectral_axis.size
