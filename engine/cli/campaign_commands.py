@@ -106,8 +106,9 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOut
         context.term()
     total_s = clock.monotonic() - began
     out.print(f"Run:    [bold]{outcome.run_path}[/]")
+    recorded = read_run(outcome.run_path)  # read once: the figure, the refit time and the model check
     if config.run.figure:
-        figure = summary_figure(read_run(outcome.run_path), outcome.run_path.with_suffix(".png"))
+        figure = summary_figure(recorded, outcome.run_path.with_suffix(".png"))
         out.print(f"Figure: [bold]{figure}[/]")
     if outcome.error is not None:
         what = escape(f"{type(outcome.error).__name__}: {outcome.error}")
@@ -126,8 +127,7 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOut
         out.print(f"        {r.faults} failed measurements recorded as missing, with what was done about each.")
     if r.refused:
         out.print(f"        {r.refused} proposals refused by the safety limits (recorded as missing, with why).")
-    recorded = read_run(outcome.run_path)
-    refit_s = sum(float(r.get("fit_s", 0.0)) for r in recorded.attrs.get("refits", []))
+    refit_s = sum(float(refit.get("fit_s", 0.0)) for refit in recorded.attrs.get("refits", []))
     if refit_s:
         how = "inline: decisions waited for them" if config.policy.training == "inline" else "on a background thread"
         out.print(f"Time:   {_duration(refit_s)} refitting the model ({how})")

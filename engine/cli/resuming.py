@@ -19,6 +19,7 @@ from engine.cli.wiring import (
     instance_of,
     open_control,
     run_to_close,
+    stop_helpers,
 )
 from engine.config import RunConfig, parse_config
 from engine.errors import ResumeError, Stopped
@@ -107,15 +108,11 @@ def resume_run(
             on_phase,
         )
     except Stopped as exc:  # the run stays resumable: nothing new was measured
-        if control[1] is not None:
-            control[1].close()
-        trainer.close()
+        stop_helpers(trainer, control[1])
         writer.release(status="interrupted")
         return RunOutcome(writer.root, CampaignResult(writer.n_recorded, 0, str(exc), 0.0), None)
     except BaseException:
-        if control[1] is not None:
-            control[1].close()
-        trainer.close()
+        stop_helpers(trainer, control[1])
         writer.release(status="interrupted")
         raise
     plan = plan_resume(run.attrs, run.columns)
@@ -138,9 +135,7 @@ def resume_run(
         writer.note_instrument(instance_of(instrument))
         writer.log_resume(entry)
     except BaseException:
-        if control[1] is not None:
-            control[1].close()
-        trainer.close()
+        stop_helpers(trainer, control[1])
         writer.release(status="interrupted")
         raise
     return run_to_close(campaign, parts, control[1], first_step=plan.next_step, reconcile=plan.in_flight)

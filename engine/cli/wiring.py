@@ -166,6 +166,13 @@ def open_control(
     return operator, server
 
 
+def stop_helpers(trainer: Trainer[Snapshot], server: ControlServer | None) -> None:
+    """Stop what runs beside a campaign: its control socket (if any) and its trainer."""
+    if server is not None:
+        server.close()
+    trainer.close()
+
+
 def close_unstarted(
     writer: RunWriter,
     trainer: Trainer[Snapshot],
@@ -174,9 +181,7 @@ def close_unstarted(
     error: BaseException | None = None,
 ) -> RunOutcome:
     """Close a run whose campaign never started (stopped or failed during the policy's start-up)."""
-    if control[1] is not None:
-        control[1].close()
-    trainer.close()
+    stop_helpers(trainer, control[1])
     reason = result.stop_reason if result else f"error: {type(error).__name__}: {error}"
     writer.close(outcome={"stop_reason": reason, "n_recorded": writer.n_recorded})
     return RunOutcome(writer.root, result, error)
@@ -275,9 +280,7 @@ def run_to_close(
     except (Exception, KeyboardInterrupt) as exc:
         error = exc
     finally:
-        if control is not None:
-            control.close()
-        parts.trainer.close()
+        stop_helpers(parts.trainer, control)
         outcome = {
             "stop_reason": result.stop_reason if result else f"error: {type(error).__name__}: {error}",
             "n_recorded": writer.n_recorded,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import BoundaryNorm, ListedColormap
 from numpy.typing import NDArray
 
@@ -26,8 +27,6 @@ def categorical_colours(values: NDArray) -> tuple[ListedColormap, BoundaryNorm, 
     low, high = (int(np.nanmin(v)), int(np.nanmax(v))) if v.size else (0, 0)
     ticks = np.arange(low, high + 1)
     base = "tab10" if ticks.size <= 10 else "tab20"
-    from matplotlib import colormaps
-
     colours = colormaps[base](np.arange(ticks.size) % colormaps[base].N)
     cmap = ListedColormap(colours)
     return cmap, BoundaryNorm(np.arange(low - 0.5, high + 1.5), cmap.N), ticks
