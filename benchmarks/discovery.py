@@ -151,11 +151,12 @@ def beps_truth() -> Truth:
 
 
 def campaign(
-    truth: Truth, policy_name: str, seed: int, cap: int, stop_recall: float = 1.0, with_position: bool = True
+    truth: Truth, policy_name: str, seed: int, cap: int, stop_recall: float | None = None, with_position: bool = True
 ) -> list[int]:
     """Measure with ``policy_name`` until ``stop_recall`` of the top set is found or ``cap``; the order measured.
 
-    The default runs the whole budget (``stop_recall = 1``: stop only when everything is found).
+    The default (``stop_recall=None``) runs the whole budget, even after the whole top set is found,
+    so that every policy's curve has the same length.
 
     dualvae-bo and dkl get the same inputs (image features, plus the probe position unless
     ``with_position`` is false) and each its own default steps per refit (20 and 60).
@@ -179,7 +180,7 @@ def campaign(
     top = set(top_set(truth.values).tolist())
     order: list[int] = []
     found = 0
-    while len(order) < cap and found < stop_recall * len(top):
+    while len(order) < cap and (stop_recall is None or found < stop_recall * len(top)):
         p = policy.propose(cands, 1)
         if p.indices.size == 0:
             break

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from benchmarks.discovery import VARIANTS, evaluate, median_interval, records, stem_twin_truth
+import numpy as np
+
+from benchmarks.discovery import VARIANTS, campaign, evaluate, median_interval, records, stem_twin_truth
 
 
 def test_every_variant_runs_the_whole_budget_and_is_scored_against_both_baselines() -> None:
@@ -29,3 +31,12 @@ def test_the_median_interval_brackets_the_median_and_keeps_censored_runs() -> No
     lo, hi = median_interval([10, 12, 14, 16, 18])
     assert lo <= 14 <= hi
     assert median_interval([10, math.inf, math.inf])[1] == math.inf
+
+
+def test_a_policy_that_finds_the_whole_top_set_early_still_runs_the_whole_budget() -> None:
+    truth = stem_twin_truth(0)
+    values = np.zeros_like(truth.values)
+    values[:10] = 1.0 + np.arange(10)  # the top 1 % (10 of 961): the raster's first row
+    order = campaign(replace(truth, values=values), "raster", 0, 60)
+    assert set(range(10)) <= set(order[:31])  # everything found in the first row...
+    assert len(order) == 60  # ...and the curve still has the budget's length (curves of one family stack)
