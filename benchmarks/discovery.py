@@ -39,6 +39,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks.common import RESULTS, Record, machine
+from benchmarks.stats import median_interval
 from engine.candidates import CandidateSet
 from engine.config import PolicySection, ScalariserSection
 from engine.errors import ConfigError
@@ -193,15 +194,6 @@ def campaign(
         order += p.indices.tolist()
         found += sum(int(i) in top for i in p.indices)
     return order
-
-
-def median_interval(values: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95 % bootstrap interval of the median of ``values`` (seeds resampled); ∞ stays ∞ (censored runs)."""
-    a = np.asarray(values, np.float64)
-    picks = np.random.default_rng(seed).integers(0, a.size, size=(draws, a.size))
-    medians = np.median(a[picks], axis=1)
-    # order statistics, not interpolation: a censored (∞) median stays ∞ instead of becoming NaN
-    return float(np.quantile(medians, 0.025, method="lower")), float(np.quantile(medians, 0.975, method="higher"))
 
 
 Family = list[tuple[Truth, int]]

@@ -323,7 +323,7 @@ def run_searches(
         else:
             h = differential_evolution_search(
                 problem.objective, problem.pool.shape[1], executor, rng, budget=budget,
-                log=DesignLog(writer, clock, "de"), stop=stop, popsize=opt.de_popsize, prepare=problem.prepare,
+                log=DesignLog(writer, clock, "de"), stop=stop, settings=opt.de_settings(), prepare=problem.prepare,
             )  # fmt: skip
             if on_result is not None:
                 on_result(DE_NAME, h)

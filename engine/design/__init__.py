@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from engine._lazy import lazy_face
 
 if TYPE_CHECKING:  # imported on first use: see engine._lazy
-    from engine.design._baselines import DE_NAME, differential_evolution_search
+    from engine.design._baselines import DE_NAME, DESettings, differential_evolution_search
     from engine.design._config import (
         DesignConfig,
         DesignRunSection,
@@ -93,6 +93,7 @@ __all__ = [
     "dask_client",
     # baselines
     "DE_NAME",
+    "DESettings",
     "differential_evolution_search",
     # design spaces
     "LatentDesignSpace",

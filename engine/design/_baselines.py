@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +26,39 @@ Score = Callable[[NDArray[np.float64]], float]
 """The objective to maximise, from one spectrum ``(c,)`` (e.g. the negated relative L2 to a target)."""
 
 DE_NAME = "differential-evolution"
+
+
+DEStrategy = Literal["best1bin", "rand1bin", "currenttobest1bin", "best2bin", "rand2bin"]
+"""Scipy's mutation strategies offered (binomial crossover)."""
+
+
+@dataclass(frozen=True)
+class DESettings:
+    """Differential evolution's settings (scipy's names).
+
+    The defaults were chosen on the design benchmark's development seeds from a grid as large as
+    the set of BO variants tried there (``benchmarks/design.py``, ``DE_GRID``).
+
+    Attributes:
+        popsize: population multiplier: ``popsize × dim`` designs per generation.
+        mutation: the differential weight F, or ``(low, high)`` for dithering (a new F each generation).
+        recombination: the crossover probability CR in [0, 1].
+        strategy: scipy's strategy name (``best1bin``, ``rand1bin``, ...).
+
+    Examples:
+        >>> DESettings(popsize=3, mutation=0.6).label()
+        'best1bin, popsize 3, F 0.6, CR 0.7'
+    """
+
+    popsize: int = 5
+    mutation: float | tuple[float, float] = (0.5, 1.0)
+    recombination: float = 0.7
+    strategy: DEStrategy = "best1bin"
+
+    def label(self) -> str:
+        """A short description, e.g. ``best1bin, popsize 5, F 0.5-1, CR 0.7``."""
+        f = f"{self.mutation[0]:g}-{self.mutation[1]:g}" if isinstance(self.mutation, tuple) else f"{self.mutation:g}"
+        return f"{self.strategy}, popsize {self.popsize}, F {f}, CR {self.recombination:g}"
 
 
 class _BudgetSpent(Exception):
@@ -39,13 +74,13 @@ def differential_evolution_search(
     budget: int,
     log: DesignLog | None = None,
     stop: Callable[[DesignHistory], bool] | None = None,
-    popsize: int = 5,
+    settings: DESettings | None = None,
     max_failures: int = 2,
     prepare: Callable[[NDArray[np.float64]], NDArray[np.float64]] | None = None,
 ) -> DesignHistory:
-    """Scipy's differential evolution (best1bin, Sobol initial population) on ``[0, 1]^dim``.
+    """Scipy's differential evolution (Sobol initial population) on ``[0, 1]^dim``.
 
-    The population is ``popsize × dim`` designs; each generation is evaluated in parallel through
+    The population is ``settings.popsize × dim`` designs; each generation is evaluated in parallel through
     ``executor``. A failed evaluation is re-submitted (recorded as such) until it has failed
     ``max_failures`` times, then scores ``-inf``. The search ends when ``budget`` evaluations have
     succeeded or ``stop`` says so (checked after each evaluation). Designs are outside any pool:
@@ -59,7 +94,7 @@ def differential_evolution_search(
         budget: successful evaluations to make.
         log: records decisions, spectra and failures.
         stop: checked after each evaluation.
-        popsize: scipy's population multiplier (population = ``popsize × dim``).
+        settings: population, mutation, crossover and strategy (default ``DESettings()``).
         max_failures: failed evaluations of one design before it scores ``-inf``.
         prepare: maps a point of the cube ``(d,)`` to what the executor is sent (default: the point).
 
@@ -70,10 +105,11 @@ def differential_evolution_search(
         >>> def score(spectrum):  # maximised: a peak at 2 eV
         ...     return float(-abs(energy[np.argmax(spectrum)] - 2.0))
         >>> history = differential_evolution_search(score, 2, InlineExecutor(simulate), np.random.default_rng(0),
-        ...                                         budget=20, popsize=5)
+        ...                                         budget=20, settings=DESettings(popsize=5))
         >>> history.method, len(history.spectra), set(history.indices)
         ('differential-evolution', 20, {-1})
     """
+    de = settings if settings is not None else DESettings()
     history = DesignHistory(method=DE_NAME)
     dispatch = Dispatch(executor, log if log is not None else DesignLog.silent(), history, max_failures)
     outside = Proposal(np.array([-1], dtype=np.int64), np.array([np.nan]))  # DE designs are not in a pool
@@ -101,7 +137,10 @@ def differential_evolution_search(
             lambda u: 0.0,  # never called: every evaluation goes through evaluate_all
             [(0.0, 1.0)] * dim,
             maxiter=10**6,
-            popsize=popsize,
+            popsize=de.popsize,
+            mutation=de.mutation,
+            recombination=de.recombination,
+            strategy=de.strategy,
             init="sobol",
             tol=0.0,
             atol=0.0,

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from engine.config import RunSection, ScalariserSection, _Strict, load_model, parse_model
+from engine.design._baselines import DESettings, DEStrategy
 
 
 class DesignRunSection(RunSection):
@@ -125,6 +126,9 @@ class SpaceSection(_Strict):
     material: str = Field("Au", description="latent: material of the detected spheres")
 
 
+_DE = DESettings()
+
+
 class OptimiserSection(_Strict):
     """``[optimiser]``: the Bayesian optimisation and its baselines.
 
@@ -135,6 +139,9 @@ class OptimiserSection(_Strict):
         refit_every: new results between GP refits.
         baselines: searches run after the BO with the same budget: ``random``, ``differential-evolution``.
         de_popsize: differential evolution's population multiplier.
+        de_mutation: its differential weight F, or ``[low, high]`` for dithering.
+        de_recombination: its crossover probability CR.
+        de_strategy: scipy's strategy.
 
     Examples:
         >>> OptimiserSection().acquisition, OptimiserSection().ucb_beta
@@ -155,7 +162,30 @@ class OptimiserSection(_Strict):
     baselines: tuple[Literal["random", "differential-evolution"], ...] = Field(
         ("random", "differential-evolution"), description="baselines run with the same budget and simulator"
     )
-    de_popsize: int = Field(5, ge=2, description="differential evolution: population = de_popsize × dimension")
+    de_popsize: int = Field(
+        _DE.popsize, ge=2, description="differential evolution: population = de_popsize × dimension"
+    )
+    de_mutation: float | tuple[float, float] = Field(
+        _DE.mutation, description="differential evolution: differential weight F in (0, 2), or [low, high] (dithering)"
+    )
+    de_recombination: float = Field(
+        _DE.recombination, ge=0, le=1, description="differential evolution: crossover probability CR"
+    )
+    de_strategy: DEStrategy = Field(
+        _DE.strategy, description="differential evolution: scipy's mutation strategy"
+    )
+
+    @field_validator("de_mutation")
+    @classmethod
+    def _mutation_in_range(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
+        bounds = value if isinstance(value, tuple) else (value, value)
+        if not 0 < bounds[0] <= bounds[1] < 2:
+            raise ValueError(f"de_mutation must lie in (0, 2), as a number or [low, high] with low <= high; got {value}")
+        return value
+
+    def de_settings(self) -> DESettings:
+        """The differential evolution baseline's settings."""
+        return DESettings(self.de_popsize, self.de_mutation, self.de_recombination, self.de_strategy)
 
 
 class ExecutorSection(_Strict):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
 
-from benchmarks.discovery import VARIANTS, campaign, evaluate, median_interval, records, stem_twin_truth
+from benchmarks.discovery import VARIANTS, campaign, evaluate, records, stem_twin_truth
 
 
 def test_every_variant_runs_the_whole_budget_and_is_scored_against_both_baselines() -> None:
@@ -25,12 +24,6 @@ def test_every_variant_runs_the_whole_budget_and_is_scored_against_both_baseline
         assert (f"stem-twin, held-out seed 0 (smoke) {variant}", "gp-position") in against
     goals = [r for r in rows if r.goal]
     assert {r.baseline for r in goals} == {"random", "gp-position"}  # dualvae-bo's two goals, scored rows only
-
-
-def test_the_median_interval_brackets_the_median_and_keeps_censored_runs() -> None:
-    lo, hi = median_interval([10, 12, 14, 16, 18])
-    assert lo <= 14 <= hi
-    assert median_interval([10, math.inf, math.inf])[1] == math.inf
 
 
 def test_a_policy_that_finds_the_whole_top_set_early_still_runs_the_whole_budget() -> None:
