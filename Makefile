@@ -49,5 +49,6 @@ clean:
 # then coverage-guided atheris runs against the decoder (corpus and dictionary in build/)
 fuzz: $(STAMP)
 	DUALSCOPE_FUZZ_EXAMPLES=20000 $(PY) -m pytest -q tests/instruments/test_fuzz.py --hypothesis-show-statistics
+	DUALSCOPE_POWER_CUTS=all $(PY) -m pytest -q tests/engine/storage/test_power_cut.py
 	$(PY) -m pip install -q -e '.[fuzz]'
 	$(PY) tests/instruments/fuzz_wire_atheris.py -atheris_runs=3000000 build/fuzz-corpus

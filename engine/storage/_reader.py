@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
 from engine.errors import RunCorrupt, RunStorageError
+from engine.storage._durable_store import DurableLocalStore
 from engine.storage._journal import read_journal
 from engine.storage._layout import ATTR, FORMAT_VERSION, JOURNAL_PATH, row_columns
 from engine.types import Image, ImageAxis, InstrumentDescription, SpectralAxis
@@ -117,7 +118,7 @@ def open_run_group(path: Path, mode: str = "r") -> zarr.Group:
     if not (path / "zarr.json").is_file():
         raise RunStorageError(f"no run at {path}: it has no zarr.json (is the path right?)")
     try:
-        store = zarr.storage.LocalStore(path, read_only=(mode == "r"))
+        store = zarr.storage.LocalStore(path, read_only=True) if mode == "r" else DurableLocalStore(path)
         group = zarr.open_group(store, mode=mode)  # type: ignore[arg-type]
     except Exception as exc:  # zarr raises many types for a damaged store
         raise RunCorrupt(f"{path}: cannot open as a Zarr group ({type(exc).__name__}: {exc})") from exc

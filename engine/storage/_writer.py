@@ -7,18 +7,23 @@ Commit protocol
    here on loses nothing: recovery replays the journal.
 2. When ``chunk_rows`` rows are buffered, ``RunWriter.flush`` writes them to
    every per-measurement array *before* the array's shape covers them (through
-   a view with the larger shape that is never saved), fsyncs the chunk files,
-   then saves each array's new shape and fsyncs it. So a plain zarr or xarray
-   reader never sees a row whose data is not on disk.
-3. It then raises the group attribute ``committed_rows`` (atomic replace +
-   fsync): the commit point. Rows below it are complete in every array.
+   a view with the larger shape that is never saved), makes the chunk files and
+   their directories durable, then saves each array's new shape. So a plain zarr
+   or xarray reader never sees a row whose data is not on disk.
+3. It then raises the group attribute ``committed_rows``: the commit point. Rows
+   below it are complete in every array.
+
+Every Zarr file is written through ``DurableLocalStore``: a temporary file, fsynced,
+then renamed over the old one, so a name on disk holds complete bytes, old or new,
+even after a power cut; fsyncs of the directories make the renames durable.
+``tests/engine/storage/test_power_cut.py`` checks this against a model of the page
+cache that drops every write not yet fsynced (and one that also reorders them).
 4. Only then is the journal truncated. A crash between 3 and 4 leaves journal
    entries below the commit point, which recovery skips.
 """
 
 from __future__ import annotations
 
-import os
 import platform
 import threading
 import uuid
@@ -37,6 +42,7 @@ from engine.candidates import CandidateSet
 from engine.decisions import Decision, StepTimings
 from engine.errors import RunCorrupt, RunStorageError
 from engine.protocols import Clock
+from engine.storage._durable_store import DurableLocalStore
 from engine.storage._journal import Journal, fsync_dir
 from engine.storage._layout import (
     ATTR,
@@ -62,14 +68,6 @@ def software_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _view_with_rows(arr: zarr.Array, n_rows: int) -> zarr.Array:
@@ -156,7 +154,7 @@ class RunWriter:
         if path.exists():
             raise RunStorageError(f"{path} already exists; choose a new run path or resume that run")
         path.parent.mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(zarr.storage.LocalStore(path), mode="w-", zarr_format=3)
+        group = zarr.open_group(DurableLocalStore(path), mode="w-", zarr_format=3)
         spec = description.spectral_axis
         c, d = spec.size, len(description.axes)
         for col in row_columns(spec.name):
@@ -228,10 +226,7 @@ class RunWriter:
             "missing": [],
             **dict(extra_attrs or {}),
         }
-        group.update_attributes({ATTR: attrs})
-        for sub in path.rglob("*"):
-            if sub.is_file():
-                _fsync_file(sub)
+        group.update_attributes({ATTR: attrs})  # every file is fsynced as it is written (DurableLocalStore)
         for sub in [path, *[p for p in path.rglob("*") if p.is_dir()]]:
             fsync_dir(sub)
         fsync_dir(path.parent)
@@ -243,7 +238,7 @@ class RunWriter:
         """Open an existing run for appending, without recovery (see ``engine.storage.recover_run``)."""
         if not (path / "zarr.json").exists():
             raise RunStorageError(f"no run at {path} (no zarr.json)")
-        group = zarr.open_group(zarr.storage.LocalStore(path), mode="r+")
+        group = zarr.open_group(DurableLocalStore(path), mode="r+")
         if ATTR not in group.attrs:
             raise RunStorageError(f"{path} is a Zarr group but not a dualscope run (no {ATTR!r} attribute)")
         return cls(path, group, clock)
@@ -534,13 +529,14 @@ class RunWriter:
                 key = arr.metadata.encode_chunk_key((i, *([0] * (arr.ndim - 1))))
                 chunk = array_dir / key
                 if chunk.exists():  # a chunk equal to the fill value is not stored at all
-                    _fsync_file(chunk)
-                    touched_dirs.add(chunk.parent)
+                    # its bytes were fsynced before its name (DurableLocalStore); the name is durable once
+                    # the chunk's directory and every new one above it (c/, c/<i>/): a new
+                    # directory's entry is durable only once its parent is fsynced
+                    touched_dirs.update(p for p in chunk.parents if p.is_relative_to(array_dir))
         for d in touched_dirs:
             fsync_dir(d)
         for arr in self._arrays.values():
-            arr.resize((stop, *arr.shape[1:]))
-            _fsync_file(self.root / arr.path / "zarr.json")
+            arr.resize((stop, *arr.shape[1:]))  # zarr.json fsynced before its rename (DurableLocalStore)
             fsync_dir(self.root / arr.path)
         self._committed = stop
         if self._point is not None:
@@ -551,8 +547,7 @@ class RunWriter:
     def _set_attrs(self, **changes: Any) -> None:
         with self._attrs_lock:
             self._attrs.update(changes)
-            self._group.update_attributes({ATTR: dict(self._attrs)})
-        _fsync_file(self.root / "zarr.json")
+            self._group.update_attributes({ATTR: dict(self._attrs)})  # fsynced before its rename
         fsync_dir(self.root)
 
 
