@@ -8,6 +8,7 @@ import math
 import os
 import platform
 from dataclasses import asdict, dataclass
+from datetime import date
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -51,10 +52,16 @@ class Record:
         return x <= float(rhs) if op == "<=" else x >= float(rhs)
 
 
-def write(name: str, records: list[Record]) -> Path:
-    """Write ``benchmarks/results/<name>.json``."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def results_dir(day: date | None = None) -> Path:
+    """``benchmarks/results/<day>/`` (today by default), created: where a run's records and figures go."""
+    folder = RESULTS / (day or date.today()).isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write(name: str, records: list[Record], folder: Path | None = None) -> Path:
+    """Write ``<folder>/<name>.json`` (``folder``: today's ``results_dir()``)."""
+    path = (folder or results_dir()) / f"{name}.json"
     rows = [
         {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in asdict(r).items()} for r in records
     ]

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import qmc
 
-from benchmarks.common import RESULTS, Record, machine
+from benchmarks.common import Record, machine, results_dir
 from benchmarks.stats import km_median, km_ratio_interval, reached_by
 from engine.candidates import CandidateSet
 from engine.design import (
@@ -205,8 +205,7 @@ def measure() -> dict[str, Any]:
         "de_chosen": best.label(),
         "scored": {k: {"calls": r.calls, "reached": r.reached} for k, r in scored.items()},
     }  # fmt: skip
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "design_runs.json").write_text(json.dumps(saved, indent=1))
+    (results_dir() / "design_runs.json").write_text(json.dumps(saved, indent=1))
     return saved
 
 

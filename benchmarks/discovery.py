@@ -16,8 +16,8 @@ For each policy and seed: the discovery curve (fraction of the top-1 % locations
 found after k measurements), run to the same full budget for every policy (no early stop, no padding),
 and the number of measurements to reach 50 % of them (∞ when the budget ends first); medians over
 seeds with a 95 % bootstrap interval (seeds resampled), written to
-``benchmarks/results/discovery_curves.json`` and plotted in ``discovery.png`` (the table rows go to
-``discovery.json``).
+``benchmarks/results/<date>/discovery_curves.json`` and plotted in ``discovery.png`` beside it (the
+table rows go to ``discovery.json``).
 
 Seeds: the twins the policies were developed on (0-2) are a development row only; the scored rows use
 twins never used for tuning (100-109). Variants: ``dualvae-bo`` and ``dkl`` each with the probe position
@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.common import RESULTS, Record, machine
+from benchmarks.common import Record, machine, results_dir
 from benchmarks.stats import median_interval
 from engine.candidates import CandidateSet
 from engine.config import PolicySection, ScalariserSection
@@ -331,7 +331,7 @@ def run() -> list[Record]:
         "beps": [(beps, s) for s in SEEDS],
     }
     results = evaluate(families)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "discovery_curves.json").write_text(json.dumps(results, indent=1))
-    plot(results, RESULTS / "discovery.png")
+    folder = results_dir()
+    (folder / "discovery_curves.json").write_text(json.dumps(results, indent=1))
+    plot(results, folder / "discovery.png")
     return records(results)

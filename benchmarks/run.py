@@ -1,4 +1,9 @@
-"""``make bench``: run every benchmark, write ``benchmarks/results/<name>.json``, print one table."""
+"""``make bench``: run every benchmark, write ``benchmarks/results/<date>/<name>.json``, print one table.
+
+The records (and each benchmark's figures and data) go to today's dated folder, which is committed;
+the README's and docs/benchmarks.md's tables are then regenerated from the newest records
+(``benchmarks.tables``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import common, design, discovery, latency, loop, reliability, simulators, storage, surrogates
+from benchmarks import common, design, discovery, latency, loop, reliability, simulators, storage, surrogates, tables
 
 
 def main() -> int:
@@ -41,6 +46,8 @@ def main() -> int:
         value = "" if math.isnan(r.value) else f"{r.value:,.1f} {r.unit}"
         table.add_row(r.benchmark, r.metric, value, base, ratio, r.goal, met)
     console.print(table)
+    tables.main([])
+    console.print("README.md and docs/benchmarks.md tables regenerated from the records")
     return 0
 
 
