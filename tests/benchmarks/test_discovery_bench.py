@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import pytest
 
-from benchmarks.discovery import VARIANTS, campaign, evaluate, records, stem_twin_truth
+from benchmarks.discovery import VARIANTS, CaseCache, Truth, campaign, evaluate, records, stem_twin_truth
 
 
-def test_every_variant_runs_the_whole_budget_and_is_scored_against_both_baselines() -> None:
-    truth = replace(stem_twin_truth(0), cap=12)
+@pytest.fixture(scope="module")
+def twin0() -> Truth:
+    """The demo twin's ground truth (seed 0), computed once for the module."""
+    return stem_twin_truth(0)
+
+
+def test_every_variant_runs_the_whole_budget_and_is_scored_against_both_baselines(twin0: Truth) -> None:
+    truth = replace(twin0, cap=12)
     results = evaluate({"stem-twin, held-out seed 0 (smoke)": [(truth, 0), (truth, 1)]})
     (entry,) = results.values()
     policies = entry["policies"]
@@ -26,10 +34,21 @@ def test_every_variant_runs_the_whole_budget_and_is_scored_against_both_baseline
     assert {r.baseline for r in goals} == {"random", "gp-position"}  # dualvae-bo's two goals, scored rows only
 
 
-def test_a_policy_that_finds_the_whole_top_set_early_still_runs_the_whole_budget() -> None:
-    truth = stem_twin_truth(0)
+def test_a_policy_that_finds_the_whole_top_set_early_still_runs_the_whole_budget(twin0: Truth) -> None:
+    truth = twin0
     values = np.zeros_like(truth.values)
     values[:10] = 1.0 + np.arange(10)  # the top 1 % (10 of 961): the raster's first row
     order = campaign(replace(truth, values=values), "raster", 0, 60)
     assert set(range(10)) <= set(order[:31])  # everything found in the first row...
     assert len(order) == 60  # ...and the curve still has the budget's length (curves of one family stack)
+
+
+def test_campaigns_in_the_cache_are_not_run_again(tmp_path: Path, twin0: Truth) -> None:
+    truth = replace(twin0, cap=8)
+    cache = CaseCache(tmp_path / "cases.jsonl")
+    order, _ = cache.run(truth, 0, "random", "random", True)
+    again = CaseCache(tmp_path / "cases.jsonl")  # another process, or a resumed run
+    assert again.done.keys() == {"stem-twin-0|0|random"}
+    with open(tmp_path / "cases.jsonl", "a") as f:
+        f.write('{"key": "cut by a ki')  # a line cut by a kill is skipped
+    assert CaseCache(tmp_path / "cases.jsonl").run(truth, 0, "random", "random", True)[0] == order
