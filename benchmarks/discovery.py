@@ -211,8 +211,11 @@ class CaseCache:
     def __init__(self, path: Path | None):
         self.path = path
         self.done: dict[str, dict[str, object]] = {}
-        if path is not None and path.exists():
-            for line in path.read_text().splitlines():
+        self._load()
+
+    def _load(self) -> None:
+        if self.path is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
                 with contextlib.suppress(json.JSONDecodeError):  # a line cut by a kill
                     entry = json.loads(line)
                     self.done[entry["key"]] = entry
@@ -220,6 +223,8 @@ class CaseCache:
     def run(self, truth: Truth, seed: int, label: str, name: str, with_position: bool) -> tuple[list[int], float]:
         """The order measured and the seconds it took, from the cache or by running the campaign."""
         key = f"{truth.name}|{seed}|{label}"
+        if key not in self.done:
+            self._load()  # another process may have run it meanwhile
         if key not in self.done:
             t0 = time.perf_counter()
             order = campaign(truth, name, seed, truth.cap, with_position=with_position)
