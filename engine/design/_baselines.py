@@ -37,7 +37,10 @@ class DESettings:
     """Differential evolution's settings (scipy's names).
 
     The defaults were chosen on the design benchmark's development seeds from a grid as large as
-    the set of BO variants tried there (``benchmarks/design.py``, ``DE_GRID``).
+    the set of BO variants tried there (``benchmarks/design.py``, ``DE_GRID``): a population of 16
+    designs (popsize 2 in 6 dimensions, rounded up to a power of two by scipy's Sobol start), F 0.5,
+    CR 0.9 needed 65 calls (Kaplan–Meier median of 30 runs) where scipy's mutation and crossover with
+    popsize 5 needed 118.
 
     Attributes:
         popsize: population multiplier: ``popsize × dim`` designs per generation.
@@ -46,13 +49,13 @@ class DESettings:
         strategy: scipy's strategy name (``best1bin``, ``rand1bin``, ...).
 
     Examples:
-        >>> DESettings(popsize=3, mutation=0.6).label()
-        'best1bin, popsize 3, F 0.6, CR 0.7'
+        >>> DESettings(popsize=3, mutation=(0.5, 1.0)).label()
+        'best1bin, popsize 3, F 0.5-1, CR 0.9'
     """
 
-    popsize: int = 5
-    mutation: float | tuple[float, float] = (0.5, 1.0)
-    recombination: float = 0.7
+    popsize: int = 2
+    mutation: float | tuple[float, float] = 0.5
+    recombination: float = 0.9
     strategy: DEStrategy = "best1bin"
 
     def label(self) -> str:

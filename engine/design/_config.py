@@ -171,16 +171,16 @@ class OptimiserSection(_Strict):
     de_recombination: float = Field(
         _DE.recombination, ge=0, le=1, description="differential evolution: crossover probability CR"
     )
-    de_strategy: DEStrategy = Field(
-        _DE.strategy, description="differential evolution: scipy's mutation strategy"
-    )
+    de_strategy: DEStrategy = Field(_DE.strategy, description="differential evolution: scipy's mutation strategy")
 
     @field_validator("de_mutation")
     @classmethod
     def _mutation_in_range(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
         bounds = value if isinstance(value, tuple) else (value, value)
         if not 0 < bounds[0] <= bounds[1] < 2:
-            raise ValueError(f"de_mutation must lie in (0, 2), as a number or [low, high] with low <= high; got {value}")
+            raise ValueError(
+                f"de_mutation must lie in (0, 2), as a number or [low, high] with low <= high; got {value}"
+            )
         return value
 
     def de_settings(self) -> DESettings:
