@@ -239,9 +239,12 @@ def records(saved: dict[str, Any], dask: tuple[float, float]) -> list[Record]:
             )
         )
     bo, rnd = scored["design-bo"], scored["random"]
+    ratio, bound = bo.median / rnd.median, ""
+    if math.isinf(rnd.median) and math.isfinite(bo.median):  # random's median is censored at the cap
+        ratio, bound = bo.median / CAP, f": random's median is beyond {CAP}, the ratio is an upper bound"
     rows.append(
         Record("design", f"calls to target, design-bo vs random, held-out seeds (random reached {rnd.by(CAP):.0%} "
-               f"by {CAP})", bo.median, "calls", "random", rnd.median, bo.median / rnd.median, "", m)
+               f"by {CAP}{bound})", bo.median, "calls", "random", rnd.median, ratio, "", m)
     )  # fmt: skip
     one, four = dask
     rows.append(
