@@ -26,7 +26,6 @@ second of the asynchronous loop with 4 LocalCluster worker processes against 1.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from benchmarks.common import Record, machine, results_dir
-from benchmarks.stats import km_median, km_ratio_interval, reached_by
+from benchmarks.stats import finite_or_none, km_median, km_ratio_interval, median_ratio, reached_by
 from engine.candidates import CandidateSet
 from engine.design import (
     DaskExecutor,
@@ -200,7 +199,7 @@ def measure() -> dict[str, Any]:
     }
     saved = {
         "cap": CAP, "targets": list(TARGETS), "development_seeds": DEV_SEEDS, "scored_seeds": SCORED_SEEDS,
-        "de_tuning": {k: {"calls": r.calls, "reached": r.reached, "km_median": _finite(r.median)}
+        "de_tuning": {k: {"calls": r.calls, "reached": r.reached, "km_median": finite_or_none(r.median)}
                       for k, r in tried.items()},
         "de_chosen": best.label(),
         "scored": {k: {"calls": r.calls, "reached": r.reached} for k, r in scored.items()},
@@ -233,15 +232,14 @@ def records(saved: dict[str, Any], dask: tuple[float, float]) -> list[Record]:
                 "calls",
                 "differential-evolution",
                 de.median,
-                runs.median / de.median,
+                median_ratio(runs.median, de.median, CAP)[0],
                 "ratio <= 0.334" if name == "design-bo" else "",
                 m,
             )
         )
     bo, rnd = scored["design-bo"], scored["random"]
-    ratio, bound = bo.median / rnd.median, ""
-    if math.isinf(rnd.median) and math.isfinite(bo.median):  # random's median is censored at the cap
-        ratio, bound = bo.median / CAP, f": random's median is beyond {CAP}, the ratio is an upper bound"
+    ratio, upper = median_ratio(bo.median, rnd.median, CAP)
+    bound = f": random's median is beyond {CAP}, the ratio is an upper bound" if upper else ""
     rows.append(
         Record("design", f"calls to target, design-bo vs random, held-out seeds (random reached {rnd.by(CAP):.0%} "
                f"by {CAP}{bound})", bo.median, "calls", "random", rnd.median, ratio, "", m)
@@ -257,7 +255,3 @@ def records(saved: dict[str, Any], dask: tuple[float, float]) -> list[Record]:
 def run() -> list[Record]:
     """Tune DE, score every method on the held-out seeds, and time Dask (``make bench``)."""
     return records(measure(), (dask_throughput(1, 8), dask_throughput(4, 24)))
-
-
-def _finite(v: float) -> float | None:
-    return None if math.isinf(v) else v

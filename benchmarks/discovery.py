@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from benchmarks.common import Record, machine, results_dir
-from benchmarks.stats import median_interval
+from benchmarks.stats import finite_or_none, median_interval, median_ratio
 from engine.candidates import CandidateSet
 from engine.config import PolicySection, ScalariserSection
 from engine.errors import ConfigError
@@ -272,8 +272,8 @@ def evaluate(
             lo, hi = median_interval(n50)
             policies[label] = {
                 "n50_per_case": [None if math.isinf(v) else v for v in n50],
-                "n50_median": _finite_or_none(float(np.median(n50))),
-                "n50_interval95": [_finite_or_none(lo), _finite_or_none(hi)],
+                "n50_median": finite_or_none(float(np.median(n50))),
+                "n50_interval95": [finite_or_none(lo), finite_or_none(hi)],
                 "recall_at_budget_median": float(np.median([c[-1] for c in curves])),
                 "curve_median": np.median(np.stack(curves), axis=0).round(4).tolist(),
                 "seconds_median": float(np.median(seconds)),
@@ -281,10 +281,6 @@ def evaluate(
         entry["policies"] = policies
         out[family] = entry
     return out
-
-
-def _finite_or_none(v: float) -> float | None:
-    return None if math.isinf(v) else v
 
 
 def plot(results: dict[str, dict[str, object]], path: Path) -> None:
@@ -336,10 +332,12 @@ def records(results: dict[str, dict[str, object]]) -> list[Record]:
                 base = policies.get(baseline, {})
                 reference = _median(base) if "n50_median" in base else math.nan
                 wanted = goal if scored and policy.startswith("dualvae-bo") and "only" not in policy else ""
-                ratio, bound = value / reference if reference else math.nan, ""
-                if math.isinf(reference) and math.isfinite(value):  # the baseline's median is censored
-                    ratio = value / float(entry["budget"])  # type: ignore[arg-type]
-                    bound = f"; {baseline} never got there within {entry['budget']}: the ratio is an upper bound"
+                ratio, upper = median_ratio(value, reference, float(entry["budget"]))  # type: ignore[arg-type]
+                bound = (
+                    f"; {baseline} never got there within {entry['budget']}: the ratio is an upper bound"
+                    if upper
+                    else ""
+                )
                 rows.append(
                     Record(
                         "discovery",

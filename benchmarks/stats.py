@@ -27,8 +27,10 @@ def km_median(times: Sequence[float], reached: Sequence[bool]) -> float:
         plain median with censored runs counted as ``inf``.
 
     Examples:
-        >>> km_median([10, 20, 300, 300], [True, True, False, False])  # half never got there
+        >>> km_median([10, 300, 300, 300], [True, False, False, False])  # 3 of 4 never got there
         inf
+        >>> km_median([10, 20, 300, 300], [True, True, False, False])  # half got there by 20
+        20.0
         >>> km_median([10, 20, 30, 300], [True, True, True, False])
         20.0
     """
@@ -78,3 +80,24 @@ def km_ratio_interval(
     if ratios.size == 0:
         return math.nan, math.nan
     return float(np.quantile(ratios, 0.025, method="lower")), float(np.quantile(ratios, 0.975, method="higher"))
+
+
+def median_ratio(value: float, reference: float, budget: float) -> tuple[float, bool]:
+    """``value / reference`` of two medians, and whether it is only an upper bound.
+
+    When the reference's median is censored (``inf``: it never got there within ``budget``) and
+    ``value`` is finite, the true ratio is below ``value / budget``: that bound is returned, with
+    ``True``, instead of a ratio of 0 that would look like a measurement.
+
+    Examples:
+        >>> median_ratio(38.0, 45.5, 250)[1], median_ratio(38.0, math.inf, 250)
+        (False, (0.152, True))
+    """
+    if math.isinf(reference) and math.isfinite(value):
+        return value / budget, True
+    return (value / reference if reference else math.nan), False
+
+
+def finite_or_none(value: float) -> float | None:
+    """``value``, or ``None`` for ±∞ (JSON has no infinity: a censored median is written as null)."""
+    return None if math.isinf(value) else value

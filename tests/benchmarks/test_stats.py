@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from benchmarks.stats import km_median, km_ratio_interval, median_interval, reached_by
+from benchmarks.stats import km_median, km_ratio_interval, median_interval, median_ratio, reached_by
 
 ALL = (True,) * 6
 
@@ -55,3 +55,18 @@ def test_the_median_interval_brackets_the_median_and_keeps_censored_runs() -> No
     lo, hi = median_interval([10, 12, 14, 16, 18])
     assert lo <= 14 <= hi
     assert median_interval([10, math.inf, math.inf])[1] == math.inf
+
+
+def test_a_ratio_against_a_censored_median_is_an_upper_bound_not_zero() -> None:
+    assert median_ratio(38.0, 45.5, 250) == (38.0 / 45.5, False)
+    assert median_ratio(38.0, math.inf, 250) == (38.0 / 250, True)  # the reference needed more than 250
+    ratio, upper = median_ratio(math.inf, math.inf, 250)
+    assert math.isnan(ratio) and not upper  # neither got there: no ratio at all
+
+
+def test_the_docstring_examples_hold() -> None:
+    import doctest
+
+    from benchmarks import stats
+
+    assert doctest.testmod(stats).failed == 0
