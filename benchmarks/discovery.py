@@ -47,6 +47,7 @@ from engine.errors import ConfigError
 from engine.policy import build_policy
 from engine.report import measurements_to, recall_curve, top_set
 from engine.types import Image, SpectralAxis
+from simulators.detector import Detector
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 DEV_SEEDS = (0, 1, 2)
@@ -55,16 +56,40 @@ SCORED_SEEDS = tuple(range(100, 110))
 """Held-out twins: the scored rows."""
 SEEDS = DEV_SEEDS  # the real-data truths have no seed of their own: repetitions of the policies' RNG
 REFIT_EVERY = 2
-VARIANTS: dict[str, tuple[str, bool]] = {
-    "random": ("random", True),
-    "raster": ("raster", True),
-    "gp-position": ("gp-position", True),
-    "dualvae-bo": ("dualvae-bo", True),
-    "dualvae-bo (latent only)": ("dualvae-bo", False),
-    "dkl": ("dkl", True),
-    "dkl (features only)": ("dkl", False),
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A policy as the benchmark runs it: its name, whether the GP also sees the probe position, the prior's use."""
+
+    policy: str
+    with_position: bool = True
+    prior_as: str = "residual"
+
+
+VARIANTS: dict[str, Variant] = {
+    "random": Variant("random"),
+    "raster": Variant("raster"),
+    "gp-position": Variant("gp-position"),
+    "dualvae-bo": Variant("dualvae-bo"),
+    "dualvae-bo (latent only)": Variant("dualvae-bo", False),
+    "dkl": Variant("dkl"),
+    "dkl (features only)": Variant("dkl", False),
 }
-"""Row name → (policy, whether the GP also sees the probe position)."""
+"""The first twin's and the recorded data's rows (issue 21)."""
+STRUCTURE_VARIANTS: dict[str, Variant] = {
+    "random": Variant("random"),
+    "gp-position": Variant("gp-position"),
+    "dkl": Variant("dkl"),
+    "dualvae-bo": Variant("dualvae-bo"),
+    "dualvae-spectral": Variant("dualvae-spectral"),
+}
+"""The structure twin's rows: every model-based policy with the probe position among its inputs."""
+PRIOR_VARIANTS: dict[str, Variant] = {
+    "dualvae-spectral": Variant("dualvae-spectral"),
+    "dualvae-spectral (prediction as GP input)": Variant("dualvae-spectral", prior_as="input"),
+}
+"""How the predicted property enters the GP (docs/decisions/0011), compared on the development twins only."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,7 @@ class Truth:
     image: Image | None
     notes: tuple[str, ...] = ()
     poisson: bool = False
+    detector: Detector | None = None
     patch_px: int = 16
     cap: int = 200
     values: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
@@ -98,7 +124,7 @@ def stem_twin_truth(seed: int) -> Truth:
     from engine.clock import SystemClock
     from simulators.stem_twin import StemTwinOptions, stem_twin
 
-    options = StemTwinOptions(seed=seed, acquisition_time_s=0.01)
+    options = StemTwinOptions.first_twin(seed=seed, acquisition_time_s=0.01)
     stem = stem_twin(options, SystemClock())
     description, image = stem.describe(), stem.acquire_image("haadf")
     cands = CandidateSet.from_image_grid(image, description, 4, 2)
@@ -114,6 +140,44 @@ def stem_twin_truth(seed: int) -> Truth:
         band,
         image,
         poisson=True,
+        cap=250,
+    )
+    return _with_values(truth)
+
+
+STRUCTURE_BAND_EV = (0.40, 0.55)
+"""The structure twin's target: the red-shifted coupled (gap) modes' band."""
+DEAD_CHANNEL = 80
+"""The structure twin's dead spectrometer channel (0.47 eV: inside the target band)."""
+
+
+def structure_twin_truth(seed: int) -> Truth:
+    """The structure twin (seed ``seed``): no doping trend, detector with jitter, gain noise and a dead channel.
+
+    Scored values: the 0.40-0.55 eV band of the noise-free expected counts (the specimen's truth);
+    measurements go through the detector (``simulators.detector.Detector``).
+    """
+    from engine.clock import SystemClock
+    from simulators.detector import Detector
+    from simulators.stem_twin import StemTwinOptions, stem_twin
+
+    options = StemTwinOptions(seed=seed, acquisition_time_s=0.01, dead_channels=(DEAD_CHANNEL,))
+    stem = stem_twin(options, SystemClock())
+    description, image = stem.describe(), stem.acquire_image("haadf")
+    cands = CandidateSet.from_image_grid(image, description, 4, 2)
+    energy = description.spectral_axis.values()
+    detector = Detector(energy, options.energy_jitter_ev, options.gain_noise, options.dead_channels)
+    low, high = STRUCTURE_BAND_EV
+    truth = Truth(
+        f"structure-twin-{seed}",
+        cands.positions,
+        cands.pixels,
+        cands.grid_shape,
+        description.spectral_axis,
+        stem.expected_counts(cands.positions),
+        ScalariserSection(kind="band", low=low, high=high),
+        image,
+        detector=detector,
         cap=250,
     )
     return _with_values(truth)
@@ -153,7 +217,13 @@ def beps_truth() -> Truth:
 
 
 def campaign(
-    truth: Truth, policy_name: str, seed: int, cap: int, stop_recall: float | None = None, with_position: bool = True
+    truth: Truth,
+    policy_name: str,
+    seed: int,
+    cap: int,
+    stop_recall: float | None = None,
+    with_position: bool = True,
+    prior_as: str = "residual",
 ) -> list[int]:
     """Measure with ``policy_name`` until ``stop_recall`` of the top set is found or ``cap``; the order measured.
 
@@ -176,6 +246,7 @@ def campaign(
         pretrain_steps=300,
         patch_px=truth.patch_px,
         latent_with_position=with_position,
+        prior_as=prior_as,  # type: ignore[arg-type]
         scalariser=truth.scalariser,
     )
     policy = build_policy(section, truth.axis, rng, truth.image, cands, truth.notes, InlineTrainer())
@@ -188,7 +259,9 @@ def campaign(
             break
         cands.mark_pending(p.indices)
         spectra = truth.spectra[p.indices]
-        if truth.poisson:
+        if truth.detector is not None:
+            spectra = truth.detector.read(spectra, noise).astype(np.float64)
+        elif truth.poisson:
             spectra = noise.poisson(spectra).astype(np.float64)
         cands.mark_measured(p.indices)
         policy.tell(p.indices, spectra.astype(np.float32))
@@ -220,14 +293,16 @@ class CaseCache:
                     entry = json.loads(line)
                     self.done[entry["key"]] = entry
 
-    def run(self, truth: Truth, seed: int, label: str, name: str, with_position: bool) -> tuple[list[int], float]:
+    def run(self, truth: Truth, seed: int, label: str, variant: Variant) -> tuple[list[int], float]:
         """The order measured and the seconds it took, from the cache or by running the campaign."""
         key = f"{truth.name}|{seed}|{label}"
         if key not in self.done:
             self._load()  # another process may have run it meanwhile
         if key not in self.done:
             t0 = time.perf_counter()
-            order = campaign(truth, name, seed, truth.cap, with_position=with_position)
+            order = campaign(
+                truth, variant.policy, seed, truth.cap, with_position=variant.with_position, prior_as=variant.prior_as
+            )
             entry = {"key": key, "order": order, "seconds": time.perf_counter() - t0}
             if self.path is not None:
                 with self.path.open("a") as f:
@@ -238,7 +313,7 @@ class CaseCache:
 
 
 def evaluate(
-    families: dict[str, Family], variants: dict[str, tuple[str, bool]] = VARIANTS, cache: CaseCache | None = None
+    families: dict[str, Family], variants: dict[str, Variant] = VARIANTS, cache: CaseCache | None = None
 ) -> dict[str, dict[str, object]]:
     """Per family and policy variant: measurements to 50 % per case, their median and interval, curves.
 
@@ -257,11 +332,11 @@ def evaluate(
             "policies": {},
         }
         policies: dict[str, object] = {}
-        for label, (name, with_position) in variants.items():
+        for label, variant in variants.items():
             n50, curves, seconds = [], [], []
             try:
                 for (truth, seed), top in zip(cases, tops, strict=True):
-                    order, took = cases_run.run(truth, seed, label, name, with_position)
+                    order, took = cases_run.run(truth, seed, label, variant)
                     seconds.append(took)
                     curve = recall_curve(order, top)
                     curves.append(curve)

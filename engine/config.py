@@ -70,8 +70,8 @@ class ScalariserSection(_Strict):
         "target: similarity to a peak at centre with width; loop-area: area of a hysteresis loop; "
         "user: module:function",
     )
-    low: float = Field(0.0, description="band / peak window start (band A for ratio)")
-    high: float = Field(1e9, description="band / peak window end (band A for ratio)")
+    low: float = Field(0.0, description="band / peak window start (band A for ratio; target: channels compared)")
+    high: float = Field(1e9, description="band / peak window end (band A for ratio; target: channels compared)")
     low_b: float = Field(0.0, description="band B start (ratio)")
     high_b: float = Field(1e9, description="band B end (ratio)")
     centre: float = Field(0.0, description="target peak centre (target)")
@@ -84,7 +84,7 @@ class ScalariserSection(_Strict):
 class PolicySection(_Strict):
     """``[policy]``: how the next position is chosen."""
 
-    name: Literal["random", "raster", "gp-position", "dualvae-bo", "dkl"] = "raster"
+    name: Literal["random", "raster", "gp-position", "dualvae-bo", "dualvae-spectral", "dkl"] = "raster"
     batch_size: int = Field(1, ge=1, le=1024, description="positions per measure command")
     acquisition: Literal["log-ei", "noisy-log-ei", "ucb", "max-variance", "thompson"] = Field(
         "log-ei", description="botorch acquisition of the model-based policies"
@@ -105,14 +105,22 @@ class PolicySection(_Strict):
     travel_cost: float = Field(
         0.0, ge=0, description="acquisition units subtracted per field-of-view diagonal the probe travels"
     )
-    pretrain_steps: int = Field(300, ge=0, description="dualvae-bo: image-only training steps before the loop")
+    pretrain_steps: int = Field(300, ge=0, description="dualvae-*: image-only training steps before the loop")
     update_steps: int | None = Field(
-        None, ge=0, description="dualvae-bo: warm-start steps per refit (default 20); dkl: joint CNN+GP steps (60)"
+        None, ge=0, description="dualvae-*: warm-start steps per refit (default 20); dkl: joint CNN+GP steps (60)"
     )
-    patch_px: int = Field(16, ge=8, description="dualvae-bo, dkl: candidate patch side in image pixels (multiple of 8)")
+    patch_px: int = Field(16, ge=8, description="dualvae-*, dkl: candidate patch side in image pixels (multiple of 8)")
     latent_with_position: bool = Field(
         True,
-        description="dualvae-bo, dkl: GP inputs are the image features and the probe position (false: features only)",
+        description="dualvae-*, dkl: GP inputs are the image features and the probe position (false: features only)",
+    )
+    prior_samples: int = Field(
+        32, ge=2, le=1024, description="dualvae-spectral: predicted spectra drawn per candidate at each refit"
+    )
+    prior_as: Literal["residual", "input"] = Field(
+        "residual",
+        description="dualvae-spectral: residual (the scalarised predicted spectra are the prior, a GP on latent "
+        "and position corrects it) or input (their mean is one more GP input)",
     )
     scalariser: ScalariserSection = ScalariserSection()
 

@@ -23,6 +23,14 @@ SpectrumModel = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 ImageModel = Callable[[np.random.Generator], NDArray[np.float32]]
 """A noisy structural image ``(h, w)`` of the whole field of view, drawn with the given generator."""
 
+ReadOut = Callable[[NDArray[np.float64], np.random.Generator], NDArray[np.float32]]
+"""Counts ``(n, c)`` read from expected counts ``(n, c)`` (e.g. ``simulators.detector.Detector.read``)."""
+
+
+def poisson_read_out(expected: NDArray[np.float64], rng: np.random.Generator) -> NDArray[np.float32]:
+    """Shot noise alone: Poisson draws of the expected counts ``(n, c)``."""
+    return rng.poisson(np.clip(expected, 0, None)).astype(np.float32)
+
 
 class SimulatedStem:
     """An instrument with one imaging detector and a spectrometer, over a square field of view.
@@ -38,6 +46,7 @@ class SimulatedStem:
         rng: noise generator.
         clock: timestamps.
         extra: JSON metadata added to ``describe``.
+        read_out: turns expected counts into recorded ones (default: Poisson shot noise alone).
     """
 
     def __init__(
@@ -53,12 +62,14 @@ class SimulatedStem:
         rng: np.random.Generator,
         clock: Clock,
         extra: Mapping[str, JSON] | None = None,
+        read_out: ReadOut = poisson_read_out,
     ):
         self.name, self.field_of_view_nm, self._model = name, field_of_view_nm, spectrum_model
         self._channel, self._image_model = image_channel, image_model
         self._spectral, self.dwell_s = spectral_axis, dwell_s
         self._rng, self._clock = rng, clock
         self._extra = dict(extra or {})
+        self._read_out = read_out
         self._abort = threading.Event()
         self._busy = threading.Event()
         self._last_position: list[float] | None = None
@@ -90,14 +101,14 @@ class SimulatedStem:
         return np.asarray(self._model(positions) * self.dwell_s, dtype=np.float64)
 
     def measure(self, positions: NDArray[np.float64]) -> SpectrumBatch:
-        """Spectra ``(n, c)`` at ``positions (n, 2)`` nm with Poisson noise; waits the dwell per spectrum."""
+        """Spectra ``(n, c)`` at ``positions (n, 2)`` nm, as the read-out records them; waits the dwell per spectrum."""
         self._abort.clear()
         self._busy.set()
         try:
             expected = self._model(positions) * self.dwell_s
             if self.dwell_s > 0 and self._abort.wait(self.dwell_s * positions.shape[0]):
                 raise AcquisitionAborted("acquisition aborted by request")
-            spectra = self._rng.poisson(np.clip(expected, 0, None)).astype(np.float32)
+            spectra = self._read_out(expected, self._rng)
             now = self._clock.time()
             times = now - self.dwell_s * np.arange(positions.shape[0] - 1, -1, -1, dtype=np.float64)
             self._last_position = positions[-1].tolist()

@@ -31,7 +31,15 @@ from engine._lazy import lazy_face
 if TYPE_CHECKING:  # imported on first use: see engine._lazy
     from engine.policy._acquisition import ACQUISITIONS, CandidateTable, Choice, TravelCost, select, ucb_beta
     from engine.policy._baselines import POLICY_NAMES, RandomPolicy, RasterPolicy, make_policy
-    from engine.policy._bo import BOPolicy, FeatureModel, Features, PositionFeatures, ScalarBO, Snapshot
+    from engine.policy._bo import (
+        BOPolicy,
+        FeatureModel,
+        Features,
+        PositionFeatures,
+        PredictsSpectra,
+        ScalarBO,
+        Snapshot,
+    )
     from engine.policy._dkl import DKLFeatures
     from engine.policy._dualvae import DualVAEFeatures
     from engine.policy._factory import build_policy, build_scalariser, check_policy_inputs, make_trainer
@@ -46,6 +54,13 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         TargetMatch,
         TargetSimilarity,
         UserFunction,
+    )
+    from engine.policy._spectral import (
+        MC_SAMPLES,
+        PredictedScalars,
+        SampledCandidates,
+        select_sampled,
+        standardised_draws,
     )
     from engine.policy._trainer import InlineTrainer, ThreadTrainer, Trainer
 
@@ -69,6 +84,13 @@ __all__ = [
     "PositionFeatures",
     "DKLFeatures",
     "DualVAEFeatures",
+    # decisions on predicted spectra (dualvae-spectral)
+    "PredictsSpectra",
+    "PredictedScalars",
+    "SampledCandidates",
+    "select_sampled",
+    "standardised_draws",
+    "MC_SAMPLES",
     # GP posterior and acquisition
     "CandidatePosterior",
     "fit_gp",

@@ -28,9 +28,10 @@ from numpy.typing import NDArray
 from engine.candidates import CandidateSet
 from engine.decisions import Proposal
 from engine.errors import ConfigError
-from engine.policy._acquisition import ACQUISITIONS, TravelCost, select
+from engine.policy._acquisition import ACQUISITIONS, TravelCost, select, ucb_beta
 from engine.policy._gp_posterior import CandidatePosterior, fit_gp, unit_cube
 from engine.policy._scalarisers import Scalariser
+from engine.policy._spectral import PredictedScalars, select_sampled, standardised_draws
 from engine.policy._trainer import Trainer
 from engine.rng_state import rng_state, set_rng_state
 
@@ -75,6 +76,24 @@ class FeatureModel(Protocol):
         ...
 
 
+class PredictsSpectra(Protocol):
+    """Draws the property at every candidate from predicted spectra (``dualvae-spectral``'s prior).
+
+    Examples:
+        >>> from engine.policy import DualVAEFeatures
+        >>> from engine.surrogate import Surrogate, SurrogateConfig
+        >>> patches = np.random.default_rng(0).random((50, 8, 8)).astype(np.float32)
+        >>> vae = Surrogate(SurrogateConfig(batch_size=8, latent=2), 8, 21, device=torch.device("cpu"))
+        >>> predictor: PredictsSpectra = DualVAEFeatures(vae, patches, 21, pretrain_steps=5)
+        >>> predictor.scalar_draws(BandIntegral(0.0, 0.5), energy, 8).shape  # 8 draws at each of 50 candidates
+        (8, 50)
+    """
+
+    def scalar_draws(self, scalariser: Scalariser, axis: NDArray[np.float64], samples: int) -> NDArray[np.float64]:
+        """``samples`` predicted spectra per candidate, scalarised: ``(samples, m)`` values (NaN allowed)."""
+        ...
+
+
 class PositionFeatures:
     """The probe position itself, scaled to the unit cube (``positions (m, d)``).
 
@@ -109,6 +128,8 @@ class Snapshot:
         fit_warnings: botorch warnings counted during the fit.
         features_checkpoint: the learned features' metadata and weights, for resume (None: positions).
         fit_s: seconds the refit took (features, GP fit and the posterior at every candidate).
+        prior: ``dualvae-spectral``: the scalarised predicted spectra (standardised); the posterior is
+            then the residual GP's, on ``y`` minus the prior's mean.
 
     Examples:
         >>> snapshot = Snapshot(version=1, n_obs=10, y_mean=0.0, y_std=1.0, posterior=posterior, fit_warnings=0)
@@ -124,6 +145,12 @@ class Snapshot:
     fit_warnings: int
     features_checkpoint: FeatureCheckpoint | None = None
     fit_s: float = float("nan")
+    prior: PredictedScalars | None = None
+
+    def residual(self, index: int, value: float) -> float:
+        """The standardised value the posterior models at candidate ``index`` for a measured ``value``."""
+        y = (value - self.y_mean) / self.y_std
+        return y - float(self.prior.mean[index]) if self.prior is not None else y
 
 
 class ScalarBO:
@@ -141,6 +168,12 @@ class ScalarBO:
         ucb_beta: a fixed ``β`` for ``ucb`` (``μ + √β σ``; small values exploit); default: the GP-UCB schedule.
         wait_for_first_model: with a background trainer, the first decision after ``initial`` waits for
             the first model instead of choosing at random while it trains (later refits never block).
+        predicted: ``dualvae-spectral``: the model whose predicted spectra, scalarised, are the prior
+            (``engine.policy._spectral``); the GP then models the residual.
+        prior_samples: predicted spectra drawn per candidate at each refit.
+        prior_as: how ``predicted`` enters: ``"residual"`` (the draws are the prior, the GP models the
+            residual, acquisition on the ensemble) or ``"input"`` (the draws' mean is one more GP input,
+            analytic acquisition; the alternative measured in docs/decisions/0011).
 
     Examples:
         >>> axis = np.linspace(0.0, 1.0, 16)
@@ -172,6 +205,9 @@ class ScalarBO:
         travel_cost: float = 0.0,
         ucb_beta: float | None = None,
         wait_for_first_model: bool = False,
+        predicted: PredictsSpectra | None = None,
+        prior_samples: int = 32,
+        prior_as: str = "residual",
     ):
         if acquisition not in ACQUISITIONS:
             raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
@@ -181,6 +217,9 @@ class ScalarBO:
         self.initial, self.features, self.trainer = max(1, initial), features, trainer
         self.refit_every, self.travel_cost, self.ucb_beta = refit_every, travel_cost, ucb_beta
         self.wait_for_first_model = wait_for_first_model
+        if prior_as not in ("residual", "input"):
+            raise ConfigError(f"prior_as must be 'residual' or 'input', not {prior_as!r}")
+        self.predicted, self.prior_samples, self.prior_as = predicted, prior_samples, prior_as
         self._n_told = 0  # measurements told, finite values or not (the schedule counts them all)
         self._last_index: int | None = None
         # observations with a finite value: what the GP sees, in the order it sees them
@@ -233,12 +272,22 @@ class ScalarBO:
         y = (values - mean) / std
         feats = self.features.refit(idx, y, spectra)
         x = torch.as_tensor(feats.unit, dtype=torch.float64)
+        prior = None
+        if self.predicted is not None:
+            draws = self.predicted.scalar_draws(self.scalariser, self.axis, self.prior_samples)
+            prior = PredictedScalars(standardised_draws(draws, mean, std))
+            if self.prior_as == "input":
+                x = torch.cat([x, torch.as_tensor(unit_cube(prior.mean[:, None]), dtype=torch.float64)], dim=1)
+                prior = None
+            else:
+                y = y - prior.mean[idx]
         warn = 0
         model = feats.model
         if model is None:
             model, warn = fit_gp(x[idx], torch.as_tensor(y))
         posterior = CandidatePosterior(model, x, idx, y)
-        return Snapshot(version, idx.size, mean, std, posterior, warn, feats.checkpoint, time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        return Snapshot(version, idx.size, mean, std, posterior, warn, feats.checkpoint, elapsed, prior)
 
     # ------------------------------------------------------------------ resume
     def state(self) -> dict[str, Any]:
@@ -285,7 +334,7 @@ class ScalarBO:
         if self._live is None or self.snapshot is None:
             return
         for i, v in zip(self._obs_idx[self._live_n :], self._obs_y[self._live_n :], strict=True):
-            self._live.add(i, (v - self.snapshot.y_mean) / self.snapshot.y_std)
+            self._live.add(i, self.snapshot.residual(i, v))
         self._live_n = len(self._obs_idx)
 
     def propose(self, candidates: CandidateSet, q: int) -> Proposal:
@@ -305,17 +354,27 @@ class ScalarBO:
         travel = None
         if self.travel_cost > 0 and self._last_index is not None:
             travel = TravelCost(candidates.positions, self._last_index, self.travel_cost)
-        choice = select(
-            self._live,
-            free,
-            np.flatnonzero(candidates.pending).astype(np.int64),
-            q,
-            self.acquisition,
-            seed=int(self._rng.integers(2**31 - 1)),
-            step=self._n_told,
-            travel=travel,
-            beta=self.ucb_beta,
-        )
+        pending = np.flatnonzero(candidates.pending).astype(np.int64)
+        seed = int(self._rng.integers(2**31 - 1))
+        beta = ucb_beta(self._n_told, candidates.positions.shape[0]) if self.ucb_beta is None else self.ucb_beta
+        snap = self.snapshot
+        if snap.prior is not None:
+            choice = select_sampled(
+                snap.prior,
+                self._live,
+                free,
+                pending,
+                q,
+                self.acquisition,
+                best_f=(max(self._obs_y) - snap.y_mean) / snap.y_std,
+                observed=np.asarray(self._obs_idx, np.int64),
+                seed=seed,
+                beta=beta,
+                travel=travel,
+            )
+        else:
+            choice = select(self._live, free, pending, q, self.acquisition, seed=seed, step=self._n_told,
+                            travel=travel, beta=beta)  # fmt: skip
         return Proposal(
             choice.indices,
             choice.values,

@@ -18,8 +18,12 @@ from numpy.typing import NDArray
 
 from engine.policy._bo import Features
 from engine.policy._gp_posterior import unit_cube
+from engine.policy._scalarisers import Scalariser
 from engine.protocols import PhaseProgress
 from engine.surrogate import CheckpointError, Normaliser, PairedData, Surrogate, TrainReport
+
+_BLOCK = 1024
+"""Candidates whose predicted spectra are decoded at once by ``scalar_draws``."""
 
 
 class DualVAEFeatures:
@@ -91,6 +95,20 @@ class DualVAEFeatures:
         if self._positions is None:
             return Features(self._latents, checkpoint=checkpoint)
         return Features(np.concatenate([self._latents, self._positions], axis=1), checkpoint=checkpoint)
+
+    def scalar_draws(self, scalariser: Scalariser, axis: NDArray[np.float64], samples: int) -> NDArray[np.float64]:
+        """``dualvae-spectral``'s prior: ``samples`` im2spec draws per candidate, scalarised: ``(samples, m)``.
+
+        Decoded in blocks of candidates, so 10,000 candidates × 32 draws never hold all their spectra
+        at once. Runs in the trainer's thread, after ``refit``.
+        """
+        patches = self._data.patches
+        out = np.empty((samples, patches.shape[0]), dtype=np.float64)
+        for start in range(0, patches.shape[0], _BLOCK):
+            block = self.surrogate.sample_spectra(patches[start : start + _BLOCK], samples)  # (s, b, c)
+            flat = scalariser(block.reshape(-1, block.shape[-1]), axis)
+            out[:, start : start + _BLOCK] = np.asarray(flat, dtype=np.float64).reshape(samples, -1)
+        return out
 
     def load_checkpoint(self, meta: dict[str, Any], weights: dict[str, torch.Tensor]) -> None:
         """Continue from a checkpoint taken by ``refit`` (``dualscope resume``): weights, normaliser, version.

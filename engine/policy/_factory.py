@@ -69,7 +69,8 @@ def _scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
     if section.kind == "ratio":
         return BandRatio(BandIntegral(section.low, section.high), BandIntegral(section.low_b, section.high_b))
     if section.kind == "target":
-        return TargetSimilarity.peak(axis.values(), section.centre, section.width)
+        window = (section.low, section.high) if (section.low, section.high) != (0.0, 1e9) else None
+        return TargetSimilarity.peak(axis.values(), section.centre, section.width, window)
     if section.kind == "loop-area":
         return LoopArea()
     if not section.function:
@@ -113,10 +114,11 @@ def build_policy(
     """The policy a ``[policy]`` table names.
 
     Args:
-        section: the validated ``[policy]`` table (``name``: random, raster, gp-position, dualvae-bo or dkl).
+        section: the validated ``[policy]`` table (``name``: random, raster, gp-position, dualvae-bo,
+            dualvae-spectral or dkl).
         axis: the instrument's spectral axis (the scalariser's windows are in its units).
         rng: the run's random generator (seeds the policy and its networks).
-        image: the structural image; needed by the structure-aware policies (dualvae-bo, dkl).
+        image: the structural image; needed by the structure-aware policies (dualvae-*, dkl).
         candidates: the candidate positions ``(m, d)`` and their image pixels; needed by model-based policies.
         notes: the instrument's notes (a recording without a structural image says so).
         trainer: where refits run (default inline).
@@ -147,6 +149,7 @@ def build_policy(
         assert image is not None
         patches = extract_patches(image.data, candidates.pixels, section.patch_px)
         features = _image_features(section, patches, axis.size, rng, candidates.positions, progress)
+    predicted = features if section.name == "dualvae-spectral" and isinstance(features, DualVAEFeatures) else None
     bo = ScalarBO(
         build_scalariser(section.scalariser, axis),
         axis.values(),
@@ -158,6 +161,9 @@ def build_policy(
         refit_every=section.refit_every,
         travel_cost=section.travel_cost,
         wait_for_first_model=section.wait_for_first_model,
+        predicted=predicted,
+        prior_samples=section.prior_samples,
+        prior_as=section.prior_as,
     )
     return BOPolicy(section.name, bo)
 

@@ -161,24 +161,35 @@ class BandRatio:
 class TargetSimilarity:
     """Cosine similarity to a target spectrum ``(c,)`` (1 = same shape), higher is better.
 
+    With a ``window`` only the channels inside it are compared: a steep background outside the
+    feature of interest (the zero-loss peak's tail, which moves with every energy-axis jitter)
+    then does not dominate the norms.
+
     Args:
         target: the target spectrum's values ``(c,)`` on the spectra's axis.
+        window: ``(low, high)`` in the axis' units: compare only these channels (default: all).
         name: shown in records and figures.
 
     Examples:
         >>> similarity = TargetSimilarity.peak(energy, centre=1.0, width=0.2)
         >>> int(np.argmax(similarity(spectra, energy)))  # the spectrum whose peak sits at 1 eV
         1
+        >>> windowed = TargetSimilarity.peak(energy, centre=1.0, width=0.2, window=(0.6, 1.4))
+        >>> int(np.argmax(windowed(spectra + 5.0 * (energy < 0.3), energy)))  # a steep tail outside the window
+        1
     """
 
     target: tuple[float, ...]
+    window: tuple[float, float] | None = None
     name: str = "target_similarity"
 
     @classmethod
-    def peak(cls, axis: NDArray[np.float64], centre: float, width: float) -> TargetSimilarity:
-        """A Gaussian target 'a peak at ``centre`` with FWHM ``width``' on ``axis``."""
+    def peak(
+        cls, axis: NDArray[np.float64], centre: float, width: float, window: tuple[float, float] | None = None
+    ) -> TargetSimilarity:
+        """A Gaussian target 'a peak at ``centre`` with FWHM ``width``' on ``axis``, compared in ``window``."""
         sigma = width / 2.3548
-        return cls(tuple(np.exp(-0.5 * ((axis - centre) / sigma) ** 2).tolist()))
+        return cls(tuple(np.exp(-0.5 * ((axis - centre) / sigma) ** 2).tolist()), window)
 
     def units(self, axis_units: str) -> str:
         """Dimensionless."""
@@ -188,6 +199,9 @@ class TargetSimilarity:
         """Cosine similarities ``(n,)``."""
         t = _target_on(self.target, axis)
         s = np.asarray(spectra, np.float64)
+        if self.window is not None:
+            sel = _window(axis, *self.window)
+            s, t = s[:, sel], t[sel]
         norms = np.linalg.norm(s, axis=1) * np.linalg.norm(t)
         return np.asarray(np.divide(s @ t, norms, out=np.zeros(s.shape[0]), where=norms > 0), dtype=np.float64)
 

@@ -213,6 +213,28 @@ class Surrogate:
         return (mean * scale).cpu().numpy(), (var.sqrt() * scale * self.sigma_scale).cpu().numpy()
 
     @torch.no_grad()
+    def sample_spectra(self, patches: NDArray, samples: int, *, decoder_noise: bool = True) -> NDArray[np.float32]:
+        """im2spec draws: ``(s, n, c)`` spectra for each patch ``(n, p, p)``, in the spectra's units.
+
+        Each draw decodes a sample of the image latent's posterior; with ``decoder_noise`` it adds
+        the decoder's own Gaussian spread (scaled by the calibration factor), one normal draw per
+        channel. Deterministic for a given ``seed`` and call order (the surrogate's generator).
+        """
+        self._require("im2spec")
+        self.net.eval()
+        assert self.norm is not None
+        x = torch.as_tensor(self._norm_patches(patches), device=self.device)
+        mu, logvar, _ = self.net.image_encoder(x)
+        draws = []
+        for _ in range(samples):
+            mean, log_var = self.net.spectrum_decoder(self.net.sample(mu, logvar, self.generator))
+            if decoder_noise:
+                eps = torch.randn(mean.shape, generator=self.generator, device=self.device)
+                mean = mean + eps * (0.5 * log_var).exp() * self.sigma_scale
+            draws.append(mean)
+        return np.asarray((torch.stack(draws) * self.norm.spectrum_scale).cpu().numpy(), dtype=np.float32)
+
+    @torch.no_grad()
     def predict_patches(self, spectra: NDArray, samples: int | None = None) -> tuple[NDArray, NDArray]:
         """spec2im: mean and spread ``(n, p, p)`` of the patch for each spectrum ``(n, c)``."""
         self._require("spec2im")

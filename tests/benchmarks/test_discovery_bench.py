@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.discovery import VARIANTS, CaseCache, Truth, campaign, evaluate, records, stem_twin_truth
+from benchmarks.discovery import VARIANTS, CaseCache, Truth, Variant, campaign, evaluate, records, stem_twin_truth
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +46,9 @@ def test_a_policy_that_finds_the_whole_top_set_early_still_runs_the_whole_budget
 def test_campaigns_in_the_cache_are_not_run_again(tmp_path: Path, twin0: Truth) -> None:
     truth = replace(twin0, cap=8)
     cache = CaseCache(tmp_path / "cases.jsonl")
-    order, _ = cache.run(truth, 0, "random", "random", True)
+    order, _ = cache.run(truth, 0, "random", Variant("random"))
     again = CaseCache(tmp_path / "cases.jsonl")  # another process, or a resumed run
     assert again.done.keys() == {"stem-twin-0|0|random"}
     with open(tmp_path / "cases.jsonl", "a") as f:
         f.write('{"key": "cut by a ki')  # a line cut by a kill is skipped
-    assert CaseCache(tmp_path / "cases.jsonl").run(truth, 0, "random", "random", True)[0] == order
+    assert CaseCache(tmp_path / "cases.jsonl").run(truth, 0, "random", Variant("random"))[0] == order

@@ -1,0 +1,253 @@
+"""``dualvae-spectral``: decisions on the dual VAE's predicted spectra, corrected by the measured data.
+
+For every candidate patch the dual VAE draws ``s`` spectra (image-latent posterior samples decoded,
+plus the decoder's spread: ``Surrogate.sample_spectra``); the run's scalariser turns each draw into
+a value, so the prior over the property respects the scalariser's non-linearity (a peak position,
+a band ratio, a similarity to a target). Standardised like the measured values, these draws
+``P (s, m)`` are the prior; a GP on the residual ``y − mean_s P`` between the measured values and
+the prior's mean, with the image latent and the position as inputs, corrects it where data shows
+it is wrong (docs/decisions/0011). Member ``k`` of the posterior at candidate ``c`` is
+
+    ``f_k(c) = P[k, c] + μ_r(c) + σ_r(c) ε[k, c]``  with ``ε ~ N(0, 1)``,
+
+an ensemble that botorch's Monte-Carlo acquisition functions consume as an ``EnsemblePosterior``
+through a ``Model`` over candidate indices (``SampledCandidates``): qLogEI, qLogNEI, qUCB,
+Thompson sampling (one member drawn by the posterior's ``rsample``), and the posterior's spread for ``max-variance``.
+Pure compute: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from botorch.acquisition.acquisition import AcquisitionFunction
+from botorch.acquisition.analytic import PosteriorStandardDeviation
+from botorch.acquisition.logei import qLogExpectedImprovement, qLogNoisyExpectedImprovement
+from botorch.acquisition.monte_carlo import qUpperConfidenceBound
+from botorch.models.model import Model
+from botorch.posteriors.ensemble import EnsemblePosterior
+from botorch.sampling.index_sampler import IndexSampler
+from numpy.typing import NDArray
+
+from engine.errors import ConfigError
+from engine.policy._acquisition import ACQUISITIONS, RUNNER_UPS, Choice, TravelCost
+from engine.policy._gp_posterior import CandidatePosterior
+
+MC_SAMPLES = 128
+"""Ensemble members the Monte-Carlo acquisitions resample (botorch's ``IndexSampler``)."""
+_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class PredictedScalars:
+    """The prior: scalarised im2spec draws ``(s, m)`` at every candidate, standardised like the measured values.
+
+    Attributes:
+        draws: ``(s, m)`` standardised values, one row per draw.
+
+    Examples:
+        >>> prior = PredictedScalars(np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]))
+        >>> prior.mean.tolist(), prior.size
+        ([1.0, 1.0, 1.0], 2)
+    """
+
+    draws: NDArray[np.float64]
+
+    @property
+    def mean(self) -> NDArray[np.float64]:
+        """The prior mean ``(m,)``: what the residual GP is fitted against."""
+        return np.asarray(self.draws.mean(axis=0), dtype=np.float64)
+
+    @property
+    def size(self) -> int:
+        """Draws ``s``."""
+        return int(self.draws.shape[0])
+
+
+def standardised_draws(draws: NDArray[np.float64], mean: float, std: float) -> NDArray[np.float64]:
+    """Draws ``(s, m)`` standardised like the measured values; a draw the scalariser cannot value is the worst one.
+
+    A predicted spectrum with no peak in the window, a zero denominator or a non-positive value under
+    a logarithm gives NaN: it stands for the lowest finite draw (such a spectrum is not what is
+    wanted), and all-NaN draws for the measured mean.
+
+    Args:
+        draws: scalarised predicted spectra ``(s, m)``, in the scalariser's units (NaN allowed).
+        mean: the measured values' mean, same units.
+        std: their standard deviation (> 0).
+
+    Returns:
+        ``(s, m)`` finite values ``(draw − mean) / std``.
+
+    Examples:
+        >>> standardised_draws(np.array([[1.0, np.nan], [3.0, 5.0]]), mean=3.0, std=2.0).tolist()
+        [[-1.0, -1.0], [0.0, 1.0]]
+    """
+    d = np.asarray(draws, dtype=np.float64)
+    finite = np.isfinite(d)
+    low = float(d[finite].min()) if finite.any() else mean
+    return np.asarray((np.where(finite, d, low) - mean) / std, dtype=np.float64)
+
+
+class SampledCandidates(Model):
+    """A botorch ``Model`` over candidate indices whose posterior is the prior draws plus the residual GP.
+
+    ``X (b, q, 1)`` holds candidate indices; the posterior is an ``EnsemblePosterior`` with values
+    ``(b, s, q, 1)``: member ``k`` at candidate ``c`` is ``P[k, c] + μ_r(c) + σ_r(c) ε[k, c]``, the
+    normal draws ``ε (s, m)`` fixed when the model is built (so every acquisition call, and every
+    candidate of a joint batch, sees the same members).
+
+    Args:
+        prior: the scalarised im2spec draws.
+        residual: the residual GP's posterior at every candidate (conditioned on all observations).
+        variance: the residual's variance ``(m,)`` to use instead of the posterior's (kriging believers).
+        seed: seeds ``ε``.
+
+    Examples:
+        >>> prior = PredictedScalars(np.random.default_rng(0).normal(size=(16, 30)))
+        >>> model = SampledCandidates(prior, posterior, seed=0)
+        >>> model.posterior(torch.arange(30, dtype=torch.float64).reshape(30, 1, 1)).values.shape
+        torch.Size([30, 16, 1, 1])
+    """
+
+    def __init__(
+        self,
+        prior: PredictedScalars,
+        residual: CandidatePosterior,
+        variance: NDArray[np.float64] | None = None,
+        *,
+        seed: int = 0,
+    ):
+        super().__init__()
+        var = residual.variance if variance is None else variance
+        gen = torch.Generator().manual_seed(seed)
+        eps = torch.randn(prior.draws.shape, generator=gen, dtype=torch.float64)
+        sigma = torch.as_tensor(np.sqrt(np.clip(var, 0, None)), dtype=torch.float64)
+        mean = torch.as_tensor(residual.mean, dtype=torch.float64)
+        self._members = torch.as_tensor(prior.draws, dtype=torch.float64) + mean + sigma * eps  # (s, m)
+
+    @property
+    def num_outputs(self) -> int:
+        """One outcome."""
+        return 1
+
+    @property
+    def members(self) -> torch.Tensor:
+        """The ensemble ``(s, m)`` at every candidate."""
+        return self._members
+
+    def posterior(self, X: torch.Tensor, *args: Any, **kwargs: Any) -> EnsemblePosterior:  # noqa: N803 (botorch's name)
+        """The ensemble at the candidates whose indices ``X (..., q, 1)`` holds: values ``(..., s, q, 1)``."""
+        idx = X[..., 0].long()  # (..., q)
+        values = self._members[:, idx]  # (s, ..., q)
+        return EnsemblePosterior(values.movedim(0, -2).unsqueeze(-1))
+
+
+def select_sampled(
+    prior: PredictedScalars,
+    residual: CandidatePosterior,
+    available: NDArray[np.int64],
+    pending: NDArray[np.int64],
+    q: int,
+    acquisition: str,
+    *,
+    best_f: float,
+    observed: NDArray[np.int64],
+    seed: int,
+    beta: float,
+    travel: TravelCost | None = None,
+) -> Choice:
+    """Pick up to ``q`` of ``available`` candidates with a botorch Monte-Carlo acquisition on the ensemble.
+
+    Args:
+        prior: the scalarised im2spec draws ``(s, m)`` (standardised).
+        residual: the residual GP's posterior at every candidate.
+        available: indices that may be chosen ``(k,)``.
+        pending: indices sent but not yet measured ``(p,)``: kriging believers of the residual GP, and
+            botorch's ``X_pending`` for noisy log EI.
+        q: batch size (greedy: each pick becomes a believer for the next).
+        acquisition: one of ``engine.policy.ACQUISITIONS``.
+        best_f: the best standardised measured value (log EI's incumbent).
+        observed: measured candidate indices (noisy log EI's baseline: the 16 of highest posterior mean).
+        seed: seeds the ensemble's normal draws, the index sampler and Thompson's member.
+        beta: qUCB's ``β``.
+        travel: optional travel cost.
+
+    Returns:
+        The chosen indices, their acquisition values and the runner-ups' values.
+
+    Examples:
+        >>> prior = PredictedScalars(np.random.default_rng(0).normal(size=(16, 30)))
+        >>> choice = select_sampled(prior, posterior, np.arange(10, 30), np.empty(0, np.int64), 1, "log-ei",
+        ...                         best_f=1.0, observed=np.arange(10), seed=0, beta=0.5)
+        >>> 10 <= int(choice.indices[0]) < 30
+        True
+    """
+    if acquisition not in ACQUISITIONS:
+        raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
+    free = np.asarray(available, dtype=np.int64)
+    believers = [int(i) for i in pending]
+    chosen: list[int] = []
+    values: list[float] = []
+    runner_ups = np.empty(0)
+    origin = travel.start if travel is not None else -1
+    for pick in range(min(q, free.size)):
+        variance = residual.believe(np.asarray(believers, np.int64)) if believers else None
+        model = SampledCandidates(prior, residual, variance, seed=seed)
+        scores = _scores(model, free, np.asarray(believers, np.int64), acquisition, best_f, observed, seed + pick, beta)
+        if travel is not None and origin >= 0:
+            scores = scores - travel.penalty(origin, free)
+        order = np.argsort(-scores, kind="stable")
+        best = int(order[0])
+        if pick == 0:
+            runner_ups = scores[order[1 : 1 + RUNNER_UPS]]
+        chosen.append(int(free[best]))
+        values.append(float(scores[best]))
+        believers.append(int(free[best]))
+        origin = int(free[best])
+        free = np.delete(free, best)
+    return Choice(np.asarray(chosen, np.int64), np.asarray(values), np.asarray(runner_ups, np.float64))
+
+
+def _scores(
+    model: SampledCandidates,
+    free: NDArray[np.int64],
+    believers: NDArray[np.int64],
+    acquisition: str,
+    best_f: float,
+    observed: NDArray[np.int64],
+    seed: int,
+    beta: float,
+) -> NDArray[np.float64]:
+    """Acquisition value ``(k,)`` of each candidate in ``free``."""
+    x = torch.as_tensor(free, dtype=torch.float64).reshape(-1, 1, 1)
+    if acquisition == "thompson":  # one member of the ensemble, drawn by its posterior, over every free candidate
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            draw = model.posterior(x[:, 0, :].unsqueeze(0)).rsample(torch.Size([1]))  # (1, 1, k, 1)
+        return np.asarray(draw.reshape(-1).numpy(), dtype=np.float64)
+    sampler = IndexSampler(sample_shape=torch.Size([MC_SAMPLES]), seed=seed)
+    acq: AcquisitionFunction
+    if acquisition == "log-ei":
+        acq = qLogExpectedImprovement(model, best_f=best_f, sampler=sampler)
+    elif acquisition == "ucb":
+        acq = qUpperConfidenceBound(model, beta=beta, sampler=sampler)
+    elif acquisition == "noisy-log-ei":
+        means = model.members.mean(0)[observed]
+        baseline = observed[np.argsort(-means.numpy())[:16]]
+        acq = qLogNoisyExpectedImprovement(
+            model,
+            X_baseline=torch.as_tensor(baseline, dtype=torch.float64).reshape(-1, 1),
+            sampler=sampler,
+            prune_baseline=False,
+            cache_root=False,
+            X_pending=torch.as_tensor(believers, dtype=torch.float64).reshape(-1, 1) if believers.size else None,
+        )
+    else:
+        acq = PosteriorStandardDeviation(model)
+    with torch.no_grad():
+        parts = [acq(x[i : i + _CHUNK]).detach() for i in range(0, x.shape[0], _CHUNK)]
+    return np.asarray(torch.cat(parts).numpy(), dtype=np.float64)
