@@ -80,6 +80,30 @@ class ScalariserSection(_Strict):
     units: str = Field("", description="units of a user function's result")
     log: bool = Field(False, description="maximise the natural log (same ranking; for heavy-tailed positive values)")
 
+    def check_axis(self, values: Any, units: str = "") -> None:
+        """Refuse windows that hold no channel of the spectral axis ``values (c,)``.
+
+        Raises:
+            ConfigError: naming the window and the axis' range.
+
+        Examples:
+            >>> ScalariserSection(kind="band", low=0.4, high=0.6).check_axis(np.linspace(0.1, 1.3, 300), "eV")
+            >>> ScalariserSection(kind="band", low=2.0, high=3.0).check_axis(np.linspace(0.1, 1.3, 300), "eV")
+            Traceback (most recent call last):
+            ...
+            engine.errors.ConfigError: window low = 2, high = 3 holds no channel of the axis 0.1-1.3 eV
+        """
+        axis = np.asarray(values, dtype=np.float64)
+        windows = {"band": [("low", "high")], "peak": [("low", "high")], "target": [("low", "high")]}
+        windows["ratio"] = [("low", "high"), ("low_b", "high_b")]
+        for lo_key, hi_key in windows.get(self.kind, []):
+            lo, hi = getattr(self, lo_key), getattr(self, hi_key)
+            if not np.any((axis >= min(lo, hi)) & (axis <= max(lo, hi))):
+                raise ConfigError(
+                    f"window {lo_key} = {lo:g}, {hi_key} = {hi:g} holds no channel of the axis "
+                    f"{axis.min():g}-{axis.max():g} {units}".rstrip()
+                )
+
 
 class PolicySection(_Strict):
     """``[policy]``: how the next position is chosen."""

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
+from engine.config import ScalariserSection
 from engine.decisions import Decision, Proposal, StepTimings
 from engine.types import JSON, Image, InstrumentDescription, Measurement
 
@@ -113,6 +114,19 @@ class Resumable(Protocol):
 
     def restore(self, state: Mapping[str, JSON], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
         """Restore ``state`` and the measurements ``told`` before it (per step: indices (k,), spectra (k, c))."""
+        ...
+
+
+@runtime_checkable
+class Retargetable(Protocol):
+    """A policy whose scalariser an operator can change during a run (``dualscope ctl RUN target``).
+
+    ``retarget`` is called by the campaign between decisions, never during one; the next decision
+    maximises the new scalariser, with every spectrum measured so far counted under it.
+    """
+
+    def retarget(self, section: ScalariserSection) -> None:
+        """Maximise the scalariser ``section`` describes from the next decision; ``ConfigError`` if it cannot."""
         ...
 
 

@@ -3,8 +3,9 @@
 Commands (a request's ``cmd``; ``body.who`` names the operator): ``status``, ``pause`` (after the
 current measurement), ``resume``, ``stop``, ``inject`` (``body.position``: the point to measure
 next, in the instrument axes' units); in approval mode ``approve``, ``veto`` or ``edit``
-(``body.position``) the proposal awaiting approval. Replies carry the campaign's status; malformed
-requests get a typed error and change nothing.
+(``body.position``) the proposal awaiting approval; ``target`` (``body.scalariser``: the keys of
+``[policy.scalariser]``) changes what a model-based policy maximises from its next decision.
+Replies carry the campaign's status; malformed requests get a typed error and change nothing.
 
 Without authentication the socket binds loopback only and the operator names themself (``body.who``).
 With a ``ServerAuth`` it is a CURVE server (any address): only listed keys
@@ -22,7 +23,16 @@ import numpy as np
 import zmq
 
 from engine.campaign import OperatorControl
-from engine.errors import INSTRUMENT_ERRORS, BadRequest, DeviceFault, InstrumentError, InstrumentTimeout, Unauthorised
+from engine.config import ScalariserSection, validate_model
+from engine.errors import (
+    INSTRUMENT_ERRORS,
+    BadRequest,
+    ConfigError,
+    DeviceFault,
+    InstrumentError,
+    InstrumentTimeout,
+    Unauthorised,
+)
 from engine.types import InstrumentDescription
 from instruments import messages
 from instruments.auth import ClientAuth, ServerAuth, ZapHandler
@@ -32,7 +42,7 @@ from instruments.wire import Message, decode, encode, error_message
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("status", "pause", "resume", "stop", "inject", "approve", "veto", "edit")
+COMMANDS = ("status", "pause", "resume", "stop", "inject", "approve", "veto", "edit", "target")
 READ_ONLY = frozenset({"status"})
 """Control commands any authenticated role may send; the others need the ``operator`` role."""
 
@@ -103,6 +113,16 @@ class ControlServer:
             self._control.stop(who)
         elif msg.command == "inject":
             self._control.inject(self._position(msg), who)
+        elif msg.command == "target":
+            table = msg.body.get("scalariser")
+            if not isinstance(table, dict):
+                raise BadRequest("target needs body.scalariser: the keys of [policy.scalariser]", msg.request_id)
+            try:
+                section = validate_model(table, ScalariserSection, "target")
+                section.check_axis(self._description.spectral_axis.values(), self._description.spectral_axis.units)
+                self._control.retarget(table, who)
+            except ConfigError as exc:
+                raise BadRequest(str(exc), msg.request_id) from None
         elif msg.command in ("approve", "veto", "edit"):
             position = self._position(msg) if msg.command == "edit" else None
             try:
@@ -155,10 +175,14 @@ def send_control(
     context: zmq.Context[Any],
     *,
     position: list[float] | None = None,
+    scalariser: dict[str, Any] | None = None,
     timeout_s: float = 5.0,
     auth: ClientAuth | None = None,
 ) -> dict[str, Any]:
     """Send one control ``command`` as operator ``who``; the campaign's status after it.
+
+    ``position`` goes with ``inject`` and ``edit``; ``scalariser`` (the keys of ``[policy.scalariser]``)
+    with ``target``.
 
     With ``auth`` (the operator's key pair and the campaign's public key) the campaign records the
     key's name instead of ``who``.
@@ -172,6 +196,8 @@ def send_control(
     body: dict[str, Any] = {"who": who}
     if position is not None:
         body["position"] = position
+    if scalariser is not None:
+        body["scalariser"] = scalariser
     rid = new_request_id()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)

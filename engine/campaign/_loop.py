@@ -21,7 +21,7 @@ from engine.errors import (
     InvalidSpectrum,
     NoRecordedData,
 )
-from engine.protocols import Clock, Instrument, Policy, Recorder, Resumable, StopRule
+from engine.protocols import Clock, Instrument, Policy, Recorder, Resumable, Retargetable, StopRule
 from engine.safety import SafetyLimits
 from engine.types import Measurement, SpectralAxis
 
@@ -203,6 +203,7 @@ class Campaign:
             if (reason := self._stop_reason(tally.n_recorded, started)) is not None:
                 break
             t0 = self.clock.monotonic()
+            self._apply_target()
             method, proposal = self._next_proposal()
             if proposal.indices.size == 0:
                 reason = "every candidate has been measured"
@@ -275,6 +276,20 @@ class Campaign:
         if self.on_step is not None:
             self.on_step(StepReport(decision, measurement, timings, tally.n_recorded))
         return None
+
+    def _apply_target(self) -> None:
+        """An operator's new scalariser, if one waits: the policy maximises it from this decision on."""
+        target = self.operator.take_target() if self.operator is not None else None
+        if target is None or self.operator is None:
+            return
+        section, who = target
+        if not isinstance(self.policy, Retargetable):
+            self.operator.refused("target", who, f"policy {self.policy.name} has no target to change")
+            return
+        try:
+            self.policy.retarget(section)
+        except ConfigError as exc:
+            self.operator.refused("target", who, str(exc))
 
     def _next_proposal(self) -> tuple[str, Proposal]:
         """An operator's injected point (the nearest available candidate) if one waits, else the policy's."""

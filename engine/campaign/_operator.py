@@ -9,7 +9,7 @@ handed to ``on_action`` with who did it, so the composition root can record it i
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from engine.campaign._stop_rules import OperatorStop
+from engine.config import ScalariserSection, validate_model
 from engine.errors import ConfigError
 from engine.protocols import Clock
 
@@ -26,7 +27,8 @@ class OperatorAction:
     """One operator action: what, who (a key's or a user's name), when (epoch s) and its details.
 
     Attributes:
-        action: ``pause``, ``resume``, ``stop``, ``inject``, ``approve``, ``veto`` or ``edit``.
+        action: ``pause``, ``resume``, ``stop``, ``inject``, ``approve``, ``veto``, ``edit``, ``target``
+            (a new scalariser) or ``target-refused`` (the policy could not take it).
         who: the key's name, or the name given with ``--as``.
         time: when, seconds since the Unix epoch.
         details: what else the action carries (a position, in the axes' units).
@@ -80,6 +82,7 @@ class OperatorControl:
         approval_timeout_s: approval mode: each proposed point waits this long for approve / veto /
             edit (None: no approval mode).
         on_timeout: what an unanswered proposal becomes: ``veto`` (skip it), ``approve`` or ``stop``.
+        retargetable: whether the campaign's policy can change its scalariser (model-based ones).
 
     Examples:
         >>> actions = []
@@ -102,6 +105,7 @@ class OperatorControl:
         stop: OperatorStop | None = None,
         approval_timeout_s: float | None = None,
         on_timeout: str = "veto",
+        retargetable: bool = False,
     ):
         if on_timeout not in APPROVAL_FALLBACKS:
             raise ConfigError(f"on_timeout must be one of {', '.join(APPROVAL_FALLBACKS)}, got {on_timeout!r}")
@@ -118,6 +122,8 @@ class OperatorControl:
         self._holding = threading.Event()  # the campaign waits in wait_while_paused: nothing in flight
         self.stop_rule = stop if stop is not None else OperatorStop()
         self._injected: list[tuple[NDArray[np.float64], str]] = []
+        self.retargetable = retargetable
+        self._target: tuple[ScalariserSection, str] | None = None
         self.progress: dict[str, Any] = {"n_recorded": 0, "step": 0}
 
     def _act(self, action: str, who: str, **details: Any) -> OperatorAction:
@@ -150,6 +156,29 @@ class OperatorControl:
         with self._lock:
             self._injected.append((pos, who))
         return self._act("inject", who, position=pos.tolist())
+
+    def retarget(self, table: Mapping[str, Any], who: str) -> OperatorAction:
+        """Maximise another scalariser from the next decision (``table``: the keys of ``[policy.scalariser]``).
+
+        Raises:
+            ConfigError: the policy uses no scalariser, or ``table`` is not a valid scalariser table.
+        """
+        if not self.retargetable:
+            raise ConfigError("this campaign's policy uses no scalariser (random, raster): it has no target to change")
+        section = validate_model(dict(table), ScalariserSection, "target")
+        with self._lock:
+            self._target = (section, who)  # the latest wins: an earlier one not yet taken is replaced
+        return self._act("target", who, scalariser=section.model_dump(exclude_defaults=True))
+
+    def take_target(self) -> tuple[ScalariserSection, str] | None:
+        """The scalariser an operator asked for since the last call, and who, if any."""
+        with self._lock:
+            target, self._target = self._target, None
+        return target
+
+    def refused(self, action: str, who: str, reason: str) -> OperatorAction:
+        """Record that ``who``'s ``action`` could not be carried out, and why."""
+        return self._act(f"{action}-refused", who, reason=reason)
 
     def decide(self, action: str, who: str, position: NDArray[np.float64] | None = None) -> OperatorAction:
         """Answer the proposal awaiting approval: ``approve``, ``veto`` or ``edit`` (to ``position (d,)``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 import zmq
 
 from engine.cli.console import fail, out
+from engine.config import ScalariserSection, parse_window, validate_model
 from engine.errors import ConfigError, RunStorageError
 from engine.storage import live_writer, read_run
 from instruments.auth import ClientAuth, KeyPair
@@ -23,13 +25,25 @@ def ctl(
         typer.Argument(
             help="status; pause (after the current measurement); resume; stop; "
             "inject (measure POSITION next, e.g. `inject 12.5 40`); in approval mode: approve, veto, "
-            "or edit POSITION (measure that instead of the proposal)"
+            "or edit POSITION (measure that instead of the proposal); target (maximise another "
+            "property from the next decision: --band LOW:HIGH or --scalariser TABLE)"
         ),
     ],
     position: Annotated[
         list[float] | None,
         typer.Argument(help="inject / edit: the position, one number per axis (the axes' units)."),
     ] = None,
+    band: Annotated[
+        str,
+        typer.Option(help='target: maximise the integral over LOW:HIGH (spectral axis units), e.g. "0.6:0.7".'),
+    ] = "",
+    scalariser: Annotated[
+        str,
+        typer.Option(
+            help='target: any scalariser, as the keys of [policy.scalariser], e.g. \'kind = "peak", low = 0.4, '
+            "high = 1.0'."
+        ),
+    ] = "",
     who: Annotated[
         str, typer.Option("--as", help="Your name, recorded with the action in the run (without keys).")
     ] = "",
@@ -42,11 +56,14 @@ def ctl(
     ] = None,
     timeout_s: Annotated[float, typer.Option(help="Seconds to wait for the campaign's answer.")] = 5.0,
 ) -> None:
-    """Command a running campaign: status, pause, resume, stop, inject, approve, veto, edit.
+    """Command a running campaign: status, pause, resume, stop, inject, approve, veto, edit, target.
 
     pause/resume/stop act after the current measurement; inject queues a point to measure next; in
     approval mode (operator.approval_timeout_s in the run config) each proposed point waits for approve,
-    veto or edit.
+    veto or edit. target changes what a model-based policy maximises from its next decision: every
+    spectrum measured so far is valued again under the new target, none is wasted.
+
+    Example: dualscope ctl runs/demo-20261130-101500.zarr target --band 0.6:0.7
 
     The campaign's control endpoint is read from the run; each action is recorded in the run
     (attribute `operator_actions`) with who did it. When the campaign's control socket requires keys
@@ -57,6 +74,9 @@ def ctl(
         fail(f"unknown command {command!r}; use {', '.join(COMMANDS)}")
     if (command in ("inject", "edit")) != bool(position):
         fail("inject and edit need a position (one number per axis); other commands take none")
+    if (command == "target") != bool(band or scalariser):
+        fail("target needs --band LOW:HIGH or --scalariser TABLE; other commands take neither")
+    table = target_table(band, scalariser) if command == "target" else None
     data = read_run(run)
     attrs = data.attrs
     if live_writer(run) is None:  # no campaign holds the run: say what state it is in, do not wait
@@ -82,7 +102,9 @@ def ctl(
             raise RunStorageError(f"{run} has no control endpoint: it was not started by `dualscope run`/`demo`")
         auth = _auth(key, public)
         name = auth.client.name if auth is not None else who or getpass.getuser()
-        status = send_control(str(endpoint), command, name, context, position=position, timeout_s=timeout_s, auth=auth)
+        status = send_control(
+            str(endpoint), command, name, context, position=position, scalariser=table, timeout_s=timeout_s, auth=auth
+        )
     finally:
         context.destroy(linger=0)
     paused = "paused" if status.get("holding") else "pausing after the current measurement"
@@ -93,6 +115,28 @@ def ctl(
         out.print(f"        awaiting approval: {status['awaiting_approval']} (approve, veto or edit X Y)")
     if status.get("injected_queued"):
         out.print(f"        {status['injected_queued']} injected point(s) queued")
+
+
+def target_table(band: str, scalariser: str) -> dict[str, Any]:
+    """The ``[policy.scalariser]`` table ``--band LOW:HIGH`` or ``--scalariser 'KEY = VALUE, ...'`` gives.
+
+    Raises:
+        ConfigError: both or neither given, not valid TOML, or not a valid scalariser table.
+    """
+    if band and scalariser:
+        raise ConfigError('give --band or --scalariser, not both (--band LOW:HIGH is kind = "band")')
+    window = parse_window(band, "--band")
+    if window is not None:
+        table: dict[str, Any] = {"kind": "band", "low": window[0], "high": window[1]}
+    else:
+        try:
+            table = tomllib.loads(f"t = {{ {scalariser} }}")["t"]
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"--scalariser is the body of a TOML inline table, e.g. 'kind = \"peak\"': {exc}"
+            ) from None
+    validate_model(table, ScalariserSection, "--scalariser")
+    return table
 
 
 def _auth(key: Path | None, campaign_public: object) -> ClientAuth | None:

@@ -158,6 +158,7 @@ def open_control(
         operator_stop,
         approval_timeout_s=config.operator.approval_timeout_s,
         on_timeout=config.operator.on_timeout,
+        retargetable=config.policy.name not in ("random", "raster"),
     )
     section = config.operator
     auth = ServerAuth.from_files(section.authorised_keys, section.key, "operator.authorised_keys and operator.key")

@@ -16,7 +16,7 @@ structural image. Pure decision code: no I/O.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from botorch.models import SingleTaskGP
 from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
+from engine.config import ScalariserSection
 from engine.decisions import Proposal
 from engine.errors import ConfigError
 from engine.policy._acquisition import ACQUISITIONS, TravelCost, select, ucb_beta
@@ -226,6 +227,8 @@ class ScalarBO:
         self._obs_idx: list[int] = []
         self._obs_y: list[float] = []
         self._obs_spectra: list[NDArray[np.float32]] = []
+        self._told: list[tuple[NDArray[np.int64], NDArray[np.float32]]] = []  # all of it, for a new target
+        self._retargeted = False  # the next decision waits for the first model of a new target
         self._submitted_n = -1
         self._next_version = 1
         self.snapshot: Snapshot | None = None
@@ -240,16 +243,41 @@ class ScalarBO:
         self._maybe_refit()
 
     def _remember(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
-        """Scalarise and keep the observations (finite values only), count them all, note the probe's place."""
+        """Keep the measurements, scalarise them, count them all, note the probe's place."""
+        spectra = np.asarray(spectra, dtype=np.float32)
+        self._told.append((np.asarray(indices, np.int64), spectra))
+        self._observe(indices, spectra)
+        self._n_told += len(indices)
+        if len(indices):
+            self._last_index = int(indices[-1])
+
+    def _observe(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
+        """Scalarise and keep the observations with a finite value (what the GP sees)."""
         values = self.scalariser(spectra, self.axis)
-        for i, v, s in zip(indices, values, np.asarray(spectra, dtype=np.float32), strict=True):
+        for i, v, s in zip(indices, values, spectra, strict=True):
             if np.isfinite(v):  # NaN (no peak in the window, ...) is measured but not modelled
                 self._obs_idx.append(int(i))
                 self._obs_y.append(float(v))
                 self._obs_spectra.append(s)
-        self._n_told += len(indices)
-        if len(indices):
-            self._last_index = int(indices[-1])
+
+    def retarget(self, scalariser: Scalariser) -> None:
+        """Maximise ``scalariser`` from the next decision on; no measured spectrum is wasted.
+
+        Every spectrum measured so far is scalarised again, the snapshot of the old target is
+        dropped (a refit on it still running is waited for and discarded) and a refit on the new
+        values starts at once; the next decision waits for it (once: later refits never block).
+        Before ``initial`` measurements, decisions stay random as before.
+        """
+        self.trainer.wait()
+        self.trainer.poll()  # the old target's model: of no use now
+        self.scalariser = scalariser
+        self._obs_idx, self._obs_y, self._obs_spectra = [], [], []
+        for indices, spectra in self._told:
+            self._observe(indices, spectra)
+        self.snapshot, self._live, self._live_n = None, None, 0
+        self._submitted_n = -1
+        self._maybe_refit()
+        self._retargeted = self._submitted_n >= 0
 
     def _maybe_refit(self) -> None:
         n = self._n_told
@@ -300,6 +328,7 @@ class ScalarBO:
             "next_version": self._next_version,
             "snapshot_version": snap.version if snap is not None else 0,
             "snapshot_obs": snap.n_obs if snap is not None else 0,
+            "awaiting_target_model": self._retargeted,
         }
 
     def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
@@ -319,6 +348,10 @@ class ScalarBO:
             raise ValueError(f"the policy state counts {state['n_told']} measurements, the run has {self._n_told}")
         set_rng_state(self._rng, state["rng"])
         self._submitted_n, self._next_version = int(state["submitted_n"]), int(state["next_version"])
+        if state.get("awaiting_target_model"):  # taken between a target change and its first model: refit it
+            self._next_version, self._submitted_n = self._next_version - 1, -1
+            self._maybe_refit()
+            self._retargeted = True
         version, n_obs = int(state["snapshot_version"]), int(state["snapshot_obs"])
         if version > 0:
             idx, values = np.asarray(self._obs_idx[:n_obs], np.int64), np.asarray(self._obs_y[:n_obs])
@@ -344,9 +377,10 @@ class ScalarBO:
             return Proposal(np.empty(0, np.int64), np.empty(0))
         t0 = time.perf_counter()
         self._catch_up()
-        if self._live is None and self._submitted_n >= 0 and self.wait_for_first_model:
-            self.trainer.wait()  # the first model is being fitted: wait for it rather than pick at random
+        if self._live is None and self._submitted_n >= 0 and (self.wait_for_first_model or self._retargeted):
+            self.trainer.wait()  # the first model (of this target) is being fitted: wait rather than pick at random
             self._catch_up()
+        self._retargeted = False
         t1 = time.perf_counter()
         if self._live is None or self.snapshot is None:
             k = min(q, free.size)
@@ -395,6 +429,8 @@ class BOPolicy:
     Args:
         name: the policy name recorded with each decision.
         bo: the shared machinery.
+        build_scalariser: turns a ``[policy.scalariser]`` table into a scalariser on the run's
+            spectral axis (``engine.policy.build_scalariser``); needed by ``retarget``.
 
     Examples:
         >>> bo = ScalarBO(PeakPosition(0.0, 2.0), energy, "log-ei", np.random.default_rng(0), 5,
@@ -405,8 +441,11 @@ class BOPolicy:
         ('gp-position', -1)
     """
 
-    def __init__(self, name: str, bo: ScalarBO):
-        self.name, self.bo = name, bo
+    def __init__(
+        self, name: str, bo: ScalarBO, build_scalariser: Callable[[ScalariserSection], Scalariser] | None = None
+    ):
+        self.name, self.bo, self._build = name, bo, build_scalariser
+        self.target: dict[str, Any] | None = None
 
     def propose(self, candidates: CandidateSet, q: int) -> Proposal:
         """See ``ScalarBO.propose``."""
@@ -416,10 +455,26 @@ class BOPolicy:
         """Scalarise the measured spectra, remember them, and start a refit when due."""
         self.bo.add(indices, spectra)
 
+    def retarget(self, section: ScalariserSection) -> None:
+        """Maximise the scalariser ``section`` describes from the next decision (``ScalarBO.retarget``).
+
+        Raises:
+            ConfigError: the scalariser cannot be built (a window off the axis, a user function missing).
+        """
+        if self._build is None:
+            raise ConfigError(f"{self.name} was built without a scalariser factory; it cannot change target")
+        scalariser = self._build(section)
+        scalariser(np.ones((1, self.bo.axis.size)), self.bo.axis)  # a window off the axis fails here, not later
+        self.bo.retarget(scalariser)
+        self.target = section.model_dump()
+
     def state(self) -> dict[str, Any]:
-        """See ``ScalarBO.state``."""
-        return self.bo.state()
+        """See ``ScalarBO.state``; with the scalariser an operator's ``target`` put in place, if any."""
+        return {**self.bo.state(), **({"target": self.target} if self.target is not None else {})}
 
     def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
-        """See ``ScalarBO.restore``."""
+        """See ``ScalarBO.restore``; a state taken after a ``target`` change restores that target first."""
+        if state.get("target") is not None and self._build is not None:
+            self.target = dict(state["target"])
+            self.bo.scalariser = self._build(ScalariserSection.model_validate(self.target))
         self.bo.restore(state, told)

@@ -165,7 +165,7 @@ def build_policy(
         prior_samples=section.prior_samples,
         prior_as=section.prior_as,
     )
-    return BOPolicy(section.name, bo)
+    return BOPolicy(section.name, bo, lambda table: build_scalariser(table, axis))
 
 
 def check_policy_inputs(

@@ -221,3 +221,32 @@ def test_dualscope_ctl_with_keys_records_the_key_name(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "stopped by the operator" in out, out + err
     actions = [(a["action"], a["who"]) for a in read_run(run_path).attrs["operator_actions"]]
     assert actions == [("stop", "ann")]
+
+
+def test_dualscope_ctl_target_changes_what_a_running_campaign_maximises(tmp_path: Path) -> None:
+    """`ctl target` on a gp-position campaign: refused when bad, recorded with who and when, in the policy's state."""
+    policy = (
+        'name = "gp-position"\ntraining = "inline"\ninitial = 3\nscalariser = { kind = "band", low = 1.0, high = 2.0 }'
+    )
+    with _running(_write_config(tmp_path, policy)) as (proc, run_path):
+        _wait(lambda: re.search(r"([5-9]|\d\d+) spectra recorded", _cli("ctl", str(run_path), "status").stdout), 120)
+        neither = _cli("ctl", str(run_path), "target", "--as", "alice")
+        assert neither.returncode == 2 and "target needs --band LOW:HIGH or --scalariser" in neither.stderr
+        off_axis = _cli("ctl", str(run_path), "target", "--band", "10:20", "--as", "alice")
+        assert off_axis.returncode == 2 and "holds no channel of the axis 0.5" in off_axis.stderr, off_axis.stderr
+        unknown = _cli("ctl", str(run_path), "target", "--scalariser", 'kind = "band", lo = 1', "--as", "alice")
+        assert unknown.returncode == 2 and "lo: unknown key; allowed here" in unknown.stderr, unknown.stderr
+        changed = _cli("ctl", str(run_path), "target", "--scalariser", 'kind = "peak", low = 2.5, high = 4.0',
+                       "--as", "alice")  # fmt: skip
+        assert changed.returncode == 0 and "target: campaign running" in changed.stdout, changed.stdout + changed.stderr
+        n_then = read_run(run_path).committed
+        _wait(lambda: read_run(run_path).committed >= n_then + 12, 120)
+        assert _cli("ctl", str(run_path), "stop", "--as", "bob").returncode == 0
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    run = read_run(run_path)
+    actions = run.attrs["operator_actions"]
+    assert [(a["action"], a["who"]) for a in actions] == [("target", "alice"), ("stop", "bob")]
+    assert actions[0]["scalariser"] == {"kind": "peak", "low": 2.5, "high": 4.0} and actions[0]["time"] > 0
+    state = run.attrs["resume_point"]["policy_state"]  # what `dualscope resume` would restore
+    assert state["target"]["kind"] == "peak" and state["target"]["low"] == 2.5
