@@ -224,6 +224,7 @@ def campaign(
     stop_recall: float | None = None,
     with_position: bool = True,
     prior_as: str = "residual",
+    retarget: tuple[int, ScalariserSection] | None = None,
 ) -> list[int]:
     """Measure with ``policy_name`` until ``stop_recall`` of the top set is found or ``cap``; the order measured.
 
@@ -231,7 +232,8 @@ def campaign(
     so that every policy's curve has the same length.
 
     dualvae-bo and dkl get the same inputs (image features, plus the probe position unless
-    ``with_position`` is false) and each its own default steps per refit (20 and 60).
+    ``with_position`` is false) and each its own default steps per refit (20 and 60). With
+    ``retarget = (k, table)`` the operator's ``target`` command is given after ``k`` measurements.
     """
     from engine.policy import InlineTrainer
 
@@ -254,6 +256,8 @@ def campaign(
     order: list[int] = []
     found = 0
     while len(order) < cap and (stop_recall is None or found < stop_recall * len(top)):
+        if retarget is not None and len(order) == retarget[0]:
+            policy.retarget(retarget[1])  # type: ignore[attr-defined]
         p = policy.propose(cands, 1)
         if p.indices.size == 0:
             break
@@ -293,7 +297,14 @@ class CaseCache:
                     entry = json.loads(line)
                     self.done[entry["key"]] = entry
 
-    def run(self, truth: Truth, seed: int, label: str, variant: Variant) -> tuple[list[int], float]:
+    def run(
+        self,
+        truth: Truth,
+        seed: int,
+        label: str,
+        variant: Variant,
+        retarget: tuple[int, ScalariserSection] | None = None,
+    ) -> tuple[list[int], float]:
         """The order measured and the seconds it took, from the cache or by running the campaign."""
         key = f"{truth.name}|{seed}|{label}"
         if key not in self.done:
@@ -301,7 +312,13 @@ class CaseCache:
         if key not in self.done:
             t0 = time.perf_counter()
             order = campaign(
-                truth, variant.policy, seed, truth.cap, with_position=variant.with_position, prior_as=variant.prior_as
+                truth,
+                variant.policy,
+                seed,
+                truth.cap,
+                with_position=variant.with_position,
+                prior_as=variant.prior_as,
+                retarget=retarget,
             )
             entry = {"key": key, "order": order, "seconds": time.perf_counter() - t0}
             if self.path is not None:
@@ -436,13 +453,114 @@ def _median(rec: dict[str, object]) -> float:
 
 
 def families() -> dict[str, Family]:
-    """Every family the benchmark scores (and the development row)."""
+    """The first twin's and the recorded data's families (issue 21), scored with ``VARIANTS``."""
     fei, beps = fei_truth(), beps_truth()
     return {
-        "stem-twin, held-out seeds 100-109": [(stem_twin_truth(s), s) for s in SCORED_SEEDS],
-        "stem-twin, development seeds 0-2": [(stem_twin_truth(s), s) for s in DEV_SEEDS],
+        "first twin (doping gradient), held-out seeds 100-109": [(stem_twin_truth(s), s) for s in SCORED_SEEDS],
+        "first twin (doping gradient), development seeds 0-2": [(stem_twin_truth(s), s) for s in DEV_SEEDS],
         "fei-emd": [(fei, s) for s in SEEDS],
         "beps": [(beps, s) for s in SEEDS],
+    }
+
+
+STRUCTURE_HELD_OUT = "structure twin, held-out seeds 100-109"
+STRUCTURE_DEV = "structure twin, development seeds 0-2"
+SECOND_BAND_EV = (0.60, 0.75)
+"""The target an operator switches to mid-run: the 0.60-0.75 eV band (its top set is disjoint from the first's)."""
+RETARGET_AFTER = 100
+"""Measurements before the operator's ``target`` command."""
+
+
+def second_target(truth: Truth) -> Truth:
+    """``truth`` scored on the second band, with the budget left after the change (a fresh run gets the same)."""
+    low, high = SECOND_BAND_EV
+    second = replace(truth, name=f"{truth.name}-second", scalariser=ScalariserSection(kind="band", low=low, high=high),
+                     cap=truth.cap - RETARGET_AFTER)  # fmt: skip
+    return _with_values(second)
+
+
+def evaluate_retarget(cases: Family, cache: CaseCache) -> dict[str, object]:
+    """dualvae-spectral told a new target after ``RETARGET_AFTER`` measurements, against a fresh run on it.
+
+    Both have the same budget for the new target (the truth's cap minus ``RETARGET_AFTER``); the switched
+    run is counted from the change (what it measured before, for the first target, counts as found).
+    """
+    after, fresh = [], []
+    for truth, seed in cases:
+        second = second_target(truth)
+        top = top_set(second.values)
+        switch = (RETARGET_AFTER, second.scalariser)
+        order, _ = cache.run(truth, seed, f"dualvae-spectral (target changed at {RETARGET_AFTER})",
+                             Variant("dualvae-spectral"), retarget=switch)  # fmt: skip
+        after.append(max(measurements_to(recall_curve(order, top)) - RETARGET_AFTER, 0.0))
+        fresh_order, _ = cache.run(second, seed, "dualvae-spectral", Variant("dualvae-spectral"))
+        fresh.append(measurements_to(recall_curve(fresh_order, top)))
+    return {
+        "cases": [f"{truth.name} seed {seed}" for truth, seed in cases],
+        "budget": cases[0][0].cap - RETARGET_AFTER,
+        "after_change_per_case": [finite_or_none(v) for v in after],
+        "fresh_per_case": [finite_or_none(v) for v in fresh],
+        "after_change_median": finite_or_none(float(np.median(after))),
+        "fresh_median": finite_or_none(float(np.median(fresh))),
+        "after_change_interval95": [finite_or_none(v) for v in median_interval(after)],
+        "fresh_interval95": [finite_or_none(v) for v in median_interval(fresh)],
+    }
+
+
+STRUCTURE_GOALS = {"random": "ratio <= 0.2", "gp-position": "ratio <= 0.7", "dkl": "ratio <= 0.8"}
+"""dualvae-spectral's goals on the held-out structure twins (issue 22)."""
+
+
+def structure_records(results: dict[str, dict[str, object]], retarget: dict[str, object] | None) -> list[Record]:
+    """Rows of the structure twin: each policy against random, the position-only GP and dkl; the target change.
+
+    Also the check that the target is not one position can find: gp-position against the half-way
+    point between random search and an oracle (for the 5th of the top 10 among 961 candidates,
+    random needs 5 · 962 / 11 ≈ 437 measurements on average and an oracle 5).
+    """
+    where = machine()
+    rows = []
+    for name, entry in results.items():
+        policies: dict[str, dict[str, object]] = entry["policies"]  # type: ignore[assignment]
+        n, budget = len(entry["cases"]), float(entry["budget"])  # type: ignore[arg-type]
+        scored = name == STRUCTURE_HELD_OUT
+        for policy, rec in policies.items():
+            value = _median(rec)
+            lo, hi = (math.inf if v is None else float(v) for v in rec["n50_interval95"])  # type: ignore[union-attr]
+            against = ["random"] + (["gp-position"] if policy not in ("random", "gp-position") else [])
+            against += ["dkl"] if policy.startswith("dualvae") else []
+            for baseline in against:
+                reference = _median(policies[baseline]) if baseline in policies else math.nan
+                ratio, upper = median_ratio(value, reference, budget)
+                bound = f"; {baseline} never got there within {budget:g}: an upper bound" if upper else ""
+                goal = STRUCTURE_GOALS[baseline] if scored and policy == "dualvae-spectral" else ""
+                metric = (f"{name} {policy}: measurements to 50% recall, median of {n} (95% {lo:g}-{hi:g}; "
+                          f"recall at {budget:g}: {rec['recall_at_budget_median']:.2f}{bound})")  # fmt: skip
+                rows.append(Record("discovery", metric, value, "", baseline, reference, ratio, goal, where))
+        if scored and "gp-position" in policies:
+            half = (5 * (int(entry["candidates"]) + 1) / 11 + 5) / 2  # type: ignore[call-overload]
+            gp = _median(policies["gp-position"])
+            rows.append(Record("discovery", f"{name} gp-position: measurements to 50% recall against the half-way "
+                               "point between random search and an oracle (is the target hard for position alone?)",
+                               gp, "", "half-way random-oracle", half, gp / half, "ratio >= 1", where))  # fmt: skip
+    if retarget is not None:
+        value = math.inf if retarget["after_change_median"] is None else float(retarget["after_change_median"])  # type: ignore[arg-type]
+        reference = math.inf if retarget["fresh_median"] is None else float(retarget["fresh_median"])  # type: ignore[arg-type]
+        ratio, upper = median_ratio(value, reference, float(retarget["budget"]))  # type: ignore[arg-type]
+        lo, hi = (math.inf if v is None else float(v) for v in retarget["after_change_interval95"])  # type: ignore[union-attr]
+        metric = (f"{STRUCTURE_HELD_OUT} dualvae-spectral, target changed after {RETARGET_AFTER}: measurements from "
+                  f"the change to 50% of the new target's top set (95% {lo:g}-{hi:g}"
+                  f"{'; the fresh run never got there: an upper bound' if upper else ''})")  # fmt: skip
+        rows.append(Record("discovery", metric, value, "", "fresh run on the new target", reference, ratio,
+                           "ratio <= 0.6", where))  # fmt: skip
+    return rows
+
+
+def structure_families() -> dict[str, Family]:
+    """The structure twin: held-out seeds (scored) and development seeds."""
+    return {
+        STRUCTURE_HELD_OUT: [(structure_twin_truth(s), s) for s in SCORED_SEEDS],
+        STRUCTURE_DEV: [(structure_twin_truth(s), s) for s in DEV_SEEDS],
     }
 
 
@@ -451,8 +569,14 @@ def run() -> list[Record]:
 
     Campaigns are kept in ``discovery_cases.jsonl`` beside the records: a second run resumes.
     """
-    results = evaluate(families(), cache=CaseCache(results_dir() / "discovery_cases.jsonl"))
+    cache = CaseCache(results_dir() / "discovery_cases.jsonl")
+    structure = structure_families()
+    results = evaluate({STRUCTURE_HELD_OUT: structure[STRUCTURE_HELD_OUT]}, STRUCTURE_VARIANTS, cache)
+    results.update(evaluate({STRUCTURE_DEV: structure[STRUCTURE_DEV]}, {**STRUCTURE_VARIANTS, **PRIOR_VARIANTS}, cache))
+    retarget = evaluate_retarget(structure[STRUCTURE_HELD_OUT], cache)
+    first = evaluate(families(), cache=cache)
     folder = results_dir()
-    (folder / "discovery_curves.json").write_text(json.dumps(results, indent=1))
-    plot(results, folder / "discovery.png")
-    return records(results)
+    curves = {**results, **first, "target change": retarget}
+    (folder / "discovery_curves.json").write_text(json.dumps(curves, indent=1))
+    plot({**results, **first}, folder / "discovery.png")
+    return structure_records(results, retarget) + records(first)

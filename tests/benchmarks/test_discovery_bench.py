@@ -8,7 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.discovery import VARIANTS, CaseCache, Truth, Variant, campaign, evaluate, records, stem_twin_truth
+from benchmarks import discovery
+from benchmarks.discovery import (
+    VARIANTS,
+    CaseCache,
+    Truth,
+    Variant,
+    campaign,
+    evaluate,
+    records,
+    stem_twin_truth,
+    structure_twin_truth,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +63,26 @@ def test_campaigns_in_the_cache_are_not_run_again(tmp_path: Path, twin0: Truth) 
     with open(tmp_path / "cases.jsonl", "a") as f:
         f.write('{"key": "cut by a ki')  # a line cut by a kill is skipped
     assert CaseCache(tmp_path / "cases.jsonl").run(truth, 0, "random", Variant("random"))[0] == order
+
+
+def test_structure_rows_score_dualvae_spectral_against_three_baselines_and_a_target_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The structure twin's rows (smoke size): goals against random, gp-position and dkl; the target change row."""
+    monkeypatch.setattr(discovery, "RETARGET_AFTER", 6)
+    truth = replace(structure_twin_truth(0), cap=12)
+    family = {discovery.STRUCTURE_HELD_OUT: [(truth, 0)]}
+    results = evaluate(family, discovery.STRUCTURE_VARIANTS)
+    retarget = discovery.evaluate_retarget([(truth, 0)], CaseCache(None))
+    assert retarget["budget"] == 6 and len(retarget["after_change_per_case"]) == 1
+    rows = discovery.structure_records(results, retarget)
+    goals = {(r.metric.split(":")[0].split()[-1], r.baseline): r.goal for r in rows if r.goal}
+    assert goals == {
+        ("dualvae-spectral", "random"): "ratio <= 0.2",
+        ("dualvae-spectral", "gp-position"): "ratio <= 0.7",
+        ("dualvae-spectral", "dkl"): "ratio <= 0.8",
+        ("gp-position", "half-way random-oracle"): "ratio >= 1",
+        ("6", "fresh run on the new target"): "ratio <= 0.6",  # "target changed after 6"
+    }
+    half = next(r for r in rows if r.baseline == "half-way random-oracle")
+    assert half.baseline_value == pytest.approx((5 * 962 / 11 + 5) / 2)
