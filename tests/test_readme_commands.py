@@ -90,29 +90,32 @@ def test_every_readme_command_block_runs(sandbox: Path) -> None:
 
 
 def _check_the_demo(sandbox: Path, stdout: str) -> None:
-    """What `make demo` promises: 200 dualvae-bo spectra with model snapshots, a random baseline, a figure."""
+    """What `make demo` promises: 200 dualvae-spectral spectra with model snapshots, two baselines, a figure."""
     run_path = sandbox / re.search(r"Run:\s+(\S+\.zarr)", stdout).group(1)  # type: ignore[union-attr]
     figure = sandbox / re.search(r"Figure:\s+(\S+\.png)", stdout).group(1)  # type: ignore[union-attr]
     assert run_path.name.startswith("demo-") and figure.read_bytes()[:4] == b"\x89PNG"
     assert figure.stat().st_size > 20_000
     assert "200 spectra" in stdout and "budget of 200" in stdout
     run = read_run(run_path)
-    assert run.n == 200 and run.policy_names == ["dualvae-bo"] and run.attrs["status"] == "closed"
+    assert run.n == 200 and run.policy_names == ["dualvae-spectral"] and run.attrs["status"] == "closed"
     assert len(set(run.columns["candidate_index"].tolist())) == 200
     assert np.isfinite(run.spectra).all() and run.spectra.sum() > 0
     versions = run.columns["model_version"]
     assert np.all(versions[:5] == -1) and np.all(np.diff(versions) >= 0)
-    (baseline,) = (sandbox / "runs").glob("random-baseline-*.zarr")
-    assert read_run(baseline).policy_names == ["random"] and read_run(baseline).n == 200
+    for name in ("gp-position", "random"):
+        (baseline,) = (sandbox / "runs").glob(f"{name}-baseline-*.zarr")
+        assert read_run(baseline).policy_names == [name] and read_run(baseline).n == 200
     found = re.findall(r"Found:\s+(\S+): (\d+)% of the top (\d+) locations", stdout)
-    assert [f[0] for f in found] == ["dualvae-bo", "random"] and all(int(f[2]) == 10 for f in found)
-    # dualvae-bo must find 7 of the twin's top 10 of 961 locations in 200 spectra: random search does so with
-    # probability 0.001 (hypergeometric), and the demo's own seeded random baseline is the test of that test
+    assert [f[0] for f in found] == ["dualvae-spectral", "gp-position", "random"]
+    assert all(int(f[2]) == 10 for f in found)
+    # dualvae-spectral must find 6 of the structure twin's top 10 of 961 locations in 200 spectra (9 measured
+    # here, background training beside two busy benchmark processes): random search does so with probability
+    # 0.0075 (hypergeometric), and the demo's own seeded random baseline is the test of that test
     recall = {name: int(percent) for name, percent, _ in found}
-    assert recall["dualvae-bo"] >= 70 > recall["random"], recall
+    assert recall["dualvae-spectral"] >= 60 > recall["random"], recall
     inspected = subprocess.run(
         [".venv/bin/dualscope", "inspect", str(run_path), "--json"], cwd=sandbox, capture_output=True, text=True
     )
     summary = json.loads(inspected.stdout)
-    assert summary["spectra"] == 200 and summary["problems"] == [] and summary["policy"] == "dualvae-bo"
+    assert summary["spectra"] == 200 and summary["problems"] == [] and summary["policy"] == "dualvae-spectral"
     assert summary["axes"].startswith("x [0, 100] nm") and summary["instrument"] == "dualscope-stem-twin"

@@ -43,10 +43,11 @@ def twin_discovery(
     return curves, int(top.size)
 
 
-def demo_configs(base: RunConfig, budget: int, output_dir: Path) -> tuple[RunConfig, RunConfig]:
-    """The demo's campaign (``base`` with the budget and output folder) and its random baseline.
+def demo_configs(base: RunConfig, budget: int, output_dir: Path) -> tuple[RunConfig, list[RunConfig]]:
+    """The demo's campaign (``base`` with the budget and output folder) and its baselines.
 
-    The baseline measures the same twin in-process with no dwell, with the same budget and seed.
+    The baselines, the position-only GP (``gp-position``) and ``random``, measure the same twin
+    in-process with no dwell, with the same budget and seed; the GP refits inline (reproducible).
     """
     config = base.model_copy(
         update={
@@ -54,13 +55,17 @@ def demo_configs(base: RunConfig, budget: int, output_dir: Path) -> tuple[RunCon
             "stop": base.stop.model_copy(update={"budget": budget}),
         }
     )
-    baseline = config.model_copy(
-        update={
-            "run": config.run.model_copy(update={"name": "random-baseline"}),
-            "instrument": config.instrument.model_copy(
-                update={"mode": "local", "options": {**config.instrument.options, "acquisition_time_s": 0.0}}
-            ),
-            "policy": config.policy.model_copy(update={"name": "random"}),
-        }
+    instrument = config.instrument.model_copy(
+        update={"mode": "local", "options": {**config.instrument.options, "acquisition_time_s": 0.0}}
     )
-    return config, baseline
+    baselines = [
+        config.model_copy(
+            update={
+                "run": config.run.model_copy(update={"name": f"{name}-baseline"}),
+                "instrument": instrument,
+                "policy": config.policy.model_copy(update={"name": name, "training": "inline"}),
+            }
+        )
+        for name in ("gp-position", "random")
+    ]
+    return config, baselines
