@@ -56,7 +56,8 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         UserFunction,
     )
     from engine.policy._spectral import (
-        MC_SAMPLES,
+        SHORTLIST,
+        EveryMember,
         PredictedScalars,
         SampledCandidates,
         select_sampled,
@@ -90,7 +91,8 @@ __all__ = [
     "SampledCandidates",
     "select_sampled",
     "standardised_draws",
-    "MC_SAMPLES",
+    "EveryMember",
+    "SHORTLIST",
     # GP posterior and acquisition
     "CandidatePosterior",
     "fit_gp",

@@ -11,7 +11,8 @@ it is wrong (docs/decisions/0011). Member ``k`` of the posterior at candidate ``
     ``f_k(c) = P[k, c] + μ_r(c) + σ_r(c) ε[k, c]``  with ``ε ~ N(0, 1)``,
 
 an ensemble that botorch's Monte-Carlo acquisition functions consume as an ``EnsemblePosterior``
-through a ``Model`` over candidate indices (``SampledCandidates``): qLogEI, qLogNEI, qUCB,
+through a ``Model`` over candidate indices (``SampledCandidates``), averaging over every member once
+(``EveryMember``, botorch's ``IndexSampler`` without the random resample): qLogEI, qLogNEI, qUCB,
 Thompson sampling (one member drawn by the posterior's ``rsample``), and the posterior's spread for ``max-variance``.
 Pure compute: no I/O.
 """
@@ -36,8 +37,8 @@ from engine.errors import ConfigError
 from engine.policy._acquisition import ACQUISITIONS, RUNNER_UPS, Choice, TravelCost
 from engine.policy._gp_posterior import CandidatePosterior
 
-MC_SAMPLES = 128
-"""Ensemble members the Monte-Carlo acquisitions resample (botorch's ``IndexSampler``)."""
+SHORTLIST = 256
+"""Candidates the Monte-Carlo acquisitions score: those whose highest member is highest (see ``select_sampled``)."""
 _CHUNK = 2048
 
 
@@ -90,6 +91,32 @@ def standardised_draws(draws: NDArray[np.float64], mean: float, std: float) -> N
     finite = np.isfinite(d)
     low = float(d[finite].min()) if finite.any() else mean
     return np.asarray((np.where(finite, d, low) - mean) / std, dtype=np.float64)
+
+
+class EveryMember(IndexSampler):
+    """botorch's ``IndexSampler``, taking every member of the ensemble once instead of a random resample.
+
+    The Monte-Carlo acquisitions then average exactly over the ``s`` members (no resampling noise,
+    no multinomial draw per call).
+
+    Args:
+        members: the ensemble's size ``s`` (the sampler's sample shape).
+
+    Examples:
+        >>> from botorch.posteriors.ensemble import EnsemblePosterior
+        >>> posterior = EnsemblePosterior(torch.arange(6.0).reshape(2, 3, 1, 1))  # 2 candidates, 3 members
+        >>> EveryMember(3)(posterior)[:, :, 0, 0].tolist()
+        [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
+    """
+
+    def __init__(self, members: int):
+        super().__init__(sample_shape=torch.Size([members]))
+
+    def _construct_base_samples(self, posterior: EnsemblePosterior) -> None:
+        shape = self.sample_shape + posterior.batch_shape
+        if self.base_samples is None or self.base_samples.shape != shape:
+            index = torch.arange(posterior.ensemble_size, device=posterior.device)
+            self.register_buffer("base_samples", index.reshape(-1, *([1] * len(posterior.batch_shape))).expand(shape))
 
 
 class SampledCandidates(Model):
@@ -172,12 +199,17 @@ def select_sampled(
         acquisition: one of ``engine.policy.ACQUISITIONS``.
         best_f: the best standardised measured value (log EI's incumbent).
         observed: measured candidate indices (noisy log EI's baseline: the 16 of highest posterior mean).
-        seed: seeds the ensemble's normal draws, the index sampler and Thompson's member.
+        seed: seeds the ensemble's normal draws and Thompson's member.
         beta: qUCB's ``β``.
         travel: optional travel cost.
 
     Returns:
         The chosen indices, their acquisition values and the runner-ups' values.
+
+    log EI, noisy log EI and UCB score the ``SHORTLIST`` candidates whose highest ensemble member is
+    highest (the others get ``-inf``): an improvement no member reaches has an expected improvement
+    near zero, so their maximiser lies there in all but pathological cases, and a decision over
+    10,000 candidates costs the same as over 256.
 
     Examples:
         >>> prior = PredictedScalars(np.random.default_rng(0).normal(size=(16, 30)))
@@ -188,7 +220,7 @@ def select_sampled(
     """
     if acquisition not in ACQUISITIONS:
         raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
-    free = np.asarray(available, dtype=np.int64)
+    free = np.sort(np.asarray(available, dtype=np.int64))
     believers = [int(i) for i in pending]
     chosen: list[int] = []
     values: list[float] = []
@@ -197,7 +229,14 @@ def select_sampled(
     for pick in range(min(q, free.size)):
         variance = residual.believe(np.asarray(believers, np.int64)) if believers else None
         model = SampledCandidates(prior, residual, variance, seed=seed)
-        scores = _scores(model, free, np.asarray(believers, np.int64), acquisition, best_f, observed, seed + pick, beta)
+        scored = free
+        if acquisition in ("log-ei", "ucb", "noisy-log-ei") and free.size > SHORTLIST:
+            upper = model.members[:, free].max(dim=0).values.numpy()
+            scored = np.sort(free[np.argpartition(-upper, SHORTLIST)[:SHORTLIST]])
+        scores = np.full(free.size, -np.inf)
+        inside = np.searchsorted(free, scored) if scored is not free else slice(None)
+        scores[inside] = _scores(model, scored, np.asarray(believers, np.int64), acquisition, best_f, observed,
+                                 seed + pick, beta)  # fmt: skip
         if travel is not None and origin >= 0:
             scores = scores - travel.penalty(origin, free)
         order = np.argsort(-scores, kind="stable")
@@ -229,7 +268,7 @@ def _scores(
             torch.manual_seed(seed)
             draw = model.posterior(x[:, 0, :].unsqueeze(0)).rsample(torch.Size([1]))  # (1, 1, k, 1)
         return np.asarray(draw.reshape(-1).numpy(), dtype=np.float64)
-    sampler = IndexSampler(sample_shape=torch.Size([MC_SAMPLES]), seed=seed)
+    sampler = EveryMember(model.members.shape[0])
     acq: AcquisitionFunction
     if acquisition == "log-ei":
         acq = qLogExpectedImprovement(model, best_f=best_f, sampler=sampler)
