@@ -345,7 +345,7 @@ def test_dkl_campaign_over_zeromq(tmp_path: Path) -> None:
     assert np.all(mv[:4] == -1) and np.all(mv[4:] >= 1) and np.all(np.diff(mv) >= 0)
 
 
-@pytest.mark.parametrize("policy", ["dualvae-bo", "dkl"])
+@pytest.mark.parametrize("policy", ["dualvae-bo", "dualvae-spectral", "dkl"])
 def test_image_policies_say_they_need_a_structural_image(tmp_path: Path, policy: str) -> None:
     data = ROOT.parent / "shared" / "data" / "BEPS_PTO_50x50.h5"
     result = _run(tmp_path, "replay", str(data), "--policy", policy, "--budget", "10", "--output-dir", str(tmp_path))

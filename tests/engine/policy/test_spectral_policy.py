@@ -29,8 +29,9 @@ from engine.policy import (
     make_policy,
     select_sampled,
 )
+from engine.storage import read_run
 from engine.types import Image, ImageAxis, SpectralAxis
-from tests.engine.policy.test_bo_policy import _twin_campaign
+from tests.engine.policy.test_bo_policy import _run, _twin_campaign
 
 GRID = np.stack(np.meshgrid(np.linspace(0, 1, 20), np.linspace(0, 1, 20)), -1).reshape(-1, 2)
 STRUCTURE = np.random.default_rng(7).normal(size=400)
@@ -296,3 +297,15 @@ def test_a_target_off_the_axis_is_refused_and_the_old_one_stays() -> None:
     with pytest.raises(ConfigError, match="holds no channel"):
         policy.retarget(ScalariserSection(kind="band", low=5.0, high=6.0))
     assert policy.target is None and policy.bo.scalariser == BandIntegral(0.0, 0.4)
+
+
+def test_dualvae_spectral_replays_real_paired_data(tmp_path: Path) -> None:
+    """`dualscope replay` of the real Velox file (HAADF + EDS, 16 x 16) with dualvae-spectral and the Au M line."""
+    data = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fei_emd_si.emd"
+    result = _run(tmp_path, "replay", str(data), "--policy", "dualvae-spectral", "--budget", "8", "--band", "2.0:2.3",
+                  "--training", "inline", "--refit-every", "2", "--output-dir", str(tmp_path))  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = read_run(next(tmp_path.glob("replay-dualvae-spectral-*.zarr")))
+    assert run.n == 8 and run.policy_names == ["dualvae-spectral"]
+    versions = run.columns["model_version"]
+    assert np.all(versions[:5] == -1) and versions[-1] >= 1  # decided on the model after the initial five
