@@ -25,6 +25,14 @@ def import_(
             "'LIY 1 omega (A)' (default: the first; a name the file lacks is refused with the file's channels)."
         ),
     ] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            help="The structural image recorded with the spectrum image, from another file (.dm3/.dm4, .emd, "
+            ".npz with image, image_x, image_y, length_units): resampled onto the scan's field by both "
+            "calibrations; refused when its field does not contain the scan."
+        ),
+    ] = None,
 ) -> None:
     """Import a recorded spectrum image (structural image, spectra, axes, units) into a Zarr dataset.
 
@@ -33,11 +41,14 @@ def import_(
     Velox .emd and Gatan .dm3/.dm4 need the optional rosettasciio reader: pip install -e '.[formats]'.
 
     Example: `dualscope import ../shared/data/fei_emd_si.emd --out eds.zarr`
+    (a separate HAADF: `dualscope import SI.dm3 --image HAADF.dm3 --out si.zarr`)
     """
-    from engine.io import import_file
+    from engine.io import import_file, pair_image, read_structural_image
     from engine.storage import write_spectrum_image
 
     si = import_file(source, channel)
+    if image is not None:
+        si = pair_image(si, read_structural_image(image), str(image))
     write_spectrum_image(si, output)
     spec = si.spectral_axis
     out.print(

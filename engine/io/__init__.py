@@ -18,6 +18,13 @@ Examples:
     >>> data, energy, units = load_paired(run_path, patch=8)  # the run's patches and spectra
     >>> model = Surrogate(SurrogateConfig(batch_size=8), 8, data.channels, device=torch.device("cpu"))
     >>> _ = model.fit(data, 3)  # a (barely) trained dual VAE
+    >>> xs = 20.0 + 5.0 * np.arange(8)  # an 8 x 8 scan in 5 nm steps, and a HAADF of the field in 0.5 nm pixels
+    >>> scan_file, haadf_file = folder / "si.npz", folder / "haadf.npz"
+    >>> np.savez(scan_file, spectra=np.ones((8, 8, 16)), x=xs, y=xs, length_units="nm")
+    >>> centres = 0.25 + 0.5 * np.arange(200)
+    >>> np.savez(haadf_file, image=np.random.default_rng(0).random((200, 200)), image_x=centres, image_y=centres,
+    ...          length_units="nm")
+    >>> si, image = import_file(scan_file), read_structural_image(haadf_file)
 """
 
 from typing import TYPE_CHECKING
@@ -34,6 +41,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
     )
     from engine.io._datasets import load_paired
     from engine.io._importers import ImportFailed, from_grid, import_file
+    from engine.io._pairing import pair_image, read_structural_image
     from engine.io._replay import ReplaySetup, replay_setup
 
 __all__ = [
@@ -41,6 +49,9 @@ __all__ = [
     "import_file",
     "from_grid",
     "ImportFailed",
+    # a structural image from another file, paired by calibration
+    "read_structural_image",
+    "pair_image",
     # replaying recorded data
     "replay_setup",
     "ReplaySetup",
