@@ -38,7 +38,10 @@ def test_defaults_and_frozen() -> None:
             "[polcy]\nname = 'random'",
             ["polcy: unknown key", "candidates, faults, instrument, operator, policy, run, safety, stop"],
         ),
-        ("[policy]\nname = 'bo'", ["policy.name", "'random', 'raster', 'gp-position', 'dualvae-bo' or 'dkl'", "'bo'"]),
+        (
+            "[policy]\nname = 'bo'",
+            ["policy.name", "'random', 'raster', 'gp-position', 'dualvae-bo', 'dualvae-spectral' or 'dkl'", "'bo'"],
+        ),
         ("[stop]\nbudget = 0", ["stop.budget", "greater than or equal to 1"]),
         ("[instrument]\nmode = 'telepathy'", ["instrument.mode", "'spawn', 'connect' or 'local'"]),
         ("[run]\nname = 'has space'", ["run.name", "pattern"]),
