@@ -239,9 +239,10 @@ def test_resume_refuses_another_instrument_and_keeps_the_run(tmp_path: Path) -> 
     assert run.n == 4 and run.attrs["status"] == "interrupted" and run.attrs["in_flight"] is not None
 
 
-def test_a_resumed_dual_vae_continues_from_its_checkpoint_in_the_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("policy", ["dualvae-bo", "dualvae-spectral"])
+def test_a_resumed_dual_vae_continues_from_its_checkpoint_in_the_run(tmp_path: Path, policy: str) -> None:
     text = (
-        CONFIG.format(out=tmp_path, channels=40, policy="dualvae-bo")
+        CONFIG.format(out=tmp_path, channels=40, policy=policy)
         .replace('training = "inline"\n', 'training = "inline"\npretrain_steps = 20\nupdate_steps = 3\npatch_px = 8\n')
         .replace("budget = 12", "budget = 7")
     )
