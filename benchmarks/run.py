@@ -7,6 +7,7 @@ the README's and docs/benchmarks.md's tables are then regenerated from the newes
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 
@@ -16,8 +17,15 @@ from rich.table import Table
 from benchmarks import common, design, discovery, latency, loop, reliability, simulators, storage, surrogates, tables
 
 
-def main() -> int:
-    """Run the benchmarks and print the table."""
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks (all, or those ``--only`` names) and print the table.
+
+    Example: ``python -m benchmarks.run --only latency discovery`` re-measures two and regenerates the
+    tables from the newest record of every benchmark.
+    """
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=main.__doc__)
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks")
+    args = parser.parse_args(argv)
     console = Console(width=180)
     all_records = []
     modules = (
@@ -30,7 +38,12 @@ def main() -> int:
         ("design", design),
         ("reliability", reliability),
     )
+    known = [name for name, _ in modules]
+    if args.only and (unknown := sorted(set(args.only) - set(known))):
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(known)}")
     for name, module in modules:
+        if args.only and name not in args.only:
+            continue
         console.print(f"[bold]running {name}…[/]")
         records = module.run()
         path = common.write(name, records)
