@@ -56,6 +56,8 @@ SCORED_SEEDS = tuple(range(100, 110))
 """Held-out twins: the scored rows."""
 SEEDS = DEV_SEEDS  # the real-data truths have no seed of their own: repetitions of the policies' RNG
 REFIT_EVERY = 2
+PRETRAIN_STEPS = 300
+"""The dual VAE's image-only steps before a campaign (the policies' default)."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,7 @@ def campaign(
         initial=5,
         training="inline",
         refit_every=REFIT_EVERY,
-        pretrain_steps=300,
+        pretrain_steps=PRETRAIN_STEPS,
         patch_px=truth.patch_px,
         latent_with_position=with_position,
         prior_as=prior_as,  # type: ignore[arg-type]

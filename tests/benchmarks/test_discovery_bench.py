@@ -70,6 +70,7 @@ def test_structure_rows_score_dualvae_spectral_against_three_baselines_and_a_tar
 ) -> None:
     """The structure twin's rows (smoke size): goals against random, gp-position and dkl; the target change row."""
     monkeypatch.setattr(discovery, "RETARGET_AFTER", 6)
+    monkeypatch.setattr(discovery, "PRETRAIN_STEPS", 20)  # the machinery, not the network, is under test
     truth = replace(structure_twin_truth(0), cap=12)
     family = {discovery.STRUCTURE_HELD_OUT: [(truth, 0)]}
     results = evaluate(family, discovery.STRUCTURE_VARIANTS)
