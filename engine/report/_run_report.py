@@ -6,11 +6,12 @@ import tempfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.config import parse_config, parse_window
+from engine.config import ScalariserSection, parse_config, parse_window, validate_model
 from engine.errors import DualscopeError, RunCorrupt
 from engine.io import import_file, load_surrogate
 from engine.policy import build_scalariser
@@ -124,7 +125,9 @@ def run_property(run: RunData, band_text: str = "") -> tuple[Callable[[NDArray, 
     Returns:
         The property of each spectrum (spectra ``(n, c)``, axis ``(c,)`` → ``(n,)``) and its name with
         units. A run whose configuration names no ``[policy.scalariser]`` (a random or raster
-        campaign, a replay, an imported run) gets its total signal over the whole axis.
+        campaign, a replay, an imported run) gets its total signal over the whole axis. When an
+        operator changed the target during the run (``dualscope ctl RUN target``), the last target
+        the campaign took is mapped, and the name says so.
 
     Raises:
         ConfigError: a malformed band.
@@ -146,6 +149,9 @@ def run_property(run: RunData, band_text: str = "") -> tuple[Callable[[NDArray, 
         section = parse_config(text, "the run's configuration").policy.scalariser if named else None
     except (tomllib.TOMLDecodeError, DualscopeError):
         section = None
+    operator = _operator_target(run.attrs.get("operator_actions", []))
+    if operator is not None:
+        section = validate_model(operator["scalariser"], ScalariserSection, "the operator's target")
     if section is None:
         whole = axis.values()
         return Band(float(whole.min()), float(whole.max())), f"total {run.signal} (summed over all channels)"
@@ -154,4 +160,17 @@ def run_property(run: RunData, band_text: str = "") -> tuple[Callable[[NDArray, 
     units = scalariser.units(axis.units)
     if run.signal != "counts":  # the scalarisers speak of counts; a recording says what its values are
         units = units.replace("counts", f"{run.signal} ×")
-    return scalariser, f"{scalariser.name.replace('_', ' ')}{window_text}" + (f" ({units})" if units else "")
+    by = f", the target {operator['who']} set during the run" if operator is not None else ""
+    return scalariser, f"{scalariser.name.replace('_', ' ')}{window_text}" + (f" ({units}{by})" if units or by else "")
+
+
+def _operator_target(actions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last ``target`` operator action the campaign took (one it refused does not count), if any."""
+    current: dict[str, Any] | None = None
+    before: dict[str, Any] | None = None
+    for action in actions:
+        if action.get("action") == "target":
+            before, current = current, action
+        elif action.get("action") == "target-refused":
+            current = before
+    return current

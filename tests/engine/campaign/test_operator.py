@@ -17,6 +17,7 @@ from engine.candidates import CandidateSet
 from engine.clock import SystemClock
 from engine.errors import BadRequest, InstrumentTimeout, OutOfLimits, Unauthorised
 from engine.policy import RandomPolicy
+from engine.report import run_property
 from engine.storage import read_run
 from instruments.auth import AuthorisedKeys, ClientAuth, KeyPair, ServerAuth
 from instruments.control import ControlServer, send_control
@@ -250,3 +251,5 @@ def test_dualscope_ctl_target_changes_what_a_running_campaign_maximises(tmp_path
     assert actions[0]["scalariser"] == {"kind": "peak", "low": 2.5, "high": 4.0} and actions[0]["time"] > 0
     state = run.attrs["resume_point"]["policy_state"]  # what `dualscope resume` would restore
     assert state["target"]["kind"] == "peak" and state["target"]["low"] == 2.5
+    _, mapped = run_property(run)  # the report maps the target the campaign ended with, and says whose it is
+    assert mapped == "peak position over 2.5–4 eV (eV, the target alice set during the run)", mapped
