@@ -101,3 +101,23 @@ def median_ratio(value: float, reference: float, budget: float) -> tuple[float, 
 def finite_or_none(value: float) -> float | None:
     """``value``, or ``None`` for ±∞ (JSON has no infinity: a censored median is written as null)."""
     return None if math.isinf(value) else value
+
+
+def random_search_median(candidates: int, top: int, found: int) -> int:
+    """The exact median number of measurements random search (without replacement) needs to find ``found`` of ``top``.
+
+    The first ``t`` measurements of a uniformly random order hold a hypergeometric number of the
+    ``top`` best among ``candidates``; the median is the smallest ``t`` at which finding ``found`` or
+    more has probability at least 1/2. This is random search's figure beyond any budget a simulation
+    of it can afford (its simulated runs are censored there).
+
+    Examples:
+        >>> random_search_median(961, 10, 5)  # half the top 1 % of 961 candidates
+        435
+    """
+    from scipy.stats import hypergeom
+
+    for t in range(found, candidates + 1):
+        if hypergeom(candidates, top, t).sf(found - 1) >= 0.5:
+            return t
+    return candidates
