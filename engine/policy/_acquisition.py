@@ -19,6 +19,7 @@ Pure compute, no I/O.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,14 +197,45 @@ def select(
     if acquisition in SHORTLISTS and keep is not None and free.size > keep:
         upper = posterior.mean[free] + 3.0 * np.sqrt(posterior.variance[free])
         free = np.sort(free[np.argpartition(-upper, keep)[:keep]])
+    beta = ucb_beta(step, posterior.candidates.shape[0]) if beta is None else beta
+    return greedy_batch(free, pending, q, lambda f, b, _pick: _scores(posterior, f, b, acquisition, gen, beta), travel)
+
+
+BatchScore = Callable[[NDArray[np.int64], NDArray[np.int64], int], NDArray[np.float64]]
+"""Acquisition values ``(k,)`` of candidates ``free (k,)``, given the believers ``(p,)`` and the pick's number."""
+
+
+def greedy_batch(
+    free: NDArray[np.int64],
+    pending: NDArray[np.int64],
+    q: int,
+    score: BatchScore,
+    travel: TravelCost | None = None,
+) -> Choice:
+    """Choose up to ``q`` of ``free`` one at a time; each pick joins the believers of the next.
+
+    Args:
+        free: candidates that may be chosen ``(k,)``.
+        pending: candidates sent but not yet measured ``(p,)`` (the first believers).
+        q: batch size.
+        score: acquisition values of the remaining free candidates, given the believers and the pick number.
+        travel: optional travel cost, from the last measured position and then from the previous pick.
+
+    Returns:
+        The chosen indices, their values, and the first pick's runner-ups' values.
+
+    Examples:
+        >>> values = np.array([0.1, 0.9, 0.5, 0.7])
+        >>> greedy_batch(np.arange(4), np.empty(0, np.int64), 2, lambda f, b, k: values[f]).indices.tolist()
+        [1, 3]
+    """
     chosen: list[int] = []
     values: list[float] = []
     runner_ups = np.empty(0)
     believers = [int(i) for i in pending]
     origin = travel.start if travel is not None else -1
-    beta = ucb_beta(step, posterior.candidates.shape[0]) if beta is None else beta
     for pick in range(min(q, free.size)):
-        scores = _scores(posterior, free, np.asarray(believers, np.int64), acquisition, gen, beta)
+        scores = score(free, np.asarray(believers, np.int64), pick)
         if travel is not None and origin >= 0:
             scores = scores - travel.penalty(origin, free)
         order = np.argsort(-scores, kind="stable")

@@ -34,7 +34,7 @@ from botorch.sampling.index_sampler import IndexSampler
 from numpy.typing import NDArray
 
 from engine.errors import ConfigError
-from engine.policy._acquisition import ACQUISITIONS, RUNNER_UPS, Choice, TravelCost
+from engine.policy._acquisition import ACQUISITIONS, Choice, TravelCost, greedy_batch
 from engine.policy._gp_posterior import CandidatePosterior
 
 SHORTLIST = 256
@@ -221,34 +221,19 @@ def select_sampled(
     if acquisition not in ACQUISITIONS:
         raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
     free = np.sort(np.asarray(available, dtype=np.int64))
-    believers = [int(i) for i in pending]
-    chosen: list[int] = []
-    values: list[float] = []
-    runner_ups = np.empty(0)
-    origin = travel.start if travel is not None else -1
-    for pick in range(min(q, free.size)):
-        variance = residual.believe(np.asarray(believers, np.int64)) if believers else None
-        model = SampledCandidates(prior, residual, variance, seed=seed)
+
+    def score(free: NDArray[np.int64], believers: NDArray[np.int64], pick: int) -> NDArray[np.float64]:
+        model = SampledCandidates(prior, residual, residual.believe(believers) if believers.size else None, seed=seed)
         scored = free
         if acquisition in ("log-ei", "ucb", "noisy-log-ei") and free.size > SHORTLIST:
             upper = model.members[:, free].max(dim=0).values.numpy()
             scored = np.sort(free[np.argpartition(-upper, SHORTLIST)[:SHORTLIST]])
         scores = np.full(free.size, -np.inf)
         inside = np.searchsorted(free, scored) if scored is not free else slice(None)
-        scores[inside] = _scores(model, scored, np.asarray(believers, np.int64), acquisition, best_f, observed,
-                                 seed + pick, beta)  # fmt: skip
-        if travel is not None and origin >= 0:
-            scores = scores - travel.penalty(origin, free)
-        order = np.argsort(-scores, kind="stable")
-        best = int(order[0])
-        if pick == 0:
-            runner_ups = scores[order[1 : 1 + RUNNER_UPS]]
-        chosen.append(int(free[best]))
-        values.append(float(scores[best]))
-        believers.append(int(free[best]))
-        origin = int(free[best])
-        free = np.delete(free, best)
-    return Choice(np.asarray(chosen, np.int64), np.asarray(values), np.asarray(runner_ups, np.float64))
+        scores[inside] = _scores(model, scored, believers, acquisition, best_f, observed, seed + pick, beta)
+        return scores
+
+    return greedy_batch(free, np.asarray(pending, np.int64), q, score, travel)
 
 
 def _scores(
