@@ -418,7 +418,7 @@ def records(results: dict[str, dict[str, object]]) -> list[Record]:
                                    math.nan, "", where))  # fmt: skip
                 continue
             value = _median(rec)
-            lo, hi = (math.inf if v is None else float(v) for v in rec["n50_interval95"])  # type: ignore[union-attr]
+            lo, hi = _interval(rec)
             image_policy = policy.startswith(("dualvae", "dkl"))
             for baseline, goal in (("random", "ratio <= 0.2"), ("gp-position", "ratio <= 0.8")):
                 if baseline == "gp-position" and not image_policy:
@@ -449,9 +449,16 @@ def records(results: dict[str, dict[str, object]]) -> list[Record]:
     return rows
 
 
-def _median(rec: dict[str, object]) -> float:
-    raw = rec["n50_median"]
+def _median(rec: dict[str, object], key: str = "n50_median") -> float:
+    """A stored median (JSON null for a censored one) as a number (``inf``)."""
+    raw = rec[key]
     return float(raw) if isinstance(raw, (int, float)) else math.inf
+
+
+def _interval(rec: dict[str, object], key: str = "n50_interval95") -> tuple[float, float]:
+    """A stored 95 % interval, censored ends (null) as ``inf``."""
+    lo, hi = rec[key]  # type: ignore[misc]
+    return (math.inf if lo is None else float(lo)), (math.inf if hi is None else float(hi))
 
 
 def families() -> dict[str, Family]:
@@ -538,7 +545,7 @@ def structure_records(results: dict[str, dict[str, object]], retarget: dict[str,
         exact = float(random_search_median(int(entry["candidates"]), int(entry["top_size"]), 5))  # type: ignore[call-overload]
         for policy, rec in policies.items():
             value = _median(rec)
-            lo, hi = (math.inf if v is None else float(v) for v in rec["n50_interval95"])  # type: ignore[union-attr]
+            lo, hi = _interval(rec)
             against = ["random"] + (["gp-position"] if policy not in ("random", "gp-position") else [])
             against += ["dkl"] if policy.startswith("dualvae") else []
             against += ["random search (exact)"] if policy != "random" else []
@@ -558,10 +565,9 @@ def structure_records(results: dict[str, dict[str, object]], retarget: dict[str,
                                "point between random search and an oracle (is the target hard for position alone?)",
                                gp, "", "half-way random-oracle", half, gp / half, "ratio >= 1", where))  # fmt: skip
     if retarget is not None:
-        value = math.inf if retarget["after_change_median"] is None else float(retarget["after_change_median"])  # type: ignore[arg-type]
-        reference = math.inf if retarget["fresh_median"] is None else float(retarget["fresh_median"])  # type: ignore[arg-type]
+        value, reference = _median(retarget, "after_change_median"), _median(retarget, "fresh_median")
         ratio, upper = median_ratio(value, reference, float(retarget["budget"]))  # type: ignore[arg-type]
-        lo, hi = (math.inf if v is None else float(v) for v in retarget["after_change_interval95"])  # type: ignore[union-attr]
+        lo, hi = _interval(retarget, "after_change_interval95")
         metric = (f"{STRUCTURE_HELD_OUT} dualvae-spectral, target changed after {RETARGET_AFTER}: measurements from "
                   f"the change to 50% of the new target's top set (95% {lo:g}-{hi:g}"
                   f"{'; the fresh run never got there: an upper bound' if upper else ''})")  # fmt: skip

@@ -80,29 +80,43 @@ class ScalariserSection(_Strict):
     units: str = Field("", description="units of a user function's result")
     log: bool = Field(False, description="maximise the natural log (same ranking; for heavy-tailed positive values)")
 
-    def check_axis(self, values: Any, units: str = "") -> None:
-        """Refuse windows that hold no channel of the spectral axis ``values (c,)``.
+    def check_axis(self, values: Any) -> None:
+        """Refuse windows that hold no channel of the spectral axis ``values (c,)`` (``window_channels``).
 
         Raises:
             ConfigError: naming the window and the axis' range.
 
         Examples:
-            >>> ScalariserSection(kind="band", low=0.4, high=0.6).check_axis(np.linspace(0.1, 1.3, 300), "eV")
-            >>> ScalariserSection(kind="band", low=2.0, high=3.0).check_axis(np.linspace(0.1, 1.3, 300), "eV")
+            >>> ScalariserSection(kind="band", low=0.4, high=0.6).check_axis(np.linspace(0.1, 1.3, 300))
+            >>> ScalariserSection(kind="band", low=2.0, high=3.0).check_axis(np.linspace(0.1, 1.3, 300))
             Traceback (most recent call last):
             ...
-            engine.errors.ConfigError: window low = 2, high = 3 holds no channel of the axis 0.1-1.3 eV
+            engine.errors.ConfigError: window [2, 3] holds no channel of the axis [0.1, 1.3]
         """
         axis = np.asarray(values, dtype=np.float64)
         windows = {"band": [("low", "high")], "peak": [("low", "high")], "target": [("low", "high")]}
         windows["ratio"] = [("low", "high"), ("low_b", "high_b")]
         for lo_key, hi_key in windows.get(self.kind, []):
-            lo, hi = getattr(self, lo_key), getattr(self, hi_key)
-            if not np.any((axis >= min(lo, hi)) & (axis <= max(lo, hi))):
-                raise ConfigError(
-                    f"window {lo_key} = {lo:g}, {hi_key} = {hi:g} holds no channel of the axis "
-                    f"{axis.min():g}-{axis.max():g} {units}".rstrip()
-                )
+            window_channels(axis, getattr(self, lo_key), getattr(self, hi_key))
+
+
+def window_channels(axis: Any, low: float, high: float) -> Any:
+    """The channels of ``axis (c,)`` inside ``[low, high]`` (either order), as a mask ``(c,)``.
+
+    Raises:
+        ConfigError: the window holds no channel (naming it and the axis' range).
+
+    Examples:
+        >>> window_channels(np.linspace(0.0, 1.0, 5), 0.6, 0.3).tolist()
+        [False, False, True, False, False]
+    """
+    values = np.asarray(axis, dtype=np.float64)
+    sel = (values >= min(low, high)) & (values <= max(low, high))
+    if not sel.any():
+        raise ConfigError(
+            f"window [{low:g}, {high:g}] holds no channel of the axis [{values.min():g}, {values.max():g}]"
+        )
+    return sel
 
 
 class PolicySection(_Strict):
@@ -318,6 +332,42 @@ def load_config(path: Path, *, defaults: bool = False) -> tuple[RunConfig, str]:
             "defaults (the synthetic microscope, raster policy, 200 spectra)"
         )
     return config, text
+
+
+def scalariser_table(band: tuple[float, float] | None, scalariser: str) -> dict[str, Any]:
+    """The ``[policy.scalariser]`` table a command line's ``--band LOW:HIGH`` or ``--scalariser TABLE`` gives.
+
+    Args:
+        band: the parsed ``--band`` (``parse_window``), or None.
+        scalariser: the body of a TOML inline table (``'kind = "peak", low = 0.4, high = 1.0'``), or ''.
+
+    Returns:
+        The validated table (``kind = "band"`` with ``low`` and ``high`` for a band).
+
+    Raises:
+        ConfigError: both or neither given, not TOML, or not a valid scalariser table (the key named).
+
+    Examples:
+        >>> scalariser_table((0.6, 0.7), "")
+        {'kind': 'band', 'low': 0.6, 'high': 0.7}
+        >>> scalariser_table(None, 'kind = "peak", low = 0.4, high = 1.0')["kind"]
+        'peak'
+    """
+    if band is not None and scalariser:
+        raise ConfigError('give --band or --scalariser, not both (--band LOW:HIGH is kind = "band")')
+    if band is None and not scalariser:
+        raise ConfigError("give --band LOW:HIGH or --scalariser TABLE")
+    if band is not None:
+        table: dict[str, Any] = {"kind": "band", "low": band[0], "high": band[1]}
+    else:
+        try:
+            table = tomllib.loads(f"t = {{ {scalariser} }}")["t"]
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(
+                f"--scalariser is the body of a TOML inline table, e.g. 'kind = \"peak\"': {exc}"
+            ) from None
+    validate_model(table, ScalariserSection, "--scalariser")
+    return table
 
 
 def parse_window(text: str, what: str, units: str = "") -> tuple[float, float] | None:

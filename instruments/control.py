@@ -119,7 +119,7 @@ class ControlServer:
                 raise BadRequest("target needs body.scalariser: the keys of [policy.scalariser]", msg.request_id)
             try:
                 section = validate_model(table, ScalariserSection, "target")
-                section.check_axis(self._description.spectral_axis.values(), self._description.spectral_axis.units)
+                section.check_axis(self._description.spectral_axis.values())
                 self._control.retarget(table, who)
             except ConfigError as exc:
                 raise BadRequest(str(exc), msg.request_id) from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +10,7 @@ import typer
 import zmq
 
 from engine.cli.console import fail, out
-from engine.config import ScalariserSection, parse_window, validate_model
+from engine.config import parse_window, scalariser_table
 from engine.errors import ConfigError, RunStorageError
 from engine.storage import live_writer, read_run
 from instruments.auth import ClientAuth, KeyPair
@@ -76,7 +75,7 @@ def ctl(
         fail("inject and edit need a position (one number per axis); other commands take none")
     if (command == "target") != bool(band or scalariser):
         fail("target needs --band LOW:HIGH or --scalariser TABLE; other commands take neither")
-    table = target_table(band, scalariser) if command == "target" else None
+    table = scalariser_table(parse_window(band, "--band"), scalariser) if command == "target" else None
     data = read_run(run)
     attrs = data.attrs
     if live_writer(run) is None:  # no campaign holds the run: say what state it is in, do not wait
@@ -115,28 +114,6 @@ def ctl(
         out.print(f"        awaiting approval: {status['awaiting_approval']} (approve, veto or edit X Y)")
     if status.get("injected_queued"):
         out.print(f"        {status['injected_queued']} injected point(s) queued")
-
-
-def target_table(band: str, scalariser: str) -> dict[str, Any]:
-    """The ``[policy.scalariser]`` table ``--band LOW:HIGH`` or ``--scalariser 'KEY = VALUE, ...'`` gives.
-
-    Raises:
-        ConfigError: both or neither given, not valid TOML, or not a valid scalariser table.
-    """
-    if band and scalariser:
-        raise ConfigError('give --band or --scalariser, not both (--band LOW:HIGH is kind = "band")')
-    window = parse_window(band, "--band")
-    if window is not None:
-        table: dict[str, Any] = {"kind": "band", "low": window[0], "high": window[1]}
-    else:
-        try:
-            table = tomllib.loads(f"t = {{ {scalariser} }}")["t"]
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(
-                f"--scalariser is the body of a TOML inline table, e.g. 'kind = \"peak\"': {exc}"
-            ) from None
-    validate_model(table, ScalariserSection, "--scalariser")
-    return table
 
 
 def _auth(key: Path | None, campaign_public: object) -> ClientAuth | None:

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.candidates import CandidateSet
-from engine.config import RunConfig, parse_config
-from engine.errors import ConfigError
+from engine.config import RunConfig, parse_config, scalariser_table
 from engine.io._importers import import_file
 from engine.storage import read_candidates
 
@@ -84,13 +83,10 @@ def replay_setup(
     """
     si = import_file(source, channel)
     values = si.spectral_axis.values()
-    low, high = band if band is not None else (float(values.min()), float(values.max()))
-    table = f'kind = "band", low = {low!r}, high = {high!r}'
-    if scalariser:
-        if band is not None:
-            raise ConfigError('give --band or --scalariser, not both (--band LOW:HIGH is kind = "band")')
-        table = scalariser
-    q = json.dumps  # a JSON string is a valid TOML basic string
+    whole = (float(values.min()), float(values.max()))
+    chosen = scalariser_table(band if band is not None or scalariser else whole, scalariser)
+    q = json.dumps  # a JSON string (or number, or boolean) is a valid TOML value
+    table = ", ".join(f"{key} = {q(value)}" for key, value in chosen.items())
     model_based = policy not in ("random", "raster")
     text = (
         f"# dualscope replay {source} --policy {policy} --budget {budget} --seed {seed} --noise {noise}"

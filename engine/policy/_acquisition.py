@@ -194,11 +194,22 @@ def select(
     gen = torch.Generator().manual_seed(seed)
     free = np.asarray(available, dtype=np.int64)
     keep = shortlist if shortlist is not None else SHORTLISTS.get(acquisition)
-    if acquisition in SHORTLISTS and keep is not None and free.size > keep:
-        upper = posterior.mean[free] + 3.0 * np.sqrt(posterior.variance[free])
-        free = np.sort(free[np.argpartition(-upper, keep)[:keep]])
+    if acquisition in SHORTLISTS and keep is not None:
+        free = highest(free, posterior.mean[free] + 3.0 * np.sqrt(posterior.variance[free]), keep)
     beta = ucb_beta(step, posterior.candidates.shape[0]) if beta is None else beta
     return greedy_batch(free, pending, q, lambda f, b, _pick: _scores(posterior, f, b, acquisition, gen, beta), travel)
+
+
+def highest(free: NDArray[np.int64], upper: NDArray[np.float64], keep: int) -> NDArray[np.int64]:
+    """The ``keep`` candidates of ``free (k,)`` with the highest ``upper (k,)``, sorted (all when ``k <= keep``).
+
+    Examples:
+        >>> highest(np.array([4, 7, 9]), np.array([0.3, 0.9, 0.5]), 2).tolist()
+        [7, 9]
+    """
+    if free.size <= keep:
+        return free
+    return np.sort(free[np.argpartition(-upper, keep)[:keep]])
 
 
 BatchScore = Callable[[NDArray[np.int64], NDArray[np.int64], int], NDArray[np.float64]]

@@ -463,9 +463,8 @@ class BOPolicy:
         """
         if self._build is None:
             raise ConfigError(f"{self.name} was built without a scalariser factory; it cannot change target")
-        scalariser = self._build(section)
-        scalariser(np.ones((1, self.bo.axis.size)), self.bo.axis)  # a window off the axis fails here, not later
-        self.bo.retarget(scalariser)
+        section.check_axis(self.bo.axis)  # a window off the axis fails here, not at the next refit
+        self.bo.retarget(self._build(section))
         self.target = section.model_dump()
 
     def state(self) -> dict[str, Any]:

@@ -201,9 +201,8 @@ def check_policy_inputs(
     if candidates is None:
         raise ConfigError(f"policy {section.name} needs the candidate set")
     if axis is not None and section.scalariser.kind != "user":  # a user's function is theirs to check
-        values = axis.values()
         try:  # a window outside the axis fails here, before the first decision, not at the first refit
-            build_scalariser(section.scalariser, axis)(np.ones((1, values.size)), values)
+            section.scalariser.check_axis(axis.values())
         except ConfigError as exc:
             raise ConfigError(
                 f"policy.scalariser: {exc} ({axis.name}, {axis.units}); choose low and high within it"

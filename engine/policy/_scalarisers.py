@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.config import window_channels
 from engine.errors import ConfigError
 
 
@@ -42,10 +43,7 @@ class Scalariser(Protocol):
 
 
 def _window(axis: NDArray[np.float64], low: float, high: float) -> NDArray[np.bool_]:
-    sel = (axis >= min(low, high)) & (axis <= max(low, high))
-    if not sel.any():
-        raise ConfigError(f"window [{low:g}, {high:g}] holds no channel of the axis [{axis.min():g}, {axis.max():g}]")
-    return sel
+    return np.asarray(window_channels(axis, low, high), dtype=np.bool_)
 
 
 def _target_on(target: tuple[float, ...], axis: NDArray[np.float64]) -> NDArray[np.float64]:

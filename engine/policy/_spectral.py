@@ -34,7 +34,7 @@ from botorch.sampling.index_sampler import IndexSampler
 from numpy.typing import NDArray
 
 from engine.errors import ConfigError
-from engine.policy._acquisition import ACQUISITIONS, Choice, TravelCost, greedy_batch
+from engine.policy._acquisition import ACQUISITIONS, Choice, TravelCost, greedy_batch, highest
 from engine.policy._gp_posterior import CandidatePosterior
 
 SHORTLIST = 256
@@ -207,7 +207,7 @@ def select_sampled(
         The chosen indices, their acquisition values and the runner-ups' values.
 
     log EI, noisy log EI and UCB score the ``SHORTLIST`` candidates whose highest ensemble member is
-    highest (the others get ``-inf``): an improvement no member reaches has an expected improvement
+    highest (chosen once, before the first pick): an improvement no member reaches has an expected improvement
     near zero, so their maximiser lies there in all but pathological cases, and a decision over
     10,000 candidates costs the same as over 256.
 
@@ -221,17 +221,13 @@ def select_sampled(
     if acquisition not in ACQUISITIONS:
         raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
     free = np.sort(np.asarray(available, dtype=np.int64))
+    first = SampledCandidates(prior, residual, residual.believe(pending) if len(pending) else None, seed=seed)
+    if acquisition in ("log-ei", "ucb", "noisy-log-ei"):
+        free = highest(free, first.members[:, free].max(dim=0).values.numpy(), SHORTLIST)
 
     def score(free: NDArray[np.int64], believers: NDArray[np.int64], pick: int) -> NDArray[np.float64]:
-        model = SampledCandidates(prior, residual, residual.believe(believers) if believers.size else None, seed=seed)
-        scored = free
-        if acquisition in ("log-ei", "ucb", "noisy-log-ei") and free.size > SHORTLIST:
-            upper = model.members[:, free].max(dim=0).values.numpy()
-            scored = np.sort(free[np.argpartition(-upper, SHORTLIST)[:SHORTLIST]])
-        scores = np.full(free.size, -np.inf)
-        inside = np.searchsorted(free, scored) if scored is not free else slice(None)
-        scores[inside] = _scores(model, scored, believers, acquisition, best_f, observed, seed + pick, beta)
-        return scores
+        model = first if pick == 0 else SampledCandidates(prior, residual, residual.believe(believers), seed=seed)
+        return _scores(model, free, believers, acquisition, best_f, observed, seed + pick, beta)
 
     return greedy_batch(free, np.asarray(pending, np.int64), q, score, travel)
 
