@@ -81,18 +81,25 @@ def bare_round_trip(n: int = 3000, reply_bytes: int = 0) -> float:
     return float(np.median(times[100:]))
 
 
-def campaign_steps(n_steps: int, workdir: Path, batch_size: int = 1) -> tuple[list[float], CandidateSet, Path]:
+def campaign_steps(
+    n_steps: int,
+    workdir: Path,
+    batch_size: int = 1,
+    pipeline: bool = False,
+    options: SyntheticOptions = OPTIONS,
+) -> tuple[list[float], CandidateSet, Path]:
     """Per-step wall times of a raster campaign over ZeroMQ with a durable run (and the run's path)."""
     clock = SystemClock()
     ctx: zmq.Context[Any] = zmq.Context()
     times: list[float] = []
-    with spawned_server("synthetic", OPTIONS.model_dump()) as endpoint:
+    name = f"bench-q{batch_size}-{'pipelined' if pipeline else 'sequential'}-{options.acquisition_time_s}.zarr"
+    with spawned_server("synthetic", options.model_dump()) as endpoint:
         client = ZmqInstrument(endpoint, ctx, timeout_s=10)
         desc = client.describe()
         image = client.acquire_image("haadf")
         cands = CandidateSet.from_image_grid(image, desc, 2, 1)
         writer = RunWriter.create(
-            workdir / f"bench-q{batch_size}.zarr",
+            workdir / name,
             description=desc,
             images=[image],
             candidates=cands,
@@ -118,16 +125,17 @@ def campaign_steps(n_steps: int, workdir: Path, batch_size: int = 1) -> tuple[li
             request_prefix="bench",
             batch_size=batch_size,
             on_step=on_step,
+            pipeline=pipeline,
         ).run()
         writer.close()
         client.close()
     ctx.term()
-    return times[50:], cands, workdir / f"bench-q{batch_size}.zarr"
+    return times[50:], cands, workdir / name
 
 
-def driver_compute(cands: CandidateSet, n: int, batch_size: int = 1) -> float:
-    """Median seconds the simulator spends on one batch of spectra, called in process."""
-    driver = synthetic_microscope(OPTIONS, SystemClock())
+def driver_compute(cands: CandidateSet, n: int, batch_size: int = 1, options: SyntheticOptions = OPTIONS) -> float:
+    """Median seconds the simulator spends on one batch of spectra (its dwell included), called in process."""
+    driver = synthetic_microscope(options, SystemClock())
     times = []
     for i in range(n):
         pos = cands.positions[i * batch_size : (i + 1) * batch_size]
@@ -184,4 +192,35 @@ def run(n_steps: int = 2000, batch_size: int = 16) -> list[Record]:
         Record("loop", f"overhead per spectrum, batches of {batch_size}", per_batch / batch_size * 1e6, "us",
                "the same bare round trip per spectrum", bare_q / batch_size * 1e6, per_batch / bare_q, "", m)
     )  # fmt: skip
-    return records
+    return records + pipelined(n_steps, bare, overhead, driver)
+
+
+DWELL_S = 0.02
+"""The simulated acquisition of the busy-fraction rows (a short EELS dwell)."""
+
+
+def pipelined(n_steps: int, bare: float, sequential_overhead: float, driver: float) -> list[Record]:
+    """Pipelined vs sequential: overhead per step, and the instrument's busy fraction with a 20 ms dwell.
+
+    The overhead of a pipelined step is its wall time less the driver's compute: with one command in
+    flight, the decision and the durable record of the last step overlap the measurement, so what is
+    left is the round trip itself. The busy fraction is the driver's time per spectrum (the 20 ms
+    dwell and its compute, measured in process) times the steps, over the wall time of those steps.
+    """
+    m = machine()
+    with tempfile.TemporaryDirectory() as tmp:
+        steps_p, cands, _ = campaign_steps(n_steps, Path(tmp), pipeline=True)
+        slow = OPTIONS.model_copy(update={"acquisition_time_s": DWELL_S})
+        busy_steps = {mode: campaign_steps(250, Path(tmp), pipeline=mode, options=slow)[0] for mode in (False, True)}
+    overhead_p = float(np.median(steps_p)) - driver
+    dwell = driver_compute(cands, 50, options=OPTIONS.model_copy(update={"acquisition_time_s": DWELL_S}))
+    busy = {mode: dwell * len(t) / float(np.sum(t)) for mode, t in busy_steps.items()}
+    base = ("bare ZeroMQ round trip", bare * 1e6)
+    return [
+        Record("loop", "pipelined overhead per step (step - driver)", overhead_p * 1e6, "us", *base,
+               overhead_p / bare, "ratio <= 3", m),
+        Record("loop", "pipelined overhead per step vs sequential", overhead_p * 1e6, "us",
+               "sequential overhead per step", sequential_overhead * 1e6, overhead_p / sequential_overhead, "", m),
+        Record("loop", f"instrument busy fraction, pipelined, {DWELL_S * 1e3:.0f} ms dwell", busy[True], "fraction",
+               "sequential", busy[False], busy[True] / busy[False], "value >= 0.95", m),
+    ]  # fmt: skip

@@ -89,11 +89,12 @@ def _serve() -> tuple[subprocess.Popen[str], str]:
     return proc, ready.group(1)
 
 
-def _config(directory: Path, endpoint: str) -> Path:
+def _config(directory: Path, endpoint: str, pipeline: bool = False) -> Path:
     directory.mkdir(parents=True)
     path = directory / "campaign.toml"
     path.write_text(
         f'[run]\nname = "kill"\noutput_dir = "{directory}"\nseed = 11\nchunk_rows = 4\nfigure = false\n'
+        f"pipeline = {str(pipeline).lower()}\n"
         f'[instrument]\nmode = "connect"\nendpoint = "{endpoint}"\nimage_channel = "haadf"\ntimeout_s = 10\n'
         "[candidates]\nstride_px = 4\n"
         '[policy]\nname = "gp-position"\ninitial = 4\ntraining = "inline"\n'
@@ -115,9 +116,12 @@ def _run_path(directory: Path) -> Path | None:
     return None
 
 
-def kill_and_resume(kills: int, directory: Path, seed: int = 7, max_delay_s: float = 1.5) -> KillChain:
+def kill_and_resume(
+    kills: int, directory: Path, seed: int = 7, max_delay_s: float = 1.5, pipeline: bool = False
+) -> KillChain:
     """SIGKILL a campaign ``kills`` times at random moments (uniform in ``[0, max_delay_s]`` s after each
-    start), resume it after each, and run the same campaign uninterrupted next to it."""
+    start), resume it after each, and run the same campaign uninterrupted next to it (both sequential, or
+    both pipelined: ``[run] pipeline``)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["engine.cli.main"])
     servers = [_serve(), _serve()]
@@ -129,9 +133,9 @@ def kill_and_resume(kills: int, directory: Path, seed: int = 7, max_delay_s: flo
         return proc
 
     try:
-        reference = engine("run", str(_config(directory / "reference", servers[0][1])))
+        reference = engine("run", str(_config(directory / "reference", servers[0][1], pipeline)))
         chain_dir = directory / "killed"
-        proc = engine("run", str(_config(chain_dir, servers[1][1])))
+        proc = engine("run", str(_config(chain_dir, servers[1][1], pipeline)))
         deadline = time.monotonic() + 60
         while (path := _run_path(chain_dir)) is None:
             if time.monotonic() > deadline or not proc.is_alive():

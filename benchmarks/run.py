@@ -14,7 +14,19 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import common, design, discovery, latency, loop, reliability, simulators, storage, surrogates, tables
+from benchmarks import (
+    common,
+    design,
+    discovery,
+    drift,
+    latency,
+    loop,
+    reliability,
+    simulators,
+    storage,
+    surrogates,
+    tables,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         ("surrogates", surrogates),
         ("latency", latency),
         ("discovery", discovery),
+        ("drift", drift),
         ("design", design),
         ("reliability", reliability),
     )

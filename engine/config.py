@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from engine.errors import ConfigError
 from engine.safety import DoseBudget, Polygon, SafetyLimits
@@ -32,6 +32,11 @@ class RunSection(_Strict):
     seed: int = Field(0, description="seed of the policy's random generator")
     chunk_rows: int = Field(64, ge=1, le=65536, description="rows per Zarr chunk and per committed block")
     figure: bool = Field(True, description="write the summary figure next to the run")
+    pipeline: bool = Field(
+        False,
+        description="decide the next step while the instrument measures the last (one command in flight, "
+        "durability of the last overlapping the next acquisition)",
+    )
 
 
 class InstrumentSection(_Strict):
@@ -233,6 +238,45 @@ class OperatorSection(_Strict):
     key: Path | None = Field(None, description="the campaign's own .key_secret for the control socket")
 
 
+class DriftSection(_Strict):
+    """``[drift]``: follow the specimen's drift by registering fresh structural images against the first one.
+
+    Every ``every_n`` measurements (or ``every_s`` seconds, whichever comes first) the campaign acquires
+    a new frame of the run's image channel, registers it against the reference with sub-pixel phase
+    cross-correlation, and from then on sends every probe to its candidate's position plus the
+    estimated drift. A registration that fails its quality check is recorded and moves nothing.
+    """
+
+    enabled: bool = Field(False, description="track drift (off: probes go where the reference image says)")
+    every_n: int | None = Field(10, ge=1, description="measurements between tracking images (none: by time only)")
+    every_s: float | None = Field(None, gt=0, description="seconds between tracking images (none: by count only)")
+    window_nm: tuple[float, float, float, float] | None = Field(
+        None,
+        description="[x0, y0, x1, y1] of the reference image, in the axes' units, registered instead of the whole "
+        "field (a distinctive, stable feature); it follows the drift. None: the whole field",
+    )
+    max_shift_nm: float = Field(
+        5.0,
+        gt=0,
+        description="largest plausible move between two tracking frames; more is refused (after k refused frames "
+        "in a row, (k + 1) × this)",
+    )
+    max_error: float = Field(
+        0.6, gt=0, le=1, description="largest registration error (0: identical frames, 1: nothing in common) accepted"
+    )
+    upsample: int = Field(20, ge=1, le=1000, description="sub-pixel precision: 1/upsample of a pixel")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DriftSection:
+        if self.enabled and self.every_n is None and self.every_s is None:
+            raise ValueError("enabled = true needs every_n or every_s (how often to track)")
+        if self.window_nm is not None:
+            x0, y0, x1, y1 = self.window_nm
+            if not (x1 > x0 and y1 > y0):
+                raise ValueError(f"window_nm = {list(self.window_nm)}: need x0 < x1 and y0 < y1")
+        return self
+
+
 class SafetyFile(BaseModel):
     """A file read for its ``[safety]`` table (a run config, or a file with only that table)."""
 
@@ -251,6 +295,7 @@ class RunConfig(_Strict):
     safety: SafetySection = SafetySection()
     faults: FaultsSection = FaultsSection()
     operator: OperatorSection = OperatorSection()
+    drift: DriftSection = DriftSection()
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:

@@ -130,9 +130,13 @@ def darkfield_twin(options: DarkFieldOptions, clock: Clock) -> SimulatedStem:
     centres = (np.arange(g) + 0.5) * options.patch_nm
     spot_nm = 0.3 * options.patch_nm
 
-    def image(gen: np.random.Generator) -> NDArray:
+    def image(gen: np.random.Generator, offset_nm: NDArray[np.float64]) -> NDArray:
         rows = [np.hstack([sem_patch(samples[i * g + j], options, gen) for j in range(g)]) for i in range(g)]
-        return np.vstack(rows)
+        frame = np.vstack(rows)
+        if not np.any(offset_nm):
+            return frame
+        px = frame.shape[1] / fov  # pixels per nm; shift (rows, cols) = (y, x)
+        return np.asarray(ndimage.shift(frame, (offset_nm[1] * px, offset_nm[0] * px), order=1, mode="nearest"))
 
     def counts_per_second(positions: NDArray[np.float64]) -> NDArray[np.float64]:
         col = np.clip((positions[:, 0] // options.patch_nm).astype(int), 0, g - 1)

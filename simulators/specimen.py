@@ -61,6 +61,12 @@ class Specimen:
     radii_nm: NDArray[np.float64]
     field_of_view_nm: float
 
+    def shifted(self, offset_nm: NDArray[np.float64]) -> Specimen:
+        """The same particles displaced by ``offset_nm`` ``(2,)`` ``(x, y)`` (a drifted specimen in the scan frame)."""
+        if not np.any(offset_nm):
+            return self
+        return Specimen(self.centres_nm + np.asarray(offset_nm)[None, :], self.radii_nm, self.field_of_view_nm)
+
 
 def generate_specimen(
     rng: np.random.Generator,

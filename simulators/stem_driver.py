@@ -16,12 +16,14 @@ from numpy.typing import NDArray
 from engine.errors import AcquisitionAborted, BadRequest
 from engine.protocols import Clock
 from engine.types import JSON, Axis, Image, ImageAxis, InstrumentDescription, SpectralAxis, SpectrumBatch
+from simulators.drift import SpecimenDrift
 
 SpectrumModel = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 """Expected counts ``(n, c)`` for probe positions ``(n, 2)`` in nm, per second of dwell."""
 
-ImageModel = Callable[[np.random.Generator], NDArray[np.float32]]
-"""A noisy structural image ``(h, w)`` of the whole field of view, drawn with the given generator."""
+ImageModel = Callable[[np.random.Generator, NDArray[np.float64]], NDArray[np.float32]]
+"""A noisy structural image ``(h, w)`` of the whole field of view, drawn with the given generator, with the
+specimen displaced by the given offset ``(2,)`` nm ``(x, y)`` in the scan frame (its drift; zeros without)."""
 
 ReadOut = Callable[[NDArray[np.float64], np.random.Generator], NDArray[np.float32]]
 """Counts ``(n, c)`` read from expected counts ``(n, c)`` (e.g. ``simulators.detector.Detector.read``)."""
@@ -47,6 +49,9 @@ class SimulatedStem:
         clock: timestamps.
         extra: JSON metadata added to ``describe``.
         read_out: turns expected counts into recorded ones (default: Poisson shot noise alone).
+        drift: the specimen's displacement in the scan frame (``None``: it stays put). A probe sent
+            to ``p`` lands on the specimen at ``p − d(t)``, and images show the displaced specimen;
+            ``landings`` keeps where each spectrum really came from, in specimen coordinates.
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class SimulatedStem:
         clock: Clock,
         extra: Mapping[str, JSON] | None = None,
         read_out: ReadOut = poisson_read_out,
+        drift: SpecimenDrift | None = None,
     ):
         self.name, self.field_of_view_nm, self._model = name, field_of_view_nm, spectrum_model
         self._channel, self._image_model = image_channel, image_model
@@ -70,6 +76,8 @@ class SimulatedStem:
         self._rng, self._clock = rng, clock
         self._extra = dict(extra or {})
         self._read_out = read_out
+        self._drift = drift
+        self._landings: list[NDArray[np.float64]] = []
         self._abort = threading.Event()
         self._busy = threading.Event()
         self._last_position: list[float] | None = None
@@ -91,7 +99,7 @@ class SimulatedStem:
         """A noisy frame ``(h, w)`` of the whole field; pixel centres span the field of view."""
         if channel != self._channel:
             raise BadRequest(f"unknown image channel {channel!r}; this instrument has {self._channel!r}")
-        data = np.asarray(self._image_model(self._rng), dtype=np.float32)
+        data = np.asarray(self._image_model(self._rng, self._offset()), dtype=np.float32)
         step_y, step_x = self.field_of_view_nm / data.shape[0], self.field_of_view_nm / data.shape[1]
         y_axis, x_axis = ImageAxis("y", "nm", step_y / 2, step_y), ImageAxis("x", "nm", step_x / 2, step_x)
         return Image(channel, data, y_axis, x_axis)
@@ -105,17 +113,27 @@ class SimulatedStem:
         self._abort.clear()
         self._busy.set()
         try:
-            expected = self._model(positions) * self.dwell_s
+            landed = positions - self._offset()
+            expected = self._model(landed) * self.dwell_s
             if self.dwell_s > 0 and self._abort.wait(self.dwell_s * positions.shape[0]):
                 raise AcquisitionAborted("acquisition aborted by request")
             spectra = self._read_out(expected, self._rng)
             now = self._clock.time()
             times = now - self.dwell_s * np.arange(positions.shape[0] - 1, -1, -1, dtype=np.float64)
             self._last_position = positions[-1].tolist()
+            self._landings.append(np.array(landed, dtype=np.float64))
             self._n_spectra += positions.shape[0]
             return SpectrumBatch(spectra, times, self.dwell_s)
         finally:
             self._busy.clear()
+
+    def _offset(self) -> NDArray[np.float64]:
+        return np.zeros(2) if self._drift is None else self._drift.offset()
+
+    @property
+    def landings(self) -> NDArray[np.float64]:
+        """Where every spectrum measured so far landed on the specimen ``(n, 2)`` nm (ground truth, in order)."""
+        return np.concatenate(self._landings) if self._landings else np.zeros((0, 2))
 
     def status(self) -> Mapping[str, JSON]:
         """Probe position, spectra so far, whether acquiring."""

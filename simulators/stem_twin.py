@@ -30,6 +30,7 @@ from engine.types import SpectralAxis
 from simulators.cda import Cluster, EelsModel
 from simulators.detector import Detector
 from simulators.dielectric import ito
+from simulators.drift import DriftOptions, SpecimenDrift
 from simulators.monolayer import Monolayer, generate_monolayer
 from simulators.specimen import Specimen, haadf_image
 from simulators.stem_driver import SimulatedStem
@@ -81,6 +82,9 @@ class StemTwinOptions(BaseModel):
     dead_channels: tuple[int, ...] = Field((), description="spectrometer channels that always read 0")
     acquisition_time_s: float = Field(0.01, ge=0, description="dwell per spectrum; the driver really waits this long")
     haadf_dose_counts: float = Field(200.0, gt=0)
+    drift: DriftOptions = Field(
+        default_factory=DriftOptions, description="specimen drift in the scan frame (off by default)"
+    )
     clearance_nm: float = Field(0.5, ge=0)
 
     @classmethod
@@ -155,13 +159,16 @@ def stem_twin(options: StemTwinOptions, clock: Clock) -> SimulatedStem:
         name="dualscope-stem-twin",
         field_of_view_nm=options.field_of_view_nm,
         image_channel="haadf",
-        image_model=lambda g: haadf_image(specimen, options.image_pixels, g, dose_counts=options.haadf_dose_counts),
+        image_model=lambda g, d: haadf_image(
+            specimen.shifted(d), options.image_pixels, g, dose_counts=options.haadf_dose_counts
+        ),
         spectrum_model=counts_per_second,
         spectral_axis=spectral,
         dwell_s=options.acquisition_time_s,
         read_out=Detector(energy, options.energy_jitter_ev, options.gain_noise, options.dead_channels).read,
         rng=rng,
         clock=clock,
+        drift=SpecimenDrift(options.drift, clock) if options.drift.moving else None,
         extra={
             "simulator": "simulators.stem_twin",
             "material": "Sn-doped In2O3",

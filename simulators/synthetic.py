@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from engine.errors import ConfigError
 from engine.protocols import Clock
 from engine.types import SpectralAxis
+from simulators.drift import DriftOptions, SpecimenDrift
 from simulators.specimen import LossModel, generate_specimen, haadf_image
 from simulators.stem_driver import SimulatedStem
 
@@ -31,6 +32,9 @@ class SyntheticOptions(BaseModel):
     coverage: float = Field(0.18, gt=0, lt=0.5, description="projected area fraction covered by particles")
     cluster_probability: float = Field(0.5, ge=0, le=1)
     haadf_dose_counts: float = Field(200.0, gt=0, description="counts per pixel on a particle's full thickness")
+    drift: DriftOptions = Field(
+        default_factory=DriftOptions, description="specimen drift in the scan frame (off by default)"
+    )
 
 
 def synthetic_microscope(options: SyntheticOptions, clock: Clock) -> SimulatedStem:
@@ -54,12 +58,15 @@ def synthetic_microscope(options: SyntheticOptions, clock: Clock) -> SimulatedSt
         name="dualscope-synthetic-stem",
         field_of_view_nm=options.field_of_view_nm,
         image_channel="haadf",
-        image_model=lambda g: haadf_image(specimen, options.image_pixels, g, dose_counts=options.haadf_dose_counts),
+        image_model=lambda g, d: haadf_image(
+            specimen.shifted(d), options.image_pixels, g, dose_counts=options.haadf_dose_counts
+        ),
         spectrum_model=lambda positions: loss(positions) * per_second,
         spectral_axis=spectral,
         dwell_s=options.acquisition_time_s,
         rng=rng,
         clock=clock,
+        drift=SpecimenDrift(options.drift, clock) if options.drift.moving else None,
         extra={
             "simulator": "simulators.synthetic",
             "beam_energy_kev": options.beam_energy_kev,

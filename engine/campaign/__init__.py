@@ -15,6 +15,7 @@ Examples:
     >>> run = read_run(run_path)  # a closed run of 20 spectra
 """
 
+from engine.campaign._drift import DriftEstimate, DriftTracker
 from engine.campaign._loop import FAULTS, Campaign, CampaignResult, StepReport
 from engine.campaign._operator import APPROVAL_FALLBACKS, OperatorAction, OperatorControl, Verdict
 from engine.campaign._resume import Reconciliation, ResumePlan, apply_plan, plan_resume, reconcile
@@ -35,6 +36,9 @@ __all__ = [
     "OperatorAction",
     "Verdict",
     "APPROVAL_FALLBACKS",
+    # drift tracking
+    "DriftTracker",
+    "DriftEstimate",
     # resume after a crash
     "ResumePlan",
     "plan_resume",

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
+from engine.campaign._drift import DriftEstimate, DriftTracker
 from engine.campaign._operator import OperatorControl
+from engine.campaign._resume import ROWS_TOLD
 from engine.candidates import CandidateSet
 from engine.decisions import Decision, Proposal, StepTimings
 from engine.errors import (
@@ -113,6 +116,16 @@ class Campaign:
         operator: the operator's pause / resume / stop / inject (a control socket drives it); an
             injected position is measured next, as the nearest unmeasured candidate, recorded as
             decided by ``operator:NAME``.
+        drift: drift tracking: when a tracking frame is due (before a decision) the campaign acquires
+            one and hands it to the tracker; every command goes to the candidate's position plus the
+            estimated drift, and the run records the candidate's (reference-image) position.
+        on_drift: called with each tracking frame's outcome, before any step uses it (the run's
+            ``drift_track``).
+        pipeline: decide while the instrument measures: the next decision is taken (with the step in
+            flight as a pending point) and recorded while the last command is measured; when its
+            spectrum arrives the next command goes out at once, then the last is made durable and
+            told to the policy. Nothing is told to the policy before it is durable; a crash leaves at
+            most two decisions in flight, which resume reconciles by request id.
 
     Examples:
         >>> import tempfile
@@ -157,6 +170,9 @@ class Campaign:
         fault_retries: int = 0,
         max_faults_in_a_row: int = 5,
         operator: OperatorControl | None = None,
+        drift: DriftTracker | None = None,
+        on_drift: Callable[[DriftEstimate], None] | None = None,
+        pipeline: bool = False,
     ):
         if batch_size < 1 or max_refusals < 1:
             raise ConfigError("batch_size and max_refusals must be >= 1")
@@ -166,6 +182,9 @@ class Campaign:
         self.fault_retries, self.max_faults_in_a_row = fault_retries, max_faults_in_a_row
         self._failures: dict[int, int] = {}
         self.operator = operator
+        self.drift, self.on_drift = drift, on_drift
+        self.pipeline = pipeline
+        self._measuring: ThreadPoolExecutor | None = None  # pipelined, during run: the measuring thread
         self.instrument, self.policy, self.recorder = instrument, policy, recorder
         self.candidates, self.spectral_axis = candidates, spectral_axis
         self.stop_rules, self.clock = tuple(stop_rules), clock
@@ -178,15 +197,17 @@ class Campaign:
                 return reason
         return None
 
-    def run(self, first_step: int = 0, n_recorded: int = 0, reconcile: Decision | None = None) -> CampaignResult:
+    def run(
+        self, first_step: int = 0, n_recorded: int = 0, reconcile: Sequence[Decision] | Decision | None = None
+    ) -> CampaignResult:
         """Run steps until a stop rule fires or no candidate is left.
 
         Args:
-            first_step: the step number to start from (a resumed run goes on from its last step).
+            first_step: the step number of the first new decision (a resumed run goes on after its last step).
             n_recorded: rows already recorded (the budget counts them).
-            reconcile: a decision taken before a crash whose outcome is unknown: it is carried out
-                first, with its own request id (the instrument answers from its reply cache if it
-                measured it already), before any new decision.
+            reconcile: decisions taken before a crash whose outcome is unknown, by step: they are carried
+                out first, each with its own request id (the instrument answers from its reply cache if it
+                measured it already), before any new decision. Pipelined, the last goes back in flight.
 
         Errors from the instrument or an invalid spectrum propagate after the
         step's candidates are released; everything recorded before stays recorded.
@@ -194,31 +215,74 @@ class Campaign:
         started = self.clock.monotonic()
         tally = _Tally(step=first_step, n_recorded=n_recorded)
         reason: str | None = None
-        if reconcile is not None:
-            reason = self._carry_out(reconcile, self.clock.monotonic(), tally)
-        while reason is None:
-            if self.operator is not None:
-                self.operator.progress.update(n_recorded=tally.n_recorded, step=tally.step)
-                self.operator.wait_while_paused()
-            if (reason := self._stop_reason(tally.n_recorded, started)) is not None:
-                break
-            t0 = self.clock.monotonic()
-            self._apply_target()
-            method, proposal = self._next_proposal()
-            if proposal.indices.size == 0:
-                reason = "every candidate has been measured"
-                break
-            state = self.policy.state() if isinstance(self.policy, Resumable) else None
-            rid = f"{self.request_prefix}-{tally.step:06d}"
-            decision = Decision(tally.step, rid, method, proposal, self.clock.time(), state)
-            self.recorder.record_decision(decision)
-            positions = self.candidates.positions[proposal.indices]
-            if (why_not := self._not_approved(method, positions)) is not None:
-                self.candidates.mark_measured(proposal.indices)  # never proposed again
-                self.recorder.record_missing(decision, why_not)
-                tally.step += 1
-                continue
-            reason = self._carry_out(decision, t0, tally)
+        flight: _Flight | None = None
+        pending = [reconcile] if isinstance(reconcile, Decision) else list(reconcile or ())
+        if self.pipeline:  # one command measures on this thread while the loop decides the next
+            self._measuring = ThreadPoolExecutor(1, thread_name_prefix="measure")
+        try:
+            for k, decision in enumerate(pending):  # their steps were taken before ``first_step``
+                now, step = self.clock.monotonic(), tally.step
+                if self.pipeline and k == len(pending) - 1:
+                    flight, reason = self._launch(decision, now, now, tally)
+                else:
+                    reason = self._carry_out(decision, now, tally)
+                tally.step = step
+                if reason is not None:
+                    break
+            while reason is None:
+                if self.operator is not None:
+                    self.operator.progress.update(n_recorded=tally.n_recorded, step=tally.step)
+                    if self.operator.paused and flight is not None:  # a pause holds nothing in flight
+                        reason, flight = self._land(flight, tally), None
+                        continue
+                    self.operator.wait_while_paused()
+                in_flight = flight.decision.proposal.indices.size if flight is not None else 0
+                if (reason := self._stop_reason(tally.n_recorded + in_flight, started)) is not None:
+                    if flight is not None:  # land it first: a failed one leaves room in the budget
+                        reason, flight = self._land(flight, tally), None
+                        continue
+                    break
+                if self.drift is not None and self.drift.due(tally.n_recorded + in_flight):
+                    if flight is not None:  # the instrument takes one command at a time
+                        reason, flight = self._land(flight, tally), None
+                        continue
+                    self._track(self.drift, tally)
+                t0 = self.clock.monotonic()
+                self._apply_target()
+                method, proposal = self._next_proposal()
+                if proposal.indices.size == 0:
+                    reason = "every candidate has been measured"
+                    break
+                state = (
+                    {**self.policy.state(), ROWS_TOLD: tally.n_recorded} if isinstance(self.policy, Resumable) else None
+                )
+                rid = f"{self.request_prefix}-{tally.step:06d}"
+                decision = Decision(tally.step, rid, method, proposal, self.clock.time(), state)
+                self.recorder.record_decision(decision)
+                positions = self.candidates.positions[proposal.indices]
+                if (why_not := self._not_approved(method, positions)) is not None:
+                    self.candidates.mark_measured(proposal.indices)  # never proposed again
+                    self.recorder.record_missing(decision, why_not)
+                    tally.step += 1
+                    continue
+                if not self.pipeline:
+                    reason = self._carry_out(decision, t0, tally)
+                    continue
+                decided = self.clock.monotonic()
+                landed = self._outcome(flight) if flight is not None else None
+                previous, (flight, reason) = flight, self._launch(decision, t0, decided, tally)  # busy again at once
+                if previous is not None:  # then make the last one durable and tell the policy
+                    reason = self._settle(previous, landed, tally) or reason
+            if flight is not None:
+                reason = self._land(flight, tally) or reason
+                flight = None
+        finally:
+            if flight is not None and flight.future is not None:  # an error: let the command finish, keep it open
+                wait([flight.future])
+                self.candidates.release(flight.decision.proposal.indices)
+            if self._measuring is not None:
+                self._measuring.shutdown()
+                self._measuring = None
         elapsed = self.clock.monotonic() - started
         return CampaignResult(
             tally.n_recorded, tally.step - first_step, reason, elapsed, tally.missing, tally.refused, tally.faults
@@ -226,6 +290,13 @@ class Campaign:
 
     def _carry_out(self, decision: Decision, t0: float, tally: _Tally) -> str | None:
         """Check the limits, measure, record the outcome, tell the policy; a reason to stop, or ``None``."""
+        flight, reason = self._launch(decision, t0, self.clock.monotonic(), tally)
+        return reason if flight is None else self._land(flight, tally)
+
+    def _launch(
+        self, decision: Decision, t0: float, decided: float, tally: _Tally
+    ) -> tuple[_Flight | None, str | None]:
+        """Check the limits and send the command (pipelined: on the measuring thread); no flight if refused."""
         indices = decision.proposal.indices
         positions = self.candidates.positions[indices]
         tally.step += 1
@@ -234,48 +305,94 @@ class Campaign:
             self.recorder.record_missing(decision, f"refused by the safety limits: {why}")
             tally.refused, tally.refusals_in_a_row = tally.refused + 1, tally.refusals_in_a_row + 1
             if tally.refusals_in_a_row >= self.max_refusals:
-                return (
+                return None, (
                     f"stopped: the policy proposed {tally.refusals_in_a_row} refused points in a row (last: {why}); "
                     "change the policy or the candidates, or review the [safety] limits"
                 )
-            return None
+            return None, None
         tally.refusals_in_a_row = 0
+        sent = positions
+        if self.drift is not None:
+            sent, outside = self.drift.command(positions)
+            if outside is not None:
+                self.candidates.mark_measured(indices)  # out of the field for now: not proposed again
+                self.recorder.record_missing(decision, outside)
+                tally.missing += indices.size
+                return None, None
+        if self.pipeline and self.safety is not None:
+            self.safety.commit(positions)  # the next check must see this one, which lands only later
         self.candidates.mark_pending(indices)
-        t1 = self.clock.monotonic()
+        flight = _Flight(decision, positions, sent, decided - t0, self.clock.monotonic())
+        if self._measuring is not None:
+            flight.future = self._measuring.submit(self.instrument.measure, sent, request_id=decision.request_id)
+        return flight, None
+
+    def _outcome(self, flight: _Flight) -> Measurement | BaseException:
+        """Wait for the flight's measurement (or its error), checked against the spectral axis."""
         try:
-            measurement = self.instrument.measure(positions, request_id=decision.request_id)
+            if flight.future is not None:
+                measurement = flight.future.result()
+            else:
+                measurement = self.instrument.measure(flight.sent, request_id=flight.decision.request_id)
             measurement.check(self.spectral_axis)
-        except NoRecordedData as exc:  # replaying a run: the recording has nothing there
+        except BaseException as exc:
+            return exc
+        flight.measured_s = self.clock.monotonic() - flight.sent_at
+        return measurement
+
+    def _land(self, flight: _Flight, tally: _Tally) -> str | None:
+        """Wait for the flight's measurement and settle it."""
+        return self._settle(flight, self._outcome(flight), tally)
+
+    def _settle(self, flight: _Flight, outcome: Measurement | BaseException | None, tally: _Tally) -> str | None:
+        """Record a flight's outcome, tell the policy; a reason to stop, or ``None``. Errors propagate."""
+        decision, indices = flight.decision, flight.decision.proposal.indices
+        if isinstance(outcome, NoRecordedData):  # replaying a run: the recording has nothing there
             self.candidates.mark_measured(indices)
-            self.recorder.record_missing(decision, str(exc))
+            self.recorder.record_missing(decision, str(outcome))
             tally.missing += indices.size
             return None
-        except FAULTS as exc:
+        if isinstance(outcome, FAULTS):
             if not self.fault_retries:
                 self.candidates.release(indices)
-                raise
+                raise outcome
             tally.faults, tally.faults_in_a_row = tally.faults + 1, tally.faults_in_a_row + 1
             released, what = self._after_fault(indices)
-            self.recorder.record_missing(decision, f"{type(exc).__name__}: {exc}; {what}", released=released)
+            self.recorder.record_missing(decision, f"{type(outcome).__name__}: {outcome}; {what}", released=released)
             if tally.faults_in_a_row >= self.max_faults_in_a_row:
-                reason = f"stopped after {tally.faults_in_a_row} failed measurements in a row; the last: {exc}"
-                if isinstance(exc, (InstrumentTimeout, InstrumentConnectionError)):
+                reason = f"stopped after {tally.faults_in_a_row} failed measurements in a row; the last: {outcome}"
+                if isinstance(outcome, (InstrumentTimeout, InstrumentConnectionError)):
                     reason += "; the instrument is unreachable: check it runs and is reachable, then resume"
                 return reason
             return None
-        except BaseException:
+        if isinstance(outcome, BaseException) or outcome is None:
             self.candidates.release(indices)
-            raise
+            raise outcome if outcome is not None else RuntimeError("a flight settled without an outcome")
+        measurement = outcome
         tally.faults_in_a_row = 0
-        timings = StepTimings(decide_s=t1 - t0, measure_s=self.clock.monotonic() - t1)
+        if flight.sent is not flight.positions:  # recorded where the reference image says it was measured
+            measurement = replace(measurement, positions=measurement.positions - (flight.sent - flight.positions))
+        timings = StepTimings(decide_s=flight.decide_s, measure_s=flight.measured_s)
         tally.n_recorded = self.recorder.record_measurement(decision, measurement, timings)
-        if self.safety is not None:
+        if self.safety is not None and not self.pipeline:
             self.safety.commit(measurement.positions)
         self.candidates.mark_measured(indices)
         self.policy.tell(indices, measurement.spectra)
         if self.on_step is not None:
             self.on_step(StepReport(decision, measurement, timings, tally.n_recorded))
         return None
+
+    def _track(self, drift: DriftTracker, tally: _Tally) -> None:
+        """Acquire a tracking frame and register it; a frame that fails is recorded and moves nothing."""
+        t0 = self.clock.monotonic()
+        try:
+            image = self.instrument.acquire_image(drift.channel)
+        except FAULTS as exc:
+            estimate = drift.failed(tally.step, tally.n_recorded, f"{type(exc).__name__}: {exc}", t0)
+        else:
+            estimate = drift.register(image, tally.step, tally.n_recorded, t0)
+        if self.on_drift is not None:
+            self.on_drift(estimate)
 
     def _apply_target(self) -> None:
         """An operator's new scalariser, if one waits: the policy maximises it from this decision on."""
@@ -328,6 +445,19 @@ class Campaign:
     def restore_failures(self, counts: dict[int, int]) -> None:
         """Failed measurements per candidate so far (a resumed run goes on counting toward ``fault_retries``)."""
         self._failures = dict(counts)
+
+
+@dataclass
+class _Flight:
+    """A command sent (or about to be): its decision, positions (reference ``(q, d)`` and sent), timings."""
+
+    decision: Decision
+    positions: NDArray[np.float64]
+    sent: NDArray[np.float64]
+    decide_s: float
+    sent_at: float
+    future: Future[Measurement] | None = None
+    measured_s: float = float("nan")
 
 
 @dataclass

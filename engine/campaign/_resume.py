@@ -3,7 +3,7 @@
 After recovery (``engine.storage.recover_run``) a run holds every measured row (with its
 step and candidate), every missing outcome (refused, vetoed, failed: released or given up), the
 policy state stored with the latest settled decision, and the one decision whose outcome may be
-unknown (in flight at the crash). ``plan_resume`` turns that into a ``ResumePlan``;
+unknown (in flight at the crash: one, or two in a pipelined campaign). ``plan_resume`` turns that into a ``ResumePlan``;
 ``apply_plan`` puts the candidates, the safety limits and the policy back where they were;
 ``reconcile`` asks the instrument what it did with the decision in flight. Pure bookkeeping:
 the run data and the instrument are passed in.
@@ -26,6 +26,8 @@ from engine.protocols import Instrument, Policy, Recalls, Resumable
 from engine.safety import SafetyLimits
 
 Told = list[tuple[NDArray[np.int64], NDArray[np.float32]]]
+ROWS_TOLD = "rows_told"
+"""The key the campaign adds to each stored policy state: rows told to the policy when it was taken."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class ResumePlan:
 
     Attributes:
         n_recorded: rows recorded.
-        next_step: the step number of the next new decision.
+        next_step: the step number of the next new decision (after every settled and in-flight one).
         state_step: the step whose stored policy state is restored (-1: none stored).
         policy_state: that state (JSON), or ``None``.
         told_before: measurements of the steps before ``state_step``, per step in order
@@ -44,12 +46,13 @@ class ResumePlan:
         retired: candidates never to propose again (refused, vetoed, given up) ``(r,)``.
         failures: failed measurements per candidate (for the fault retry count).
         positions: recorded probe positions in order ``(n, d)`` (the dose budget's history).
-        in_flight: the decision whose outcome is unknown, carried out first, or ``None``.
+        in_flight: the decisions whose outcome is unknown, by step, carried out first (one in a
+            sequential campaign; up to two in a pipelined one, whose last goes back in flight).
 
     Examples:
         >>> plan = plan_resume(run.attrs, run.columns)
-        >>> plan.n_recorded == run.n, plan.in_flight is None
-        (True, True)
+        >>> plan.n_recorded == run.n, plan.in_flight
+        (True, ())
     """
 
     n_recorded: int
@@ -62,7 +65,7 @@ class ResumePlan:
     retired: NDArray[np.int64]
     failures: dict[int, int]
     positions: NDArray[np.float64]
-    in_flight: Decision | None = field(default=None)
+    in_flight: tuple[Decision, ...] = field(default=())
 
 
 def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -> ResumePlan:
@@ -89,19 +92,22 @@ def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -
     points: list[tuple[int, Mapping[str, Any] | None]] = [(int(m["step"]), m.get("policy_state")) for m in missing]
     if (rp := attrs.get("resume_point")) is not None:
         points.append((int(rp["step"]), rp.get("policy_state")))
-    flight = attrs.get("in_flight")
-    settled = max([int(s) for s in steps[-1:]] + [s for s, _ in points], default=-1)
-    in_flight = None
-    if flight and int(flight["step"]) > settled:
-        in_flight = _decision(flight)
-        points.append((in_flight.step, in_flight.policy_state))
+    flight = attrs.get("in_flight") or []
+    flight = [flight] if isinstance(flight, Mapping) else list(flight)  # format 2 kept one decision
+    settled = {int(s) for s in steps} | {int(m["step"]) for m in missing}
+    in_flight = tuple(sorted((_decision(f) for f in flight if int(f["step"]) not in settled), key=lambda d: d.step))
+    points += [(d.step, d.policy_state) for d in in_flight]
     state_step, state = max(points, key=lambda p: p[0], default=(-1, None))
     if state is None:
         state_step = -1
-    told_before, told_after = _told(steps, index, spectra, state_step)
+    rows_told = state.get(ROWS_TOLD) if state is not None else None
+    if rows_told is not None:  # the rows told when the state was taken (pipelined: not the one in flight)
+        told_before, told_after = _told(steps, index, spectra, int(rows_told), by_rows=True)
+    else:  # a run of format 2: every row of an earlier step
+        told_before, told_after = _told(steps, index, spectra, state_step)
     released = Counter(int(c) for m in missing if m.get("released") for c in m["candidates"])
     retired = sorted({int(c) for m in missing if not m.get("released") for c in m["candidates"]})
-    last = in_flight.step if in_flight is not None else settled + 1
+    last = max([*settled, *(d.step for d in in_flight)], default=-1) + 1
     return ResumePlan(
         n_recorded=int(steps.size),
         next_step=last,
@@ -118,9 +124,13 @@ def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -
 
 
 def _told(
-    steps: NDArray[np.int64], index: NDArray[np.int64], spectra: NDArray[np.float32], split: int
+    steps: NDArray[np.int64], index: NDArray[np.int64], spectra: NDArray[np.float32], split: int, by_rows: bool = False
 ) -> tuple[Told, Told]:
-    """Rows grouped by step, in order: those before step ``split`` and the rest (all after when -1)."""
+    """Rows grouped by step, in order: those told before a state, and the rest.
+
+    Before: the steps before step ``split`` (``by_rows``: the groups in the first ``split`` rows); all
+    rows are after when ``split`` is -1.
+    """
     before: Told = []
     after: Told = []
     if steps.size == 0:
@@ -130,7 +140,8 @@ def _told(
     bounds = np.flatnonzero(np.diff(steps)) + 1
     for rows in np.split(np.arange(steps.size), bounds):
         group = (index[rows], spectra[rows])
-        (before if split >= 0 and steps[rows[0]] < split else after).append(group)
+        first = int(rows[0]) if by_rows else int(steps[rows[0]])
+        (before if split >= 0 and first < split else after).append(group)
     return before, after
 
 
@@ -180,8 +191,9 @@ def apply_plan(plan: ResumePlan, candidates: CandidateSet, policy: Policy, safet
         for row in plan.positions:
             safety.commit(row[None, :])
     if plan.policy_state is not None and isinstance(policy, Resumable):
+        state = {k: v for k, v in plan.policy_state.items() if k != ROWS_TOLD}
         try:
-            policy.restore(plan.policy_state, plan.told_before)
+            policy.restore(state, plan.told_before)
         except (KeyError, ValueError, TypeError) as exc:
             raise ResumeError(f"cannot restore the policy's state: {exc}") from exc
         told = plan.told_after

@@ -72,7 +72,7 @@ def resume_run(
     The policy is rebuilt from the configuration and seed, then restored from the state stored with
     the last settled decision (RNG, counters, the model refitted on the same data; the dual VAE from
     its last checkpoint in the run) and told what was measured since; the candidates, dose history
-    and fault counts are rebuilt from the run. The decision in flight at the crash is reconciled
+    and fault counts are rebuilt from the run. The decisions in flight at the crash are reconciled
     with the instrument by its request id first: its reply is fetched if the instrument made it,
     measured now if it never arrived, and recorded as a possible repeat (attribute ``repeats``) if
     the instrument cannot say. Stop rules count what the run recorded before (the budget); the
@@ -116,7 +116,7 @@ def resume_run(
         writer.release(status="interrupted")
         raise
     plan = plan_resume(run.attrs, run.columns)
-    parts = CampaignParts(config, stored, instrument, policy, writer, candidates, trainer)
+    parts = CampaignParts(config, stored, instrument, policy, writer, candidates, trainer, run.images[channel])
     campaign = build_campaign(parts, clock, operator_stop, on_step, control[0])
     try:
         loaded = _load_features(policy, writer.root, plan.policy_state)
@@ -125,13 +125,16 @@ def resume_run(
         entry: dict[str, Any] = {"at": clock.time(), "from_step": plan.next_step, "rows": plan.n_recorded}
         if loaded is not None:
             entry["features_checkpoint"] = loaded
-        if plan.in_flight is not None:
-            found = reconcile(instrument, plan.in_flight, run.attrs.get("instrument_instance"))
-            entry.update(in_flight=plan.in_flight.request_id, instrument_said=found.state)
+        said = []
+        for decision in plan.in_flight:
+            found = reconcile(instrument, decision, run.attrs.get("instrument_instance"))
+            said.append(found.state)
             if found.repeat_note is not None:
                 writer.record_repeat(
-                    {"step": plan.in_flight.step, "request_id": plan.in_flight.request_id, "note": found.repeat_note}
+                    {"step": decision.step, "request_id": decision.request_id, "note": found.repeat_note}
                 )
+        if plan.in_flight:
+            entry.update(in_flight=[d.request_id for d in plan.in_flight], instrument_said=said)
         writer.note_instrument(instance_of(instrument))
         writer.log_resume(entry)
     except BaseException:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +11,16 @@ from typing import Any
 import numpy as np
 import zmq
 
-from engine.campaign import Budget, Campaign, CampaignResult, OperatorControl, OperatorStop, StepReport, WallTime
+from engine.campaign import (
+    Budget,
+    Campaign,
+    CampaignResult,
+    DriftTracker,
+    OperatorControl,
+    OperatorStop,
+    StepReport,
+    WallTime,
+)
 from engine.candidates import CandidateSet
 from engine.cli.drivers import build_driver, driver_options
 from engine.cli.spawn import spawned_server
@@ -22,7 +31,7 @@ from engine.io import save_feature_checkpoint
 from engine.policy import BOPolicy, Snapshot, Trainer, build_policy, check_policy_inputs, make_trainer
 from engine.protocols import Clock, Instrument, PhaseProgress, Policy
 from engine.storage import RunWriter, new_run_path
-from engine.types import InstrumentDescription
+from engine.types import Image, InstrumentDescription
 from instruments.auth import ClientAuth, ServerAuth
 from instruments.client import ZmqInstrument
 from instruments.control import ControlServer
@@ -132,7 +141,7 @@ def execute_run(
     except BaseException as exc:
         close_unstarted(writer, trainer, control, None, exc)
         raise
-    parts = CampaignParts(config, description, instrument, policy, writer, candidates, trainer)
+    parts = CampaignParts(config, description, instrument, policy, writer, candidates, trainer, image)
     campaign = build_campaign(parts, clock, operator_stop, on_step, control[0])
     return run_to_close(campaign, parts, control[1])
 
@@ -199,6 +208,7 @@ class CampaignParts:
     writer: RunWriter
     candidates: CandidateSet
     trainer: Trainer[Snapshot]
+    reference: Image
 
 
 def instance_of(instrument: Instrument) -> str | None:
@@ -232,8 +242,20 @@ def build_campaign(
         fault_retries=config.faults.retries_per_point,
         max_faults_in_a_row=config.faults.max_in_a_row,
         operator=operator,
+        drift=drift_tracker(parts, clock),
+        pipeline=config.run.pipeline,
+        on_drift=lambda estimate: writer.record_drift(estimate.to_json()),
     )
     return campaign
+
+
+def drift_tracker(parts: CampaignParts, clock: Clock) -> DriftTracker | None:
+    """The drift tracker ``[drift]`` asks for (``None`` when off), going on from the run's drift track."""
+    if not parts.config.drift.enabled:
+        return None
+    tracker = DriftTracker(parts.config.drift, parts.reference, parts.description.axes, clock)
+    tracker.restore(parts.writer.drift_track)
+    return tracker
 
 
 def _checkpointing(
@@ -270,7 +292,7 @@ def run_to_close(
     control: ControlServer | None,
     *,
     first_step: int = 0,
-    reconcile: Decision | None = None,
+    reconcile: Sequence[Decision] = (),
 ) -> RunOutcome:
     """Run ``campaign`` and close its run (consistent, with its outcome) whatever happens."""
     writer = parts.writer

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         Band,
         Section,
         discovery_figure,
+        drift_figure,
         latent_figure,
         load_sections,
         property_figure,
@@ -67,6 +68,7 @@ __all__ = [
     "timing_figure",
     "property_figure",
     "discovery_figure",
+    "drift_figure",
     "latent_figure",
     "categorical_colours",
     # surrogates

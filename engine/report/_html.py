@@ -101,6 +101,42 @@ def timing_figure(run: RunData) -> bytes:
     return _png(fig)
 
 
+def drift_figure(run: RunData) -> bytes | None:
+    """The drift track: estimated specimen shift per axis over time, refused frames marked; ``None`` without one.
+
+    Args:
+        run: the run (its ``drift_track`` attribute).
+
+    Returns:
+        PNG bytes: the accepted shift ``(axes' units)`` against minutes since the run began, and the
+        registration error of each frame below it; ``None`` when the run tracked no drift.
+
+    Examples:
+        >>> drift_figure(read_run(run_path)) is None  # this run did not track drift
+        True
+    """
+    track = run.attrs.get("drift_track", [])
+    if not track:
+        return None
+    start = float(run.attrs.get("created_at", track[0]["time"]))
+    minutes = np.array([(float(e["time"]) - start) / 60.0 for e in track])
+    accepted = np.array([bool(e["accepted"]) for e in track])
+    shift = np.array([[np.nan if v is None else float(v) for v in e["shift"]] for e in track])
+    error = np.array([np.nan if e["error"] is None else float(e["error"]) for e in track])
+    fig = _new_figure((9, 4.2))
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    units = run.description.axes[0].units
+    for k, axis in enumerate(run.description.axes):
+        top.plot(minutes, shift[:, k], ".-", ms=3, label=f"{axis.name}")
+    if (~accepted).any():
+        top.plot(minutes[~accepted], shift[~accepted, 0], "rx", ms=6, label="refused frame (probe not moved)")
+    top.set(ylabel=f"estimated drift ({units})", title="specimen drift since the reference image")
+    top.legend()
+    bottom.plot(minutes, error, ".", ms=3)
+    bottom.set(xlabel="time since the run began (min)", ylabel="registration error")
+    return _png(fig)
+
+
 def property_figure(
     run: RunData, measured: NDArray, candidates: NDArray, predicted: NDArray | None, what: str
 ) -> bytes:
@@ -286,7 +322,7 @@ def run_sections(
     values = run.spectral_values
     sections: list[tuple[str, str, bytes | None]] = []
     latents = surrogate is not None and surrogate.config.kind == "dualvae" and candidate_patches is not None
-    planned = 3 + (truth is not None) + latents  # where, property map, timing; discovery; latents
+    planned = 3 + (truth is not None) + latents + bool(run.attrs.get("drift_track"))  # + discovery, latents, drift
 
     def add(section: tuple[str, str, bytes | None] | None) -> None:
         if section is not None:
@@ -335,6 +371,20 @@ def run_sections(
         add(("Latent spaces", "Image and spectrum latents of the measured positions.", png))
     if run.n:
         add(("Timing", "Seconds spent deciding, measuring and recording in each step.", timing_figure(run)))
+    if (drift_png := drift_figure(run)) is not None:
+        track = run.attrs["drift_track"]
+        refused = sum(not e["accepted"] for e in track)
+        last = ", ".join(f"{v:.3g}" for v in track[-1]["shift"] if v is not None)
+        add(
+            (
+                "Drift",
+                f"{len(track)} tracking frames registered against the reference image ({refused} refused by the "
+                f"quality checks: the probe kept the last estimate); last estimated drift ({last}) "
+                f"{run.description.axes[0].units}. Positions in this run are points of the reference image; "
+                "each probe was sent there plus the estimate in force.",
+                drift_png,
+            )
+        )
     return sections
 
 

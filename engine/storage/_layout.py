@@ -31,8 +31,11 @@ Static arrays: ``<spectral axis name>`` ``(c,)`` (channel centres, with ``units`
 The group attribute ``dualscope`` holds the format version, ``committed_rows``
 (the commit point: rows below it are complete in every array), the run status,
 the instrument description, the config (TOML text), the software versions and
-the policy names. ``journal/wal.bin`` is the write-ahead journal; ``journal/writer.lock``
-is locked by the process writing the run (the kernel drops the lock when that process dies).
+the policy names; with drift tracking on, ``drift_track`` lists every tracking frame's outcome
+(``positions`` are then points of the reference image; the probe was sent to ``position + shift``
+of the last accepted entry before the row's step). ``journal/wal.bin`` is the write-ahead journal;
+``journal/writer.lock`` is locked by the process writing the run (the kernel drops the lock when that
+process dies).
 """
 
 from __future__ import annotations

@@ -151,14 +151,16 @@ def _tail_chunk_damaged(damaged: dict[str, list[tuple[int, int]]], committed: in
 
 
 def _keep_in_flight(writer: RunWriter, entries: list[JournalEntry]) -> None:
-    """Store the decision whose outcome is unknown (later than every settled step) in the run's attributes.
+    """Store the decisions whose outcome is unknown (no row, no missing entry) in the run's attributes.
 
-    Only the latest decision can be in flight (the campaign sends one command at a time); one kept
-    by an earlier recovery stays until a resume settles it.
+    A sequential campaign has at most one command in flight; a pipelined one (``[run] pipeline``)
+    decides the next step while the last is measured, so two decisions may wait. Those kept by an
+    earlier recovery stay until a resume settles them.
     """
-    decisions = [dict(e.meta) for e in entries if e.meta["kind"] == "decision" and "step" in e.meta]
-    if (kept := writer.in_flight) is not None:
-        decisions.append(kept)
-    settled = writer.last_settled_step()
-    pending = [d for d in decisions if int(d["step"]) > settled]
-    writer.set_in_flight(max(pending, key=lambda d: int(d["step"])) if pending else None)
+    decisions = {
+        str(e.meta["request_id"]): dict(e.meta) for e in entries if e.meta["kind"] == "decision" and "step" in e.meta
+    }
+    for kept in writer.in_flight:
+        decisions.setdefault(str(kept["request_id"]), kept)
+    settled = writer.settled_steps()
+    writer.set_in_flight([d for d in decisions.values() if int(d["step"]) not in settled])

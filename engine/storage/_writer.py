@@ -117,6 +117,7 @@ class RunWriter:
         self._buffered = 0
         self._point: dict[str, Any] | None = None  # step and policy state of the last buffered measurement
         self._journal = Journal(root.joinpath(*JOURNAL_PATH))
+        self._open: dict[str, dict[str, Any]] = {}  # decisions recorded, outcome not yet (request id → meta)
         self._closed = False
 
     # ------------------------------------------------------------------ create
@@ -268,7 +269,9 @@ class RunWriter:
     def record_decision(self, decision: Decision) -> None:
         """Journal the decision before its command goes out (not fsynced: it rides with the measurement)."""
         self._check_open()
-        self._journal.append(self._decision_meta(decision), {}, sync=False)
+        meta = self._decision_meta(decision)
+        self._journal.append(meta, {}, sync=False)
+        self._open[decision.request_id] = meta
 
     def record_measurement(self, decision: Decision, measurement: Measurement, timings: StepTimings) -> int:
         """Journal ``measurement`` durably (fdatasync), buffer it, and return the rows recorded.
@@ -279,7 +282,7 @@ class RunWriter:
         self._check_open()
         t0 = self._clock.monotonic()
         if self._buffered >= self._chunk_rows:
-            self.flush(in_flight=decision)
+            self.flush()
         rows = self._rows(decision, measurement, timings)
         first_row = self.n_recorded
         point = {"step": decision.step, "policy_state": _plain(decision.policy_state)}
@@ -289,6 +292,7 @@ class RunWriter:
             sync=True,
         )
         self._point = point
+        self._open.pop(decision.request_id, None)
         rows["time_record_s"][:] = self._clock.monotonic() - t0
         self._buffer.append(rows)
         self._buffered += measurement.positions.shape[0]
@@ -309,6 +313,7 @@ class RunWriter:
             "policy_state": _plain(decision.policy_state),
         }
         self._set_attrs(missing=[*self._attrs.get("missing", []), entry])
+        self._open.pop(decision.request_id, None)
 
     def record_repeat(self, entry: Mapping[str, Any]) -> None:
         """Note (attribute ``repeats``) a measurement that may repeat one the instrument made before a crash."""
@@ -330,23 +335,26 @@ class RunWriter:
         self._check_open()
         self._set_attrs(instrument_instance=instance)
 
-    def set_in_flight(self, decision: Mapping[str, Any] | None) -> None:
-        """Keep the decision whose outcome is unknown (attribute ``in_flight``) until it is reconciled."""
+    def set_in_flight(self, decisions: Sequence[Mapping[str, Any]]) -> None:
+        """Keep the decisions whose outcome is unknown (attribute ``in_flight``, by step) until they are reconciled."""
         self._check_open()
-        self._set_attrs(in_flight=dict(decision) if decision is not None else None)
+        kept = sorted((dict(d) for d in decisions), key=lambda d: int(d["step"]))
+        self._set_attrs(in_flight=kept or None)
 
     @property
-    def in_flight(self) -> dict[str, Any] | None:
-        """The decision kept by ``set_in_flight`` (its journal meta), if any."""
+    def in_flight(self) -> list[dict[str, Any]]:
+        """The decisions kept by ``set_in_flight`` (their journal meta), by step; a run of format 2 kept one."""
         kept = self._attrs.get("in_flight")
-        return dict(kept) if kept else None
+        if not kept:
+            return []
+        return [dict(kept)] if isinstance(kept, Mapping) else [dict(d) for d in kept]
 
-    def last_settled_step(self) -> int:
-        """The highest step with an outcome recorded (committed rows or missing entries); -1 if none."""
-        steps = [int(m["step"]) for m in self._attrs.get("missing", [])]
+    def settled_steps(self) -> set[int]:
+        """Steps with an outcome recorded: committed rows (after a flush: every recorded row) and missing entries."""
+        steps = {int(m["step"]) for m in self._attrs.get("missing", [])}
         if self._committed:
-            steps.append(int(np.asarray(self._arrays["step"][self._committed - 1 : self._committed])[0]))
-        return max(steps, default=-1)
+            steps.update(int(s) for s in np.asarray(self._arrays["step"][: self._committed]))
+        return steps
 
     def note_refit(self, entry: Mapping[str, Any]) -> None:
         """Note a model refit (version, observations, seconds, first step that used it) in attribute ``refits``.
@@ -361,6 +369,19 @@ class RunWriter:
         """Append an operator action (what, who, when, details; JSON) to attribute ``operator_actions``, durably."""
         self._check_open()
         self._set_attrs(operator_actions=[*self._attrs.get("operator_actions", []), dict(entry)])
+
+    def record_drift(self, entry: Mapping[str, Any]) -> None:
+        """Append a drift-tracking outcome (time, step, shift, error, accepted; JSON) to attribute ``drift_track``.
+
+        Durable before it returns, so every command sent after it can be traced to the estimate it used.
+        """
+        self._check_open()
+        self._set_attrs(drift_track=[*self._attrs.get("drift_track", []), dict(entry)])
+
+    @property
+    def drift_track(self) -> list[dict[str, Any]]:
+        """The drift-tracking outcomes recorded so far (a resumed campaign goes on from the last)."""
+        return [dict(e) for e in self._attrs.get("drift_track", [])]
 
     def set_control_endpoint(self, endpoint: str, public_key: str | None = None) -> None:
         """Note where this run's campaign takes operator commands (``dualscope ctl`` reads it).
@@ -407,19 +428,19 @@ class RunWriter:
         """``open``, ``interrupted`` or ``closed``."""
         return str(self._attrs["status"])
 
-    def flush(self, in_flight: Decision | None = None) -> None:
+    def flush(self) -> None:
         """Commit the buffered rows to Zarr (see the module docstring) and reset the journal.
 
-        ``in_flight`` is a decision whose measurement has not arrived yet; it is
-        journaled again after the reset so that it is not forgotten.
+        Decisions recorded whose outcome has not arrived yet (one in flight; two in a pipelined
+        campaign) are journaled again after the reset, so that none is forgotten.
         """
         if self._buffered == 0:
             return
         block = {name: np.concatenate([b[name] for b in self._buffer]) for name in self._arrays}
         self._commit(block)
         self._journal.truncate(0)
-        if in_flight is not None:
-            self._journal.append(self._decision_meta(in_flight), {}, sync=False)
+        for meta in self._open.values():
+            self._journal.append(meta, {}, sync=False)
         self._buffer.clear()
         self._buffered = 0
 
@@ -429,12 +450,13 @@ class RunWriter:
             return
         self.flush()
         kept = self.in_flight
-        settled = kept is None or int(kept["step"]) <= self.last_settled_step()
+        settled = self.settled_steps() if kept else set()
+        unsettled = [d for d in kept if int(d["step"]) not in settled]
         self._set_attrs(
             status="closed",
             closed_at=self._clock.time(),
             outcome=dict(outcome or {}),
-            **({"in_flight": None} if settled and kept is not None else {}),
+            **({"in_flight": unsettled or None} if kept else {}),
         )
         self._journal.truncate(0)
         self._journal.close()

@@ -33,10 +33,13 @@ def test_defaults_and_frozen() -> None:
 @pytest.mark.parametrize(
     ("text", "needles"),
     [
-        ("[run]\nnmae = 'x'", ["run.nmae: unknown key", "allowed here: chunk_rows, figure, name, output_dir, seed"]),
+        (
+            "[run]\nnmae = 'x'",
+            ["run.nmae: unknown key", "allowed here: chunk_rows, figure, name, output_dir, pipeline, seed"],
+        ),
         (
             "[polcy]\nname = 'random'",
-            ["polcy: unknown key", "candidates, faults, instrument, operator, policy, run, safety, stop"],
+            ["polcy: unknown key", "candidates, drift, faults, instrument, operator, policy, run, safety, stop"],
         ),
         (
             "[policy]\nname = 'bo'",

@@ -141,3 +141,27 @@ def test_a_microscope_without_a_blanker_is_reported_not_blanked(nion: NionStem) 
     status = driver.status()
     assert status["blanker"] is False and status["beam_blanked"] is None
     assert driver.describe().extra["blanker"] is False
+
+
+def test_drift_tracking_registers_nion_scan_frames(nion: NionStem) -> None:
+    """usim's specimen does not drift; moving the scan's centre moves the field over it, as drift would."""
+    import copy
+
+    from engine.campaign import DriftTracker
+    from engine.config import DriftSection
+
+    reference = nion.acquire_image("haadf")
+    tracker = DriftTracker(DriftSection(enabled=True, every_n=5), reference, nion.describe().axes, SystemClock())
+    still = tracker.register(nion.acquire_image("haadf"), 0, 0)
+    assert still.accepted and np.hypot(*still.measured) < 0.5 * reference.x_axis.scale
+    original = copy.deepcopy(nion._scan.get_current_frame_parameters())
+    moved = copy.deepcopy(original)
+    moved.center_nm = (1.5, 3.0)  # Nion's (y, x): the field moves +3 nm in x, +1.5 nm in y over the specimen
+    nion._scan.set_current_frame_parameters(moved)
+    try:
+        estimate = tracker.register(nion.acquire_image("haadf"), 1, 5)
+    finally:
+        nion._scan.set_current_frame_parameters(original)
+    assert estimate.accepted, estimate.reason
+    # in the scan frame the specimen moved the other way
+    assert np.hypot(estimate.measured[0] + 3.0, estimate.measured[1] + 1.5) < 0.5 * reference.x_axis.scale

@@ -43,12 +43,13 @@ def _campaign(
     )
 
 
-def test_budget_stops_and_every_measurement_is_recorded(counting: CountingDriver) -> None:
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
+def test_budget_stops_and_every_measurement_is_recorded(counting: CountingDriver, pipeline: bool) -> None:
     inst, cands = _setup(counting)
     rec = MemoryRecorder()
     steps: list[StepReport] = []
     result = _campaign(
-        inst, cands, RandomPolicy(np.random.default_rng(0)), rec, [Budget(20)], on_step=steps.append
+        inst, cands, RandomPolicy(np.random.default_rng(0)), rec, [Budget(20)], on_step=steps.append, pipeline=pipeline
     ).run()
     assert result.n_recorded == 20 == rec.n_recorded == counting.calls
     assert result.stop_reason == "budget of 20 measurements reached"
@@ -58,10 +59,11 @@ def test_budget_stops_and_every_measurement_is_recorded(counting: CountingDriver
     assert [d.request_id for d in rec.decisions] == [f"test-{i:06d}" for i in range(20)]
 
 
-def test_batches(counting: CountingDriver) -> None:
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
+def test_batches(counting: CountingDriver, pipeline: bool) -> None:
     inst, cands = _setup(counting)
     rec = MemoryRecorder()
-    result = _campaign(inst, cands, RasterPolicy(), rec, [Budget(10)], batch_size=4).run()
+    result = _campaign(inst, cands, RasterPolicy(), rec, [Budget(10)], batch_size=4, pipeline=pipeline).run()
     assert result.n_recorded == 12 and counting.calls == 3  # budget is checked between steps
 
 
@@ -75,9 +77,10 @@ def test_raster_is_serpentine(counting: CountingDriver) -> None:
     np.testing.assert_array_equal(order[cols:], np.arange(2 * cols - 1, cols - 1, -1))
 
 
-def test_runs_out_of_candidates(counting: CountingDriver) -> None:
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
+def test_runs_out_of_candidates(counting: CountingDriver, pipeline: bool) -> None:
     inst, cands = _setup(counting, stride=8)
-    result = _campaign(inst, cands, RasterPolicy(), MemoryRecorder(), [Budget(10_000)]).run()
+    result = _campaign(inst, cands, RasterPolicy(), MemoryRecorder(), [Budget(10_000)], pipeline=pipeline).run()
     assert result.n_recorded == len(cands) and "every candidate" in result.stop_reason
 
 
@@ -88,7 +91,8 @@ def test_wall_time_with_injected_clock(counting: CountingDriver) -> None:
     assert "wall-time" in result.stop_reason and 1 <= result.n_recorded <= 5
 
 
-def test_operator_stop_after_current_measurement(counting: CountingDriver) -> None:
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
+def test_operator_stop_after_current_measurement(counting: CountingDriver, pipeline: bool) -> None:
     inst, cands = _setup(counting)
     stop = OperatorStop()
     rec = MemoryRecorder()
@@ -97,11 +101,15 @@ def test_operator_stop_after_current_measurement(counting: CountingDriver) -> No
         if report.n_recorded == 7:
             stop.request()
 
-    result = _campaign(inst, cands, RasterPolicy(), rec, [Budget(100), stop], on_step=on_step).run()
-    assert result.n_recorded == 7 == rec.n_recorded and result.stop_reason == "stopped by the operator"
+    result = _campaign(inst, cands, RasterPolicy(), rec, [Budget(100), stop], on_step=on_step, pipeline=pipeline).run()
+    in_flight = 1 if pipeline else 0  # pipelined, the 8th was sent before the 7th was recorded: it lands too
+    assert result.n_recorded == 7 + in_flight == rec.n_recorded and result.stop_reason == "stopped by the operator"
 
 
-def test_nan_spectrum_stops_with_a_named_error_and_keeps_the_run(counting: CountingDriver, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
+def test_nan_spectrum_stops_with_a_named_error_and_keeps_the_run(
+    counting: CountingDriver, tmp_path: Path, pipeline: bool
+) -> None:
     inst, cands = _setup(counting)
     calls = {"n": 0}
 
@@ -124,7 +132,7 @@ def test_nan_spectrum_stops_with_a_named_error_and_keeps_the_run(counting: Count
         chunk_rows=4,
     )
     with pytest.raises(InvalidSpectrum, match=r"test-000005: spectra \[0\] contain NaN"):
-        _campaign(inst, cands, RasterPolicy(), writer, [Budget(50)]).run()
+        _campaign(inst, cands, RasterPolicy(), writer, [Budget(50)], pipeline=pipeline).run()
     assert not cands.pending.any(), "the failed step's candidate returns to the pool"
     writer.close()
     run = read_run(tmp_path / "r.zarr")
@@ -218,3 +226,26 @@ def test_positions_without_recorded_data_are_marked_and_skipped(counting: Counti
     assert result.n_recorded == 10 and result.missing == len(rec.missing) == 4
     skipped = {int(d.proposal.indices[0]) for d, _ in rec.missing}
     assert skipped.isdisjoint(rec.candidates().tolist()) and all(cands.measured[list(skipped)])
+
+
+def test_a_pipelined_campaign_decides_the_next_step_while_the_last_is_measured(counting: CountingDriver) -> None:
+    """Each decision after the first sees the step before pending, not told; nothing is told before it is recorded."""
+    inst, cands = _setup(counting)
+    rec = MemoryRecorder()
+    seen: list[tuple[int, int, int]] = []  # (rows recorded, pending, told) at each proposal
+
+    class Watching(RandomPolicy):
+        told = 0
+
+        def propose(self, candidates: CandidateSet, q: int) -> Proposal:
+            seen.append((rec.n_recorded, int(candidates.pending.sum()), self.told))
+            return super().propose(candidates, q)
+
+        def tell(self, indices: np.ndarray, spectra: np.ndarray) -> None:
+            assert rec.n_recorded >= self.told + indices.size, "told before it was recorded"
+            self.told += indices.size
+
+    result = _campaign(inst, cands, Watching(np.random.default_rng(0)), rec, [Budget(12)], pipeline=True).run()
+    assert result.n_recorded == 12 == counting.calls
+    assert seen[0] == (0, 0, 0)
+    assert seen[1:] == [(k, 1, k) for k in range(11)]  # step k+1 decided with step k in flight

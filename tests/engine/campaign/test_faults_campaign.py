@@ -33,11 +33,12 @@ def _campaign(inst: Any, recorder: Any, budget: int, **kw: Any) -> Campaign:
     )  # fmt: skip
 
 
-def test_driver_faults_are_recorded_and_the_campaign_completes(synthetic: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
+def test_driver_faults_are_recorded_and_the_campaign_completes(synthetic: Any, tmp_path: Path, pipeline: bool) -> None:
     faults = DriverFaults(nan_probability=0.15, wrong_shape_probability=0.1, error_probability=0.1)
     driver = FaultyDriver(synthetic, np.random.default_rng(3), faults)
     inst = LocalInstrument(driver)
-    campaign = _campaign(inst, None, 40, fault_retries=2)
+    campaign = _campaign(inst, None, 40, fault_retries=2, pipeline=pipeline)
     writer = RunWriter.create(
         tmp_path / "r.zarr", description=inst.describe(), images=[inst.acquire_image("haadf")],
         candidates=campaign.candidates, config_toml="", clock=SystemClock(),

@@ -28,7 +28,7 @@ from tests.fakes import MemoryRecorder
 
 
 def _start(
-    driver: CountingDriver, control: OperatorControl, context: zmq.Context[Any], budget: int
+    driver: CountingDriver, control: OperatorControl, context: zmq.Context[Any], budget: int, pipeline: bool = False
 ) -> tuple[ControlServer, CandidateSet, MemoryRecorder, list[CampaignResult], threading.Thread]:
     """A campaign under ``control`` running in a thread, with its control socket."""
     inst = LocalInstrument(driver)
@@ -38,20 +38,21 @@ def _start(
     campaign = Campaign(
         instrument=inst, policy=RandomPolicy(np.random.default_rng(0)), recorder=rec, candidates=cands,
         spectral_axis=desc.spectral_axis, stop_rules=[Budget(budget), control.stop_rule], clock=SystemClock(),
-        request_prefix="op", operator=control,
+        request_prefix="op", operator=control, pipeline=pipeline,
     )  # fmt: skip
     thread = threading.Thread(target=lambda: results.append(campaign.run()), daemon=True)
     thread.start()
     return ControlServer(control, desc, context), cands, rec, results, thread
 
 
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
 def test_pause_inject_resume_stop_over_the_control_socket(
-    counting: CountingDriver, zmq_context: zmq.Context[Any]
+    counting: CountingDriver, zmq_context: zmq.Context[Any], pipeline: bool
 ) -> None:
     counting.delay_s = 0.02
     actions: list[OperatorAction] = []
     control = OperatorControl(SystemClock(), actions.append)
-    server, cands, rec, results, thread = _start(counting, control, zmq_context, 10_000)
+    server, cands, rec, results, thread = _start(counting, control, zmq_context, 10_000, pipeline)
     try:
         _wait(lambda: len(rec.rows) >= 3)
         status = send_control(server.endpoint, "pause", "alice", zmq_context)

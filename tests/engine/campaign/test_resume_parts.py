@@ -221,7 +221,7 @@ def test_resume_in_process_records_a_possible_repeat_and_completes(tmp_path: Pat
     (repeat,) = run.attrs["repeats"]
     assert repeat["request_id"] == report.in_flight[0] and "measured again" in repeat["note"]
     assert run.attrs["status"] == "closed" and run.attrs["in_flight"] is None
-    assert run.attrs["resumes"][0]["instrument_said"] == "forgotten"
+    assert run.attrs["resumes"][0]["instrument_said"] == ["forgotten"]
     steps = run.columns["step"]
     assert run.n == 12 and steps.tolist() == sorted(steps.tolist()) and len(set(run.columns["candidate_index"])) == 12
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import zmq
 
@@ -146,3 +147,49 @@ def _running(cfg: Path, *status_args: str) -> Iterator[tuple[subprocess.Popen[st
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_a_drifting_twin_over_zeromq_is_tracked_and_the_report_draws_the_track(tmp_path: Path) -> None:
+    """`dualscope run` with [drift] on against a spawned stem twin that drifts 60 nm/min (in real time)."""
+    cfg = tmp_path / "drift.toml"
+    cfg.write_text(
+        f"""
+[run]
+name = "drift"
+output_dir = "{tmp_path}"
+[instrument]
+mode = "spawn"
+driver = "stem-twin"
+[instrument.options]
+image_pixels = 64
+n_channels = 40
+acquisition_time_s = 0.02
+drift = {{ rate_nm_per_min = 60.0, direction_deg = 45.0 }}
+[policy]
+name = "random"
+[stop]
+budget = 30
+[drift]
+enabled = true
+every_n = 5
+"""
+    )
+    result = _cli("run", str(cfg))
+    assert result.returncode == 0, result.stderr
+    (path,) = tmp_path.glob("drift-*.zarr")
+    track = read_run(path).attrs["drift_track"]
+    assert len(track) == 5 and all(e["accepted"] for e in track)  # after 5, 10, ..., 25 spectra
+    shifts = [np.hypot(*e["shift"]) for e in track]
+    assert shifts[-1] > max(shifts[0], 0.3)  # the specimen moved on, along 45 degrees
+    assert all(abs(e["shift"][0] - e["shift"][1]) < 0.3 + 0.1 * np.hypot(*e["shift"]) for e in track)
+    report = _cli("report", str(path), "--train-steps", "0")
+    assert report.returncode == 0, report.stderr
+    page = path.with_suffix(".html").read_text()
+    assert "<h2>Drift</h2>" in page and "5 tracking frames registered against the reference image (0 refused" in page
+
+
+def test_a_bad_drift_section_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[drift]\nenabled = true\nevery_n = 0\n")
+    result = _cli("run", str(cfg))
+    assert result.returncode == 2 and "drift.every_n" in result.stderr and "Traceback" not in result.stderr
