@@ -11,7 +11,7 @@ $(PY):
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,formats,nion,dask,docs]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(PY) -c "import engine, instruments, simulators, torch, botorch, zarr, zmq, nion.instrumentation, nion.usim_device, distributed, mkdocs"
+	$(PY) -c "import engine, instruments, simulators, torch, botorch, zarr, zmq, skimage, nion.instrumentation, nion.usim_device, distributed, mkdocs"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -4,8 +4,8 @@ Both parts run the real campaign loop (``engine.campaign.Campaign`` with the ``R
 structure twin (``simulators.stem_twin``) in process, on a simulated clock: each step advances the
 twin's time by ``SECONDS_PER_STEP`` (the spectrum's dwell and the stage settling of a slow, high
 signal-to-noise EELS acquisition), so a 30-minute session takes seconds of wall time. The twin's
-drift is 1 nm/min in a fixed direction plus a random walk of 0.3 nm/√min; its ground truth stays in
-specimen coordinates, and the twin logs where each spectrum really landed.
+drift is 1 nm/min in a fixed direction plus a random walk of 0.3 nm/√min (each twin its own walk);
+its ground truth stays in specimen coordinates, and the twin logs where each spectrum really landed.
 
 * **placement**: ``random`` policy, 300 steps (30 minutes), five twins. The error of a step is the
   distance between where the engine meant to measure (the candidate's position on the reference image,
@@ -94,6 +94,7 @@ def session(
 ) -> Session:
     """Run ``steps`` steps of ``policy`` against the structure twin ``seed`` on a simulated clock."""
     clock = SimulatedClock()
+    drift = drift.model_copy(update={"seed": seed}) if drift is not None else None  # each twin its own walk
     options = StemTwinOptions(seed=seed, acquisition_time_s=DWELL_S, dead_channels=(80,), drift=drift or DriftOptions())
     twin = stem_twin(options, clock)
     scope = LocalInstrument(twin)

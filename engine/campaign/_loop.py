@@ -122,10 +122,10 @@ class Campaign:
         on_drift: called with each tracking frame's outcome, before any step uses it (the run's
             ``drift_track``).
         pipeline: decide while the instrument measures: the next decision is taken (with the step in
-            flight as a pending point) and recorded while the last command is measured; when its
-            spectrum arrives the next command goes out at once, then the last is made durable and
-            told to the policy. Nothing is told to the policy before it is durable; a crash leaves at
-            most two decisions in flight, which resume reconciles by request id.
+            flight as a pending point), recorded and queued on the measuring thread while the last
+            command is measured; that thread sends it the moment the last reply is in, while the loop
+            makes the last durable and tells the policy. Nothing is told to the policy before it is
+            durable; a crash leaves at most two decisions in flight, which resume reconciles by request id.
 
     Examples:
         >>> import tempfile
@@ -268,11 +268,11 @@ class Campaign:
                 if not self.pipeline:
                     reason = self._carry_out(decision, t0, tally)
                     continue
-                decided = self.clock.monotonic()
-                landed = self._outcome(flight) if flight is not None else None
-                previous, (flight, reason) = flight, self._launch(decision, t0, decided, tally)  # busy again at once
-                if previous is not None:  # then make the last one durable and tell the policy
-                    reason = self._settle(previous, landed, tally) or reason
+                # queued on the measuring thread behind the one measuring: it goes out the moment that one's
+                # reply is in, while this thread makes that one durable and tells the policy
+                previous, (flight, reason) = flight, self._launch(decision, t0, self.clock.monotonic(), tally)
+                if previous is not None:
+                    reason = self._land(previous, tally) or reason
             if flight is not None:
                 reason = self._land(flight, tally) or reason
                 flight = None
@@ -324,16 +324,18 @@ class Campaign:
         self.candidates.mark_pending(indices)
         flight = _Flight(decision, positions, sent, decided - t0, self.clock.monotonic())
         if self._measuring is not None:
-            flight.future = self._measuring.submit(self.instrument.measure, sent, request_id=decision.request_id)
+            flight.future = self._measuring.submit(self._measure, flight)
         return flight, None
+
+    def _measure(self, flight: _Flight) -> Measurement:
+        """Send the flight's command and wait for its spectra (pipelined: on the measuring thread)."""
+        flight.sent_at = self.clock.monotonic()
+        return self.instrument.measure(flight.sent, request_id=flight.decision.request_id)
 
     def _outcome(self, flight: _Flight) -> Measurement | BaseException:
         """Wait for the flight's measurement (or its error), checked against the spectral axis."""
         try:
-            if flight.future is not None:
-                measurement = flight.future.result()
-            else:
-                measurement = self.instrument.measure(flight.sent, request_id=flight.decision.request_id)
+            measurement = flight.future.result() if flight.future is not None else self._measure(flight)
             measurement.check(self.spectral_axis)
         except BaseException as exc:
             return exc

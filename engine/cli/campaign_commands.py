@@ -203,7 +203,9 @@ def run(
 
     The file names the instrument, the candidate grid, the policy, the stop rules and the output
     directory (see examples/demo.toml). Ctrl-C stops cleanly after the current measurement; the run is
-    closed consistent whatever happens.
+    closed consistent whatever happens. On a live microscope, `[drift] enabled = true` follows the
+    specimen's drift with tracking frames, and `[run] pipeline = true` decides the next point while
+    the instrument measures the last (docs/drift.md, docs/wire-protocol.md).
 
     Example: `dualscope run examples/demo.toml`
     """

@@ -95,7 +95,7 @@ def test_decode_raises_only_typed_errors(frames: list[bytes]) -> None:
 @pytest.fixture(scope="module")
 def fuzzed_server() -> Iterator[tuple[InstrumentServer, zmq.Socket[Any]]]:
     context: zmq.Context[Any] = zmq.Context()
-    # no rate limit here (it has its own test): a fast fuzz run sends more than 500 requests a second
+    # no rate limit here (it has its own test): a fast fuzz run sends many requests a second
     clock = SystemClock()
     server = InstrumentServer(synthetic_microscope(SMALL, clock), context, clock, rate_per_s=1e9)
     stop = threading.Event()
