@@ -35,7 +35,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build > build/mkdocs.log 2>&1 || { cat build/mkdocs.log; exit 1; }
 
 pytest: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto
 
 test: lint typecheck imports docs pytest
 

@@ -75,7 +75,7 @@ def test_every_readme_command_block_runs(sandbox: Path) -> None:
     for block in command_blocks(README):
         for line in block:
             if line == "make test":
-                assert _make_recipe("pytest").endswith("-m pytest")  # this suite: not run again from inside it
+                assert _make_recipe("pytest").endswith("-m pytest -n auto")  # this suite: not run again from inside it
                 continue
             shell = _make_recipe("demo") if line == "make demo" else line.replace("<timestamp>", "*")
             result = subprocess.run(
