@@ -66,6 +66,35 @@ def import_(
     out.print(f"Dataset: [bold]{output}[/]")
 
 
+def export(
+    source: Annotated[
+        Path, typer.Argument(metavar="RUN_OR_DATASET", help="A run (dualscope run) or a dataset (dualscope import).")
+    ],
+    to: Annotated[str, typer.Option("--to", help="hspy (HyperSpy, via rosettasciio), nxs (NeXus/HDF5) or csv.")],
+    output: Annotated[
+        Path | None, typer.Option("--out", help="File to write (default: next to the source, e.g. RUN.hspy).")
+    ] = None,
+) -> None:
+    """Export a run or an imported spectrum image for HyperSpy, NeXus readers or a spreadsheet.
+
+    A run's spectra become a (measurement | energy) signal with calibrated axes and every probe
+    position with its units; an imported spectrum image keeps its (y, x | channel) shape. The
+    structural image goes along with its axes (HyperSpy: OUT_<channel>.hspy; NeXus: /entry/image_<channel>).
+    In Python, `engine.io.run_dataset(RUN)` gives the same as an xarray Dataset.
+
+    Example: `dualscope export runs/demo-*.zarr --to hspy` then, in Python,
+    `hs.load("runs/demo-....hspy")`
+    """
+    from engine.io import EXPORT_FORMATS
+    from engine.io import export as export_to
+
+    if to not in EXPORT_FORMATS:
+        raise typer.BadParameter(f"{to!r}; choose from {', '.join(EXPORT_FORMATS)}", param_hint="--to")
+    target = output or source.with_suffix(f".{to}")
+    for path in export_to(source, to, target):
+        out.print(f"Wrote [bold]{path}[/]")
+
+
 def explore(
     source: Annotated[Path, typer.Argument(metavar="DATASET_OR_RUN", help="Any importable file, dataset or run.")],
     method: Annotated[

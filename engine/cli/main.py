@@ -16,7 +16,7 @@ from engine import __version__
 from engine.cli.campaign_commands import demo, replay, resume, run
 from engine.cli.console import err, out
 from engine.cli.ctl_command import ctl
-from engine.cli.data_commands import explore, import_, train
+from engine.cli.data_commands import explore, export, import_, train
 from engine.cli.design_command import design
 from engine.cli.keys_command import keys_app
 from engine.cli.limits_command import limits
@@ -68,6 +68,7 @@ app.add_typer(keys_app, name="keys")
 # data, analyses, surrogates
 app.add_typer(simulate_app, name="simulate")
 app.command("import")(import_)
+app.command()(export)
 app.command()(explore)
 app.command()(train)
 # runs

@@ -24,7 +24,7 @@ def inspect(
         bool, typer.Option(help="Recover an interrupted run first: commit journaled rows, cut torn writes.")
     ] = False,
 ) -> None:
-    """Summarise runs: counts, axes, policy, time span, timings and integrity.
+    """Summarise runs: counts, axes, policy, time span, timings, operator actions, resumes and integrity.
 
     Exits 1 if a run has integrity problems. Read-only unless --repair, which commits journaled rows
     of an interrupted run and drops a torn last write; it refuses a run that a campaign is still
@@ -64,7 +64,9 @@ def _inspect_one(run_path: Path, as_json: bool, repair: bool) -> dict[str, Any]:
     if not as_json:
         table = Table(title=f"dualscope run {run_path}", show_header=False)
         for key, value in summary.items():
-            if key not in ("problems", "notes", "run"):
+            if key in ("operator_actions", "resumes"):  # the table counts them; --json lists them
+                table.add_row(key, f"{len(value)}" + (f" (last: {_said(value[-1])})" if value else ""))
+            elif key not in ("problems", "notes", "run"):
                 table.add_row(key, str(value))
         out.print(table)
         for p in integrity.problems:
@@ -74,6 +76,13 @@ def _inspect_one(run_path: Path, as_json: bool, repair: bool) -> dict[str, Any]:
         if integrity.ok:
             out.print("[green]integrity: no problems[/]")
     return summary
+
+
+def _said(entry: dict[str, Any]) -> str:
+    """One operator action or resume in a few words."""
+    if "action" in entry:
+        return f"{entry['action']} by {entry.get('who', '?')}"
+    return f"from step {entry.get('from_step', '?')}"
 
 
 def report(

@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         save_surrogate,
     )
     from engine.io._datasets import load_paired
+    from engine.io._export import EXPORT_FORMATS, export, run_dataset
     from engine.io._importers import ImportFailed, from_grid, import_file
     from engine.io._pairing import pair_image, read_structural_image
     from engine.io._replay import ReplaySetup, replay_setup
@@ -52,6 +53,10 @@ __all__ = [
     # a structural image from another file, paired by calibration
     "read_structural_image",
     "pair_image",
+    # data out: xarray, HyperSpy, NeXus, CSV
+    "run_dataset",
+    "export",
+    "EXPORT_FORMATS",
     # replaying recorded data
     "replay_setup",
     "ReplaySetup",

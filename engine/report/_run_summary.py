@@ -24,7 +24,9 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
         Name → value: counts, axes with units, images, instrument, policies, status, first/last
         spectrum (UTC, ISO 8601), time span (s), median time per stage (ms), model versions, decisions a
         model-based policy took without a model, refits (count, total s, median ms), journal rows
-        pending, missing positions, software versions, and the integrity ``problems`` and ``notes``.
+        pending, missing positions, software versions, every operator action (what, who, when) and
+        resume (from which step, what the instrument said), drift tracking frames and the last shift,
+        and the integrity ``problems`` and ``notes``.
 
     Examples:
         >>> summary = run_summary(*check_run(run_path))
@@ -69,6 +71,10 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
         "journal_pending_rows": integrity.journal_rows,
         "missing_positions": sum(len(m["candidates"]) for m in attrs.get("missing", [])),
         "versions": ", ".join(f"{k} {v}" for k, v in attrs.get("versions", {}).items()),
+        "operator_actions": [dict(a) for a in attrs.get("operator_actions", [])],
+        "resumes": [dict(r) for r in attrs.get("resumes", [])],
+        "drift_frames": len(attrs.get("drift_track", [])),
+        "drift_last": (attrs.get("drift_track") or [{}])[-1].get("shift"),
         "problems": integrity.problems,
         "notes": integrity.notes,
     }

@@ -31,7 +31,9 @@ def _cli(*args: str, cwd: Path = ROOT, timeout: float = 180) -> subprocess.Compl
     return subprocess.run([*DUALSCOPE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["serve"], ["inspect"], ["keys", "new"], ["ctl"]])
+@pytest.mark.parametrize(
+    "command", [[], ["demo"], ["run"], ["serve"], ["inspect"], ["keys", "new"], ["ctl"], ["export"]]
+)
 def test_help_explains_each_command(command: list[str]) -> None:
     result = _cli(*command, "--help")
     assert result.returncode == 0, result.stderr
