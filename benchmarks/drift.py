@@ -91,8 +91,10 @@ def session(
     tracking: DriftSection | None,
     policy: str = "random",
     folder: Path,
+    pipeline: bool = False,
 ) -> Session:
-    """Run ``steps`` steps of ``policy`` against the structure twin ``seed`` on a simulated clock."""
+    """Run ``steps`` steps of ``policy`` against the structure twin ``seed`` on a simulated clock (``pipeline``:
+    deciding while measuring)."""
     clock = SimulatedClock()
     drift = drift.model_copy(update={"seed": seed}) if drift is not None else None  # each twin its own walk
     options = StemTwinOptions(seed=seed, acquisition_time_s=DWELL_S, dead_channels=(80,), drift=drift or DriftOptions())
@@ -114,7 +116,7 @@ def session(
         )
         chosen = build_policy(section, description.spectral_axis, rng, image, candidates, (), InlineTrainer())
     writer = RunWriter.create(
-        folder / f"drift-{seed}-{policy}-{tracking is not None}-{drift is not None}.zarr",
+        folder / f"drift-{seed}-{policy}-{tracking is not None}-{drift is not None}-{pipeline}.zarr",
         description=description,
         images=[image],
         candidates=candidates,
@@ -142,6 +144,7 @@ def session(
         on_step=on_step,
         drift=tracker,
         on_drift=lambda e: writer.record_drift(e.to_json()),
+        pipeline=pipeline,
     )
     try:
         campaign.run()

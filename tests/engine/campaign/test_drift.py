@@ -99,11 +99,15 @@ def test_interval_restore_and_bad_settings() -> None:
     assert outside is not None and "drifted that point out of the field" in outside
 
 
-def test_a_tracked_campaign_measures_where_it_meant_to_and_an_untracked_one_does_not(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pipeline", [False, True], ids=["sequential", "pipelined"])
+def test_a_tracked_campaign_measures_where_it_meant_to_and_an_untracked_one_does_not(
+    tmp_path: Path, pipeline: bool
+) -> None:
     """The campaign loop with the real writer on a simulated 12-minute session at 2 nm/min (random policy)."""
     drift = DriftOptions(rate_nm_per_min=2.0, direction_deg=200.0, walk_nm_per_sqrt_min=0.3, seed=3)
-    tracked = session(7, 120, drift=drift, tracking=DriftSection(enabled=True, every_n=2), folder=tmp_path)
-    untracked = session(7, 120, drift=drift, tracking=None, folder=tmp_path)
+    on = DriftSection(enabled=True, every_n=2)
+    tracked = session(7, 120, drift=drift, tracking=on, folder=tmp_path, pipeline=pipeline)
+    untracked = session(7, 120, drift=drift, tracking=None, folder=tmp_path, pipeline=pipeline)
     px = tracked.pixel_nm
     error_tracked = np.median(np.linalg.norm(tracked.landed - tracked.intended, axis=1)) / px
     error_untracked = np.median(np.linalg.norm(untracked.landed - untracked.intended, axis=1)) / px
