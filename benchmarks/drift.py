@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import Record, machine, results_dir
+from benchmarks.discovery import STRUCTURE_BAND_EV, structure_twin_truth
 from benchmarks.stats import finite_or_none, km_median, median_interval
 from engine.campaign import Budget, Campaign, DriftTracker, StepReport
 from engine.candidates import CandidateSet
@@ -50,7 +51,7 @@ PLACEMENT_SEEDS = (100, 101, 102, 103, 104)
 PLACEMENT_STEPS = 300
 DISCOVERY_SEEDS = (100, 101, 102, 103, 104, 105)
 DISCOVERY_STEPS = 250
-BAND_EV = (0.40, 0.55)
+BAND_EV = STRUCTURE_BAND_EV
 
 
 class SimulatedClock:
@@ -184,24 +185,11 @@ def discovery(folder: Path) -> dict[str, object]:
         for label, drift in (("still", None), ("drifting", DRIFT)):
             tracking = TRACKING if drift is not None else None
             s = session(seed, DISCOVERY_STEPS, drift=drift, tracking=tracking, policy="dualvae-bo", folder=folder)
-            values = _truth_values(seed)
+            values = structure_twin_truth(seed).values  # the band's noise-free values at the intended positions
             n50 = measurements_to(recall_curve(s.candidate_index, top_set(values)))
             out[label].append(n50)
             print(f"  drift discovery seed {seed} {label}: {n50} measurements to half the top set", flush=True)
     return out
-
-
-def _truth_values(seed: int) -> np.ndarray:
-    """The band's noise-free values at every candidate of twin ``seed`` (its specimen coordinates)."""
-    from engine.clock import SystemClock
-    from engine.policy import build_scalariser
-
-    twin = stem_twin(StemTwinOptions(seed=seed, acquisition_time_s=DWELL_S, dead_channels=(80,)), SystemClock())
-    description, image = twin.describe(), twin.acquire_image("haadf")
-    candidates = CandidateSet.from_image_grid(image, description, 4, 2)
-    axis = description.spectral_axis
-    section = ScalariserSection(kind="band", low=BAND_EV[0], high=BAND_EV[1])
-    return np.asarray(build_scalariser(section, axis)(twin.expected_counts(candidates.positions), axis.values()))
 
 
 def _km(values: list[float]) -> float:

@@ -152,11 +152,9 @@ class DriftTracker:
 
         t0 = self._clock.monotonic() if started is None else started
         if image.data.shape != self._shape:
-            self._refused_in_a_row += 1
             return self._refused(step, n_recorded, t0, f"frame {image.data.shape} != reference {self._shape}")
         frame = np.asarray(image.data, dtype=np.float64)
         if not np.isfinite(frame).all() or np.ptp(frame) == 0:
-            self._refused_in_a_row += 1
             return self._refused(step, n_recorded, t0, "the frame is blank or not finite")
         r0, r1, c0, c1 = self._window
         # bring the specimen back by the current estimate, then register what is left: a small residual keeps
@@ -186,7 +184,6 @@ class DriftTracker:
     def failed(self, step: int, n_recorded: int, reason: str, started: float | None = None) -> DriftEstimate:
         """Record a tracking frame that could not be acquired (the probe keeps the last estimate)."""
         t0 = self._clock.monotonic() if started is None else started
-        self._refused_in_a_row += 1
         return self._refused(step, n_recorded, t0, reason)
 
     def restore(self, track: Sequence[Mapping[str, JSON]]) -> None:
@@ -198,6 +195,8 @@ class DriftTracker:
         self._last_n = int(last["n_recorded"])
 
     def _refused(self, step: int, n_recorded: int, t0: float, reason: str) -> DriftEstimate:
+        """A frame with nothing to measure: recorded, and one more refused in a row."""
+        self._refused_in_a_row += 1
         return self._entry(step, n_recorded, t0, np.full(len(self._axes), np.nan), float("nan"), reason)
 
     def _entry(
