@@ -197,9 +197,7 @@ class Campaign:
                 return reason
         return None
 
-    def run(
-        self, first_step: int = 0, n_recorded: int = 0, reconcile: Sequence[Decision] | Decision | None = None
-    ) -> CampaignResult:
+    def run(self, first_step: int = 0, n_recorded: int = 0, reconcile: Sequence[Decision] = ()) -> CampaignResult:
         """Run steps until a stop rule fires or no candidate is left.
 
         Args:
@@ -216,13 +214,12 @@ class Campaign:
         tally = _Tally(step=first_step, n_recorded=n_recorded)
         reason: str | None = None
         flight: _Flight | None = None
-        pending = [reconcile] if isinstance(reconcile, Decision) else list(reconcile or ())
         if self.pipeline:  # one command measures on this thread while the loop decides the next
             self._measuring = ThreadPoolExecutor(1, thread_name_prefix="measure")
         try:
-            for k, decision in enumerate(pending):  # their steps were taken before ``first_step``
+            for k, decision in enumerate(reconcile):  # their steps were taken before ``first_step``
                 now, step = self.clock.monotonic(), tally.step
-                if self.pipeline and k == len(pending) - 1:
+                if self.pipeline and k == len(reconcile) - 1:
                     flight, reason = self._launch(decision, now, now, tally)
                 else:
                     reason = self._carry_out(decision, now, tally)
@@ -232,20 +229,14 @@ class Campaign:
             while reason is None:
                 if self.operator is not None:
                     self.operator.progress.update(n_recorded=tally.n_recorded, step=tally.step)
-                    if self.operator.paused and flight is not None:  # a pause holds nothing in flight
-                        reason, flight = self._land(flight, tally), None
-                        continue
+                if flight is not None and self._needs_idle(flight, tally.n_recorded, started):
+                    reason, flight = self._land(flight, tally), None
+                    continue
+                if self.operator is not None:
                     self.operator.wait_while_paused()
-                in_flight = flight.decision.proposal.indices.size if flight is not None else 0
-                if (reason := self._stop_reason(tally.n_recorded + in_flight, started)) is not None:
-                    if flight is not None:  # land it first: a failed one leaves room in the budget
-                        reason, flight = self._land(flight, tally), None
-                        continue
+                if (reason := self._stop_reason(tally.n_recorded, started)) is not None:
                     break
-                if self.drift is not None and self.drift.due(tally.n_recorded + in_flight):
-                    if flight is not None:  # the instrument takes one command at a time
-                        reason, flight = self._land(flight, tally), None
-                        continue
+                if self.drift is not None and self.drift.due(tally.n_recorded):
                     self._track(self.drift, tally)
                 t0 = self.clock.monotonic()
                 self._apply_target()
@@ -286,6 +277,19 @@ class Campaign:
         elapsed = self.clock.monotonic() - started
         return CampaignResult(
             tally.n_recorded, tally.step - first_step, reason, elapsed, tally.missing, tally.refused, tally.faults
+        )
+
+    def _needs_idle(self, flight: _Flight, n_recorded: int, started: float) -> bool:
+        """Whether a pause, a stop or a tracking frame comes next, counting the flight: it must land first.
+
+        A pause holds nothing in flight; a stop lands it (a failed one leaves room in the budget); the
+        instrument takes one command at a time, so a tracking frame waits for it.
+        """
+        n = n_recorded + flight.decision.proposal.indices.size
+        return (
+            (self.operator is not None and self.operator.paused)
+            or self._stop_reason(n, started) is not None
+            or (self.drift is not None and self.drift.due(n))
         )
 
     def _carry_out(self, decision: Decision, t0: float, tally: _Tally) -> str | None:
@@ -346,7 +350,7 @@ class Campaign:
         """Wait for the flight's measurement and settle it."""
         return self._settle(flight, self._outcome(flight), tally)
 
-    def _settle(self, flight: _Flight, outcome: Measurement | BaseException | None, tally: _Tally) -> str | None:
+    def _settle(self, flight: _Flight, outcome: Measurement | BaseException, tally: _Tally) -> str | None:
         """Record a flight's outcome, tell the policy; a reason to stop, or ``None``. Errors propagate."""
         decision, indices = flight.decision, flight.decision.proposal.indices
         if isinstance(outcome, NoRecordedData):  # replaying a run: the recording has nothing there
@@ -367,9 +371,9 @@ class Campaign:
                     reason += "; the instrument is unreachable: check it runs and is reachable, then resume"
                 return reason
             return None
-        if isinstance(outcome, BaseException) or outcome is None:
+        if isinstance(outcome, BaseException):
             self.candidates.release(indices)
-            raise outcome if outcome is not None else RuntimeError("a flight settled without an outcome")
+            raise outcome
         measurement = outcome
         tally.faults_in_a_row = 0
         if flight.sent is not flight.positions:  # recorded where the reference image says it was measured

@@ -60,18 +60,17 @@ def run_dataset(path: Path | str) -> xr.Dataset:
     axes = run.description.axes
     coords: dict[str, Any] = {
         "measurement": ("measurement", np.arange(run.n), {"long_name": "row of the run (acquisition order)"}),
-        "step": ("measurement", run.columns["step"], {"long_name": "campaign step that measured the row"}),
-        "time": ("measurement", _utc(run.columns["timestamps"]), {"long_name": "end of acquisition (UTC)"}),
-        "policy": ("measurement", np.asarray([_policy(run, int(c)) for c in run.columns["policy_code"]], dtype=str)),
         spectral.name: (spectral.name, run.spectral_values, {"units": spectral.units}),
     }
-    for k, axis in enumerate(axes):
-        coords[axis.name] = ("measurement", run.positions[:, k], {"units": axis.units, "long_name": "probe position"})
+    for name, (values, units) in _per_row(run).items():
+        if name == "time":
+            values, units = _utc(values), ""  # datetime64: the units are in the type
+        coords[name] = ("measurement", values, {"units": units} if units else {})
     data: dict[str, Any] = {
         "spectra": (("measurement", spectral.name), run.spectra, {"units": "counts"}),
         "candidate_positions": (("candidate", "axis"), run.candidate_positions, {"axes": [a.name for a in axes]}),
     }
-    for name in ("acquisition_value", "model_version", "time_decide_s", "time_measure_s", "time_record_s"):
+    for name in ("model_version", "time_decide_s", "time_measure_s", "time_record_s"):
         data[name] = ("measurement", run.columns[name], {"units": "s"} if name.startswith("time_") else {})
     for channel, image in run.images.items():
         data.update(_image_vars(channel, image))
@@ -157,13 +156,7 @@ class _Stack:
             )
         run = read_run(path)
         ax = run.spectral_axis
-        rows: dict[str, NDArray[Any]] = {
-            "step": run.columns["step"],
-            **{f"{a.name} ({a.units})": run.positions[:, k] for k, a in enumerate(run.description.axes)},
-            "time (s since 1970-01-01 UTC)": run.columns["timestamps"],
-            "policy": np.asarray([_policy(run, int(c)) for c in run.columns["policy_code"]], dtype=str),
-            "acquisition_value": run.columns["acquisition_value"],
-        }
+        rows = {f"{name} ({units})" if units else name: values for name, (values, units) in _per_row(run).items()}
         meta = {
             "run_id": str(run.attrs.get("run_id", "")),
             "instrument": run.description.name,
@@ -336,8 +329,17 @@ def _grid(si: SpectrumImage) -> tuple[NDArray[np.float64], NDArray[np.float64], 
     return x, y, cube
 
 
-def _policy(run: RunData, code: int) -> str:
-    return run.policy_names[code] if 0 <= code < len(run.policy_names) else ""
+def _per_row(run: RunData) -> dict[str, tuple[NDArray[Any], str]]:
+    """What every format keeps of each row, with units: step, the probe position per axis, time, policy, acquisition."""
+    names = run.policy_names
+    policy = [names[c] if 0 <= c < len(names) else "" for c in run.columns["policy_code"].astype(int)]
+    return {
+        "step": (run.columns["step"], ""),
+        **{a.name: (run.positions[:, k], a.units) for k, a in enumerate(run.description.axes)},
+        "time": (run.columns["timestamps"], "s since 1970-01-01 UTC"),
+        "policy": (np.asarray(policy, dtype=str), ""),
+        "acquisition_value": (run.columns["acquisition_value"], ""),
+    }
 
 
 def _utc(seconds: NDArray[np.float64]) -> NDArray[np.datetime64]:

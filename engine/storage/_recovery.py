@@ -27,8 +27,8 @@ class RecoveryReport:
         replayed_rows: durable rows materialised from the journal.
         torn_bytes: bytes of a torn last journal entry that were discarded
             (a write the crash interrupted; never acknowledged as recorded).
-        in_flight: request ids of decisions whose measurement never arrived
-            (commands that may or may not have run on the instrument).
+        in_flight: request ids of decisions with no outcome recorded (commands that may or may not
+            have run on the instrument), by step: what the run keeps in ``in_flight`` for a resume.
         removed_partials: leftover temporary files of interrupted atomic writes removed.
         unrecoverable: committed rows whose chunk files cannot be decoded, per array, as
             ``(start, stop)`` ranges: recovery cannot bring them back (their data is gone).
@@ -109,12 +109,10 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
         writer.log_recovery({"at": clock.time(), **report.to_json()})
         writer.release(status=writer.status)  # the journal is kept: the rows are not lost
         return report, None
-    measured_ids: set[str] = set()
     expected, replayed = before, 0
     for entry in entries:
         if entry.meta["kind"] != "measurement":
             continue
-        measured_ids.add(str(entry.meta["request_id"]))
         first, k = int(entry.meta["first_row"]), int(entry.arrays["spectra"].shape[0])
         if first + k <= before:
             continue  # committed before the crash, journal not yet cut
@@ -125,14 +123,9 @@ def recover_run(path: Path, clock: Clock, *, keep_open: bool = False) -> tuple[R
             writer.note_resume_point(int(entry.meta["step"]), entry.meta.get("policy_state"))
         expected += k
         replayed += k
-    settled = measured_ids | writer.missing_request_ids
-    in_flight = [
-        str(e.meta["request_id"])
-        for e in entries
-        if e.meta["kind"] == "decision" and str(e.meta["request_id"]) not in settled
-    ]
     writer.flush()
     _keep_in_flight(writer, entries)
+    in_flight = [str(d["request_id"]) for d in writer.in_flight]
     writer.truncate_journal(0)
     report = RecoveryReport(before, writer.committed_rows, replayed, total - valid, in_flight, removed, damaged)
     writer.log_recovery({"at": clock.time(), **report.to_json()})
