@@ -26,6 +26,7 @@ from benchmarks import (
     storage,
     surrogates,
     tables,
+    training,
 )
 
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         ("latency", latency),
         ("discovery", discovery),
         ("drift", drift),
+        ("training", training),
         ("design", design),
         ("reliability", reliability),
     )

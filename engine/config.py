@@ -133,11 +133,12 @@ class PolicySection(_Strict):
         "log-ei", description="botorch acquisition of the model-based policies"
     )
     initial: int = Field(5, ge=1, description="random measurements before the first model")
-    training: Literal["background", "inline"] = Field(
+    training: Literal["background", "inline", "dask"] = Field(
         "background",
         description="background: refits run on a worker thread and decisions use the latest finished "
         "snapshot (the instrument never waits); inline: each refit finishes before the next decision "
-        "(reproducible)",
+        "(reproducible); dask: refits run on a Dask worker ([training] scheduler), decisions never wait "
+        "for them, and a lost worker or scheduler falls back to the background thread",
     )
     refit_every: int = Field(1, ge=1, description="new measurements between model refits")
     wait_for_first_model: bool = Field(
@@ -277,6 +278,33 @@ class DriftSection(_Strict):
         return self
 
 
+class TrainingSection(_Strict):
+    """``[training]``: where the model refits run when ``policy.training = "dask"``, and on which device.
+
+    Each refit is one Dask task carrying the data it learns from and the feature model's weights; its
+    result (new weights, latents, the fitted GP) comes back as the next snapshot. A worker that dies, a
+    scheduler that cannot be reached or a refit that does not come back within ``timeout_s`` sends
+    training back to the local thread for the rest of the run, recorded in the run.
+    """
+
+    scheduler: str = Field(
+        "",
+        pattern=r"^(|local|tcp://[^\s]+|tls://[^\s]+)$",
+        description="training = 'dask': the scheduler's address (tcp://HOST:8786), or 'local' for a "
+        "LocalCluster of one worker process on this machine",
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="torch device of the dual VAE's refits wherever they run: auto (CUDA where the refit runs "
+        "has it, else the CPU), cpu, cuda or cuda:N",
+    )
+    timeout_s: float = Field(
+        600.0, gt=0, description="a remote refit not back after this many seconds counts as lost (local fallback)"
+    )
+    connect_timeout_s: float = Field(10.0, gt=0, description="seconds to wait for the scheduler at the start")
+
+
 class SafetyFile(BaseModel):
     """A file read for its ``[safety]`` table (a run config, or a file with only that table)."""
 
@@ -296,6 +324,16 @@ class RunConfig(_Strict):
     faults: FaultsSection = FaultsSection()
     operator: OperatorSection = OperatorSection()
     drift: DriftSection = DriftSection()
+    training: TrainingSection = TrainingSection()
+
+    @model_validator(mode="after")
+    def _training_has_a_scheduler(self) -> RunConfig:
+        if self.policy.training == "dask" and not self.training.scheduler:
+            raise ValueError(
+                "policy.training = 'dask' needs [training] scheduler = 'tcp://HOST:8786' "
+                "(or 'local' for a LocalCluster on this machine)"
+            )
+        return self
 
 
 def format_validation_error(exc: ValidationError, model: type[BaseModel], source: str) -> str:
@@ -306,6 +344,8 @@ def format_validation_error(exc: ValidationError, model: type[BaseModel], source
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, err["loc"][:-1])
             lines.append(f"  {key}: unknown key; allowed here: {', '.join(allowed)}")
+        elif not key:  # a check across tables: its message names the keys
+            lines.append(f"  {str(err['msg']).removeprefix('Value error, ')}")
         else:
             lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)

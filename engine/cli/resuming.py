@@ -18,13 +18,14 @@ from engine.cli.wiring import (
     build_campaign,
     instance_of,
     open_control,
+    open_trainer,
     run_to_close,
     stop_helpers,
 )
 from engine.config import RunConfig, parse_config
 from engine.errors import ResumeError, Stopped
 from engine.io import load_feature_checkpoint
-from engine.policy import BOPolicy, DualVAEFeatures, build_policy, make_trainer
+from engine.policy import BOPolicy, DualVAEFeatures, build_policy
 from engine.protocols import Clock, Instrument, PhaseProgress, Policy
 from engine.storage import RecoveryReport, RunWriter, open_run_group, read_candidates, read_run, recover_run
 from engine.surrogate import CheckpointError
@@ -93,7 +94,7 @@ def resume_run(
     if channel not in run.images:
         raise ResumeError(f"the run has no structural image {channel!r}; it cannot be resumed")
     candidates = read_candidates(writer.root)
-    trainer = make_trainer(config.policy.training)
+    trainer = open_trainer(config, writer, clock, on_phase)
     control: Control = (None, None)
     try:
         control = open_control(config, writer, stored, clock, operator_stop, context)
@@ -106,6 +107,7 @@ def resume_run(
             [str(n) for n in stored.extra.get("notes", [])],
             trainer,
             on_phase,
+            config.training.device,
         )
     except Stopped as exc:  # the run stays resumable: nothing new was measured
         stop_helpers(trainer, control[1])

@@ -127,14 +127,22 @@ def execute_run(
         clock=clock,
         chunk_rows=config.run.chunk_rows,
     )
-    trainer = make_trainer(config.policy.training)
+    trainer = open_trainer(config, writer, clock, on_phase)
     control: Control = (None, None)
     try:
         writer.note_instrument(instance_of(instrument))
         control = open_control(config, writer, description, clock, operator_stop, context)
         rng = np.random.default_rng(config.run.seed)
         policy = build_policy(
-            config.policy, description.spectral_axis, rng, image, candidates, notes, trainer, on_phase
+            config.policy,
+            description.spectral_axis,
+            rng,
+            image,
+            candidates,
+            notes,
+            trainer,
+            on_phase,
+            config.training.device,
         )
     except Stopped as exc:
         return close_unstarted(writer, trainer, control, CampaignResult(0, 0, str(exc), 0.0))
@@ -174,6 +182,30 @@ def open_control(
     server = ControlServer(operator, description, context, section.endpoint, auth)
     writer.set_control_endpoint(server.endpoint, auth.server.public if auth is not None else None)
     return operator, server
+
+
+def open_trainer(
+    config: RunConfig, writer: RunWriter, clock: Clock, on_phase: PhaseProgress | None
+) -> Trainer[Snapshot]:
+    """The trainer ``policy.training`` names; a Dask trainer records where it trains, and any fallback, in the run."""
+    training = config.policy.training
+    if training != "dask":
+        return make_trainer(training)
+    section = config.training
+    if on_phase is not None:
+        on_phase(f"connecting to the Dask scheduler {section.scheduler}", 0, 1)
+
+    def fell_back(reason: str) -> None:
+        writer.record_training({"time": clock.time(), "event": "fallback", "training": "background", "reason": reason})
+
+    trainer = make_trainer(training, section, clock=clock.monotonic, on_fallback=fell_back)
+    if on_phase is not None:
+        on_phase(f"connecting to the Dask scheduler {section.scheduler}", 1, 1)
+    writer.record_training(
+        {"time": clock.time(), "event": "start", "training": "dask", "scheduler": section.scheduler,
+         "device": section.device}
+    )  # fmt: skip
+    return trainer
 
 
 def stop_helpers(trainer: Trainer[Snapshot], server: ControlServer | None) -> None:
@@ -273,7 +305,10 @@ def _checkpointing(
                 {
                     "version": snap.version,
                     "n_obs": snap.n_obs,
+                    "cut": snap.cut,
                     "fit_s": snap.fit_s,
+                    "device": snap.device,
+                    "host": snap.host,
                     "used_from_step": report.decision.step,
                 }
             )

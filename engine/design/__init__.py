@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from engine._lazy import lazy_face
 
 if TYPE_CHECKING:  # imported on first use: see engine._lazy
+    from engine.dask_cluster import dask_client
     from engine.design._baselines import DE_NAME, DESettings, differential_evolution_search
     from engine.design._config import (
         DesignConfig,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         load_design_config,
         parse_design_config,
     )
-    from engine.design._dask import DaskExecutor, dask_client
+    from engine.design._dask import DaskExecutor
     from engine.design._latent_space import LatentDesignSpace
     from engine.design._loop import (
         DesignHistory,

@@ -35,11 +35,14 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         BOPolicy,
         FeatureModel,
         Features,
+        Movable,
         PositionFeatures,
         PredictsSpectra,
+        RefitJob,
         ScalarBO,
         Snapshot,
     )
+    from engine.policy._dask_trainer import DaskTrainer, open_dask_trainer
     from engine.policy._dkl import DKLFeatures
     from engine.policy._dualvae import DualVAEFeatures
     from engine.policy._factory import build_policy, build_scalariser, check_policy_inputs, make_trainer
@@ -63,7 +66,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         select_sampled,
         standardised_draws,
     )
-    from engine.policy._trainer import InlineTrainer, ThreadTrainer, Trainer
+    from engine.policy._trainer import InlineTrainer, ThreadTrainer, Trainer, resolve_device
 
 __all__ = [
     # building a policy from its configuration
@@ -85,6 +88,8 @@ __all__ = [
     "PositionFeatures",
     "DKLFeatures",
     "DualVAEFeatures",
+    "RefitJob",
+    "Movable",
     # decisions on predicted spectra (dualvae-spectral)
     "PredictsSpectra",
     "PredictedScalars",
@@ -117,6 +122,9 @@ __all__ = [
     "Trainer",
     "InlineTrainer",
     "ThreadTrainer",
+    "DaskTrainer",
+    "open_dask_trainer",
+    "resolve_device",
 ]
 
 __getattr__, __dir__ = lazy_face(__name__, __file__)

@@ -15,10 +15,11 @@ structural image. Pure decision code: no I/O.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from engine.policy._acquisition import ACQUISITIONS, TravelCost, select, ucb_bet
 from engine.policy._gp_posterior import CandidatePosterior, fit_gp, unit_cube
 from engine.policy._scalarisers import Scalariser
 from engine.policy._spectral import PredictedScalars, select_sampled, standardised_draws
-from engine.policy._trainer import Trainer
+from engine.policy._trainer import Trainer, resolve_device
 from engine.rng_state import rng_state, set_rng_state
 
 FeatureCheckpoint = tuple[dict[str, Any], dict[str, torch.Tensor]]
@@ -131,6 +132,13 @@ class Snapshot:
         fit_s: seconds the refit took (features, GP fit and the posterior at every candidate).
         prior: ``dualvae-spectral``: the scalarised predicted spectra (standardised); the posterior is
             then the residual GP's, on ``y`` minus the prior's mean.
+        cut: measurements told (finite values or not) when the refit's data was cut; the snapshot's
+            staleness at a decision is the measurements told then minus ``cut``.
+        device: the torch device the features were trained on (``cuda:0``, ``cpu``).
+        host: the machine the refit ran on.
+        features: the feature model after this refit (the policy's own object when trained in this
+            process; the copy that comes back from a Dask worker); the policy continues from it.
+        predicted: the same for ``dualvae-spectral``'s predictor (usually the same object as ``features``).
 
     Examples:
         >>> snapshot = Snapshot(version=1, n_obs=10, y_mean=0.0, y_std=1.0, posterior=posterior, fit_warnings=0)
@@ -147,11 +155,117 @@ class Snapshot:
     features_checkpoint: FeatureCheckpoint | None = None
     fit_s: float = float("nan")
     prior: PredictedScalars | None = None
+    cut: int = 0
+    device: str = "cpu"
+    host: str = ""
+    features: FeatureModel | None = None
+    predicted: PredictsSpectra | None = None
 
     def residual(self, index: int, value: float) -> float:
         """The standardised value the posterior models at candidate ``index`` for a measured ``value``."""
         y = (value - self.y_mean) / self.y_std
         return y - float(self.prior.mean[index]) if self.prior is not None else y
+
+
+@runtime_checkable
+class Movable(Protocol):
+    """A feature model whose networks can move between devices (the dual VAE's).
+
+    Examples:
+        >>> isinstance(PositionFeatures(positions), Movable)  # positions have nothing to move
+        False
+    """
+
+    def to(self, device: torch.device) -> Any:
+        """Move the networks to ``device``."""
+        ...
+
+
+HOME = torch.device("cpu")
+"""Where a feature model rests between refits: any machine can unpickle it (a Dask result comes home)."""
+
+
+@dataclass(frozen=True)
+class RefitJob:
+    """One refit as a self-contained task: the data it learns from and everything it needs, nothing else.
+
+    It pickles (a Dask worker runs it on its own copy) and shares no state with the policy that cut it
+    (a thread runs it on the policy's feature model, which only trainers touch). Calling it learns the
+    features (on ``device``, resolved where it runs, and back on the CPU afterwards), fits the GP and
+    builds its posterior at every candidate.
+
+    Attributes:
+        version: the snapshot's version.
+        cut: measurements told when the data was cut.
+        observed: candidate indices ``(n,)`` with a finite value.
+        values: their values ``(n,)``, the scalariser's units.
+        spectra: their spectra ``(n, c)``.
+        features: the feature model to continue from.
+        scalariser: the property (``dualvae-spectral`` scalarises its predicted spectra with it).
+        axis: the spectral axis values ``(c,)``.
+        predicted: ``dualvae-spectral``'s predictor, or None.
+        prior_samples: predicted spectra per candidate.
+        prior_as: ``"residual"`` or ``"input"`` (see ``ScalarBO``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Examples:
+        >>> job = RefitJob(1, 5, np.arange(5), np.arange(5.0), np.zeros((5, 16), np.float32),
+        ...                PositionFeatures(positions), BandIntegral(0.0, 0.5), np.linspace(0.0, 1.0, 16))
+        >>> snapshot = job()
+        >>> snapshot.version, snapshot.n_obs, snapshot.device, snapshot.posterior.mean.shape
+        (1, 5, 'cpu', (50,))
+    """
+
+    version: int
+    cut: int
+    observed: NDArray[np.int64]
+    values: NDArray[np.float64]
+    spectra: NDArray[np.float32]
+    features: FeatureModel
+    scalariser: Scalariser
+    axis: NDArray[np.float64]
+    predicted: PredictsSpectra | None = None
+    prior_samples: int = 32
+    prior_as: str = "residual"
+    device: str = "cpu"
+
+    def __call__(self) -> Snapshot:
+        """Learn the features, fit the GP, build its posterior at every candidate: the next snapshot."""
+        t0 = time.perf_counter()
+        device = resolve_device(self.device)
+        movable: Movable | None = self.features if isinstance(self.features, Movable) else None
+        if movable is not None:
+            movable.to(device)
+        try:
+            return self._fit(t0, str(device) if movable is not None else "cpu")
+        finally:
+            if movable is not None:
+                movable.to(HOME)
+
+    def _fit(self, t0: float, device: str) -> Snapshot:
+        idx, values = self.observed, self.values
+        mean, std = float(values.mean()), float(values.std()) or 1.0
+        y = (values - mean) / std
+        feats = self.features.refit(idx, y, self.spectra)
+        x = torch.as_tensor(feats.unit, dtype=torch.float64)
+        prior = None
+        if self.predicted is not None:
+            draws = self.predicted.scalar_draws(self.scalariser, self.axis, self.prior_samples)
+            prior = PredictedScalars(standardised_draws(draws, mean, std))
+            if self.prior_as == "input":
+                x = torch.cat([x, torch.as_tensor(unit_cube(prior.mean[:, None]), dtype=torch.float64)], dim=1)
+                prior = None
+            else:
+                y = y - prior.mean[idx]
+        warn = 0
+        model = feats.model
+        if model is None:
+            model, warn = fit_gp(x[idx], torch.as_tensor(y))
+        posterior = CandidatePosterior(model, x, idx, y)
+        return Snapshot(
+            self.version, idx.size, mean, std, posterior, warn, feats.checkpoint, time.perf_counter() - t0, prior,
+            self.cut, device, socket.gethostname(), self.features, self.predicted,
+        )  # fmt: skip
 
 
 class ScalarBO:
@@ -175,6 +289,8 @@ class ScalarBO:
         prior_as: how ``predicted`` enters: ``"residual"`` (the draws are the prior, the GP models the
             residual, acquisition on the ensemble) or ``"input"`` (the draws' mean is one more GP input,
             analytic acquisition; the alternative measured in docs/decisions/0011).
+        device: the torch device of the feature model's refits, resolved where each refit runs
+            (``engine.policy.resolve_device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N``).
 
     Examples:
         >>> axis = np.linspace(0.0, 1.0, 16)
@@ -209,6 +325,7 @@ class ScalarBO:
         predicted: PredictsSpectra | None = None,
         prior_samples: int = 32,
         prior_as: str = "residual",
+        device: str = "cpu",
     ):
         if acquisition not in ACQUISITIONS:
             raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
@@ -221,6 +338,7 @@ class ScalarBO:
         if prior_as not in ("residual", "input"):
             raise ConfigError(f"prior_as must be 'residual' or 'input', not {prior_as!r}")
         self.predicted, self.prior_samples, self.prior_as = predicted, prior_samples, prior_as
+        self.device = device
         self._n_told = 0  # measurements told, finite values or not (the schedule counts them all)
         self._last_index: int | None = None
         # observations with a finite value: what the GP sees, in the order it sees them
@@ -235,6 +353,11 @@ class ScalarBO:
         self._live: CandidatePosterior | None = None
         self._live_n = 0
         self.fit_warnings = 0
+
+    @property
+    def n_told(self) -> int:
+        """Measurements told so far, finite values or not (a snapshot's staleness is this minus its ``cut``)."""
+        return self._n_told
 
     # ------------------------------------------------------------------ data in
     def add(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
@@ -288,34 +411,30 @@ class ScalarBO:
         idx, values = np.asarray(self._obs_idx, np.int64), np.asarray(self._obs_y)
         spectra = np.asarray(self._obs_spectra, dtype=np.float32)  # copies: the job must not share state
         version = self._next_version
-        if self.trainer.submit(lambda: self._refit(version, idx, values, spectra)):
+        if self.trainer.submit(self._job(version, n, idx, values, spectra)):
             self._submitted_n, self._next_version = n, version + 1
 
-    def _refit(
-        self, version: int, idx: NDArray[np.int64], values: NDArray[np.float64], spectra: NDArray[np.float32]
-    ) -> Snapshot:
-        """Runs in the trainer: learn the features, fit the GP, build its posterior at every candidate."""
-        t0 = time.perf_counter()
-        mean, std = float(values.mean()), float(values.std()) or 1.0
-        y = (values - mean) / std
-        feats = self.features.refit(idx, y, spectra)
-        x = torch.as_tensor(feats.unit, dtype=torch.float64)
-        prior = None
-        if self.predicted is not None:
-            draws = self.predicted.scalar_draws(self.scalariser, self.axis, self.prior_samples)
-            prior = PredictedScalars(standardised_draws(draws, mean, std))
-            if self.prior_as == "input":
-                x = torch.cat([x, torch.as_tensor(unit_cube(prior.mean[:, None]), dtype=torch.float64)], dim=1)
-                prior = None
-            else:
-                y = y - prior.mean[idx]
-        warn = 0
-        model = feats.model
-        if model is None:
-            model, warn = fit_gp(x[idx], torch.as_tensor(y))
-        posterior = CandidatePosterior(model, x, idx, y)
-        elapsed = time.perf_counter() - t0
-        return Snapshot(version, idx.size, mean, std, posterior, warn, feats.checkpoint, elapsed, prior)
+    def _job(
+        self,
+        version: int,
+        cut: int,
+        idx: NDArray[np.int64],
+        values: NDArray[np.float64],
+        spectra: NDArray[np.float32],
+    ) -> RefitJob:
+        """The refit of ``values (n,)`` at candidates ``idx (n,)`` as a self-contained task for the trainer."""
+        return RefitJob(
+            version, cut, idx, values, spectra, self.features, self.scalariser, self.axis,
+            self.predicted, self.prior_samples, self.prior_as, self.device,
+        )  # fmt: skip
+
+    def _adopt(self, snap: Snapshot) -> None:
+        """Use ``snap`` from now on, and continue training from the feature model it was trained with."""
+        self.snapshot, self._live, self._live_n = snap, snap.posterior, snap.n_obs
+        if snap.features is not None:
+            self.features = snap.features
+        if snap.predicted is not None:
+            self.predicted = snap.predicted
 
     # ------------------------------------------------------------------ resume
     def state(self) -> dict[str, Any]:
@@ -355,14 +474,14 @@ class ScalarBO:
         version, n_obs = int(state["snapshot_version"]), int(state["snapshot_obs"])
         if version > 0:
             idx, values = np.asarray(self._obs_idx[:n_obs], np.int64), np.asarray(self._obs_y[:n_obs])
-            snap = self._refit(version, idx, values, np.asarray(self._obs_spectra[:n_obs], dtype=np.float32))
-            self.snapshot, self._live, self._live_n = snap, snap.posterior, snap.n_obs
+            spectra = np.asarray(self._obs_spectra[:n_obs], dtype=np.float32)
+            self._adopt(self._job(version, self._submitted_n, idx, values, spectra)())
 
     # ----------------------------------------------------------------- decisions
     def _catch_up(self) -> None:
         snap = self.trainer.poll()
         if snap is not None:
-            self.snapshot, self._live, self._live_n = snap, snap.posterior, snap.n_obs
+            self._adopt(snap)
             self.fit_warnings += snap.fit_warnings
         if self._live is None or self.snapshot is None:
             return

@@ -96,6 +96,28 @@ class DualVAEFeatures:
             return Features(self._latents, checkpoint=checkpoint)
         return Features(np.concatenate([self._latents, self._positions], axis=1), checkpoint=checkpoint)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickles (a refit sent to a Dask worker): the measured spectra only, not the empty rows."""
+        state = dict(self.__dict__)
+        data = self._data
+        rows = np.flatnonzero(data.has_spectrum)
+        state["_data"] = (data.patches, data.spectra.shape, rows, data.spectra[rows])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild the full spectra table from the measured rows."""
+        patches, shape, rows, measured = state.pop("_data")
+        spectra = np.zeros(shape, np.float32)
+        spectra[rows] = measured
+        has = np.zeros(shape[0], bool)
+        has[rows] = True
+        self.__dict__.update(state, _data=PairedData(patches, spectra, has))
+
+    def to(self, device: torch.device) -> DualVAEFeatures:
+        """Move the dual VAE to ``device`` (a refit on a worker's GPU; back on the CPU between refits)."""
+        self.surrogate.to(device)
+        return self
+
     def scalar_draws(self, scalariser: Scalariser, axis: NDArray[np.float64], samples: int) -> NDArray[np.float64]:
         """``dualvae-spectral``'s prior: ``samples`` im2spec draws per candidate, scalarised: ``(samples, m)``.
 

@@ -6,17 +6,18 @@ a policy never climbs back into the command line.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
-from engine.config import PolicySection, ScalariserSection
+from engine.config import PolicySection, ScalariserSection, TrainingSection
 from engine.errors import ConfigError
 from engine.policy._baselines import make_policy
 from engine.policy._bo import BOPolicy, FeatureModel, PositionFeatures, ScalarBO, Snapshot
+from engine.policy._dask_trainer import open_dask_trainer
 from engine.policy._dkl import DKLFeatures
 from engine.policy._dualvae import DualVAEFeatures
 from engine.policy._scalarisers import (
@@ -29,7 +30,7 @@ from engine.policy._scalarisers import (
     TargetSimilarity,
     UserFunction,
 )
-from engine.policy._trainer import InlineTrainer, ThreadTrainer, Trainer
+from engine.policy._trainer import InlineTrainer, ThreadTrainer, Trainer, resolve_device
 from engine.protocols import PhaseProgress, Policy
 from engine.surrogate import Surrogate, SurrogateConfig, extract_patches
 from engine.types import Image, SpectralAxis
@@ -78,21 +79,47 @@ def _scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
     return UserFunction(section.function, section.units)
 
 
-def make_trainer(training: str) -> Trainer[Snapshot]:
+def make_trainer(
+    training: str,
+    section: TrainingSection | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+    on_fallback: Callable[[str], None] | None = None,
+) -> Trainer[Snapshot]:
     """The trainer a ``policy.training`` value names.
 
     Args:
-        training: ``"background"`` (refits on a worker thread; the loop never waits) or ``"inline"``
-            (refits in the loop: reproducible decisions).
+        training: ``"background"`` (refits on a worker thread; the loop never waits), ``"inline"``
+            (refits in the loop: reproducible decisions) or ``"dask"`` (refits on a Dask worker, the
+            thread as the fallback).
+        section: the ``[training]`` table (scheduler, timeouts); needed by ``"dask"``.
+        clock: monotonic seconds, for the Dask trainer's timeout (injected).
+        on_fallback: told why, if Dask training falls back to the thread (the run records it).
 
     Returns:
-        A ``ThreadTrainer`` or an ``InlineTrainer``; close it when the campaign ends.
+        A ``ThreadTrainer``, an ``InlineTrainer`` or a ``DaskTrainer``; close it when the campaign ends.
+
+    Raises:
+        ConfigError: ``"dask"`` without a scheduler.
 
     Examples:
         >>> type(make_trainer("inline")).__name__
         'InlineTrainer'
     """
-    return ThreadTrainer() if training == "background" else InlineTrainer()
+    if training == "inline":
+        return InlineTrainer()
+    if training != "dask":
+        return ThreadTrainer()
+    if section is None or not section.scheduler:
+        raise ConfigError("policy.training = 'dask' needs [training] scheduler = 'tcp://HOST:8786' (or 'local')")
+    return open_dask_trainer(
+        section.scheduler,
+        ThreadTrainer(),
+        connect_timeout_s=section.connect_timeout_s,
+        timeout_s=section.timeout_s,
+        clock=clock,
+        on_fallback=on_fallback,
+    )
 
 
 DUALVAE_UPDATE_STEPS = 20
@@ -110,6 +137,7 @@ def build_policy(
     notes: Sequence[str] = (),
     trainer: Trainer[Snapshot] | None = None,
     progress: PhaseProgress | None = None,
+    device: str = "cpu",
 ) -> Policy:
     """The policy a ``[policy]`` table names.
 
@@ -124,6 +152,8 @@ def build_policy(
         trainer: where refits run (default inline).
         progress: told how a long start-up (the dual VAE's pre-training) goes; may raise
             ``engine.errors.Stopped`` to abandon it.
+        device: the torch device of the refits (``[training] device``), resolved where each refit runs;
+            the pre-training runs here, on this machine's GPU if it has one.
 
     Returns:
         The policy, ready for ``engine.campaign.Campaign``.
@@ -164,6 +194,7 @@ def build_policy(
         predicted=predicted,
         prior_samples=section.prior_samples,
         prior_as=section.prior_as,
+        device=device,
     )
     return BOPolicy(section.name, bo, lambda table: build_scalariser(table, axis))
 
@@ -231,9 +262,9 @@ def _image_features(
             positions=positions if section.latent_with_position else None,
         )
     surrogate = Surrogate(
-        SurrogateConfig(batch_size=64), section.patch_px, channels, device=torch.device("cpu"), seed=seed
+        SurrogateConfig(batch_size=64), section.patch_px, channels, device=resolve_device("auto"), seed=seed
     )
-    return DualVAEFeatures(
+    features = DualVAEFeatures(
         surrogate,
         patches,
         channels,
@@ -242,3 +273,4 @@ def _image_features(
         positions=positions if section.latent_with_position else None,
         progress=progress,
     )
+    return features.to(torch.device("cpu"))  # at rest on the CPU: each refit moves it to its own device

@@ -1,4 +1,6 @@
-"""Where model refits run: inline (deterministic, for tests and benchmarks) or on a background thread.
+"""Where model refits run (inline, on a background thread, on a Dask worker) and on which torch device.
+
+Inline is deterministic (tests and benchmarks); the Dask trainer is in ``engine.policy._dask_trainer``.
 
 A policy submits a refit job (a function of a copy of the data, returning an immutable snapshot)
 and polls for the latest finished result; with ``ThreadTrainer`` it never waits for one, so
@@ -12,7 +14,44 @@ import threading
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+import torch
+
+from engine.errors import ConfigError
+
 T = TypeVar("T")
+
+
+def resolve_device(request: str) -> torch.device:
+    """The torch device a ``[training] device`` value names, on the machine this runs on.
+
+    Called where the refit runs (the loop's machine, or a Dask worker), so ``auto`` means "this
+    worker's GPU if it has one".
+
+    Args:
+        request: ``auto`` (CUDA if available here, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns:
+        The device.
+
+    Raises:
+        ConfigError: CUDA asked for on a machine without it (the machine named).
+
+    Examples:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("auto").type in ("cpu", "cuda")
+        True
+    """
+    if request == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(request)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        import socket
+
+        raise ConfigError(
+            f"training device {request!r}, but {socket.gethostname()} has no CUDA device; use device = 'auto' or 'cpu'"
+        )
+    return device
 
 
 class Trainer(Protocol[T]):

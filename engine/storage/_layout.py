@@ -33,7 +33,9 @@ The group attribute ``dualscope`` holds the format version, ``committed_rows``
 the instrument description, the config (TOML text), the software versions and
 the policy names; with drift tracking on, ``drift_track`` lists every tracking frame's outcome
 (``positions`` are then points of the reference image; the probe was sent to ``position + shift``
-of the last accepted entry before the row's step). ``journal/wal.bin`` is the write-ahead journal;
+of the last accepted entry before the row's step); ``refits`` notes every model refit (version,
+observations, data cut, device, host) and ``training_events`` where refits ran and why that changed
+(a Dask worker lost, training back on the local thread). ``journal/wal.bin`` is the write-ahead journal;
 ``journal/writer.lock`` is locked by the process writing the run (the kernel drops the lock when that
 process dies).
 """

@@ -378,6 +378,15 @@ class RunWriter:
         self._check_open()
         self._set_attrs(drift_track=[*self._attrs.get("drift_track", []), dict(entry)])
 
+    def record_training(self, entry: Mapping[str, Any]) -> None:
+        """Append an event of where the refits run (time, event, reason; JSON) to attribute ``training_events``.
+
+        Durable before it returns: a fallback from a Dask worker to the local thread is in the run even
+        if the campaign is killed right after.
+        """
+        self._check_open()
+        self._set_attrs(training_events=[*self._attrs.get("training_events", []), dict(entry)])
+
     @property
     def drift_track(self) -> list[dict[str, Any]]:
         """The drift-tracking outcomes recorded so far (a resumed campaign goes on from the last)."""

@@ -134,6 +134,35 @@ class Surrogate:
         self.sigma_scale = 1.0
         self.version = 0
 
+    def to(self, device: torch.device) -> Surrogate:
+        """Move the networks, the optimiser's moments and the random stream to ``device`` (in place).
+
+        A remote trainer moves the surrogate onto the GPU of the worker that refits it and back onto the
+        CPU before sending it home. The random stream continues from a seed drawn from the old one (a
+        CUDA generator cannot take a CPU generator's state).
+
+        Args:
+            device: where the networks should live from now on.
+
+        Returns:
+            This surrogate.
+
+        Examples:
+            >>> model.to(torch.device("cpu")).device
+            device(type='cpu')
+        """
+        if device == self.device:
+            return self
+        self.net.to(device)
+        for state in self.optimizer.state.values():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor) and key != "step":  # Adam keeps its step count on the CPU
+                    state[key] = value.to(device)
+        seed = int(torch.randint(2**62, (1,), generator=self.generator, device=self.generator.device))
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.device = device
+        return self
+
     # ------------------------------------------------------------------ training
     def _batch(self, data: PairedData) -> Batch:
         if data.patch_size != self.patch or data.channels != self.channels:
