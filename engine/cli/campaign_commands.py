@@ -53,15 +53,10 @@ def _operator_stop() -> Iterator[OperatorStop]:
 
 
 def run_campaign(config: RunConfig, text: str, candidates: CandidateSet | None = None) -> RunOutcome:
-    """Run a new campaign under a progress bar and print its outcome."""
-    from engine.cli.wiring import execute_run
+    """Run a new campaign (``engine.Experiment``'s path) under a progress bar and print its outcome."""
+    from engine.cli.experiment import Experiment
 
-    return with_progress(
-        config,
-        lambda inst, clock, stop, step, phase, ctx: execute_run(
-            config, text, inst, clock, stop, step, candidates, ctx, phase
-        ),
-    )
+    return with_progress(config, Experiment(config, text, candidates=candidates).execute)
 
 
 class _Feedback(PhaseBars):
@@ -83,19 +78,15 @@ class _Feedback(PhaseBars):
 
 def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOutcome:
     """Open the instrument, run ``execute`` under progress bars (Ctrl-C or SIGTERM stop cleanly), report the outcome."""
-    from engine.cli.drivers import check_image_channel
-    from engine.cli.wiring import open_instrument
+    from engine.cli.wiring import checked_instrument
     from engine.report import decisions_without_model, summary_figure
-    from engine.storage import ensure_output_dir, read_run
+    from engine.storage import read_run
 
-    ensure_output_dir(config.run.output_dir)  # before anything is started
-    if config.instrument.mode in ("spawn", "local"):
-        check_image_channel(config.instrument.driver, config.instrument.options, config.instrument.image_channel)
     clock = SystemClock()
     context: zmq.Context[Any] = zmq.Context()
     began = clock.monotonic()
     try:
-        with _operator_stop() as stop, open_instrument(config.instrument, context, clock) as instrument:
+        with _operator_stop() as stop, checked_instrument(config, context, clock) as instrument:
             desc = instrument.describe()
             out.print(f"Instrument: [bold]{desc.name}[/] ({config.instrument.mode}); policy {config.policy.name}")
             columns = bar_columns(TextColumn("{task.fields[rate]}"), TimeRemainingColumn())

@@ -59,6 +59,20 @@ def open_instrument(section: InstrumentSection, context: zmq.Context[Any], clock
 
 
 @contextmanager
+def checked_instrument(config: RunConfig, context: zmq.Context[Any], clock: Clock) -> Iterator[Instrument]:
+    """The output directory and the driver's image channel checked first, then ``open_instrument``."""
+    from engine.cli.drivers import check_image_channel
+    from engine.storage import ensure_output_dir
+
+    ensure_output_dir(config.run.output_dir)  # before anything is started
+    section = config.instrument
+    if section.mode in ("spawn", "local"):
+        check_image_channel(section.driver, section.options, section.image_channel)
+    with open_instrument(section, context, clock) as instrument:
+        yield instrument
+
+
+@contextmanager
 def _client(endpoint: str, section: InstrumentSection, context: zmq.Context[Any]) -> Iterator[ZmqInstrument]:
     auth = ClientAuth.from_files(
         section.client_key, section.server_key, "instrument.client_key and instrument.server_key"
