@@ -34,6 +34,7 @@ from engine.candidates import CandidateSet
 from engine.clock import SystemClock
 from engine.config import RunConfig, load_config, validate_model
 from engine.errors import ConfigError, DeviceFault
+from engine.policy import AcquisitionFactory, PythonParts, Scalariser
 from engine.protocols import Clock, Instrument, PhaseProgress
 from engine.types import Axis, Image, InstrumentDescription, Measurement, SpectralAxis
 
@@ -71,6 +72,11 @@ class Experiment:
             unknown keys are refused with the key named, as in a file.
         config_text: the TOML the configuration came from (stored in the run); default: written from it.
         candidates: probe positions to choose from (default: a grid over the structural image).
+        acquisition: your own botorch acquisition instead of ``policy.acquisition``: a function
+            ``(model, context) -> AcquisitionFunction`` (``engine.policy.AcquisitionFactory``); the model's
+            inputs are candidate indices, ``context`` has ``best_f``, ``observed``, ``pending``, ``beta``.
+        scalariser: your own property instead of ``[policy.scalariser]``: a function
+            ``(spectra (n, c), axis (c,)) -> (n,)`` or an ``engine.policy.Scalariser``.
 
     Examples:
         >>> exp = Experiment({"instrument": {"mode": "local", "driver": "synthetic",
@@ -89,8 +95,11 @@ class Experiment:
         config_text: str | None = None,
         *,
         candidates: CandidateSet | None = None,
+        acquisition: AcquisitionFactory | None = None,
+        scalariser: Callable[[NDArray[Any], NDArray[np.float64]], NDArray[Any]] | Scalariser | None = None,
     ):
         self.config = config if isinstance(config, RunConfig) else validate_model(dict(config), RunConfig, "config")
+        self.python = PythonParts(acquisition, scalariser)
         self.config_text = config_toml(self.config) if config_text is None else config_text
         self.candidates = candidates
         self.outcome: RunOutcome | None = None
@@ -169,8 +178,9 @@ class Experiment:
         """
         from engine.cli.wiring import execute_run
 
+        python = self.python if self.python.names() else None
         self.outcome = execute_run(
-            self.config, self.config_text, instrument, clock, stop, on_step, self.candidates, context, on_phase
+            self.config, self.config_text, instrument, clock, stop, on_step, self.candidates, context, on_phase, python
         )
         return self.outcome
 
@@ -203,6 +213,8 @@ class Experiment:
         name: str = "your microscope",
         acquisition_time_s: float = 0.0,
         clock: Clock | None = None,
+        acquisition: AcquisitionFactory | None = None,
+        scalariser: Callable[[NDArray[Any], NDArray[np.float64]], NDArray[Any]] | Scalariser | None = None,
     ) -> AskTell:
         """An experiment whose measurements your own acquisition code makes: ``suggest()``, then ``observe()``.
 
@@ -214,11 +226,13 @@ class Experiment:
             name: recorded as the instrument's name.
             acquisition_time_s: your dwell per spectrum, recorded with each measurement.
             clock: the time source of the run and of each observation's timestamp (default: the system's).
+            acquisition: your own botorch acquisition (see ``Experiment``).
+            scalariser: your own property (see ``Experiment``).
 
         Returns:
             An ``AskTell`` (use it as a context manager, or call ``close()``).
         """
-        exp = cls(config or {})
+        exp = cls(config or {}, acquisition=acquisition, scalariser=scalariser)
         return AskTell(exp, _You(image, spectral_axis, name, acquisition_time_s), clock or SystemClock())
 
 

@@ -48,11 +48,18 @@ def open_for_resume(run_path: Path, clock: Clock) -> OpenedRun | str:
 
     Raises:
         RunStorageError: not a run, or a damaged one. ConfigError: its stored configuration is invalid.
+        ResumeError: it was run with an acquisition or scalariser given from Python.
     """
     attrs: dict[str, Any] = dict(open_run_group(run_path).attrs["dualscope"])  # type: ignore[arg-type]
     if attrs.get("status") == "closed":
         return str(attrs.get("outcome", {}).get("stop_reason", "closed"))
     config = parse_config(str(attrs.get("config_toml", "")), f"{run_path} (stored configuration)")
+    if parts := attrs.get("python_parts"):
+        given = ", ".join(f"{what} {name}" for what, name in parts.items())
+        raise ResumeError(
+            f"{run_path} was run from Python with its own {given}; `dualscope resume` can only rebuild what the "
+            "stored TOML names. Its measurements are all in the run: start a new campaign from it if needed"
+        )
     report, writer = recover_run(run_path, clock, keep_open=True)
     assert writer is not None
     return OpenedRun(writer, config, report)

@@ -28,7 +28,15 @@ from engine.config import InstrumentSection, RunConfig
 from engine.decisions import Decision
 from engine.errors import ConfigError, Stopped
 from engine.io import save_feature_checkpoint
-from engine.policy import BOPolicy, Snapshot, Trainer, build_policy, check_policy_inputs, make_trainer
+from engine.policy import (
+    BOPolicy,
+    PythonParts,
+    Snapshot,
+    Trainer,
+    build_policy,
+    check_policy_inputs,
+    make_trainer,
+)
 from engine.protocols import Clock, Instrument, PhaseProgress, Policy
 from engine.storage import RunWriter, new_run_path
 from engine.types import Image, InstrumentDescription
@@ -104,8 +112,12 @@ def execute_run(
     candidates: CandidateSet | None = None,
     context: zmq.Context[Any] | None = None,
     on_phase: PhaseProgress | None = None,
+    python: PythonParts | None = None,
 ) -> RunOutcome:
     """Acquire the structural image, create the run, build the policy, run the campaign and close the run.
+
+    ``python``: an acquisition factory and/or scalariser function from Python (``engine.Experiment``),
+    recorded by name in the run's ``python_parts`` (``dualscope resume`` cannot rebuild them, and says so).
 
     With a ZeroMQ ``context`` the campaign takes operator commands on a loopback control socket
     (its endpoint is stored in the run for `dualscope ctl`), and records each action in the run.
@@ -145,6 +157,8 @@ def execute_run(
     control: Control = (None, None)
     try:
         writer.note_instrument(instance_of(instrument))
+        if python is not None and python.names():
+            writer.note_python_parts(python.names())
         control = open_control(config, writer, description, clock, operator_stop, context)
         rng = np.random.default_rng(config.run.seed)
         policy = build_policy(
@@ -157,6 +171,7 @@ def execute_run(
             trainer,
             on_phase,
             config.training.device,
+            python,
         )
     except Stopped as exc:
         return close_unstarted(writer, trainer, control, CampaignResult(0, 0, str(exc), 0.0))

@@ -29,7 +29,16 @@ from typing import TYPE_CHECKING
 from engine._lazy import lazy_face
 
 if TYPE_CHECKING:  # imported on first use: see engine._lazy
-    from engine.policy._acquisition import ACQUISITIONS, CandidateTable, Choice, TravelCost, select, ucb_beta
+    from engine.policy._acquisition import (
+        ACQUISITIONS,
+        AcquisitionContext,
+        AcquisitionFactory,
+        CandidateTable,
+        Choice,
+        TravelCost,
+        select,
+        ucb_beta,
+    )
     from engine.policy._baselines import POLICY_NAMES, RandomPolicy, RasterPolicy, make_policy
     from engine.policy._bo import (
         BOPolicy,
@@ -45,7 +54,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
     from engine.policy._dask_trainer import DaskTrainer, open_dask_trainer
     from engine.policy._dkl import DKLFeatures
     from engine.policy._dualvae import DualVAEFeatures
-    from engine.policy._factory import build_policy, build_scalariser, check_policy_inputs, make_trainer
+    from engine.policy._factory import PythonParts, build_policy, build_scalariser, check_policy_inputs, make_trainer
     from engine.policy._gp_posterior import CandidatePosterior, fit_gp, unit_cube
     from engine.policy._scalarisers import (
         BandIntegral,
@@ -53,6 +62,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         Logarithm,
         LoopArea,
         PeakPosition,
+        PythonScalariser,
         Scalariser,
         TargetMatch,
         TargetSimilarity,
@@ -74,6 +84,7 @@ __all__ = [
     "check_policy_inputs",
     "build_scalariser",
     "make_trainer",
+    "PythonParts",
     # baselines
     "RandomPolicy",
     "RasterPolicy",
@@ -104,6 +115,8 @@ __all__ = [
     "unit_cube",
     "CandidateTable",
     "ACQUISITIONS",
+    "AcquisitionContext",
+    "AcquisitionFactory",
     "Choice",
     "TravelCost",
     "select",
@@ -118,6 +131,7 @@ __all__ = [
     "LoopArea",
     "Logarithm",
     "UserFunction",
+    "PythonScalariser",
     # trainers
     "Trainer",
     "InlineTrainer",

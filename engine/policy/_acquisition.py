@@ -47,6 +47,76 @@ _BASELINE = 16
 
 
 @dataclass(frozen=True)
+class AcquisitionContext:
+    """What a user's acquisition factory may use besides the model (``AcquisitionFactory``).
+
+    Inputs are candidate indices as botorch tensors (``(n, 1)``, float64): the model's ``X``.
+
+    Attributes:
+        best_f: the best observed value, standardised as the model's outcomes are.
+        observed: the measured candidates ``(n, 1)``.
+        pending: candidates sent but not measured, and earlier picks of this batch ``(p, 1)``, or None.
+        beta: the UCB ``β`` the policy would use now.
+
+    Examples:
+        >>> context = AcquisitionContext(1.2, torch.zeros(3, 1, dtype=torch.float64), None, 0.5)
+        >>> context.observed.shape
+        torch.Size([3, 1])
+    """
+
+    best_f: float
+    observed: torch.Tensor
+    pending: torch.Tensor | None
+    beta: float
+
+
+AcquisitionFactory = Callable[[Model, AcquisitionContext], AcquisitionFunction]
+"""A user's botorch acquisition, from Python: ``(model, context) -> AcquisitionFunction``. The model's inputs
+``X (b, q, 1)`` are candidate indices (``CandidateTable``, ``SampledCandidates``); the policy scores every
+free candidate with it and picks the highest."""
+
+
+def acquisition_name(acquisition: str | AcquisitionFactory) -> str:
+    """The name recorded for ``acquisition``: its own for a built-in, ``python:module.qualname`` for a factory.
+
+    Examples:
+        >>> acquisition_name("log-ei"), acquisition_name(ucb_beta)
+        ('log-ei', 'python:engine.policy._acquisition.ucb_beta')
+    """
+    if isinstance(acquisition, str):
+        return acquisition
+    return f"python:{getattr(acquisition, '__module__', '?')}.{getattr(acquisition, '__qualname__', repr(acquisition))}"
+
+
+def check_acquisition(acquisition: str | AcquisitionFactory) -> None:
+    """Refuse an unknown name (a callable is the user's own: it is checked when first used).
+
+    Raises:
+        ConfigError: neither one of ``ACQUISITIONS`` nor callable.
+    """
+    if isinstance(acquisition, str) and acquisition not in ACQUISITIONS:
+        raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)} or pass a function")
+    if not isinstance(acquisition, str) and not callable(acquisition):
+        raise ConfigError(f"acquisition {acquisition!r} is neither a name nor a function (model, context)")
+
+
+def user_acquisition(factory: AcquisitionFactory, model: Model, context: AcquisitionContext) -> AcquisitionFunction:
+    """Call a user's ``factory``, checking that it gave an acquisition function.
+
+    Raises:
+        ConfigError: the factory raised or returned something else (its name and the problem named).
+    """
+    try:
+        acq = factory(model, context)
+    except Exception as exc:
+        raise ConfigError(f"the acquisition {acquisition_name(factory)} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(acq, AcquisitionFunction):
+        got = type(acq).__name__
+        raise ConfigError(f"the acquisition {acquisition_name(factory)} returned {got}, not an AcquisitionFunction")
+    return acq
+
+
+@dataclass(frozen=True)
 class Choice:
     """Chosen candidate indices ``(q,)``, their acquisition values, and the next best values ``(≤ 5,)``.
 
@@ -159,7 +229,7 @@ def select(
     available: NDArray[np.int64],
     pending: NDArray[np.int64],
     q: int,
-    acquisition: str,
+    acquisition: str | AcquisitionFactory,
     *,
     seed: int,
     step: int,
@@ -174,7 +244,8 @@ def select(
         available: indices that may be chosen (neither measured nor pending), ``(k,)``.
         pending: indices sent but not yet measured ``(p,)``.
         q: batch size.
-        acquisition: one of ``ACQUISITIONS``.
+        acquisition: one of ``ACQUISITIONS``, or a user's botorch acquisition (``AcquisitionFactory``),
+            which scores every available candidate.
         seed: seeds the MC sampler and the Thompson draws.
         step: decision number (for the UCB schedule).
         travel: optional travel cost.
@@ -189,12 +260,11 @@ def select(
         >>> 10 <= int(choice.indices[0]) < 30
         True
     """
-    if acquisition not in ACQUISITIONS:
-        raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
+    check_acquisition(acquisition)
     gen = torch.Generator().manual_seed(seed)
     free = np.asarray(available, dtype=np.int64)
-    keep = shortlist if shortlist is not None else SHORTLISTS.get(acquisition)
-    if acquisition in SHORTLISTS and keep is not None:
+    keep = shortlist if shortlist is not None else SHORTLISTS.get(acquisition) if isinstance(acquisition, str) else None
+    if keep is not None:
         free = highest(free, posterior.mean[free] + 3.0 * np.sqrt(posterior.variance[free]), keep)
     beta = ucb_beta(step, posterior.candidates.shape[0]) if beta is None else beta
     return greedy_batch(free, pending, q, lambda f, b, _pick: _scores(posterior, f, b, acquisition, gen, beta), travel)
@@ -265,11 +335,20 @@ def _scores(
     posterior: CandidatePosterior,
     free: NDArray[np.int64],
     believers: NDArray[np.int64],
-    acquisition: str,
+    acquisition: str | AcquisitionFactory,
     gen: torch.Generator,
     beta: float,
 ) -> NDArray[np.float64]:
     """Acquisition value ``(k,)`` of each candidate in ``free``."""
+    if not isinstance(acquisition, str):
+        variance = posterior.believe(believers) if believers.size else posterior.variance
+        context = AcquisitionContext(
+            float(max(posterior.y)),
+            _as_x(np.asarray(posterior.observed, np.int64)).squeeze(1),
+            _as_x(believers).squeeze(1) if believers.size else None,
+            beta,
+        )
+        return _chunked(user_acquisition(acquisition, CandidateTable(posterior, variance), context), _as_x(free))
     if acquisition == "thompson":
         cov = posterior.covariance(free)
         cov[np.diag_indices_from(cov)] += 1e-8

@@ -30,7 +30,7 @@ from engine.candidates import CandidateSet
 from engine.config import ScalariserSection
 from engine.decisions import Proposal
 from engine.errors import ConfigError
-from engine.policy._acquisition import ACQUISITIONS, TravelCost, select, ucb_beta
+from engine.policy._acquisition import AcquisitionFactory, TravelCost, check_acquisition, select, ucb_beta
 from engine.policy._gp_posterior import CandidatePosterior, fit_gp, unit_cube
 from engine.policy._scalarisers import Scalariser
 from engine.policy._spectral import PredictedScalars, select_sampled, standardised_draws
@@ -273,7 +273,8 @@ class ScalarBO:
 
     Args:
         scalariser: what to maximise; axis: spectral axis values ``(c,)``.
-        acquisition: one of ``engine.acquisition.ACQUISITIONS``.
+        acquisition: one of ``engine.policy.ACQUISITIONS``, or a user's botorch acquisition
+            (``engine.policy.AcquisitionFactory``: ``(model, context) -> AcquisitionFunction``).
         rng: seeds the initial random design, the MC sampler and Thompson draws.
         initial: measurements before the first refit.
         features: the candidates' GP inputs.
@@ -312,7 +313,7 @@ class ScalarBO:
         self,
         scalariser: Scalariser,
         axis: NDArray[np.float64],
-        acquisition: str,
+        acquisition: str | AcquisitionFactory,
         rng: np.random.Generator,
         initial: int,
         features: FeatureModel,
@@ -327,8 +328,7 @@ class ScalarBO:
         prior_as: str = "residual",
         device: str = "cpu",
     ):
-        if acquisition not in ACQUISITIONS:
-            raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
+        check_acquisition(acquisition)
         if refit_every < 1 or travel_cost < 0 or (ucb_beta is not None and ucb_beta <= 0):
             raise ConfigError("refit_every must be >= 1, travel_cost >= 0 and ucb_beta > 0")
         self.scalariser, self.axis, self.acquisition, self._rng = scalariser, axis, acquisition, rng

@@ -7,6 +7,7 @@ a policy never climbs back into the command line.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from numpy.typing import NDArray
 from engine.candidates import CandidateSet
 from engine.config import PolicySection, ScalariserSection, TrainingSection
 from engine.errors import ConfigError
+from engine.policy._acquisition import AcquisitionFactory, acquisition_name
 from engine.policy._baselines import make_policy
 from engine.policy._bo import BOPolicy, FeatureModel, PositionFeatures, ScalarBO, Snapshot
 from engine.policy._dask_trainer import open_dask_trainer
@@ -26,6 +28,7 @@ from engine.policy._scalarisers import (
     Logarithm,
     LoopArea,
     PeakPosition,
+    PythonScalariser,
     Scalariser,
     TargetSimilarity,
     UserFunction,
@@ -122,6 +125,42 @@ def make_trainer(
     )
 
 
+@dataclass(frozen=True)
+class PythonParts:
+    """What a Python caller gives instead of names in ``[policy]`` (``engine.Experiment``).
+
+    Attributes:
+        acquisition: a botorch acquisition factory ``(model, context) -> AcquisitionFunction``
+            (``engine.policy.AcquisitionFactory``), used instead of ``policy.acquisition``.
+        scalariser: a function ``(spectra (n, c), axis (c,)) -> (n,)`` or a ``Scalariser``, used instead of
+            ``[policy.scalariser]``.
+
+    Examples:
+        >>> PythonParts(scalariser=lambda spectra, axis: spectra.sum(axis=1)).names()
+        {'scalariser': 'python:<lambda>'}
+    """
+
+    acquisition: AcquisitionFactory | None = None
+    scalariser: Scalariser | Callable[[NDArray, NDArray[np.float64]], NDArray] | None = None
+
+    def scalariser_for(self, built: Scalariser) -> Scalariser:
+        """The user's scalariser (wrapped when a bare function), or ``built`` from the configuration."""
+        if self.scalariser is None:
+            return built
+        if hasattr(self.scalariser, "units") and hasattr(self.scalariser, "name"):
+            return self.scalariser  # type: ignore[return-value]
+        return PythonScalariser(self.scalariser)
+
+    def names(self) -> dict[str, str]:
+        """What the run records of them (``python:<module>.<name>``): these cannot be rebuilt from the TOML."""
+        out = {}
+        if self.acquisition is not None:
+            out["acquisition"] = acquisition_name(self.acquisition)
+        if self.scalariser is not None:
+            out["scalariser"] = self.scalariser_for(BandIntegral(0.0, 0.0)).name
+        return out
+
+
 DUALVAE_UPDATE_STEPS = 20
 """dualvae-bo's warm-start steps per refit when ``update_steps`` is not set."""
 DKL_STEPS = 60
@@ -138,6 +177,7 @@ def build_policy(
     trainer: Trainer[Snapshot] | None = None,
     progress: PhaseProgress | None = None,
     device: str = "cpu",
+    python: PythonParts | None = None,
 ) -> Policy:
     """The policy a ``[policy]`` table names.
 
@@ -154,6 +194,8 @@ def build_policy(
             ``engine.errors.Stopped`` to abandon it.
         device: the torch device of the refits (``[training] device``), resolved where each refit runs;
             the pre-training runs here, on this machine's GPU if it has one.
+        python: an acquisition factory and/or a scalariser function given from Python, used instead of the
+            names in ``section``.
 
     Returns:
         The policy, ready for ``engine.campaign.Campaign``.
@@ -180,10 +222,11 @@ def build_policy(
         patches = extract_patches(image.data, candidates.pixels, section.patch_px)
         features = _image_features(section, patches, axis.size, rng, candidates.positions, progress)
     predicted = features if section.name == "dualvae-spectral" and isinstance(features, DualVAEFeatures) else None
+    python = python or PythonParts()
     bo = ScalarBO(
-        build_scalariser(section.scalariser, axis),
+        python.scalariser_for(build_scalariser(section.scalariser, axis)),
         axis.values(),
-        section.acquisition,
+        python.acquisition or section.acquisition,
         rng,
         section.initial,
         features,

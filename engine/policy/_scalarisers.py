@@ -306,6 +306,52 @@ class Logarithm:
 
 
 @dataclass(frozen=True)
+class PythonScalariser:
+    """A function passed from Python, taking ``(spectra (n, c), axis (c,))`` and returning values ``(n,)``.
+
+    Args:
+        function: the function (a lambda, a closure, a method: nothing needs to be importable).
+        result_units: the units of its values.
+        label: shown in records and figures (default: the function's name).
+
+    Examples:
+        >>> peak_height = PythonScalariser(lambda spectra, axis: spectra.max(axis=1), "counts")
+        >>> peak_height(spectra, energy).round(3).tolist(), peak_height.units("eV")
+        ([1.0, 1.0, 1.0], 'counts')
+    """
+
+    function: Callable[[NDArray, NDArray[np.float64]], NDArray]
+    result_units: str = ""
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        """``label``, or ``python:<the function's name>``."""
+        return self.label or f"python:{getattr(self.function, '__qualname__', 'function')}"
+
+    def units(self, axis_units: str) -> str:
+        """As given."""
+        return self.result_units
+
+    def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Call the function and check it returned ``(n,)`` values."""
+        return checked_values(self.function(np.asarray(spectra), axis), np.shape(spectra)[0], self.name)
+
+
+def checked_values(values: object, n: int, who: str) -> NDArray[np.float64]:
+    """A user scalariser's ``values`` as float64 ``(n,)``, or a ``ConfigError`` naming ``who`` and the shape.
+
+    Examples:
+        >>> checked_values([1, 2], 2, "mine").tolist()
+        [1.0, 2.0]
+    """
+    out = np.asarray(values, dtype=np.float64)
+    if out.shape != (n,):
+        raise ConfigError(f"user scalariser {who} returned shape {out.shape}, expected ({n},)")
+    return out
+
+
+@dataclass(frozen=True)
 class UserFunction:
     """A user's ``module:function`` taking ``(spectra (n, c), axis (c,))`` and returning ``(n,)``.
 
@@ -342,9 +388,4 @@ class UserFunction:
 
     def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
         """Call the user's function and check it returned ``(n,)`` finite numbers."""
-        out = np.asarray(self._function()(np.asarray(spectra), axis), dtype=np.float64)
-        if out.shape != (np.shape(spectra)[0],):
-            raise ConfigError(
-                f"user scalariser {self.path!r} returned shape {out.shape}, expected ({np.shape(spectra)[0]},)"
-            )
-        return out
+        return checked_values(self._function()(np.asarray(spectra), axis), np.shape(spectra)[0], repr(self.path))

@@ -33,8 +33,16 @@ from botorch.posteriors.ensemble import EnsemblePosterior
 from botorch.sampling.index_sampler import IndexSampler
 from numpy.typing import NDArray
 
-from engine.errors import ConfigError
-from engine.policy._acquisition import ACQUISITIONS, Choice, TravelCost, greedy_batch, highest
+from engine.policy._acquisition import (
+    AcquisitionContext,
+    AcquisitionFactory,
+    Choice,
+    TravelCost,
+    check_acquisition,
+    greedy_batch,
+    highest,
+    user_acquisition,
+)
 from engine.policy._gp_posterior import CandidatePosterior
 
 SHORTLIST = 256
@@ -179,7 +187,7 @@ def select_sampled(
     available: NDArray[np.int64],
     pending: NDArray[np.int64],
     q: int,
-    acquisition: str,
+    acquisition: str | AcquisitionFactory,
     *,
     best_f: float,
     observed: NDArray[np.int64],
@@ -218,11 +226,10 @@ def select_sampled(
         >>> 10 <= int(choice.indices[0]) < 30
         True
     """
-    if acquisition not in ACQUISITIONS:
-        raise ConfigError(f"unknown acquisition {acquisition!r}; choose {', '.join(ACQUISITIONS)}")
+    check_acquisition(acquisition)
     free = np.sort(np.asarray(available, dtype=np.int64))
     first = SampledCandidates(prior, residual, residual.believe(pending) if len(pending) else None, seed=seed)
-    if acquisition in ("log-ei", "ucb", "noisy-log-ei"):
+    if not isinstance(acquisition, str) or acquisition in ("log-ei", "ucb", "noisy-log-ei"):
         free = highest(free, first.members[:, free].max(dim=0).values.numpy(), SHORTLIST)
 
     def score(free: NDArray[np.int64], believers: NDArray[np.int64], pick: int) -> NDArray[np.float64]:
@@ -236,7 +243,7 @@ def _scores(
     model: SampledCandidates,
     free: NDArray[np.int64],
     believers: NDArray[np.int64],
-    acquisition: str,
+    acquisition: str | AcquisitionFactory,
     best_f: float,
     observed: NDArray[np.int64],
     seed: int,
@@ -244,13 +251,20 @@ def _scores(
 ) -> NDArray[np.float64]:
     """Acquisition value ``(k,)`` of each candidate in ``free``."""
     x = torch.as_tensor(free, dtype=torch.float64).reshape(-1, 1, 1)
+    acq: AcquisitionFunction
+    if not isinstance(acquisition, str):
+        pending = torch.as_tensor(believers, dtype=torch.float64).reshape(-1, 1) if believers.size else None
+        observed_x = torch.as_tensor(observed, dtype=torch.float64).reshape(-1, 1)
+        acq = user_acquisition(acquisition, model, AcquisitionContext(best_f, observed_x, pending, beta))
+        with torch.no_grad():
+            parts = [acq(x[i : i + _CHUNK]).detach() for i in range(0, x.shape[0], _CHUNK)]
+        return np.asarray(torch.cat(parts).numpy(), dtype=np.float64)
     if acquisition == "thompson":  # one member of the ensemble, drawn by its posterior, over every free candidate
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             draw = model.posterior(x[:, 0, :].unsqueeze(0)).rsample(torch.Size([1]))  # (1, 1, k, 1)
         return np.asarray(draw.reshape(-1).numpy(), dtype=np.float64)
     sampler = EveryMember(model.members.shape[0])
-    acq: AcquisitionFunction
     if acquisition == "log-ei":
         acq = qLogExpectedImprovement(model, best_f=best_f, sampler=sampler)
     elif acquisition == "ucb":

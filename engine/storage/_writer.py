@@ -392,6 +392,11 @@ class RunWriter:
         """The drift-tracking outcomes recorded so far (a resumed campaign goes on from the last)."""
         return [dict(e) for e in self._attrs.get("drift_track", [])]
 
+    def note_python_parts(self, names: Mapping[str, str]) -> None:
+        """Note the parts of the policy given from Python, by name (attribute ``python_parts``): not in the TOML."""
+        self._check_open()
+        self._set_attrs(python_parts=dict(names))
+
     def set_control_endpoint(self, endpoint: str, public_key: str | None = None) -> None:
         """Note where this run's campaign takes operator commands (``dualscope ctl`` reads it).
 

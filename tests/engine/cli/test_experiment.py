@@ -116,3 +116,40 @@ def test_the_readme_python_quick_start_runs(tmp_path: Path, monkeypatch: pytest.
     namespace: dict[str, Any] = {}
     exec(block.replace("examples/demo.toml", str(cfg)), namespace)
     assert namespace["exp"].results.sizes["measurement"] == 4
+
+
+def test_your_own_acquisition_and_scalariser_from_python(tmp_path: Path) -> None:
+    """A botorch factory and a plain function drive a campaign; the run names them; resume refuses to guess."""
+    from botorch.acquisition import ProbabilityOfImprovement
+
+    from engine.cli.resuming import open_for_resume
+    from engine.errors import ResumeError
+    from engine.storage import RunWriter
+
+    calls = []
+
+    def pi(model: Any, context: Any) -> ProbabilityOfImprovement:
+        calls.append(context.best_f)
+        return ProbabilityOfImprovement(model, best_f=context.best_f)
+
+    tables = _tables(tmp_path, name="gp-position", initial=4, training="inline")
+    tables["stop"] = {"budget": 10}
+    exp = engine.Experiment(tables, acquisition=pi, scalariser=lambda spectra, axis: spectra[:, :8].sum(axis=1))
+    assert exp.run().n_recorded == 10
+    run = read_run(exp.run_path)
+    values = np.asarray(run.columns["acquisition_value"])[5:]
+    assert len(calls) >= 5 and np.all((values >= 0) & (values <= 1))  # PI's probabilities were recorded
+    parts = run.attrs["python_parts"]
+    assert parts["acquisition"].endswith(".pi") and parts["scalariser"].endswith("<lambda>")
+    # a run started from Python and killed: `dualscope resume` says it cannot rebuild the Python parts
+    scope = _your_microscope()
+    desc, image = scope.describe(), scope.acquire_image("haadf")
+    from engine.candidates import CandidateSet
+
+    writer = RunWriter.create(tmp_path / "killed.zarr", description=desc, images=[image],
+                              candidates=CandidateSet.from_image_grid(image, desc, 4, 2),
+                              config_toml=exp.config_text, clock=SystemClock())  # fmt: skip
+    writer.note_python_parts(parts)
+    writer.release(status="interrupted")
+    with pytest.raises(ResumeError, match=r"run from Python with its own acquisition python:.*\.pi"):
+        open_for_resume(tmp_path / "killed.zarr", SystemClock())
