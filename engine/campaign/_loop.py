@@ -48,6 +48,7 @@ class StepReport:
         measurement: the spectra ``(q, c)`` and positions ``(q, d)`` the instrument returned.
         timings: seconds spent deciding, measuring and recording.
         n_recorded: spectra recorded so far.
+        spectral_axis: the calibration of the spectra (to value them, e.g. a band in eV, in a live plot).
 
     Examples:
         >>> reports = []
@@ -59,6 +60,7 @@ class StepReport:
     measurement: Measurement
     timings: StepTimings
     n_recorded: int
+    spectral_axis: SpectralAxis | None = None
 
 
 @dataclass(frozen=True)
@@ -385,7 +387,7 @@ class Campaign:
         self.candidates.mark_measured(indices)
         self.policy.tell(indices, measurement.spectra)
         if self.on_step is not None:
-            self.on_step(StepReport(decision, measurement, timings, tally.n_recorded))
+            self.on_step(StepReport(decision, measurement, timings, tally.n_recorded, self.spectral_axis))
         return None
 
     def _track(self, drift: DriftTracker, tally: _Tally) -> None:

@@ -353,3 +353,56 @@ def write_figure(path: Path, problem: DesignProblem, summaries: list[SearchSumma
         target.label if target is not None else "",
         target.rel_tol if target is not None else None,
     )
+
+
+@dataclass(frozen=True)
+class DesignOutcome:
+    """What a design run left: its problem, one summary per search, and where the run is."""
+
+    problem: DesignProblem
+    summaries: list[SearchSummary]
+    run_path: Path
+
+
+def run_design_config(
+    config: DesignConfig,
+    text: str,
+    clock: Clock,
+    load_latent: Callable[[DesignConfig], Any] | None = None,
+    on_start: Callable[[DesignProblem], None] | None = None,
+    on_result: Callable[[str, DesignHistory, float], None] | None = None,
+) -> DesignOutcome:
+    """Build the problem, run the BO search and the baselines, and close the run (``dualscope design``'s path).
+
+    Args:
+        config: the validated design configuration.
+        text: its TOML (stored in the run).
+        clock: the time source.
+        load_latent: loads a trained structure VAE for ``space.kind = "latent"``.
+        on_start: told the problem before the first evaluation.
+        on_result: told after each result: the search's name, its history and the last score.
+
+    Returns:
+        The problem, the searches' summaries and the run's path.
+    """
+    problem = build_problem(config, load_latent)
+    if on_start is not None:
+        on_start(problem)
+    context: zmq.Context[Any] = zmq.Context()
+    writer = create_run(config, text, problem, clock)
+    histories: list[DesignHistory] = []
+    status = "failed"
+
+    def told(method: str, h: DesignHistory) -> None:
+        if on_result is not None:
+            on_result(method, h, float(problem.score(h.spectra[-1])[0]) if h.spectra else float("nan"))
+
+    try:
+        with open_executor(config, problem, context) as ex:
+            histories = run_searches(config, problem, ex, writer, clock, told)
+        status = "complete"
+    finally:
+        summaries = summaries_of(problem, histories)
+        writer.close({"status": status, "searches": [s.to_json() for s in summaries]})
+        context.term()
+    return DesignOutcome(problem, summaries, writer.root)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import zmq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -14,6 +13,9 @@ from engine.cli.console import out
 from engine.clock import SystemClock
 from engine.config import validate_model
 from engine.design import DesignConfig, DesignHistory, load_design_config
+
+if TYPE_CHECKING:
+    from engine.cli.design import DesignProblem
 
 
 def design(
@@ -68,43 +70,29 @@ def _override(
 
 
 def _run(config: DesignConfig, text: str) -> None:
-    from engine.cli.design import build_problem, create_run, open_executor, run_searches, summaries_of, write_figure
+    from engine.cli.design import run_design_config, write_figure
 
-    clock = SystemClock()
-    problem = build_problem(config, _load_latent)
     n_searches = 1 + len(config.optimiser.baselines)
-    out.print(
-        f"Target: [bold]{problem.goal}[/]; "
-        f"space {config.space.kind} ({problem.pool.shape[0]} candidates, {problem.pool.shape[1]} coordinates); "
-        f"executor {config.executor.kind} × {config.executor.workers}"
-    )
-    context: zmq.Context[Any] = zmq.Context()
-    writer = create_run(config, text, problem, clock)
-    histories: list[DesignHistory] = []
-    status = "failed"
-    try:
-        with (
-            open_executor(config, problem, context) as ex,
-            Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[best]}"), TimeElapsedColumn(), console=out,
-            ) as bar,
-        ):  # fmt: skip
-            task = bar.add_task("design", total=config.stop.budget * n_searches, best="")
-            done: dict[str, int] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=out) as bar:
+        task = bar.add_task("design", total=config.stop.budget * n_searches, best="")
+        done: dict[str, int] = {}
 
-            def on_result(method: str, h: DesignHistory) -> None:
-                done[method] = len(h.spectra)
-                best = float(problem.score(h.spectra[-1])[0]) if h.spectra else float("nan")
-                bar.update(task, completed=sum(done.values()), description=method, best=f"last {best:.3g}")
+        def on_result(method: str, h: DesignHistory, best: float) -> None:
+            done[method] = len(h.spectra)
+            bar.update(task, completed=sum(done.values()), description=method, best=f"last {best:.3g}")
 
-            histories = run_searches(config, problem, ex, writer, clock, on_result)
-        status = "complete"
-    finally:
-        summaries = summaries_of(problem, histories)
-        writer.close({"status": status, "searches": [s.to_json() for s in summaries]})
-        context.term()
-    out.print(f"Run:    [bold]{writer.root}[/]")
+        def on_start(problem: DesignProblem) -> None:
+            bar.console.print(
+                f"Target: [bold]{problem.goal}[/]; "
+                f"space {config.space.kind} ({problem.pool.shape[0]} candidates, {problem.pool.shape[1]} coordinates); "
+                f"executor {config.executor.kind} × {config.executor.workers}"
+            )
+
+        outcome = run_design_config(config, text, SystemClock(), _load_latent, on_start, on_result)
+    problem, summaries, root = outcome.problem, outcome.summaries, outcome.run_path
+    out.print(f"Run:    [bold]{root}[/]")
     table = Table(title="inverse design: best of each search")
     targeted = problem.target is not None
     best = "best distance to the target (relative L2)" if targeted else f"best {problem.goal}"
@@ -118,7 +106,7 @@ def _run(config: DesignConfig, text: str) -> None:
         )  # fmt: skip
     out.print(table)
     if config.run.figure:
-        figure = write_figure(writer.root.with_suffix(".png"), problem, summaries)
+        figure = write_figure(root.with_suffix(".png"), problem, summaries)
         out.print(f"Figure: [bold]{figure}[/]")
 
 
