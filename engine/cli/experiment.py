@@ -103,6 +103,7 @@ class Experiment:
         self.config_text = config_toml(self.config) if config_text is None else config_text
         self.candidates = candidates
         self.outcome: RunOutcome | None = None
+        self._stepping: _Stepping | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path, *, defaults: bool = False) -> Experiment:
@@ -162,6 +163,36 @@ class Experiment:
             raise self.outcome.error
         assert self.outcome.result is not None
         return self.outcome.result
+
+    def step(self) -> StepReport | None:
+        """One more measurement: decide, measure, record; returns what it did (``None`` once the campaign is over).
+
+        The first call opens the instrument and starts the campaign (on a thread of its own, which
+        waits between calls); ``close()`` (or leaving a ``with`` block) ends it and closes the run.
+
+        Raises:
+            Exception: the campaign stopped on an error (everything measured before it is recorded).
+
+        Examples:
+            >>> with Experiment(tables) as exp:
+            ...     first, second = exp.step(), exp.step()
+            >>> second.n_recorded
+            2
+        """
+        if self._stepping is None:
+            self._stepping = _Stepping(self)
+        return self._stepping.next()
+
+    def close(self) -> None:
+        """End a campaign run by ``step()`` after the current measurement, and close its run (idempotent)."""
+        if self._stepping is not None:
+            self._stepping.close()
+
+    def __enter__(self) -> Experiment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def execute(
         self,
@@ -234,6 +265,57 @@ class Experiment:
         """
         exp = cls(config or {}, acquisition=acquisition, scalariser=scalariser)
         return AskTell(exp, _You(image, spectral_axis, name, acquisition_time_s), clock or SystemClock())
+
+
+class _Stepping:
+    """A campaign on its own thread that waits after each step until ``next()`` asks for another."""
+
+    def __init__(self, experiment: Experiment):
+        self._stop = OperatorStop()
+        self._go = threading.Semaphore(0)
+        self._reports: queue.Queue[StepReport | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._over = False
+
+        def hold(report: StepReport) -> None:
+            self._reports.put(report)
+            self._go.acquire()  # until the caller asks for the next step, or closes
+
+        def campaign() -> None:
+            try:
+                experiment.run(on_step=hold, stop=self._stop)
+            except BaseException as exc:  # raised by next()
+                self._error = exc
+            finally:
+                self._reports.put(None)
+
+        self._thread = threading.Thread(target=campaign, name="dualscope-steps", daemon=True)
+        self._thread.start()
+        self._started = False
+
+    def next(self) -> StepReport | None:
+        if self._over:
+            return None
+        if self._started:
+            self._go.release()
+        self._started = True
+        report = self._reports.get()
+        if report is None:
+            self._over = True
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+        return report
+
+    def close(self) -> None:
+        if self._over:
+            return
+        self._stop.request()
+        self._go.release()
+        while self._reports.get() is not None:  # a step already under way when the stop came
+            self._go.release()
+        self._thread.join()
+        self._over = True
 
 
 class _Display:

@@ -153,3 +153,23 @@ def test_your_own_acquisition_and_scalariser_from_python(tmp_path: Path) -> None
     writer.release(status="interrupted")
     with pytest.raises(ResumeError, match=r"run from Python with its own acquisition python:.*\.pi"):
         open_for_resume(tmp_path / "killed.zarr", SystemClock())
+
+
+def test_step_by_step_then_close(tmp_path: Path) -> None:
+    with engine.Experiment(_tables(tmp_path, name="raster")) as exp:
+        reports = [exp.step() for _ in range(3)]
+        assert [r.n_recorded for r in reports if r is not None] == [1, 2, 3]
+        assert reports[-1] is not None and reports[-1].measurement.spectra.shape == (1, 32)
+    run = read_run(exp.run_path)
+    assert run.n == 3 and run.attrs["status"] == "closed"
+    assert "operator" in run.attrs["outcome"]["stop_reason"]
+    assert exp.step() is None  # over
+
+
+def test_stepping_to_the_end_of_the_budget(tmp_path: Path) -> None:
+    exp = engine.Experiment(_tables(tmp_path))
+    counts = []
+    while (report := exp.step()) is not None:
+        counts.append(report.n_recorded)
+    assert counts == list(range(1, 9)) and exp.results.sizes["measurement"] == 8
+    exp.close()  # nothing left to close
