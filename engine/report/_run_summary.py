@@ -25,8 +25,10 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
         spectrum (UTC, ISO 8601), time span (s), median time per stage (ms), model versions, decisions a
         model-based policy took without a model, refits (count, total s, median ms), journal rows
         pending, missing positions, software versions, every operator action (what, who, when) and
-        resume (from which step, what the instrument said), drift tracking frames and the last shift,
-        and the integrity ``problems`` and ``notes``.
+        resume (from which step, what the instrument said), where the refits ran (a Dask scheduler, and
+        any fallback to the local thread) and how stale each refit was at its first use (median steps
+        between its data cut and that decision), the acquisition or scalariser given from Python, drift
+        tracking frames and the last shift, and the integrity ``problems`` and ``notes``.
 
     Examples:
         >>> summary = run_summary(*check_run(run_path))
@@ -73,6 +75,9 @@ def run_summary(run: RunData, integrity: IntegrityReport) -> dict[str, Any]:
         "versions": ", ".join(f"{k} {v}" for k, v in attrs.get("versions", {}).items()),
         "operator_actions": [dict(a) for a in attrs.get("operator_actions", [])],
         "resumes": [dict(r) for r in attrs.get("resumes", [])],
+        "median_refit_staleness": _staleness(refits),
+        "training": _training(attrs.get("training_events", [])),
+        "python_parts": ", ".join(f"{k} {v}" for k, v in attrs.get("python_parts", {}).items()) or "-",
         "drift_frames": len(attrs.get("drift_track", [])),
         "drift_last": (attrs.get("drift_track") or [{}])[-1].get("shift"),
         "problems": integrity.problems,
@@ -110,3 +115,20 @@ def decisions_without_model(run: RunData) -> int:
 
 def _utc(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+
+
+def _staleness(refits: list[Any]) -> float | None:
+    """Median steps between a refit's data cut and the first decision that used it (refits noting their cut)."""
+    gaps = [int(r["used_from_step"]) - int(r["cut"]) for r in refits if "cut" in r and "used_from_step" in r]
+    return float(np.median(gaps)) if gaps else None
+
+
+def _training(events: list[Any]) -> str:
+    """Where the refits ran, from the run's ``training_events``: ``-`` when on this machine's thread or inline."""
+    said = []
+    for e in events:
+        if e.get("event") == "start":
+            said.append(f"dask {e.get('scheduler')} (device {e.get('device')})")
+        elif e.get("event") == "fallback":
+            said.append(f"fell back to the local thread at {_utc(float(e.get('time', 0.0)))}: {e.get('reason')}")
+    return "; ".join(said) or "-"

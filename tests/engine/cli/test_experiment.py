@@ -141,6 +141,11 @@ def test_your_own_acquisition_and_scalariser_from_python(tmp_path: Path) -> None
     assert len(calls) >= 5 and np.all((values >= 0) & (values <= 1))  # PI's probabilities were recorded
     parts = run.attrs["python_parts"]
     assert parts["acquisition"].endswith(".pi") and parts["scalariser"].endswith("<lambda>")
+    from engine.report import run_summary
+    from engine.storage import check_run
+
+    summary = run_summary(*check_run(exp.run_path))
+    assert "acquisition python:" in summary["python_parts"] and summary["training"] == "-"
     # a run started from Python and killed: `dualscope resume` says it cannot rebuild the Python parts
     scope = _your_microscope()
     desc, image = scope.describe(), scope.acquire_image("haadf")

@@ -7,6 +7,7 @@ whenever it is running a refit, until the run records that training fell back to
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -105,6 +106,13 @@ def test_a_campaign_whose_worker_dies_mid_refit_completes_on_its_own_thread(tmp_
     refits = run.attrs["refits"]
     assert len(refits) >= 3 and all(r["device"] == "cpu" and r["cut"] >= r["n_obs"] for r in refits)
     assert [r["version"] for r in refits] == sorted(r["version"] for r in refits)
+    shown = subprocess.run(
+        [sys.executable, "-m", "engine.cli.main", "inspect", str(path), "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    summary = json.loads(shown.stdout)
+    assert summary["training"].startswith(f"dask {address} (device auto); fell back to the local thread at ")
+    assert summary["median_refit_staleness"] is not None and summary["median_refit_staleness"] >= 0
 
 
 def test_dask_training_without_a_scheduler_is_refused_before_anything_starts(tmp_path: Path) -> None:
