@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import zmq
 from rich.markup import escape
-from rich.progress import Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from engine.campaign import OperatorStop, StepReport
 from engine.candidates import CandidateSet
-from engine.cli.console import PhaseBars, bar_columns, err, out
+from engine.cli.console import CampaignBars, campaign_columns, err, out
 from engine.clock import SystemClock
 from engine.config import RunConfig, load_config, parse_config, parse_window
 from engine.protocols import Instrument, PhaseProgress
@@ -59,23 +59,6 @@ def run_campaign(config: RunConfig, text: str, candidates: CandidateSet | None =
     return with_progress(config, Experiment(config, text, candidates=candidates).execute)
 
 
-class _Feedback(PhaseBars):
-    """The progress bars of a campaign: one per start-up phase (timed), then the measurements."""
-
-    def __init__(self, progress: Progress, stop: OperatorStop, budget: int, start: int, clock: SystemClock):
-        super().__init__(progress, clock, stop.event)
-        self._bars, self._budget, self._start = progress, budget, start
-        self._measuring: TaskID | None = None
-
-    def step(self, report: StepReport) -> None:
-        """A measurement's progress (the first one starts the measuring bar)."""
-        if self._measuring is None:
-            self._measuring = self._bars.add_task("measuring", total=self._budget, completed=self._start, rate="")
-        elapsed = self._bars.tasks[self._measuring].elapsed or 1e-9
-        rate = f"{(report.n_recorded - self._start) / elapsed:.0f} spectra/s"
-        self._bars.update(self._measuring, completed=report.n_recorded, rate=rate)
-
-
 def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOutcome:
     """Open the instrument, run ``execute`` under progress bars (Ctrl-C or SIGTERM stop cleanly), report the outcome."""
     from engine.cli.wiring import checked_instrument
@@ -89,9 +72,8 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOut
         with _operator_stop() as stop, checked_instrument(config, context, clock) as instrument:
             desc = instrument.describe()
             out.print(f"Instrument: [bold]{desc.name}[/] ({config.instrument.mode}); policy {config.policy.name}")
-            columns = bar_columns(TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
-            with Progress(*columns, console=out) as progress:
-                feedback = _Feedback(progress, stop, config.stop.budget, start, clock)
+            with Progress(*campaign_columns(), console=out) as progress:
+                feedback = CampaignBars(progress, stop.event, config.stop.budget, start, clock)
                 outcome = execute(instrument, clock, stop, feedback.step, feedback.phase, context)
     finally:
         context.term()

@@ -16,8 +16,10 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 
+from engine.campaign import StepReport
 from engine.errors import Stopped
 from engine.protocols import Clock
 
@@ -62,3 +64,33 @@ class PhaseBars:
         self.seconds[what] = self._clock.monotonic() - began
         if self._stop is not None and self._stop.is_set():
             raise Stopped(f"stopped by the operator while {what} (step {done}/{total}); nothing more was measured")
+
+
+def campaign_columns() -> tuple[ProgressColumn, ...]:
+    """The columns of a campaign's bars: description, bar, done/total, rate, time left, elapsed time."""
+    return bar_columns(TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+
+
+class CampaignBars(PhaseBars):
+    """The progress bars of a campaign: one per start-up phase (timed), then the measurements.
+
+    Args:
+        progress: the rich display (``campaign_columns``).
+        stop: when set, the next phase progress raises ``Stopped``.
+        budget: spectra the campaign measures in all.
+        start: spectra already recorded (a resumed run).
+        clock: times the phases.
+    """
+
+    def __init__(self, progress: Progress, stop: threading.Event, budget: int, start: int, clock: Clock):
+        super().__init__(progress, clock, stop)
+        self._bars, self._budget, self._start = progress, budget, start
+        self._measuring: TaskID | None = None
+
+    def step(self, report: StepReport) -> None:
+        """A measurement's progress (the first one starts the measuring bar)."""
+        if self._measuring is None:
+            self._measuring = self._bars.add_task("measuring", total=self._budget, completed=self._start, rate="")
+        elapsed = self._bars.tasks[self._measuring].elapsed or 1e-9
+        rate = f"{(report.n_recorded - self._start) / elapsed:.0f} spectra/s"
+        self._bars.update(self._measuring, completed=report.n_recorded, rate=rate)

@@ -337,22 +337,21 @@ class _Display:
     def __enter__(self) -> tuple[OnStep | None, PhaseProgress | None]:
         if not self._progress:
             return self._on_step, self._on_phase
-        from rich.progress import Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import Progress
 
-        from engine.cli.console import PhaseBars, bar_columns
+        from engine.cli.console import CampaignBars, campaign_columns
 
-        self._bars = Progress(*bar_columns(TextColumn("{task.fields[rate]}"), TimeRemainingColumn()))
+        self._bars = Progress(*campaign_columns())
         self._bars.__enter__()
-        phases = PhaseBars(self._bars, self._clock, self._stop.event)
-        measuring = self._bars.add_task("measuring", total=self._budget, rate="")
+        bars = CampaignBars(self._bars, self._stop.event, self._budget, 0, self._clock)
 
         def step(report: StepReport) -> None:
-            self._bars.update(measuring, completed=report.n_recorded)
+            bars.step(report)
             if self._on_step is not None:
                 self._on_step(report)
 
         def phase(what: str, done: int, total: int) -> None:
-            phases.phase(what, done, total)
+            bars.phase(what, done, total)
             if self._on_phase is not None:
                 self._on_phase(what, done, total)
 

@@ -7,6 +7,7 @@ whenever it is running a refit, until the run records that training fell back to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -68,13 +69,11 @@ def _kill_refits(client: Any, done: threading.Event, kills: list[int]) -> None:
     """Kill the worker each time it is running a task, until ``done``."""
     pause = threading.Event()
     while not done.is_set():
-        try:
+        with contextlib.suppress(OSError):  # the worker is restarting (CommClosedError is an OSError)
             if any(client.processing().values()):
                 for pid in client.run(os.getpid).values():
                     os.kill(int(pid), signal.SIGKILL)
                     kills.append(int(pid))
-        except (OSError, ProcessLookupError):  # the worker is restarting (CommClosedError is an OSError)
-            pass
         pause.wait(0.01)
 
 
