@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck imports docs pytest bench fuzz clean
+.PHONY: install demo test lint typecheck imports docs pytest browser bench fuzz clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,17 @@ docs: $(STAMP)
 	mkdir -p build
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build > build/mkdocs.log 2>&1 || { cat build/mkdocs.log; exit 1; }
 
-pytest: $(STAMP)
+# the live view's browser test drives Debian's chromium through its chromedriver (never a downloaded browser);
+# installed here when missing and this runs as root (CI), otherwise the test says what to install
+browser:
+	@mkdir -p build; test -x /usr/bin/chromedriver -a -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q chromium chromium-driver > build/apt.log 2>&1 \
+	    || { apt-get update -q >> build/apt.log 2>&1 && apt-get install -y -q chromium chromium-driver >> build/apt.log 2>&1; } \
+	    || { cat build/apt.log; exit 1; }; \
+	  else echo "make: the live view's browser test needs: sudo apt-get install chromium chromium-driver"; fi; }
+
+pytest: $(STAMP) browser
 	$(PY) -m pytest -n auto
 
 test: lint typecheck imports docs pytest

@@ -63,3 +63,24 @@ class StepTimings:
     decide_s: float
     measure_s: float
     record_s: float = math.nan
+
+
+@dataclass(frozen=True)
+class PropertyMap:
+    """What a model-based policy believes of the property at every candidate, now (for the live view).
+
+    Attributes:
+        version: the model snapshot (``model_version`` of the decisions made on it).
+        n_obs: observations the model has been conditioned on so far.
+        mean: posterior mean of the property at every candidate ``(m,)``, in the scalariser's units.
+        std: its posterior standard deviation ``(m,)``, same units.
+
+    Examples:
+        >>> PropertyMap(3, 12, np.zeros(4), np.ones(4)).mean.shape
+        (4,)
+    """
+
+    version: int
+    n_obs: int
+    mean: NDArray[np.float64]
+    std: NDArray[np.float64]

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
 from engine.config import ScalariserSection
-from engine.decisions import Decision, Proposal, StepTimings
+from engine.decisions import Decision, PropertyMap, Proposal, StepTimings
 from engine.types import JSON, Image, InstrumentDescription, Measurement
 
 PhaseProgress = Callable[[str, int, int], None]
@@ -127,6 +127,15 @@ class Retargetable(Protocol):
 
     def retarget(self, section: ScalariserSection) -> None:
         """Maximise the scalariser ``section`` describes from the next decision; ``ConfigError`` if it cannot."""
+        ...
+
+
+@runtime_checkable
+class MapsProperty(Protocol):
+    """A policy that can say what it believes of the property at every candidate (the live view's map)."""
+
+    def property_map(self) -> PropertyMap | None:
+        """Mean and standard deviation at every candidate on the current model; None before the first one."""
         ...
 
 

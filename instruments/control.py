@@ -24,6 +24,7 @@ import zmq
 
 from engine.campaign import OperatorControl
 from engine.config import ScalariserSection, validate_model
+from engine.decisions import PropertyMap
 from engine.errors import (
     INSTRUMENT_ERRORS,
     BadRequest,
@@ -43,7 +44,9 @@ from instruments.wire import Message, decode, encode, error_message
 log = logging.getLogger(__name__)
 
 COMMANDS = ("status", "pause", "resume", "stop", "inject", "approve", "veto", "edit", "target")
-READ_ONLY = frozenset({"status"})
+MODEL = "model"
+"""The live view's read of the policy's map of the property (arrays ``mean`` and ``std``, ``(m,)``)."""
+READ_ONLY = frozenset({"status", MODEL})
 """Control commands any authenticated role may send; the others need the ``operator`` role."""
 
 
@@ -94,17 +97,31 @@ class ControlServer:
                 continue
             try:
                 msg = decode(frames[1:], 1 << 16)
-                answer = messages.reply(msg, self._handle(msg, user))
+                answer = self._answer(msg, user)
             except InstrumentError as exc:
                 answer = error_message(exc.request_id, "", exc.code, str(exc))
             except ValueError as exc:
                 answer = error_message("", "", BadRequest.code, str(exc))
             self._socket.send_multipart([frames[0], *encode(answer)])
 
-    def _handle(self, msg: Message, user: str | None) -> dict[str, Any]:
+    def _answer(self, msg: Message, user: str | None) -> Message:
+        """The reply: the campaign's status after the command, with the sender's role.
+
+        The view shows buttons only to an operator; ``model`` answers the policy's map instead.
+        """
         who = self._operator(msg, user) if self._auth is not None else msg.body.get("who")
         if not isinstance(who, str) or not who:
             raise BadRequest("a control request names its operator in body.who", msg.request_id)
+        role = self._auth.clients.role_of(who) if self._auth is not None else "operator"
+        if msg.command != MODEL:
+            return messages.reply(msg, {**self._handle(msg, who), "role": role})
+        found = self._control.property_map()
+        if found is None:
+            return messages.reply(msg, {"version": -1, "role": role})
+        arrays = {"mean": found.mean.astype("<f8"), "std": found.std.astype("<f8")}
+        return messages.reply(msg, {"version": found.version, "n_obs": found.n_obs, "role": role}, arrays)
+
+    def _handle(self, msg: Message, who: str) -> dict[str, Any]:
         if msg.command == "pause":
             self._control.pause(who)
         elif msg.command == "resume":
@@ -130,7 +147,8 @@ class ControlServer:
             except ValueError as exc:
                 raise BadRequest(str(exc), msg.request_id) from None
         elif msg.command != "status":
-            raise BadRequest(f"unknown control command {msg.command!r}; use {', '.join(COMMANDS)}", msg.request_id)
+            known = ", ".join((*COMMANDS, MODEL))
+            raise BadRequest(f"unknown control command {msg.command!r}; use {known}", msg.request_id)
         if msg.command != "status":
             log.info("operator %s: %s", who, msg.command)
         return self._control.status()
@@ -198,6 +216,45 @@ def send_control(
         body["position"] = position
     if scalariser is not None:
         body["scalariser"] = scalariser
+    return dict(_exchange(endpoint, command, body, context, timeout_s, auth).body)
+
+
+def fetch_property_map(
+    endpoint: str, who: str, context: zmq.Context[Any], *, timeout_s: float = 5.0, auth: ClientAuth | None = None
+) -> tuple[PropertyMap | None, str]:
+    """The running campaign's map of the property at every candidate, and the sender's role.
+
+    The campaign copies its policy's map after the decision that follows the first ask, so a viewer
+    polling this sees the map as of the latest decision (None before the first model, or for a
+    model-free policy). Any authenticated role may ask.
+
+    Returns:
+        ``(map, role)``: the map (``mean``, ``std`` ``(m,)`` in the scalariser's units) and the role the
+        campaign gives this sender (``operator`` or ``observer``; ``operator`` on a keyless socket).
+
+    Raises:
+        InstrumentTimeout: no answer. Unauthorised: a key the campaign does not list.
+    """
+    reply = _exchange(endpoint, MODEL, {"who": who}, context, timeout_s, auth, max_array_bytes=1 << 28)
+    role = str(reply.body.get("role", ""))
+    version = int(reply.body.get("version", -1))
+    if version < 0 or "mean" not in reply.arrays or "std" not in reply.arrays:
+        return None, role
+    n_obs = int(reply.body.get("n_obs", 0))
+    mean, std = np.asarray(reply.arrays["mean"], np.float64), np.asarray(reply.arrays["std"], np.float64)
+    return PropertyMap(version, n_obs, mean, std), role
+
+
+def _exchange(
+    endpoint: str,
+    command: str,
+    body: dict[str, Any],
+    context: zmq.Context[Any],
+    timeout_s: float,
+    auth: ClientAuth | None,
+    max_array_bytes: int = 1 << 16,
+) -> Message:
+    """One request and its reply on a fresh DEALER (linger 0); a typed error for an error reply."""
     rid = new_request_id()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -214,10 +271,10 @@ def send_control(
             raise silent from None
         if not sock.poll(int(timeout_s * 1000)):
             raise silent
-        reply = decode(sock.recv_multipart(), 1 << 16)
+        reply = decode(sock.recv_multipart(), max_array_bytes)
     finally:
         sock.close(linger=0)
     if reply.type == "error":
         code, text = str(reply.body.get("code", "")), str(reply.body.get("message", ""))
         raise INSTRUMENT_ERRORS.get(code, DeviceFault)(text, rid)
-    return dict(reply.body)
+    return reply

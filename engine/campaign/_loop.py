@@ -24,7 +24,7 @@ from engine.errors import (
     InvalidSpectrum,
     NoRecordedData,
 )
-from engine.protocols import Clock, Instrument, Policy, Recorder, Resumable, Retargetable, StopRule
+from engine.protocols import Clock, Instrument, MapsProperty, Policy, Recorder, Resumable, Retargetable, StopRule
 from engine.safety import SafetyLimits
 from engine.types import Measurement, SpectralAxis
 
@@ -252,6 +252,8 @@ class Campaign:
                 rid = f"{self.request_prefix}-{tally.step:06d}"
                 decision = Decision(tally.step, rid, method, proposal, self.clock.time(), state)
                 self.recorder.record_decision(decision)
+                if self.operator is not None and self.operator.map_wanted and isinstance(self.policy, MapsProperty):
+                    self.operator.publish_map(self.policy.property_map())  # a live view looks at it
                 positions = self.candidates.positions[proposal.indices]
                 if (why_not := self._not_approved(method, positions)) is not None:
                     self.candidates.mark_measured(proposal.indices)  # never proposed again

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from engine.campaign._stop_rules import OperatorStop
 from engine.config import ScalariserSection, validate_model
+from engine.decisions import PropertyMap
 from engine.errors import ConfigError
 from engine.protocols import Clock
 
@@ -125,6 +126,8 @@ class OperatorControl:
         self.retargetable = retargetable
         self._target: tuple[ScalariserSection, str] | None = None
         self.progress: dict[str, Any] = {"n_recorded": 0, "step": 0}
+        self._map: PropertyMap | None = None
+        self._map_wanted = False
 
     def _act(self, action: str, who: str, **details: Any) -> OperatorAction:
         done = OperatorAction(action, who, self._clock.time(), details)
@@ -169,6 +172,26 @@ class OperatorControl:
         with self._lock:
             self._target = (section, who)  # the latest wins: an earlier one not yet taken is replaced
         return self._act("target", who, scalariser=section.model_dump(exclude_defaults=True))
+
+    def property_map(self) -> PropertyMap | None:
+        """The policy's map of the property as last published (a viewer's read, from any thread).
+
+        Asking for it makes the campaign publish a fresh one after its next decision: the map is
+        copied only while someone looks at it.
+        """
+        with self._lock:
+            self._map_wanted = True
+            return self._map
+
+    @property
+    def map_wanted(self) -> bool:
+        """Whether a viewer has asked for the map since it was last published."""
+        return self._map_wanted
+
+    def publish_map(self, snapshot: PropertyMap | None) -> None:
+        """Keep the policy's map as of this decision for the viewers (called by the campaign's thread)."""
+        with self._lock:
+            self._map, self._map_wanted = snapshot, False
 
     def take_target(self) -> tuple[ScalariserSection, str] | None:
         """The scalariser an operator asked for since the last call, and who, if any."""

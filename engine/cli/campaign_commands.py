@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,8 +27,22 @@ if TYPE_CHECKING:  # the wiring pulls in the policies (torch, botorch): imported
     from engine.cli.wiring import RunOutcome
 
 OnStep = Callable[[StepReport], None]
-Execute = Callable[[Instrument, SystemClock, OperatorStop, OnStep, PhaseProgress, "zmq.Context[Any]"], "RunOutcome"]
-"""Runs a campaign on an open instrument: (instrument, clock, operator stop, step and phase progress, context)."""
+OnOpen = Callable[[Path], None]
+Execute = Callable[
+    [Instrument, SystemClock, OperatorStop, OnStep, PhaseProgress, "zmq.Context[Any]", OnOpen], "RunOutcome"
+]
+"""Runs a campaign on an open instrument: (instrument, clock, operator stop, step and phase progress, context,
+what to do once the run exists)."""
+
+ViewOption = Annotated[
+    bool,
+    typer.Option(
+        "--view",
+        help="Serve the live view of the run on 127.0.0.1 while the campaign runs (as `dualscope view`; "
+        "the URL is printed). The buttons act as you, on a campaign without keys.",
+    ),
+]
+ViewPortOption = Annotated[int, typer.Option(help="The live view's port with --view (0: any free one).")]
 
 
 @contextmanager
@@ -52,15 +67,21 @@ def _operator_stop() -> Iterator[OperatorStop]:
             signal.signal(sig, old)
 
 
-def run_campaign(config: RunConfig, text: str, candidates: CandidateSet | None = None) -> RunOutcome:
+def run_campaign(
+    config: RunConfig, text: str, candidates: CandidateSet | None = None, view_port: int | None = None
+) -> RunOutcome:
     """Run a new campaign (``engine.Experiment``'s path) under a progress bar and print its outcome."""
     from engine.cli.experiment import Experiment
 
-    return with_progress(config, Experiment(config, text, candidates=candidates).execute)
+    return with_progress(config, Experiment(config, text, candidates=candidates).execute, view_port=view_port)
 
 
-def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOutcome:
-    """Open the instrument, run ``execute`` under progress bars (Ctrl-C or SIGTERM stop cleanly), report the outcome."""
+def with_progress(config: RunConfig, execute: Execute, start: int = 0, view_port: int | None = None) -> RunOutcome:
+    """Open the instrument, run ``execute`` under progress bars (Ctrl-C or SIGTERM stop cleanly), report the outcome.
+
+    With ``view_port`` the live view of the run is served on that loopback port from the moment the
+    run exists until the campaign ends.
+    """
     from engine.cli.wiring import checked_instrument
     from engine.report import decisions_without_model, summary_figure
     from engine.storage import read_run
@@ -68,14 +89,27 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0) -> RunOut
     clock = SystemClock()
     context: zmq.Context[Any] = zmq.Context()
     began = clock.monotonic()
+    views: list[Any] = []
+
+    def serve_view(path: Path) -> None:
+        if view_port is None:
+            return
+        from engine.cli.view_command import ControlLink
+        from engine.view import ViewServer
+
+        views.append(ViewServer(path, ControlLink(path, context, getpass.getuser()), port=view_port))
+        out.print(f"View:   {views[-1].url}  (live while the campaign runs)", highlight=False, soft_wrap=True)
+
     try:
         with _operator_stop() as stop, checked_instrument(config, context, clock) as instrument:
             desc = instrument.describe()
             out.print(f"Instrument: [bold]{desc.name}[/] ({config.instrument.mode}); policy {config.policy.name}")
             with Progress(*campaign_columns(), console=out) as progress:
                 feedback = CampaignBars(progress, stop.event, config.stop.budget, start, clock)
-                outcome = execute(instrument, clock, stop, feedback.step, feedback.phase, context)
+                outcome = execute(instrument, clock, stop, feedback.step, feedback.phase, context, serve_view)
     finally:
+        for view in views:
+            view.close()
         context.term()
     total_s = clock.monotonic() - began
     out.print(f"Run:    [bold]{outcome.run_path}[/]")
@@ -171,6 +205,8 @@ def run(
     defaults: Annotated[
         bool, typer.Option(help="Let missing [instrument], [policy] and [stop] tables take their defaults.")
     ] = False,
+    view: ViewOption = False,
+    view_port: ViewPortOption = 5006,
 ) -> None:
     """Run the campaign a TOML configuration describes.
 
@@ -180,14 +216,16 @@ def run(
     specimen's drift with tracking frames, and `[run] pipeline = true` decides the next point while
     the instrument measures the last (docs/drift.md, docs/wire-protocol.md).
 
-    Example: `dualscope run examples/demo.toml`
+    Example: `dualscope run examples/demo.toml --view`   (then open http://127.0.0.1:5006/)
     """
     config, text = load_config(config_path, defaults=defaults)
-    run_campaign(config, text)
+    run_campaign(config, text, view_port=view_port if view else None)
 
 
 def resume(
     run_path: Annotated[Path, typer.Argument(metavar="RUN.zarr", help="The run of a campaign that was killed.")],
+    view: ViewOption = False,
+    view_port: ViewPortOption = 5006,
 ) -> None:
     """Continue a campaign that was killed (Ctrl-C twice, SIGKILL, a crash, a power cut).
 
@@ -220,11 +258,12 @@ def resume(
         step: OnStep,
         phase: PhaseProgress,
         ctx: zmq.Context[Any],
+        on_open: OnOpen,
     ) -> RunOutcome:
-        return resume_run(writer, config, inst, clock, stop, step, ctx, phase)
+        return resume_run(writer, config, inst, clock, stop, step, ctx, phase, on_open)
 
     try:
-        with_progress(config, execute, start=writer.n_recorded)
+        with_progress(config, execute, start=writer.n_recorded, view_port=view_port if view else None)
     except BaseException:
         writer.release(status="interrupted")
         raise
@@ -266,6 +305,8 @@ def replay(
             "'kind = \"ratio\", low = 1, high = 2, low_b = 3, high_b = 4', 'kind = \"loop-area\"'."
         ),
     ] = "",
+    view: ViewOption = False,
+    view_port: ViewPortOption = 5006,
 ) -> None:
     """Replay recorded data through the same loop.
 
@@ -281,4 +322,4 @@ def replay(
         source, policy, budget, seed, output_dir, noise, acquisition_time_s, channel, training, refit_every, window,
         scalariser,
     )  # fmt: skip
-    run_campaign(setup.config, setup.text, setup.candidates)
+    run_campaign(setup.config, setup.text, setup.candidates, view_port=view_port if view else None)

@@ -202,17 +202,20 @@ class Experiment:
         on_step: OnStep | None,
         on_phase: PhaseProgress | None,
         context: zmq.Context[Any] | None,
+        on_open: Callable[[Path], None] | None = None,
     ) -> RunOutcome:
         """Run the campaign on an open ``instrument`` (what ``run`` and ``dualscope run`` both call).
 
-        The run is closed whatever happens; an error is in the outcome, not raised.
+        The run is closed whatever happens; an error is in the outcome, not raised. ``on_open`` gets
+        the run's path as soon as it exists (the CLI's ``--view`` serves it from then on).
         """
         from engine.cli.wiring import execute_run
 
         python = self.python if self.python.names() else None
         self.outcome = execute_run(
-            self.config, self.config_text, instrument, clock, stop, on_step, self.candidates, context, on_phase, python
-        )
+            self.config, self.config_text, instrument, clock, stop, on_step, self.candidates, context, on_phase, python,
+            on_open,
+        )  # fmt: skip
         return self.outcome
 
     @property

@@ -23,6 +23,7 @@ from engine.cli.limits_command import limits
 from engine.cli.run_commands import inspect, report
 from engine.cli.serve_command import serve
 from engine.cli.simulate_commands import simulate_app
+from engine.cli.view_command import view
 from engine.errors import DualscopeError
 
 app = typer.Typer(
@@ -61,6 +62,7 @@ app.command()(run)
 app.command()(resume)
 app.command()(replay)
 app.command()(ctl)
+app.command()(view)
 # instruments
 app.command()(serve)
 app.command()(limits)

@@ -74,6 +74,7 @@ def resume_run(
     on_step: Callable[[StepReport], None] | None = None,
     context: zmq.Context[Any] | None = None,
     on_phase: PhaseProgress | None = None,
+    on_open: Callable[[Path], None] | None = None,
 ) -> RunOutcome:
     """Continue the recovered run ``writer`` holds open, with the ``config`` stored in it.
 
@@ -105,6 +106,8 @@ def resume_run(
     control: Control = (None, None)
     try:
         control = open_control(config, writer, stored, clock, operator_stop, context)
+        if on_open is not None:
+            on_open(writer.root)
         policy = build_policy(
             config.policy,
             stored.spectral_axis,

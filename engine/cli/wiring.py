@@ -113,6 +113,7 @@ def execute_run(
     context: zmq.Context[Any] | None = None,
     on_phase: PhaseProgress | None = None,
     python: PythonParts | None = None,
+    on_open: Callable[[Path], None] | None = None,
 ) -> RunOutcome:
     """Acquire the structural image, create the run, build the policy, run the campaign and close the run.
 
@@ -127,6 +128,7 @@ def execute_run(
     The run is closed (consistent, with its outcome) whatever happens; an error
     is returned in the outcome, not raised, so the caller can report both. ``candidates``
     defaults to a grid over the structural image (replays pass the recorded positions).
+    ``on_open`` is called with the run's path once it and its control socket exist (``--view``).
     """
     description = instrument.describe()
     channel = config.instrument.image_channel
@@ -160,6 +162,8 @@ def execute_run(
         if python is not None and python.names():
             writer.note_python_parts(python.names())
         control = open_control(config, writer, description, clock, operator_stop, context)
+        if on_open is not None:
+            on_open(writer.root)
         rng = np.random.default_rng(config.run.seed)
         policy = build_policy(
             config.policy,

@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
     from engine.policy._dask_trainer import DaskTrainer, open_dask_trainer
     from engine.policy._dkl import DKLFeatures
     from engine.policy._dualvae import DualVAEFeatures
-    from engine.policy._factory import PythonParts, build_policy, build_scalariser, check_policy_inputs, make_trainer
+    from engine.policy._factory import PythonParts, build_policy, check_policy_inputs, make_trainer
     from engine.policy._gp_posterior import CandidatePosterior, fit_gp, unit_cube
     from engine.policy._scalarisers import (
         BandIntegral,
@@ -67,6 +67,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         TargetMatch,
         TargetSimilarity,
         UserFunction,
+        build_scalariser,
     )
     from engine.policy._spectral import (
         SHORTLIST,

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
 from engine.config import ScalariserSection
-from engine.decisions import Proposal
+from engine.decisions import PropertyMap, Proposal
 from engine.errors import ConfigError
 from engine.policy._acquisition import AcquisitionFactory, TravelCost, check_acquisition, select, ucb_beta
 from engine.policy._gp_posterior import CandidatePosterior, fit_gp, unit_cube
@@ -477,6 +477,26 @@ class ScalarBO:
             spectra = np.asarray(self._obs_spectra[:n_obs], dtype=np.float32)
             self._adopt(self._job(version, self._submitted_n, idx, values, spectra)())
 
+    def property_map(self) -> PropertyMap | None:
+        """The current model's mean and standard deviation of the property at every candidate.
+
+        The snapshot in use conditioned on the observations told up to the last decision (as that
+        decision saw it; no refit is adopted here), in the scalariser's units; with a predicted-spectra
+        prior (``dualvae-spectral``) the prior's mean and spread are added to the residual GP's. None
+        before the first snapshot.
+
+        Returns:
+            A ``PropertyMap`` with ``mean`` and ``std`` of shape ``(m,)``.
+        """
+        snap, live = self.snapshot, self._live
+        if snap is None or live is None:
+            return None
+        mean, var = np.array(live.mean, dtype=np.float64), np.clip(np.array(live.variance, dtype=np.float64), 0, None)
+        if snap.prior is not None:
+            mean = mean + snap.prior.mean
+            var = var + snap.prior.draws.var(axis=0)
+        return PropertyMap(snap.version, self._live_n, snap.y_mean + snap.y_std * mean, snap.y_std * np.sqrt(var))
+
     # ----------------------------------------------------------------- decisions
     def _catch_up(self) -> None:
         snap = self.trainer.poll()
@@ -573,6 +593,10 @@ class BOPolicy:
     def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
         """Scalarise the measured spectra, remember them, and start a refit when due."""
         self.bo.add(indices, spectra)
+
+    def property_map(self) -> PropertyMap | None:
+        """See ``ScalarBO.property_map``."""
+        return self.bo.property_map()
 
     def retarget(self, section: ScalariserSection) -> None:
         """Maximise the scalariser ``section`` describes from the next decision (``ScalarBO.retarget``).

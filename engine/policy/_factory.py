@@ -14,7 +14,7 @@ import torch
 from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
-from engine.config import PolicySection, ScalariserSection, TrainingSection
+from engine.config import PolicySection, TrainingSection
 from engine.errors import ConfigError
 from engine.policy._acquisition import AcquisitionFactory, acquisition_name
 from engine.policy._baselines import make_policy
@@ -24,62 +24,14 @@ from engine.policy._dkl import DKLFeatures
 from engine.policy._dualvae import DualVAEFeatures
 from engine.policy._scalarisers import (
     BandIntegral,
-    BandRatio,
-    Logarithm,
-    LoopArea,
-    PeakPosition,
     PythonScalariser,
     Scalariser,
-    TargetSimilarity,
-    UserFunction,
+    build_scalariser,
 )
 from engine.policy._trainer import InlineTrainer, ThreadTrainer, Trainer, resolve_device
 from engine.protocols import PhaseProgress, Policy
 from engine.surrogate import Surrogate, SurrogateConfig, extract_patches
 from engine.types import Image, SpectralAxis
-
-
-def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
-    """The scalariser a ``[policy.scalariser]`` table describes.
-
-    Args:
-        section: the validated table (kind ``band``, ``peak``, ``ratio``, ``target``, ``loop-area`` or ``user``;
-            windows in the spectral axis' units).
-        axis: the instrument's spectral axis (``target`` builds its reference peak on it).
-
-    Returns:
-        A scalariser mapping spectra ``(n, c)`` and axis values ``(c,)`` to properties ``(n,)``, wrapped in
-        ``Logarithm`` when ``log = true``.
-
-    Raises:
-        ConfigError: ``kind = "user"`` without ``function``.
-
-    Examples:
-        >>> from engine.config import ScalariserSection
-        >>> from engine.types import SpectralAxis
-        >>> axis = SpectralAxis("energy loss", "eV", 0.0, 0.1, 20)
-        >>> build_scalariser(ScalariserSection(kind="band", low=0.5, high=1.0), axis).name
-        'band_integral'
-    """
-    inner = _scalariser(section, axis)
-    return Logarithm(inner) if section.log else inner
-
-
-def _scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
-    if section.kind == "band":
-        return BandIntegral(section.low, section.high)
-    if section.kind == "peak":
-        return PeakPosition(section.low, section.high)
-    if section.kind == "ratio":
-        return BandRatio(BandIntegral(section.low, section.high), BandIntegral(section.low_b, section.high_b))
-    if section.kind == "target":
-        window = (section.low, section.high) if (section.low, section.high) != (0.0, 1e9) else None
-        return TargetSimilarity.peak(axis.values(), section.centre, section.width, window)
-    if section.kind == "loop-area":
-        return LoopArea()
-    if not section.function:
-        raise ConfigError("policy.scalariser.function is required when kind = 'user' (module:function)")
-    return UserFunction(section.function, section.units)
 
 
 def make_trainer(

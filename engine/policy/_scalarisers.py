@@ -14,8 +14,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from engine.config import window_channels
+from engine.config import ScalariserSection, window_channels
 from engine.errors import ConfigError
+from engine.types import SpectralAxis
 
 
 @runtime_checkable
@@ -389,3 +390,46 @@ class UserFunction:
     def __call__(self, spectra: NDArray, axis: NDArray[np.float64]) -> NDArray[np.float64]:
         """Call the user's function and check it returned ``(n,)`` finite numbers."""
         return checked_values(self._function()(np.asarray(spectra), axis), np.shape(spectra)[0], repr(self.path))
+
+
+def build_scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
+    """The scalariser a ``[policy.scalariser]`` table describes.
+
+    Args:
+        section: the validated table (kind ``band``, ``peak``, ``ratio``, ``target``, ``loop-area`` or ``user``;
+            windows in the spectral axis' units).
+        axis: the instrument's spectral axis (``target`` builds its reference peak on it).
+
+    Returns:
+        A scalariser mapping spectra ``(n, c)`` and axis values ``(c,)`` to properties ``(n,)``, wrapped in
+        ``Logarithm`` when ``log = true``.
+
+    Raises:
+        ConfigError: ``kind = "user"`` without ``function``.
+
+    Examples:
+        >>> from engine.config import ScalariserSection
+        >>> from engine.types import SpectralAxis
+        >>> axis = SpectralAxis("energy loss", "eV", 0.0, 0.1, 20)
+        >>> build_scalariser(ScalariserSection(kind="band", low=0.5, high=1.0), axis).name
+        'band_integral'
+    """
+    inner = _scalariser(section, axis)
+    return Logarithm(inner) if section.log else inner
+
+
+def _scalariser(section: ScalariserSection, axis: SpectralAxis) -> Scalariser:
+    if section.kind == "band":
+        return BandIntegral(section.low, section.high)
+    if section.kind == "peak":
+        return PeakPosition(section.low, section.high)
+    if section.kind == "ratio":
+        return BandRatio(BandIntegral(section.low, section.high), BandIntegral(section.low_b, section.high_b))
+    if section.kind == "target":
+        window = (section.low, section.high) if (section.low, section.high) != (0.0, 1e9) else None
+        return TargetSimilarity.peak(axis.values(), section.centre, section.width, window)
+    if section.kind == "loop-area":
+        return LoopArea()
+    if not section.function:
+        raise ConfigError("policy.scalariser.function is required when kind = 'user' (module:function)")
+    return UserFunction(section.function, section.units)

@@ -24,7 +24,7 @@ from engine.storage import RunWriter
 from instruments.local import LocalInstrument
 from simulators.synthetic import SyntheticOptions, synthetic_microscope
 
-FACES = ["campaign", "design", "explore", "io", "policy", "report", "storage", "surrogate"]
+FACES = ["campaign", "design", "explore", "io", "policy", "report", "storage", "surrogate", "view"]
 
 
 @pytest.mark.parametrize("face", FACES)

@@ -15,12 +15,13 @@ import zmq
 from engine.campaign import Budget, Campaign, CampaignResult, OperatorAction, OperatorControl
 from engine.candidates import CandidateSet
 from engine.clock import SystemClock
+from engine.decisions import PropertyMap
 from engine.errors import BadRequest, InstrumentTimeout, OutOfLimits, Unauthorised
 from engine.policy import RandomPolicy
 from engine.report import run_property
 from engine.storage import read_run
 from instruments.auth import AuthorisedKeys, ClientAuth, KeyPair, ServerAuth
-from instruments.control import ControlServer, send_control
+from instruments.control import ControlServer, fetch_property_map, send_control
 from instruments.local import LocalInstrument
 from tests.conftest import CountingDriver
 from tests.engine.cli.test_cli import _cli, _running, _wait, _write_config
@@ -254,3 +255,61 @@ def test_dualscope_ctl_target_changes_what_a_running_campaign_maximises(tmp_path
     assert state["target"]["kind"] == "peak" and state["target"]["low"] == 2.5
     _, mapped = run_property(run)  # the report maps the target the campaign ended with, and says whose it is
     assert mapped == "peak position over 2.5–4 eV (eV, the target alice set during the run)", mapped
+
+
+class _MappingPolicy(RandomPolicy):
+    """Random choices, and a map whose version counts the times the campaign asked for it."""
+
+    def __init__(self, m: int):
+        super().__init__(np.random.default_rng(0))
+        self.asked, self.m = 0, m
+
+    def property_map(self) -> PropertyMap:
+        self.asked += 1
+        return PropertyMap(self.asked, self.asked, np.arange(self.m, dtype=np.float64), np.ones(self.m))
+
+
+def test_the_live_views_map_is_copied_only_when_asked_and_roles_are_in_every_reply(
+    counting: CountingDriver, zmq_context: zmq.Context[Any]
+) -> None:
+    """`model` over a keyed control socket: any role reads the map; each reply says the sender's role."""
+    counting.delay_s = 0.01
+    pairs = {name: KeyPair.new(name, role) for name, role in [("ann", "operator"), ("obs", "observer")]}
+    campaign_key = KeyPair.new("campaign", "operator")
+    auth = ServerAuth(campaign_key, AuthorisedKeys.parse(p.authorised_line() for p in pairs.values()))
+    control = OperatorControl(SystemClock())
+    inst = LocalInstrument(counting)
+    desc = inst.describe()
+    cands = CandidateSet.from_image_grid(inst.acquire_image("haadf"), desc, 4, margin_px=1)
+    policy, rec = _MappingPolicy(cands.positions.shape[0]), MemoryRecorder()
+    campaign = Campaign(
+        instrument=inst, policy=policy, recorder=rec, candidates=cands, spectral_axis=desc.spectral_axis,
+        stop_rules=[Budget(10_000), control.stop_rule], clock=SystemClock(), request_prefix="op", operator=control,
+    )  # fmt: skip
+    thread = threading.Thread(target=campaign.run, daemon=True)
+    thread.start()
+    server = ControlServer(control, desc, zmq_context, "tcp://127.0.0.1:*", auth)
+
+    def as_key(name: str) -> ClientAuth:
+        return ClientAuth(pairs[name], campaign_key.public)
+
+    try:
+        _wait(lambda: len(rec.rows) >= 5)
+        assert policy.asked == 0  # nobody looked: the campaign never copied the map
+        first, role = fetch_property_map(server.endpoint, "x", zmq_context, auth=as_key("obs"))
+        assert first is None and role == "observer"  # asking makes the next decision publish it
+        _wait(lambda: fetch_property_map(server.endpoint, "x", zmq_context, auth=as_key("obs"))[0] is not None)
+        found, role = fetch_property_map(server.endpoint, "x", zmq_context, auth=as_key("ann"))
+        assert role == "operator" and found is not None and found.version >= 1
+        np.testing.assert_array_equal(found.mean, np.arange(cands.positions.shape[0]))
+        assert found.std.shape == (cands.positions.shape[0],)
+        asked, rows = policy.asked, len(rec.rows)
+        _wait(lambda: len(rec.rows) >= rows + 5)  # five decisions on which no one asked
+        assert policy.asked <= asked + 1  # only the one after the last ask published
+        assert send_control(server.endpoint, "status", "x", zmq_context, auth=as_key("obs"))["role"] == "observer"
+        assert send_control(server.endpoint, "stop", "x", zmq_context, auth=as_key("ann"))["role"] == "operator"
+        thread.join(timeout=30)
+    finally:
+        control.stop("test teardown")
+        thread.join(timeout=10)
+        server.close()

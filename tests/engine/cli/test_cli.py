@@ -32,7 +32,7 @@ def _cli(*args: str, cwd: Path = ROOT, timeout: float = 180) -> subprocess.Compl
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["demo"], ["run"], ["serve"], ["inspect"], ["keys", "new"], ["ctl"], ["export"]]
+    "command", [[], ["demo"], ["run"], ["serve"], ["inspect"], ["keys", "new"], ["ctl"], ["export"], ["view"]]
 )
 def test_help_explains_each_command(command: list[str]) -> None:
     result = _cli(*command, "--help")

@@ -353,3 +353,20 @@ def test_image_policies_say_they_need_a_structural_image(tmp_path: Path, policy:
     assert "needs" in result.stderr or "has none" in result.stderr
     assert "gp-position" in result.stderr
     assert not list(tmp_path.glob("*.zarr"))  # refused before any run was created
+
+
+def test_the_property_map_is_the_models_belief_in_the_scalarisers_units() -> None:
+    """The live view's map: None before a model; then close to the measured values where measured, unsure far off."""
+    cands = CandidateSet(GRID.copy(), np.zeros((400, 2), np.int64), (20, 20))
+    policy = _policy()
+    assert policy.property_map() is None
+    measured = [_measure(policy, cands).indices[0] for _ in range(15)]
+    found = policy.property_map()
+    assert found is not None and found.mean.shape == found.std.shape == (400,)
+    assert found.version == policy.bo.snapshot.version and found.n_obs >= 14  # type: ignore[union-attr]
+    spectra = np.repeat(TRUTH[:, None] + 1.0, 4, axis=1).astype(np.float32)  # what _measure returns
+    values = BandIntegral(0, 1)(spectra, np.linspace(0, 1, 4))
+    # as the next decision sees it: the snapshot conditioned on every observation told so far but the last
+    assert np.abs(found.mean[measured[:-1]] - values[measured[:-1]]).max() < 0.1 * np.ptp(values)
+    far = np.setdiff1d(np.arange(400), measured)
+    assert np.median(found.std[measured[:-1]]) < 0.5 * np.median(found.std[far])

@@ -1,0 +1,101 @@
+"""The live view without a browser: what it reads of a run, its server's rules, and `dualscope view`'s errors."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.campaign import Budget, Campaign
+from engine.candidates import CandidateSet
+from engine.clock import SystemClock
+from engine.errors import ConfigError
+from engine.policy import RandomPolicy
+from engine.storage import RunWriter
+from engine.view import NoCampaign, ViewServer, read_picture
+from instruments.local import LocalInstrument
+from simulators.synthetic import SyntheticOptions, synthetic_microscope
+from tests.engine.cli.test_cli import _cli
+
+
+def _open_run(path: Path, budget: int) -> RunWriter:
+    """A run of ``budget`` random spectra of the synthetic microscope, left open (rows past 8 not committed)."""
+    clock = SystemClock()
+    scope = LocalInstrument(synthetic_microscope(SyntheticOptions(image_pixels=32, n_channels=16), clock))
+    desc, image = scope.describe(), scope.acquire_image("haadf")
+    candidates = CandidateSet.from_image_grid(image, desc, 4, 2)
+    writer = RunWriter.create(
+        path, description=desc, images=[image], candidates=candidates, config_toml="", clock=clock, chunk_rows=8
+    )
+    Campaign(
+        instrument=scope, policy=RandomPolicy(np.random.default_rng(0)), recorder=writer, candidates=candidates,
+        spectral_axis=desc.spectral_axis, stop_rules=[Budget(budget)], clock=clock, request_prefix="view",
+    ).run()  # fmt: skip
+    return writer
+
+
+def test_the_picture_follows_rows_still_in_the_journal(tmp_path: Path) -> None:
+    writer = _open_run(tmp_path / "run.zarr", 13)
+    try:
+        picture = read_picture(tmp_path / "run.zarr", table_rows=4)
+        assert writer.committed_rows == 8 and picture.n == 13  # 5 rows are durable in the journal only
+        assert picture.status == "open" and picture.stop_reason == ""
+        assert [r["step"] for r in picture.rows] == [12, 11, 10, 9]  # newest first
+        assert picture.rows[0]["policy"] == "random" and np.isnan(picture.rows[0]["acquisition"])
+        assert picture.latest.shape == (5, 16) and picture.latest_steps.tolist() == [8, 9, 10, 11, 12]
+        assert picture.axis_names == ("x", "y") and picture.axis_units == ("nm", "nm")
+        assert picture.image is not None and picture.candidates_xy.shape[1] == 2
+        assert picture.spectral_label.endswith("(eV)")
+        best = picture.best_so_far
+        assert np.all(np.diff(best) >= 0) and best[-1] == picture.scalar.max()
+        banded = read_picture(tmp_path / "run.zarr", band="1:2")
+        assert banded.property_label.startswith("counts summed over 1–2 eV")
+    finally:
+        writer.close(outcome={"stop_reason": "test"})
+    assert read_picture(tmp_path / "run.zarr").stop_reason == "test"
+
+
+def test_the_server_binds_loopback_only_and_says_when_the_port_is_taken(tmp_path: Path) -> None:
+    writer = _open_run(tmp_path / "run.zarr", 3)
+    writer.close()
+    with pytest.raises(ConfigError, match="loopback only"):
+        ViewServer(tmp_path / "run.zarr", NoCampaign(), address="0.0.0.0")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"port {port} on 127.0.0.1 is taken; choose another with --port"):
+            ViewServer(tmp_path / "run.zarr", NoCampaign(), port=port)
+
+
+def test_the_page_and_its_scripts_come_from_the_server_not_a_cdn(tmp_path: Path) -> None:
+    writer = _open_run(tmp_path / "run.zarr", 3)
+    writer.close()
+    server = ViewServer(tmp_path / "run.zarr", NoCampaign(), port=0)
+    try:
+        with urllib.request.urlopen(server.url, timeout=30) as reply:
+            page = reply.read().decode()
+        assert "dualscope: run.zarr" in page and "cdn." not in page and "https://" not in page
+        script = page.split('<script src="', 1)[1].split('"', 1)[0]
+        assert script.startswith("/static/js/bokeh")
+        with urllib.request.urlopen(server.url.rstrip("/") + script, timeout=30) as reply:
+            assert reply.status == 200 and len(reply.read()) > 100_000  # BokehJS, from the installed package
+    finally:
+        server.close()
+
+
+def test_dualscope_view_refuses_what_is_not_a_run_and_a_taken_port(tmp_path: Path) -> None:
+    missing = _cli("view", str(tmp_path / "nope.zarr"))
+    assert missing.returncode == 2 and "no run at" in missing.stderr and "Traceback" not in missing.stderr
+    writer = _open_run(tmp_path / "run.zarr", 3)
+    writer.close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = _cli("view", str(tmp_path / "run.zarr"), "--port", port)
+    assert busy.returncode == 2 and "is taken; choose another with --port" in busy.stderr
+    assert "Traceback" not in busy.stderr
