@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from engine.storage import RunWriter
 from engine.view import NoCampaign, ViewServer, read_picture
 from instruments.local import LocalInstrument
 from simulators.synthetic import SyntheticOptions, synthetic_microscope
-from tests.engine.cli.test_cli import _cli
+from tests.engine.cli.test_cli import DUALSCOPE, ROOT, _cli, _write_config
 
 
 def _open_run(path: Path, budget: int) -> RunWriter:
@@ -99,3 +102,29 @@ def test_dualscope_view_refuses_what_is_not_a_run_and_a_taken_port(tmp_path: Pat
         busy = _cli("view", str(tmp_path / "run.zarr"), "--port", port)
     assert busy.returncode == 2 and "is taken; choose another with --port" in busy.stderr
     assert "Traceback" not in busy.stderr
+
+
+def test_run_with_view_serves_the_page_while_the_campaign_runs(tmp_path: Path) -> None:
+    """`dualscope run --view --view-port 0` prints the URL once the run exists; the page is there until the end."""
+    cfg = _write_config(tmp_path)
+    proc = subprocess.Popen([*DUALSCOPE, "run", str(cfg), "--view", "--view-port", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"})  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = ""
+        for line in proc.stdout:  # the instrument line, then the view's
+            if found := re.search(r"View: +(http://127\.0\.0\.1:\d+/)", line):
+                url = found.group(1)
+                break
+        assert url, proc.stderr.read() if proc.stderr else ""
+        with urllib.request.urlopen(url, timeout=60) as reply:
+            assert reply.status == 200 and "dualscope: ctrlc-" in reply.read().decode()
+        (run_path,) = tmp_path.glob("ctrlc-*.zarr")
+        assert _cli("ctl", str(run_path), "stop", "--as", "test").returncode == 0
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and "stopped by the operator" in out, out + err
