@@ -94,7 +94,7 @@ def campaign_steps(
     times: list[float] = []
     name = f"bench-q{batch_size}-{'pipelined' if pipeline else 'sequential'}-{options.acquisition_time_s}.zarr"
     with spawned_server("synthetic", options.model_dump()) as endpoint:
-        client = ZmqInstrument(endpoint, ctx, timeout_s=10)
+        client = ZmqInstrument(endpoint, ctx, timeout_s=10, queue=pipeline)  # as `dualscope run` does
         desc = client.describe()
         image = client.acquire_image("haadf")
         cands = CandidateSet.from_image_grid(image, desc, 2, 1)

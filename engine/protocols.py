@@ -131,6 +131,16 @@ class Retargetable(Protocol):
 
 
 @runtime_checkable
+class QueuesCommands(Protocol):
+    """An instrument that holds measurements sent while one runs and starts each the moment the last ends."""
+
+    @property
+    def queue_depth(self) -> int:
+        """How many measurements may wait behind the running one (0: none; send the next when it is done)."""
+        ...
+
+
+@runtime_checkable
 class MapsProperty(Protocol):
     """A policy that can say what it believes of the property at every candidate (the live view's map)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,6 +35,11 @@ class ZmqInstrument:
     long acquisition costs one request per timeout, not a busy loop.
     Error replies are raised as the matching ``engine.errors`` type.
 
+    Each thread that calls it gets its own socket (ZeroMQ sockets belong to one thread). With
+    ``queue`` a ``measure`` asks the server to hold it behind the one running, so a pipelined
+    campaign sends the next command from a second thread while the first is measured and the
+    instrument goes from one to the next without waiting for the engine (``queue_depth``).
+
     Args:
         endpoint: e.g. ``tcp://127.0.0.1:5555``.
         context: the ZeroMQ context (injected; the caller owns it).
@@ -42,6 +48,7 @@ class ZmqInstrument:
         id_factory: makes request ids when the caller gives none.
         monotonic: clock for the timeouts.
         auth: this client's CURVE key pair and the server's public key (servers that require keys).
+        queue: ask the server to queue a ``measure`` behind the running one (pipelined campaigns).
     """
 
     def __init__(
@@ -55,22 +62,17 @@ class ZmqInstrument:
         monotonic: Callable[[], float] = time.monotonic,
         max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES,
         auth: ClientAuth | None = None,
+        queue: bool = False,
     ):
         if timeout_s <= 0 or retries < 0:
             raise ValueError("timeout_s must be > 0 and retries >= 0")
         self.endpoint, self.timeout_s, self.retries = endpoint, timeout_s, retries
         self._ids, self._monotonic, self._max_bytes = id_factory, monotonic, max_array_bytes
-        self._sock = context.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))  # a send with no peer must not block for ever
-        self._auth = auth
-        try:
-            if auth is not None:
-                auth.secure(self._sock)
-            self._sock.connect(endpoint)
-        except zmq.ZMQError as exc:
-            self._sock.close(linger=0)
-            raise InstrumentConnectionError(f"cannot connect to {endpoint!r}: {exc}") from exc
+        self._context, self._auth, self.queue = context, auth, queue
+        self._local = threading.local()
+        self._sockets: list[zmq.Socket[Any]] = []
+        self._sockets_lock = threading.Lock()
+        self._sock = self._connect()  # the creating thread's socket; others get theirs on first use
         self._description: InstrumentDescription | None = None
         self.server_info: dict[str, JSON] = {}
         self.unreadable_replies = 0
@@ -91,10 +93,17 @@ class ZmqInstrument:
         """One frame of ``channel``."""
         return messages.image_from(self._call("acquire_image", {"channel": channel}))
 
+    @property
+    def queue_depth(self) -> int:
+        """Measurements the server holds behind the running one for this client (0 without ``queue``)."""
+        depth = self.server_info.get("queue_depth", 0) if self.queue else 0
+        return int(depth) if isinstance(depth, int) else 0
+
     def measure(self, positions: NDArray[np.float64], request_id: str | None = None) -> Measurement:
         """Spectra ``(n, c)`` at ``positions (n, d)``; idempotent per ``request_id``."""
         pos = np.ascontiguousarray(positions, dtype=np.float64)
-        return messages.measurement_from(self._call("measure", arrays={"positions": pos}, request_id=request_id))
+        body: dict[str, JSON] | None = {"queue": True} if self.queue else None
+        return messages.measurement_from(self._call("measure", body, {"positions": pos}, request_id=request_id))
 
     def status(self) -> Mapping[str, JSON]:
         """Server and driver state."""
@@ -125,9 +134,11 @@ class ZmqInstrument:
         self._call("abort")
 
     def close(self) -> None:
-        """Close the socket (linger 0); idempotent."""
-        if not self._sock.closed:
-            self._sock.close(linger=0)
+        """Close every thread's socket (linger 0); idempotent. Call it when no other thread uses the client."""
+        with self._sockets_lock:
+            for sock in self._sockets:
+                if not sock.closed:
+                    sock.close(linger=0)
 
     def __enter__(self) -> ZmqInstrument:
         return self
@@ -136,6 +147,28 @@ class ZmqInstrument:
         self.close()
 
     # -------------------------------------------------------------- transport
+    def _connect(self) -> zmq.Socket[Any]:
+        """A DEALER connected to the server, this thread's from now on."""
+        sock: zmq.Socket[Any] = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDTIMEO, int(self.timeout_s * 1000))  # a send with no peer must not block for ever
+        try:
+            if self._auth is not None:
+                self._auth.secure(sock)
+            sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise InstrumentConnectionError(f"cannot connect to {self.endpoint!r}: {exc}") from exc
+        self._local.sock = sock
+        with self._sockets_lock:
+            self._sockets.append(sock)
+        return sock
+
+    def _socket(self) -> zmq.Socket[Any]:
+        """The calling thread's socket (made on its first call)."""
+        sock: zmq.Socket[Any] | None = getattr(self._local, "sock", None)
+        return sock if sock is not None else self._connect()
+
     def _call(
         self,
         command: str,
@@ -145,6 +178,7 @@ class ZmqInstrument:
     ) -> Message:
         rid = request_id or self._ids()
         frames = encode(messages.request(rid, command, body, arrays), self._max_bytes)
+        sock = self._socket()
         attempts = 0
         try:
             send = True
@@ -152,11 +186,11 @@ class ZmqInstrument:
                 if send:
                     attempts += 1
                     try:
-                        self._sock.send_multipart(frames, copy=False)
+                        sock.send_multipart(frames, copy=False)
                     except zmq.Again:
                         continue  # no peer to take it within the timeout: an attempt without reply
                 send = True
-                reply = self._await(rid)
+                reply = self._await(sock, rid)
                 if reply is None:
                     continue  # timed out: re-send the same id
                 if reply.type == "progress":
@@ -178,12 +212,12 @@ class ZmqInstrument:
             rid,
         )
 
-    def _await(self, rid: str) -> Message | None:
+    def _await(self, sock: zmq.Socket[Any], rid: str) -> Message | None:
         deadline = self._monotonic() + self.timeout_s
         while (remaining := deadline - self._monotonic()) > 0:
-            if not self._sock.poll(max(1, int(remaining * 1000))):
+            if not sock.poll(max(1, int(remaining * 1000))):
                 continue
-            frames = self._sock.recv_multipart(copy=False)
+            frames = sock.recv_multipart(copy=False)
             try:
                 reply = decode([f.buffer for f in frames], self._max_bytes)
             except InstrumentError:

@@ -7,6 +7,10 @@ to an acquisition is kept in a ``ReplyCache``: a
 retried request id is answered from it and never acquires twice; a retry that
 arrives while its request is still running gets a ``progress`` message, and the reply when it
 completes (also when the retry comes from another client: an engine resumed after a crash).
+A ``measure`` whose body says ``"queue": true`` may wait behind the one running (``QUEUE_DEPTH``
+of them): it starts the moment that one ends, so a pipelined engine keeps the instrument busy
+between its commands; any other acquisition that arrives while one runs is answered ``busy``, and
+``abort`` also cancels the queued ones (each is answered ``aborted``).
 The server never dies on a malformed message: it answers with an error.
 
 With a ``ServerAuth`` the socket is a CURVE server: only clients in the
@@ -30,6 +34,7 @@ from pydantic import ValidationError
 from engine import __version__
 from engine.config import SafetySection
 from engine.errors import (
+    AcquisitionAborted,
     BadRequest,
     ConfigError,
     DeviceFault,
@@ -60,6 +65,8 @@ log = logging.getLogger(__name__)
 
 ACQUISITIONS = frozenset({"measure", "acquire_image"})
 IMMEDIATE = frozenset({"hello", "describe", "status", "abort", "heartbeat", "recall", "set_limits"})
+QUEUE_DEPTH = 1
+"""Measurements that may wait behind the running one (``"queue": true`` in the request body)."""
 _counter = itertools.count()
 
 Frames = list[bytes | memoryview]
@@ -135,7 +142,9 @@ class InstrumentServer:
         self._done.setsockopt(zmq.LINGER, 0)
         self._done.bind(self._inproc)
         self._jobs: queue.Queue[tuple[list[bytes], Message] | None] = queue.Queue()
-        self._in_flight: dict[str, list[bytes]] = {}
+        self._in_flight: dict[str, list[bytes]] = {}  # the running acquisition first, then the queued ones
+        self._cancelled: set[str] = set()  # queued acquisitions an abort cancelled (the worker answers them)
+        self._cancel_lock = threading.Lock()
         self._waiters: dict[str, list[list[bytes]]] = {}  # other routes asking for a running request
         self._last_seen: dict[bytes, float] = {}
         self._requests = 0
@@ -217,7 +226,8 @@ class InstrumentServer:
                 self._waiters.setdefault(msg.request_id, []).append(route)
             return
         if msg.command in ACQUISITIONS:
-            if self._in_flight:
+            queued = msg.command == "measure" and msg.body.get("queue") is True
+            if self._in_flight and not (queued and len(self._in_flight) <= QUEUE_DEPTH):
                 busy = f"busy with request {next(iter(self._in_flight))}; retry when it completes or abort it"
                 self._send(route, error_message(msg.request_id, msg.command, InstrumentBusy.code, busy))
                 return
@@ -263,7 +273,8 @@ class InstrumentServer:
     def _immediate(self, msg: Message) -> Message:
         cmd = msg.command
         if cmd in ("hello", "describe"):
-            extra = {"protocol_version": PROTOCOL_VERSION, "server": f"dualscope {__version__}"}
+            extra = {"protocol_version": PROTOCOL_VERSION, "server": f"dualscope {__version__}",
+                     "queue_depth": QUEUE_DEPTH}  # fmt: skip
             return messages.description_reply(msg, self._guard.description, extra)
         if cmd == "heartbeat":
             return messages.reply(msg, self._heartbeat())
@@ -275,6 +286,8 @@ class InstrumentServer:
             return messages.reply(msg, self._set_limits(msg.body.get("safety")))
         if cmd == "abort":
             aborted = bool(self._in_flight)
+            with self._cancel_lock:  # the queued ones are never started
+                self._cancelled.update(list(self._in_flight)[1:])
             self._guard.driver.abort()
             return messages.reply(msg, {"aborted": aborted})
         known = ", ".join(sorted(IMMEDIATE | ACQUISITIONS))
@@ -309,6 +322,7 @@ class InstrumentServer:
             "uptime_s": self._clock.monotonic() - self._started,
             "busy": bool(self._in_flight),
             "in_flight": next(iter(self._in_flight), None),
+            "queued": max(len(self._in_flight) - 1, 0),
             "requests": self._requests,
             "clients": len(self._last_seen),
         }
@@ -340,7 +354,14 @@ class InstrumentServer:
         try:
             while (job := self._jobs.get()) is not None:
                 _route, msg = job
-                answer = self._answer(msg, self._acquire)
+                with self._cancel_lock:
+                    cancelled = msg.request_id in self._cancelled
+                    self._cancelled.discard(msg.request_id)
+                if cancelled:
+                    text = "aborted while queued behind another measurement; it was never started"
+                    answer = error_message(msg.request_id, msg.command, AcquisitionAborted.code, text)
+                else:
+                    answer = self._answer(msg, self._acquire)
                 try:
                     frames = encode(answer, self._max_bytes)
                 except ValueError as exc:

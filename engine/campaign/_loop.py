@@ -24,7 +24,17 @@ from engine.errors import (
     InvalidSpectrum,
     NoRecordedData,
 )
-from engine.protocols import Clock, Instrument, MapsProperty, Policy, Recorder, Resumable, Retargetable, StopRule
+from engine.protocols import (
+    Clock,
+    Instrument,
+    MapsProperty,
+    Policy,
+    QueuesCommands,
+    Recorder,
+    Resumable,
+    Retargetable,
+    StopRule,
+)
 from engine.safety import SafetyLimits
 from engine.types import Measurement, SpectralAxis
 
@@ -126,8 +136,11 @@ class Campaign:
         pipeline: decide while the instrument measures: the next decision is taken (with the step in
             flight as a pending point), recorded and queued on the measuring thread while the last
             command is measured; that thread sends it the moment the last reply is in, while the loop
-            makes the last durable and tells the policy. Nothing is told to the policy before it is
-            durable; a crash leaves at most two decisions in flight, which resume reconciles by request id.
+            makes the last durable and tells the policy. An instrument that queues commands
+            (``QueuesCommands``: the ZeroMQ client with ``queue``) gets the next one at once, from a
+            second thread, and starts it the moment the last ends. Nothing is told to the policy before
+            it is durable; a crash leaves at most two decisions in flight, which resume reconciles by
+            request id.
 
     Examples:
         >>> import tempfile
@@ -217,7 +230,10 @@ class Campaign:
         reason: str | None = None
         flight: _Flight | None = None
         if self.pipeline:  # one command measures on this thread while the loop decides the next
-            self._measuring = ThreadPoolExecutor(1, thread_name_prefix="measure")
+            # an instrument that queues: the next command goes out from a second thread while the last is
+            # measured, and the instrument starts it the moment the last ends (no idle round trip between)
+            queues = isinstance(self.instrument, QueuesCommands) and self.instrument.queue_depth > 0
+            self._measuring = ThreadPoolExecutor(2 if queues else 1, thread_name_prefix="measure")
         try:
             for k, decision in enumerate(reconcile):  # their steps were taken before ``first_step``
                 now, step = self.clock.monotonic(), tally.step

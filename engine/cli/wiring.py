@@ -47,21 +47,27 @@ from instruments.local import LocalInstrument
 
 
 @contextmanager
-def open_instrument(section: InstrumentSection, context: zmq.Context[Any], clock: Clock) -> Iterator[Instrument]:
-    """Yield the instrument the config names (spawned server, running server or in-process), then release it."""
+def open_instrument(
+    section: InstrumentSection, context: zmq.Context[Any], clock: Clock, queue: bool = False
+) -> Iterator[Instrument]:
+    """Yield the instrument the config names (spawned server, running server or in-process), then release it.
+
+    ``queue`` (a pipelined run): a client over ZeroMQ asks the server to queue each measurement behind
+    the running one.
+    """
     if section.mode == "local":
         yield LocalInstrument(build_driver(section.driver, section.options, clock))
         return
     if section.mode == "connect":
         if not section.endpoint:
             raise ConfigError("instrument.endpoint is required when instrument.mode = 'connect'")
-        with _client(section.endpoint, section, context) as client:
+        with _client(section.endpoint, section, context, queue) as client:
             yield client
         return
     options = driver_options(section.driver, section.options)  # fail here, not in the child
     with (
         spawned_server(section.driver, options.model_dump(mode="json")) as endpoint,
-        _client(endpoint, section, context) as client,
+        _client(endpoint, section, context, queue) as client,
     ):
         yield client
 
@@ -76,16 +82,20 @@ def checked_instrument(config: RunConfig, context: zmq.Context[Any], clock: Cloc
     section = config.instrument
     if section.mode in ("spawn", "local"):
         check_image_channel(section.driver, section.options, section.image_channel)
-    with open_instrument(section, context, clock) as instrument:
+    with open_instrument(section, context, clock, queue=config.run.pipeline) as instrument:
         yield instrument
 
 
 @contextmanager
-def _client(endpoint: str, section: InstrumentSection, context: zmq.Context[Any]) -> Iterator[ZmqInstrument]:
+def _client(
+    endpoint: str, section: InstrumentSection, context: zmq.Context[Any], queue: bool = False
+) -> Iterator[ZmqInstrument]:
     auth = ClientAuth.from_files(
         section.client_key, section.server_key, "instrument.client_key and instrument.server_key"
     )
-    client = ZmqInstrument(endpoint, context, timeout_s=section.timeout_s, retries=section.retries, auth=auth)
+    client = ZmqInstrument(
+        endpoint, context, timeout_s=section.timeout_s, retries=section.retries, auth=auth, queue=queue
+    )
     try:
         client.hello()
         yield client

@@ -245,3 +245,67 @@ def test_an_acquisition_is_aborted_when_its_client_goes_silent(counting: Countin
         stop.set()
         thread.join(timeout=5)
         server.close()
+
+
+def test_a_queued_measurement_starts_when_the_running_one_ends_and_abort_cancels_it(
+    counting: CountingDriver, serve: Any, zmq_context: Any
+) -> None:
+    """`"queue": true` waits behind the running measurement (depth 1); a third is busy; abort cancels the queued."""
+    counting.delay_s = 0.3
+    srv = serve(counting)
+    pos = positions_in(counting.describe(), 1)
+    a, b = _raw(zmq_context, srv.endpoint), _raw(zmq_context, srv.endpoint)
+    queued = {"queue": True}
+    try:
+        a.send_multipart(encode(Message("request", "run-1", "measure", queued, {"positions": pos})))
+        _wait_for(lambda: counting.calls == 1)
+        b.send_multipart(encode(Message("request", "run-2", "measure", queued, {"positions": pos})))
+        with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0, queue=True) as other:
+            assert other.hello() and other.queue_depth == 1
+            _wait_for(lambda: other.status()["queued"] == 1)
+            with pytest.raises(InstrumentBusy, match="run-1"):  # one running, one queued: no room for a third
+                other.measure(pos)
+            assert decode(a.recv_multipart()).type == "reply"
+            assert decode(b.recv_multipart()).type == "reply"  # started by the server itself, no new request
+            assert counting.calls == 2
+            plain = ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0)
+            assert plain.hello() and plain.queue_depth == 0  # a client that does not ask to queue
+            counting.delay_s = 5.0
+            a.send_multipart(encode(Message("request", "run-3", "measure", queued, {"positions": pos})))
+            _wait_for(lambda: counting.calls == 3)
+            with pytest.raises(InstrumentBusy):  # without "queue" the old rule holds
+                plain.measure(pos)
+            b.send_multipart(encode(Message("request", "run-4", "measure", queued, {"positions": pos})))
+            _wait_for(lambda: other.status()["queued"] == 1)
+            other.abort()
+            assert decode(a.recv_multipart()).body["code"] == AcquisitionAborted.code
+            cancelled = decode(b.recv_multipart())
+            assert cancelled.body["code"] == AcquisitionAborted.code and "never started" in cancelled.body["message"]
+            assert counting.calls == 3  # the queued one never reached the driver
+            assert other.recall("run-4")["state"] == "done"  # its answer is cached like any other
+            plain.close()
+    finally:
+        a.close(linger=0)
+        b.close(linger=0)
+
+
+def test_each_thread_gets_its_own_socket_and_a_queued_client_keeps_the_instrument_busy(
+    counting: CountingDriver, serve: Any, zmq_context: Any
+) -> None:
+    """Two threads of one queued client: both measurements are answered, each on its own thread's socket."""
+    counting.delay_s = 0.05
+    srv = serve(counting)
+    pos = positions_in(counting.describe(), 1)
+    results: dict[str, Any] = {}
+    with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0, queue=True) as client:
+        client.hello()
+        threads = [
+            threading.Thread(target=lambda rid=rid: results.__setitem__(rid, client.measure(pos, request_id=rid)))
+            for rid in ("t-1", "t-2")
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert sorted(results) == ["t-1", "t-2"] and all(m.request_id == rid for rid, m in results.items())
+    assert counting.calls == 2
