@@ -139,6 +139,10 @@ class QueuesCommands(Protocol):
         """How many measurements may wait behind the running one (0: none; send the next when it is done)."""
         ...
 
+    def wait_held(self, request_id: str, timeout_s: float) -> bool:
+        """Whether the instrument holds ``request_id`` (running or queued), waiting up to ``timeout_s`` s."""
+        ...
+
 
 @runtime_checkable
 class MapsProperty(Protocol):

@@ -73,6 +73,8 @@ class ZmqInstrument:
         self._sockets: list[zmq.Socket[Any]] = []
         self._sockets_lock = threading.Lock()
         self._sock = self._connect()  # the creating thread's socket; others get theirs on first use
+        self._acknowledged: list[str] = []  # the latest requests the server said it holds (progress)
+        self._acknowledged_cond = threading.Condition()
         self._description: InstrumentDescription | None = None
         self.server_info: dict[str, JSON] = {}
         self.unreadable_replies = 0
@@ -98,6 +100,15 @@ class ZmqInstrument:
         """Measurements the server holds behind the running one for this client (0 without ``queue``)."""
         depth = self.server_info.get("queue_depth", 0) if self.queue else 0
         return int(depth) if isinstance(depth, int) else 0
+
+    def wait_held(self, request_id: str, timeout_s: float) -> bool:
+        """Whether the server has said it holds ``request_id`` (running or queued), waiting up to ``timeout_s``.
+
+        A pipelined campaign sends its next command only after this, so the instrument acquires in
+        the order the campaign decided (two threads' sockets are not ordered between them).
+        """
+        with self._acknowledged_cond:
+            return self._acknowledged_cond.wait_for(lambda: request_id in self._acknowledged, timeout_s)
 
     def measure(self, positions: NDArray[np.float64], request_id: str | None = None) -> Measurement:
         """Spectra ``(n, c)`` at ``positions (n, d)``; idempotent per ``request_id``."""
@@ -194,6 +205,7 @@ class ZmqInstrument:
                 if reply is None:
                     continue  # timed out: re-send the same id
                 if reply.type == "progress":
+                    self._held(rid)
                     # still running: wait another timeout before asking again, without spending a retry
                     attempts, send = attempts - 1, False
                     continue
@@ -227,6 +239,12 @@ class ZmqInstrument:
                 return reply
             # a late or duplicated reply to an earlier request: drop it
         return None
+
+    def _held(self, rid: str) -> None:
+        """Note that the server holds ``rid`` (the latest few are kept), and wake ``wait_held``."""
+        with self._acknowledged_cond:
+            self._acknowledged = [*self._acknowledged[-15:], rid]
+            self._acknowledged_cond.notify_all()
 
     @staticmethod
     def _error(reply: Message) -> InstrumentError:

@@ -199,7 +199,9 @@ class Campaign:
         self.operator = operator
         self.drift, self.on_drift = drift, on_drift
         self.pipeline = pipeline
-        self._measuring: ThreadPoolExecutor | None = None  # pipelined, during run: the measuring thread
+        self._measuring: ThreadPoolExecutor | None = None  # pipelined, during run: the measuring thread(s)
+        self._queues = False  # pipelined to an instrument that queues: two measuring threads, in order
+        self._last_flight: _Flight | None = None
         self.instrument, self.policy, self.recorder = instrument, policy, recorder
         self.candidates, self.spectral_axis = candidates, spectral_axis
         self.stop_rules, self.clock = tuple(stop_rules), clock
@@ -232,8 +234,9 @@ class Campaign:
         if self.pipeline:  # one command measures on this thread while the loop decides the next
             # an instrument that queues: the next command goes out from a second thread while the last is
             # measured, and the instrument starts it the moment the last ends (no idle round trip between)
-            queues = isinstance(self.instrument, QueuesCommands) and self.instrument.queue_depth > 0
-            self._measuring = ThreadPoolExecutor(2 if queues else 1, thread_name_prefix="measure")
+            self._queues = isinstance(self.instrument, QueuesCommands) and self.instrument.queue_depth > 0
+            self._last_flight = None
+            self._measuring = ThreadPoolExecutor(2 if self._queues else 1, thread_name_prefix="measure")
         try:
             for k, decision in enumerate(reconcile):  # their steps were taken before ``first_step``
                 now, step = self.clock.monotonic(), tally.step
@@ -348,11 +351,21 @@ class Campaign:
         self.candidates.mark_pending(indices)
         flight = _Flight(decision, positions, sent, decided - t0, self.clock.monotonic())
         if self._measuring is not None:
-            flight.future = self._measuring.submit(self._measure, flight)
+            before, self._last_flight = self._last_flight, flight
+            flight.future = self._measuring.submit(self._measure, flight, before)
         return flight, None
 
-    def _measure(self, flight: _Flight) -> Measurement:
-        """Send the flight's command and wait for its spectra (pipelined: on the measuring thread)."""
+    def _measure(self, flight: _Flight, before: _Flight | None = None) -> Measurement:
+        """Send the flight's command and wait for its spectra (pipelined: on a measuring thread).
+
+        To an instrument that queues, the command goes out once the instrument holds ``before`` (the
+        flight launched just before), so it acquires in the order the campaign decided.
+        """
+        if self._queues and before is not None and before.future is not None:
+            assert isinstance(self.instrument, QueuesCommands)
+            rid = before.decision.request_id
+            while not before.future.done() and not self.instrument.wait_held(rid, 0.05):
+                pass
         flight.sent_at = self.clock.monotonic()
         return self.instrument.measure(flight.sent, request_id=flight.decision.request_id)
 

@@ -247,6 +247,13 @@ def test_an_acquisition_is_aborted_when_its_client_goes_silent(counting: Countin
         server.close()
 
 
+def _outcome(sock: zmq.Socket[Any]) -> Message:
+    """The reply or error to a queued request, after its acknowledgement (a ``progress`` message)."""
+    ack = decode(sock.recv_multipart())
+    assert ack.type == "progress" and ack.body["state"] in ("running", "queued")
+    return decode(sock.recv_multipart())
+
+
 def test_a_queued_measurement_starts_when_the_running_one_ends_and_abort_cancels_it(
     counting: CountingDriver, serve: Any, zmq_context: Any
 ) -> None:
@@ -265,8 +272,8 @@ def test_a_queued_measurement_starts_when_the_running_one_ends_and_abort_cancels
             _wait_for(lambda: other.status()["queued"] == 1)
             with pytest.raises(InstrumentBusy, match="run-1"):  # one running, one queued: no room for a third
                 other.measure(pos)
-            assert decode(a.recv_multipart()).type == "reply"
-            assert decode(b.recv_multipart()).type == "reply"  # started by the server itself, no new request
+            assert _outcome(a).type == "reply"
+            assert _outcome(b).type == "reply"  # started by the server itself, no new request
             assert counting.calls == 2
             plain = ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0)
             assert plain.hello() and plain.queue_depth == 0  # a client that does not ask to queue
@@ -278,8 +285,8 @@ def test_a_queued_measurement_starts_when_the_running_one_ends_and_abort_cancels
             b.send_multipart(encode(Message("request", "run-4", "measure", queued, {"positions": pos})))
             _wait_for(lambda: other.status()["queued"] == 1)
             other.abort()
-            assert decode(a.recv_multipart()).body["code"] == AcquisitionAborted.code
-            cancelled = decode(b.recv_multipart())
+            assert _outcome(a).body["code"] == AcquisitionAborted.code
+            cancelled = _outcome(b)
             assert cancelled.body["code"] == AcquisitionAborted.code and "never started" in cancelled.body["message"]
             assert counting.calls == 3  # the queued one never reached the driver
             assert other.recall("run-4")["state"] == "done"  # its answer is cached like any other
@@ -307,5 +314,47 @@ def test_each_thread_gets_its_own_socket_and_a_queued_client_keeps_the_instrumen
             t.start()
         for t in threads:
             t.join(timeout=60)
+        assert client.wait_held("t-1", 0) and client.wait_held("t-2", 0)  # each was acknowledged when it arrived
+        assert not client.wait_held("t-3", 0)
     assert sorted(results) == ["t-1", "t-2"] and all(m.request_id == rid for rid, m in results.items())
     assert counting.calls == 2
+
+
+def test_a_pipelined_campaign_to_a_queuing_server_measures_in_the_order_it_decided(
+    counting: CountingDriver, serve: Any, zmq_context: Any
+) -> None:
+    """Two measuring threads, two sockets: each command leaves only once the server holds the one before."""
+    from engine.campaign import Budget, Campaign
+    from engine.candidates import CandidateSet
+    from engine.policy import RandomPolicy
+    from tests.fakes import MemoryRecorder
+
+    order: list[list[float]] = []
+    inner = counting.measure
+
+    def recording(positions: Any) -> Any:
+        order.append(np.asarray(positions)[0].tolist())
+        return inner(positions)
+
+    class Sluggish(ZmqInstrument):
+        """Every other command's thread is slow to send it: the next one must still wait its turn."""
+
+        def measure(self, positions: Any, request_id: str | None = None) -> Any:
+            if request_id is not None and int(request_id.rsplit("-", 1)[1]) % 2 == 0:
+                time.sleep(0.01)
+            return super().measure(positions, request_id)
+
+    counting.measure = recording  # type: ignore[method-assign]
+    counting.delay_s = 0.002
+    srv = serve(counting)
+    with Sluggish(srv.endpoint, zmq_context, timeout_s=30, retries=0, queue=True) as client:
+        desc = client.describe()
+        cands = CandidateSet.from_image_grid(client.acquire_image("haadf"), desc, 4, margin_px=1)
+        rec = MemoryRecorder()
+        result = Campaign(
+            instrument=client, policy=RandomPolicy(np.random.default_rng(3)), recorder=rec, candidates=cands,
+            spectral_axis=desc.spectral_axis, stop_rules=[Budget(60)], clock=SystemClock(), request_prefix="q",
+            pipeline=True,
+        ).run()  # fmt: skip
+    assert result.n_recorded == 60 and srv.server.internal_errors == 0
+    assert order == [row[1].positions[0].tolist() for row in rec.rows]  # the instrument's order is the decisions'
