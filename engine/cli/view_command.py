@@ -37,7 +37,6 @@ class ControlLink:
     def __init__(self, path: Path, context: zmq.Context[Any], who: str, key: KeyPair | None = None):
         self.path, self.context, self.who, self.key = path, context, who, key
         self.note = ""  # why the campaign cannot be asked, shown by the CLI once
-        self._lock = threading.Lock()
 
     def _target(self) -> tuple[str, ClientAuth | None] | None:
         """The endpoint and credentials, or None when no campaign runs or this view cannot talk to it."""
