@@ -94,10 +94,11 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0, view_port
     def serve_view(path: Path) -> None:
         if view_port is None:
             return
-        from engine.cli.view_command import ControlLink
+        from engine.cli.view_command import ControlLink, run_truth
         from engine.view import ViewServer
 
-        views.append(ViewServer(path, ControlLink(path, context, getpass.getuser()), port=view_port))
+        link = ControlLink(path, context, getpass.getuser())
+        views.append(ViewServer(path, link, port=view_port, truth=run_truth(path)))
         out.print(f"View:   {views[-1].url}  (live while the campaign runs)", highlight=False, soft_wrap=True)
 
     try:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import ValidationError
 
-from engine.config import RunConfig
+from engine.config import RunConfig, parse_config
+from engine.errors import DualscopeError
 from engine.policy import build_scalariser
 from engine.protocols import Clock
 from engine.report import recall_curve, top_set
@@ -69,3 +71,25 @@ def demo_configs(base: RunConfig, budget: int, output_dir: Path) -> tuple[RunCon
         for name in ("gp-position", "random")
     ]
     return config, baselines
+
+
+def twin_truth(config_text: str, candidates: NDArray[np.float64], clock: Clock) -> NDArray[np.float32] | None:
+    """The noise-free spectra of the STEM twin a run measured, at its candidates (for the live view's discovery).
+
+    Args:
+        config_text: the run's configuration (TOML, as stored in the run).
+        candidates: the run's candidate positions ``(m, d)``, nm.
+        clock: injected time source for the in-process twin.
+
+    Returns:
+        Counts in one dwell ``(m, c)``, or None when the run's instrument is not a twin this process
+        can rebuild (another driver, or a server it only connected to).
+    """
+    try:
+        config = parse_config(config_text, "the run's configuration")
+        if config.instrument.driver != "stem-twin" or config.instrument.mode == "connect":
+            return None
+        stem = stem_twin(StemTwinOptions.model_validate(config.instrument.options), clock)
+    except (DualscopeError, ValidationError):
+        return None
+    return np.asarray(stem.expected_counts(candidates), dtype=np.float32)

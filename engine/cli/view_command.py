@@ -7,10 +7,13 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 import zmq
+from numpy.typing import NDArray
 
 from engine.cli.console import out
+from engine.clock import SystemClock
 from engine.decisions import PropertyMap
 from engine.errors import DualscopeError, RunStorageError
 from engine.storage import live_writer, open_run_group
@@ -86,6 +89,18 @@ class ControlLink:
         return send_control(target[0], command, self.who, self.context, timeout_s=5.0, auth=target[1])
 
 
+def run_truth(path: Path) -> NDArray[np.float32] | None:
+    """A twin's noise-free spectra at the run's candidates, when the run measured a twin this process can rebuild."""
+    from engine.cli.demo_truth import twin_truth  # the simulator and the surrogates: only when a view starts
+    from engine.storage import read_candidates
+
+    text = str(dict(open_run_group(path).attrs["dualscope"]).get("config_toml", ""))  # type: ignore[arg-type]
+    if "stem-twin" not in text:
+        return None
+    out.print("discovery: computing the twin's noise-free spectra at every candidate…", highlight=False)
+    return twin_truth(text, read_candidates(path).positions, SystemClock())
+
+
 def view(
     run: Annotated[Path, typer.Argument(metavar="RUN.zarr", help="The run to follow (running now, or finished).")],
     port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1 (0: any free one; the URL is printed).")] = 5006,
@@ -126,7 +141,8 @@ def view(
     try:
         pair = KeyPair.load(key) if key is not None else None
         link = ControlLink(run, context, pair.name if pair is not None else who or getpass.getuser(), pair)
-        server = ViewServer(run, link, port=port, band=band, refresh_s=refresh_s)
+        truth = run_truth(run)
+        server = ViewServer(run, link, port=port, band=band, refresh_s=refresh_s, truth=truth)
         out.print(f"live view of {run} at {server.url}  (Ctrl-C to stop)", highlight=False, soft_wrap=True)
         if link.status() is None and link.note:
             out.print(f"note: {link.note}", highlight=False)

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 from bokeh.document import Document
 from bokeh.layouts import column, row
-from bokeh.models import ColumnDataSource, DataRange1d, LinearColorMapper
+from bokeh.models import ColumnDataSource, DataRange1d, LinearColorMapper, Range1d
 from bokeh.models.annotations import ColorBar
 from bokeh.models.ui import UIElement
-from bokeh.models.widgets import Button, DataTable, Div, NumberFormatter, TableColumn
+from bokeh.models.widgets import Button, Div
 from bokeh.plotting import figure
+from numpy.typing import NDArray
 
 from engine.decisions import PropertyMap
 from engine.errors import DualscopeError
@@ -34,6 +35,8 @@ class LivePage:
         link: the campaign running it (``NoCampaign`` for a finished run).
         band: ``LOW:HIGH`` to show that window's integral instead of the run's own property.
         refresh_s: seconds between refreshes.
+        truth: a digital twin's noise-free spectra at every candidate ``(m, c)``: the page then also
+            draws the discovery curve (the twin's top 1 % by the property, found after k measurements).
 
     The page shows the structural image with the measured points in their order, the model's mean
     and standard deviation over the candidates, the latest spectra, the property and the best so
@@ -41,8 +44,16 @@ class LivePage:
     operator's role, the pause / resume / stop / approve / veto buttons (an observer gets none).
     """
 
-    def __init__(self, doc: Document, path: Path, link: CampaignLink, band: str = "", refresh_s: float = 1.0):
-        self.doc, self.path, self.link, self.band = doc, path, link, band
+    def __init__(
+        self,
+        doc: Document,
+        path: Path,
+        link: CampaignLink,
+        band: str = "",
+        refresh_s: float = 1.0,
+        truth: NDArray[np.floating] | None = None,
+    ):
+        self.doc, self.path, self.link, self.band, self.truth = doc, path, link, band, truth
         self._n_drawn, self._map_key, self._image_drawn = -1, (-2, -1), False
         self.header = Div(text=f"<b>{html.escape(path.name)}</b>: reading…", name="header", width=3 * _SIZE)
         self.answer = Div(text="", name="answer", width=3 * _SIZE)
@@ -58,7 +69,7 @@ class LivePage:
                 self.button_row,
                 self.answer,
                 row(self.image_fig, self.mean_fig, self.std_fig),
-                row(self.spectra_fig, self.scalar_fig),
+                row(self.spectra_fig, self.scalar_fig, *([self.discovery_fig] if truth is not None else [])),
                 row(self.table, self.actions_table),
             )
         )
@@ -75,11 +86,8 @@ class LivePage:
         self.map_src = ColumnDataSource({"x": [], "y": [], "mean": [], "std": []}, name="map")
         self.spectra_src = ColumnDataSource({"xs": [], "ys": [], "step": [], "colour": []})
         self.scalar_src = ColumnDataSource({"i": [], "value": [], "best": []})
-        self.rows_src = ColumnDataSource({k: [] for k in ("step", "policy", "acquisition", "model", "decide_ms",
-                                                          "measure_ms", "record_ms")})  # fmt: skip
-        self.actions_src = ColumnDataSource({"time": [], "who": [], "action": [], "details": []})
 
-        self.image_fig = self._map_figure("structural image and measured points (colour: order)")
+        self.image_fig = self._map_figure("image and measured points (colour: order)")
         self.image_fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.image_src, palette="Greys256")
         self.image_fig.scatter(
             "x", "y", source=self.points_src, size=7, line_color="white",
@@ -93,34 +101,26 @@ class LivePage:
                         fill_color={"field": field, "transform": mapper})  # fmt: skip
             fig.add_layout(ColorBar(color_mapper=mapper, title=""), "right")
         self.spectra_fig = figure(
-            title="latest spectra", width=int(1.5 * _SIZE), height=_SIZE, x_axis_label="", y_axis_label=""
+            title="latest spectra", width=int(1.2 * _SIZE), height=_SIZE, x_axis_label="", y_axis_label=""
         )
         self.spectra_fig.multi_line("xs", "ys", source=self.spectra_src, line_color="colour", line_width=1.5)
         self.scalar_fig = figure(
-            title="property per measurement, and the best so far", width=int(1.5 * _SIZE), height=_SIZE,
+            title="property per measurement, and the best so far", width=int(1.2 * _SIZE), height=_SIZE,
             x_axis_label="measurement #", y_axis_label="",
         )  # fmt: skip
         self.scalar_fig.scatter("i", "value", source=self.scalar_src, size=4, legend_label="measured")
         self.scalar_fig.line("i", "best", source=self.scalar_src, color="firebrick", legend_label="best so far")
         self.scalar_fig.legend.location = "bottom_right"
-        number = NumberFormatter(format="0.000")
-        self.table = DataTable(
-            source=self.rows_src, name="decisions", width=int(1.7 * _SIZE), height=260, index_position=None,
-            columns=[
-                TableColumn(field="step", title="step"),
-                TableColumn(field="policy", title="policy"),
-                TableColumn(field="acquisition", title="acquisition value", formatter=number),
-                TableColumn(field="model", title="model version"),
-                TableColumn(field="decide_ms", title="decide (ms)"),
-                TableColumn(field="measure_ms", title="measure (ms)"),
-                TableColumn(field="record_ms", title="record (ms)"),
-            ],
+        self.discovery_src = ColumnDataSource({"i": [], "found": []}, name="discovery")
+        self.discovery_fig = figure(
+            title="discovery (against the twin's truth)", width=_SIZE, height=_SIZE,
+            x_axis_label="measurement #", y_axis_label="fraction of the top 1 % found",
+            y_range=Range1d(start=0.0, end=1.02),
         )  # fmt: skip
-        self.actions_table = DataTable(
-            source=self.actions_src, name="actions", width=int(1.3 * _SIZE), height=260, index_position=None,
-            columns=[TableColumn(field=f, title=t) for f, t in
-                     (("time", "time (UTC)"), ("who", "who"), ("action", "action"), ("details", "details"))],
-        )  # fmt: skip
+        self.discovery_fig.line("i", "found", source=self.discovery_src, line_width=2)
+        # plain HTML tables: Bokeh's DataTable stops redrawing once its row count stops changing
+        self.table = Div(text=_table(_DECISION_COLUMNS, []), name="decisions", width=int(1.7 * _SIZE))
+        self.actions_table = Div(text=_table(_ACTION_COLUMNS, []), name="actions", width=int(1.3 * _SIZE))
 
     @staticmethod
     def _map_figure(title: str) -> Any:
@@ -131,7 +131,7 @@ class LivePage:
     def refresh(self) -> None:
         """Read the run and ask the campaign; redraw what changed (called every ``refresh_s``)."""
         try:
-            picture = read_picture(self.path, self.band)
+            picture = read_picture(self.path, self.band, truth=self.truth)
         except DualscopeError as exc:
             self.header.text = f"<b>{html.escape(self.path.name)}</b>: cannot read the run: {html.escape(str(exc))}"
             return
@@ -203,13 +203,13 @@ class LivePage:
                                  "step": picture.latest_steps, "colour": shades}  # fmt: skip
         self.scalar_fig.yaxis.axis_label = picture.property_label
         self.scalar_src.data = {"i": order, "value": _plain(picture.scalar), "best": _plain(picture.best_so_far)}
-        self.rows_src.data = {key: [r[key] for r in picture.rows] for key in self.rows_src.data}
-        self.actions_src.data = {
-            "time": [_utc(a.get("time")) for a in picture.actions],
-            "who": [str(a.get("who", "")) for a in picture.actions],
-            "action": [str(a.get("action", "")) for a in picture.actions],
-            "details": [_details(a) for a in picture.actions],
-        }
+        self.table.text = _table(_DECISION_COLUMNS, picture.rows)
+        if picture.discovery is not None:
+            self.discovery_src.data = {"i": order, "found": picture.discovery}
+            self.discovery_fig.yaxis.axis_label = f"fraction of the top {picture.top_size} candidates found"
+        actions = [{"time": _utc(a.get("time")), "who": a.get("who", ""), "action": a.get("action", ""),
+                    "details": _details(a)} for a in picture.actions]  # fmt: skip
+        self.actions_table.text = _table(_ACTION_COLUMNS, actions)
 
     def _draw_map(self, picture: RunPicture, found: PropertyMap | None) -> None:
         key = (found.version, found.n_obs) if found is not None else (-1, -1)
@@ -230,6 +230,28 @@ class LivePage:
             bar = fig.right[0]
             if isinstance(bar, ColorBar):
                 bar.title = picture.property_label
+
+
+_DECISION_COLUMNS = (("step", "step"), ("policy", "policy"), ("acquisition", "acquisition value"),
+                     ("model", "model version"), ("decide_ms", "decide (ms)"), ("measure_ms", "measure (ms)"),
+                     ("record_ms", "record (ms)"))  # fmt: skip
+_ACTION_COLUMNS = (("time", "time (UTC)"), ("who", "who"), ("action", "action"), ("details", "details"))
+
+
+def _table(columns: tuple[tuple[str, str], ...], rows: list[dict[str, Any]]) -> str:
+    """An HTML table of ``rows`` (newest first) under the ``(key, title)`` columns, every cell escaped."""
+
+    def cell(key: str, value: Any) -> str:
+        if isinstance(value, float):
+            return "–" if not np.isfinite(value) else f"{value:.1f}" if key.endswith("_ms") else f"{value:.4g}"
+        return html.escape(str(value))
+
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{html.escape(t)}</th>" for _, t in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='padding:1px 8px'>{cell(k, r.get(k, ''))}</td>" for k, _ in columns) + "</tr>"
+        for r in rows
+    )
+    return f"<table style='border-collapse:collapse;font-size:12px'><tr>{head}</tr>{body}</table>"
 
 
 def _plain(values: np.ndarray) -> np.ndarray:

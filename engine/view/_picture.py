@@ -40,6 +40,10 @@ class RunPicture:
             model version, seconds deciding, measuring and recording).
         actions: the operator actions recorded so far, newest first.
         stop_reason: why a closed run ended ("" while running).
+        candidate_index: the candidate of each measured row ``(n,)``.
+        discovery: with the instrument's ground truth (a digital twin's noise-free spectra), the
+            fraction of its top 1 % of candidates by the property found after each measurement
+            ``(n,)``; None without one. ``top_size`` is the size of that top set.
 
     Examples:
         >>> picture = read_picture(run_path)
@@ -68,6 +72,9 @@ class RunPicture:
     rows: list[dict[str, Any]]
     actions: list[dict[str, Any]]
     stop_reason: str
+    candidate_index: NDArray[np.int64]
+    discovery: NDArray[np.float64] | None = None
+    top_size: int = 0
 
     @property
     def best_so_far(self) -> NDArray[np.float64]:
@@ -77,13 +84,17 @@ class RunPicture:
         return np.where(np.isfinite(best), best, np.nan)
 
 
-def read_picture(path: Path, band: str = "", table_rows: int = 20) -> RunPicture:
+def read_picture(
+    path: Path, band: str = "", table_rows: int = 20, truth: NDArray[np.floating] | None = None
+) -> RunPicture:
     """Read what the live view draws of the run at ``path`` (safe while a campaign writes it).
 
     Args:
         path: the run directory.
         band: ``LOW:HIGH`` to show the integral over that window instead of the run's own property.
         table_rows: rows of the decision table (the latest ones).
+        truth: the instrument's noise-free spectra at every candidate ``(m, c)`` (a digital twin's),
+            for the discovery curve: valued by the same property as the measured ones.
 
     Returns:
         The picture; rows still in the journal are included, so it follows the campaign step by step.
@@ -96,7 +107,7 @@ def read_picture(path: Path, band: str = "", table_rows: int = 20) -> RunPicture
         >>> picture.n, picture.xy.shape, picture.axis_names, picture.property_label
         (20, (20, 2), ('x', 'y'), 'total counts (summed over all channels)')
     """
-    from engine.report import run_property  # its module pulls in the surrogates (torch): on the first refresh
+    from engine.report import recall_curve, run_property, top_set  # pulls in torch: on the first refresh
 
     run = read_run(path, journal=True)
     axes = run.description.axes
@@ -115,6 +126,11 @@ def read_picture(path: Path, band: str = "", table_rows: int = 20) -> RunPicture
     policies = run.policy_names
     table = [_row(cols, policies, i) for i in range(run.n - 1, max(run.n - table_rows, 0) - 1, -1)]
     attrs = run.attrs
+    chosen = np.asarray(cols["candidate_index"], np.int64)
+    discovery, top_size = None, 0
+    if truth is not None:
+        top = top_set(np.asarray(scalariser(truth, run.spectral_values), dtype=np.float64), 0.01)
+        discovery, top_size = recall_curve(chosen, top), int(top.size)
     return RunPicture(
         path=path,
         status=str(attrs.get("status", "")),
@@ -135,6 +151,9 @@ def read_picture(path: Path, band: str = "", table_rows: int = 20) -> RunPicture
         rows=table,
         actions=list(reversed(attrs.get("operator_actions", []))),
         stop_reason=str((attrs.get("outcome") or {}).get("stop_reason", "")),
+        candidate_index=chosen,
+        discovery=discovery,
+        top_size=top_size,
     )
 
 

@@ -8,11 +8,13 @@ import socket
 import threading
 from pathlib import Path
 
+import numpy as np
 from bokeh.application import Application
 from bokeh.application.handlers.function import FunctionHandler
 from bokeh.document import Document
 from bokeh.server.server import BaseServer
 from bokeh.server.tornado import BokehTornado
+from numpy.typing import NDArray
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
@@ -38,6 +40,7 @@ class ViewServer:
         band: ``LOW:HIGH`` to show that window's integral instead of the run's own property.
         refresh_s: seconds between refreshes of each tab.
         address: a loopback address.
+        truth: a digital twin's noise-free spectra at every candidate ``(m, c)``, for the discovery curve.
 
     Raises:
         ConfigError: a non-loopback address, or the port is taken.
@@ -58,6 +61,7 @@ class ViewServer:
         band: str = "",
         refresh_s: float = 1.0,
         address: str = "127.0.0.1",
+        truth: NDArray[np.floating] | None = None,
     ):
         if address not in LOOPBACK:
             raise ConfigError(f"the view binds loopback only ({', '.join(LOOPBACK)}), not {address!r}")
@@ -69,7 +73,7 @@ class ViewServer:
         self.url = f"http://{'[::1]' if address == '::1' else address}:{self.port}/"
 
         def page(doc: Document) -> None:
-            LivePage(doc, path, link, band, refresh_s)
+            LivePage(doc, path, link, band, refresh_s, truth)
 
         origins = [f"{host}:{self.port}" for host in ("127.0.0.1", "localhost", "[::1]")]
         self._loop: IOLoop | None = None

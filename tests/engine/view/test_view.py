@@ -17,7 +17,7 @@ from engine.candidates import CandidateSet
 from engine.clock import SystemClock
 from engine.errors import ConfigError
 from engine.policy import RandomPolicy
-from engine.storage import RunWriter
+from engine.storage import RunWriter, read_candidates
 from engine.view import NoCampaign, ViewServer, read_picture
 from instruments.local import LocalInstrument
 from simulators.synthetic import SyntheticOptions, synthetic_microscope
@@ -128,3 +128,31 @@ def test_run_with_view_serves_the_page_while_the_campaign_runs(tmp_path: Path) -
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0 and "stopped by the operator" in out, out + err
+
+
+def test_with_a_twins_truth_the_picture_has_the_discovery_curve(tmp_path: Path) -> None:
+    """Discovery = the fraction of the truth's top 1 % measured so far, valued by the run's own property."""
+    writer = _open_run(tmp_path / "run.zarr", 30)
+    writer.close()
+    m = read_candidates(tmp_path / "run.zarr").positions.shape[0]
+    truth = np.zeros((m, 16), np.float32)
+    truth[:, 0] = np.arange(m)  # the run's property is the total: the last candidates are the best
+    picture = read_picture(tmp_path / "run.zarr", truth=truth)
+    top = np.arange(m - picture.top_size, m)
+    assert picture.top_size == max(1, round(0.01 * m))
+    assert picture.discovery is not None and picture.discovery.shape == (30,)
+    np.testing.assert_allclose(picture.discovery, np.cumsum(np.isin(picture.candidate_index, top)) / top.size)
+    assert read_picture(tmp_path / "run.zarr").discovery is None
+
+
+def test_the_truth_comes_from_a_twin_the_view_can_rebuild_and_from_nothing_else() -> None:
+    from engine.cli.demo_truth import twin_truth
+
+    candidates = np.array([[10.0, 10.0], [30.0, 40.0]])
+    twin = '[instrument]\nmode = "local"\ndriver = "stem-twin"\n[instrument.options]\nimage_pixels = 32\n'
+    twin += "n_channels = 24\n"
+    cube = twin_truth(twin, candidates, SystemClock())
+    assert cube is not None and cube.shape == (2, 24) and np.all(cube >= 0)
+    assert twin_truth(twin.replace("stem-twin", "synthetic"), candidates, SystemClock()) is None
+    served = twin.replace('mode = "local"', 'mode = "connect"\nendpoint = "tcp://127.0.0.1:5555"')
+    assert twin_truth(served, candidates, SystemClock()) is None  # its options are the server's, not known here
