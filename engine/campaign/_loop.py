@@ -201,7 +201,6 @@ class Campaign:
         self.pipeline = pipeline
         self._measuring: ThreadPoolExecutor | None = None  # pipelined, during run: the measuring thread(s)
         self._queues = False  # pipelined to an instrument that queues: two measuring threads, in order
-        self._last_flight: _Flight | None = None
         self.instrument, self.policy, self.recorder = instrument, policy, recorder
         self.candidates, self.spectral_axis = candidates, spectral_axis
         self.stop_rules, self.clock = tuple(stop_rules), clock
@@ -235,7 +234,6 @@ class Campaign:
             # an instrument that queues: the next command goes out from a second thread while the last is
             # measured, and the instrument starts it the moment the last ends (no idle round trip between)
             self._queues = isinstance(self.instrument, QueuesCommands) and self.instrument.queue_depth > 0
-            self._last_flight = None
             self._measuring = ThreadPoolExecutor(2 if self._queues else 1, thread_name_prefix="measure")
         try:
             for k, decision in enumerate(reconcile):  # their steps were taken before ``first_step``
@@ -282,9 +280,10 @@ class Campaign:
                 if not self.pipeline:
                     reason = self._carry_out(decision, t0, tally)
                     continue
-                # queued on the measuring thread behind the one measuring: it goes out the moment that one's
-                # reply is in, while this thread makes that one durable and tells the policy
-                previous, (flight, reason) = flight, self._launch(decision, t0, self.clock.monotonic(), tally)
+                # sent behind the one measuring (the moment its reply is in, or at once to an instrument that
+                # queues, once it holds that one), while this thread makes that one durable and tells the policy
+                previous = flight
+                flight, reason = self._launch(decision, t0, self.clock.monotonic(), tally, after=previous)
                 if previous is not None:
                     reason = self._land(previous, tally) or reason
             if flight is not None:
@@ -321,9 +320,12 @@ class Campaign:
         return reason if flight is None else self._land(flight, tally)
 
     def _launch(
-        self, decision: Decision, t0: float, decided: float, tally: _Tally
+        self, decision: Decision, t0: float, decided: float, tally: _Tally, after: _Flight | None = None
     ) -> tuple[_Flight | None, str | None]:
-        """Check the limits and send the command (pipelined: on the measuring thread); no flight if refused."""
+        """Check the limits and send the command (pipelined: on a measuring thread); no flight if refused.
+
+        ``after``: the flight still in the air (pipelined), which an instrument that queues must hold first.
+        """
         indices = decision.proposal.indices
         positions = self.candidates.positions[indices]
         tally.step += 1
@@ -351,8 +353,7 @@ class Campaign:
         self.candidates.mark_pending(indices)
         flight = _Flight(decision, positions, sent, decided - t0, self.clock.monotonic())
         if self._measuring is not None:
-            before, self._last_flight = self._last_flight, flight
-            flight.future = self._measuring.submit(self._measure, flight, before)
+            flight.future = self._measuring.submit(self._measure, flight, after)
         return flight, None
 
     def _measure(self, flight: _Flight, before: _Flight | None = None) -> Measurement:
@@ -361,13 +362,17 @@ class Campaign:
         To an instrument that queues, the command goes out once the instrument holds ``before`` (the
         flight launched just before), so it acquires in the order the campaign decided.
         """
-        if self._queues and before is not None and before.future is not None:
-            assert isinstance(self.instrument, QueuesCommands)
-            rid = before.decision.request_id
-            while not before.future.done() and not self.instrument.wait_held(rid, 0.05):
-                pass
+        if self._queues and before is not None:
+            self._wait_until_held(before)
         flight.sent_at = self.clock.monotonic()
         return self.instrument.measure(flight.sent, request_id=flight.decision.request_id)
+
+    def _wait_until_held(self, before: _Flight) -> None:
+        """Block until the instrument holds ``before``'s command, or ``before`` has its outcome already."""
+        assert isinstance(self.instrument, QueuesCommands)
+        held = False
+        while not held and before.future is not None and not before.future.done():
+            held = self.instrument.wait_held(before.decision.request_id, 0.05)
 
     def _outcome(self, flight: _Flight) -> Measurement | BaseException:
         """Wait for the flight's measurement (or its error), checked against the spectral axis."""

@@ -25,6 +25,7 @@ from engine.protocols import Instrument, PhaseProgress
 
 if TYPE_CHECKING:  # the wiring pulls in the policies (torch, botorch): imported when a campaign starts
     from engine.cli.wiring import RunOutcome
+    from engine.view import ViewServer
 
 OnStep = Callable[[StepReport], None]
 OnOpen = Callable[[Path], None]
@@ -89,7 +90,7 @@ def with_progress(config: RunConfig, execute: Execute, start: int = 0, view_port
     clock = SystemClock()
     context: zmq.Context[Any] = zmq.Context()
     began = clock.monotonic()
-    views: list[Any] = []
+    views: list[ViewServer] = []
 
     def serve_view(path: Path) -> None:
         if view_port is None:
