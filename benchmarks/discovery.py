@@ -54,6 +54,8 @@ DEV_SEEDS = (0, 1, 2)
 """Twins the policies were developed and tuned on: reported as a development row, never scored."""
 SCORED_SEEDS = tuple(range(100, 110))
 """Held-out twins: the scored rows."""
+FRESH_SEEDS = tuple(range(110, 120))
+"""Twins first used for the prior's weight (decision 0015): seeds 100-109 had already scored the policy once."""
 SEEDS = DEV_SEEDS  # the real-data truths have no seed of their own: repetitions of the policies' RNG
 REFIT_EVERY = 2
 PRETRAIN_STEPS = 300
@@ -67,6 +69,7 @@ class Variant:
     policy: str
     with_position: bool = True
     prior_as: str = "residual"
+    prior_weight: str = "held-out"
 
 
 VARIANTS: dict[str, Variant] = {
@@ -85,8 +88,10 @@ STRUCTURE_VARIANTS: dict[str, Variant] = {
     "dkl": Variant("dkl"),
     "dualvae-bo": Variant("dualvae-bo"),
     "dualvae-spectral": Variant("dualvae-spectral"),
+    "dualvae-spectral (unweighted prior)": Variant("dualvae-spectral", prior_weight="none"),
 }
-"""The structure twin's rows: every model-based policy with the probe position among its inputs."""
+"""The structure twin's rows: every model-based policy with the probe position among its inputs; dualvae-spectral
+with the prior weighed by its held-out predictions (the default) and trusted as is (docs/decisions/0015)."""
 PRIOR_VARIANTS: dict[str, Variant] = {
     "dualvae-spectral": Variant("dualvae-spectral"),
     "dualvae-spectral (prediction as GP input)": Variant("dualvae-spectral", prior_as="input"),
@@ -227,6 +232,7 @@ def campaign(
     with_position: bool = True,
     prior_as: str = "residual",
     retarget: tuple[int, ScalariserSection] | None = None,
+    prior_weight: str = "held-out",
 ) -> list[int]:
     """Measure with ``policy_name`` until ``stop_recall`` of the top set is found or ``cap``; the order measured.
 
@@ -251,6 +257,7 @@ def campaign(
         patch_px=truth.patch_px,
         latent_with_position=with_position,
         prior_as=prior_as,  # type: ignore[arg-type]
+        prior_weight=prior_weight,  # type: ignore[arg-type]
         scalariser=truth.scalariser,
     )
     policy = build_policy(section, truth.axis, rng, truth.image, cands, truth.notes, InlineTrainer())
@@ -321,6 +328,7 @@ class CaseCache:
                 with_position=variant.with_position,
                 prior_as=variant.prior_as,
                 retarget=retarget,
+                prior_weight=variant.prior_weight,
             )
             entry = {"key": key, "order": order, "seconds": time.perf_counter() - t0}
             if self.path is not None:
@@ -475,11 +483,16 @@ def real_families() -> dict[str, Family]:
     return {"fei-emd": [(fei, s) for s in SEEDS], "beps": [(beps, s) for s in SEEDS]}
 
 
-REAL_VARIANTS = {**VARIANTS, "dualvae-spectral": Variant("dualvae-spectral")}
+REAL_VARIANTS = {
+    **VARIANTS,
+    "dualvae-spectral": Variant("dualvae-spectral"),
+    "dualvae-spectral (unweighted prior)": Variant("dualvae-spectral", prior_weight="none"),
+}
 """The recorded data's rows: the first round's and dualvae-spectral (refused where there is no image)."""
 
 
 STRUCTURE_HELD_OUT = "structure twin, held-out seeds 100-109"
+STRUCTURE_FRESH = "structure twin, fresh held-out seeds 110-119"
 STRUCTURE_DEV = "structure twin, development seeds 0-2"
 SECOND_BAND_EV = (0.60, 0.75)
 """The target an operator switches to mid-run: the 0.60-0.75 eV band (its top set is disjoint from the first's)."""
@@ -541,13 +554,14 @@ def structure_records(results: dict[str, dict[str, object]], retarget: dict[str,
     for name, entry in results.items():
         policies: dict[str, dict[str, object]] = entry["policies"]  # type: ignore[assignment]
         n, budget = len(entry["cases"]), float(entry["budget"])  # type: ignore[arg-type]
-        scored = name == STRUCTURE_HELD_OUT
+        scored = name in (STRUCTURE_HELD_OUT, STRUCTURE_FRESH)
         exact = float(random_search_median(int(entry["candidates"]), int(entry["top_size"]), 5))  # type: ignore[call-overload]
         for policy, rec in policies.items():
             value = _median(rec)
             lo, hi = _interval(rec)
             against = ["random"] + (["gp-position"] if policy not in ("random", "gp-position") else [])
             against += ["dkl"] if policy.startswith("dualvae") else []
+            against += ["dualvae-bo"] if policy.startswith("dualvae-spectral") else []  # does the prediction help?
             against += ["random search (exact)"] if policy != "random" else []
             for baseline in against:
                 reference = exact if baseline == "random search (exact)" else math.nan
@@ -577,9 +591,10 @@ def structure_records(results: dict[str, dict[str, object]], retarget: dict[str,
 
 
 def structure_families() -> dict[str, Family]:
-    """The structure twin: held-out seeds (scored) and development seeds."""
+    """The structure twin: held-out seeds (scored), fresh held-out seeds (scored) and development seeds."""
     return {
         STRUCTURE_HELD_OUT: [(structure_twin_truth(s), s) for s in SCORED_SEEDS],
+        STRUCTURE_FRESH: [(structure_twin_truth(s), s) for s in FRESH_SEEDS],
         STRUCTURE_DEV: [(structure_twin_truth(s), s) for s in DEV_SEEDS],
     }
 
@@ -592,6 +607,8 @@ def run() -> list[Record]:
     cache = CaseCache(results_dir() / "discovery_cases.jsonl")
     structure = structure_families()
     results = evaluate({STRUCTURE_HELD_OUT: structure[STRUCTURE_HELD_OUT]}, STRUCTURE_VARIANTS, cache)
+    weighed_only = {k: v for k, v in STRUCTURE_VARIANTS.items() if v.prior_weight == "held-out"}
+    results.update(evaluate({STRUCTURE_FRESH: structure[STRUCTURE_FRESH]}, weighed_only, cache))
     results.update(evaluate({STRUCTURE_DEV: structure[STRUCTURE_DEV]}, {**STRUCTURE_VARIANTS, **PRIOR_VARIANTS}, cache))
     retarget = evaluate_retarget(structure[STRUCTURE_HELD_OUT], cache)
     first = evaluate(families(), cache=cache)

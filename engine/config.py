@@ -166,6 +166,11 @@ class PolicySection(_Strict):
         description="dualvae-spectral: residual (the scalarised predicted spectra are the prior, a GP on latent "
         "and position corrects it) or input (their mean is one more GP input)",
     )
+    prior_weight: Literal["held-out", "none"] = Field(
+        "held-out",
+        description="dualvae-spectral, residual: held-out (the prior is scaled by how well its predictions, made "
+        "before each spectrum was measured, explain the measured values: 0 turns it off) or none (trusted as is)",
+    )
     scalariser: ScalariserSection = ScalariserSection()
 
 

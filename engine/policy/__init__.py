@@ -74,6 +74,7 @@ if TYPE_CHECKING:  # imported on first use: see engine._lazy
         EveryMember,
         PredictedScalars,
         SampledCandidates,
+        prior_weight,
         select_sampled,
         standardised_draws,
     )
@@ -108,6 +109,7 @@ __all__ = [
     "SampledCandidates",
     "select_sampled",
     "standardised_draws",
+    "prior_weight",
     "EveryMember",
     "SHORTLIST",
     # GP posterior and acquisition

@@ -33,7 +33,7 @@ from engine.errors import ConfigError
 from engine.policy._acquisition import AcquisitionFactory, TravelCost, check_acquisition, select, ucb_beta
 from engine.policy._gp_posterior import CandidatePosterior, fit_gp, unit_cube
 from engine.policy._scalarisers import Scalariser
-from engine.policy._spectral import PredictedScalars, select_sampled, standardised_draws
+from engine.policy._spectral import PredictedScalars, prior_weight, select_sampled, standardised_draws
 from engine.policy._trainer import Trainer, resolve_device
 from engine.rng_state import rng_state, set_rng_state
 
@@ -160,6 +160,8 @@ class Snapshot:
     host: str = ""
     features: FeatureModel | None = None
     predicted: PredictsSpectra | None = None
+    prior_weight: float = float("nan")
+    predicted_values: NDArray[np.float64] | None = None
 
     def residual(self, index: int, value: float) -> float:
         """The standardised value the posterior models at candidate ``index`` for a measured ``value``."""
@@ -207,6 +209,8 @@ class RefitJob:
         prior_samples: predicted spectra per candidate.
         prior_as: ``"residual"`` or ``"input"`` (see ``ScalarBO``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        held_out: ``dualvae-spectral``'s held-out predictions ``(n,)`` at ``observed``, the values' units (NaN:
+            none); with them the prior is scaled by ``engine.policy.prior_weight``, without (None) trusted as is.
 
     Examples:
         >>> job = RefitJob(1, 5, np.arange(5), np.arange(5.0), np.zeros((5, 16), np.float32),
@@ -228,6 +232,7 @@ class RefitJob:
     prior_samples: int = 32
     prior_as: str = "residual"
     device: str = "cpu"
+    held_out: NDArray[np.float64] | None = None
 
     def __call__(self) -> Snapshot:
         """Learn the features, fit the GP, build its posterior at every candidate: the next snapshot."""
@@ -248,14 +253,18 @@ class RefitJob:
         y = (values - mean) / std
         feats = self.features.refit(idx, y, self.spectra)
         x = torch.as_tensor(feats.unit, dtype=torch.float64)
-        prior = None
+        prior, weight, predicted_values = None, float("nan"), None
         if self.predicted is not None:
             draws = self.predicted.scalar_draws(self.scalariser, self.axis, self.prior_samples)
             prior = PredictedScalars(standardised_draws(draws, mean, std))
+            predicted_values = mean + std * prior.mean  # unweighted: the next held-out predictions
             if self.prior_as == "input":
                 x = torch.cat([x, torch.as_tensor(unit_cube(prior.mean[:, None]), dtype=torch.float64)], dim=1)
                 prior = None
             else:
+                if self.held_out is not None:
+                    weight = prior_weight(self.held_out, values)
+                    prior = prior.scaled(weight)
                 y = y - prior.mean[idx]
         warn = 0
         model = feats.model
@@ -264,7 +273,7 @@ class RefitJob:
         posterior = CandidatePosterior(model, x, idx, y)
         return Snapshot(
             self.version, idx.size, mean, std, posterior, warn, feats.checkpoint, time.perf_counter() - t0, prior,
-            self.cut, device, socket.gethostname(), self.features, self.predicted,
+            self.cut, device, socket.gethostname(), self.features, self.predicted, weight, predicted_values,
         )  # fmt: skip
 
 
@@ -290,6 +299,9 @@ class ScalarBO:
         prior_as: how ``predicted`` enters: ``"residual"`` (the draws are the prior, the GP models the
             residual, acquisition on the ensemble) or ``"input"`` (the draws' mean is one more GP input,
             analytic acquisition; the alternative measured in docs/decisions/0011).
+        prior_weight: with ``prior_as = "residual"``: ``"held-out"`` scales the prior by how well its
+            predictions, each made before its spectrum was measured, explain the measured values
+            (``engine.policy.prior_weight``; docs/decisions/0015); ``"none"`` trusts it as is.
         device: the torch device of the feature model's refits, resolved where each refit runs
             (``engine.policy.resolve_device``: ``auto``, ``cpu``, ``cuda``, ``cuda:N``).
 
@@ -326,6 +338,7 @@ class ScalarBO:
         predicted: PredictsSpectra | None = None,
         prior_samples: int = 32,
         prior_as: str = "residual",
+        prior_weight: str = "held-out",
         device: str = "cpu",
     ):
         check_acquisition(acquisition)
@@ -337,7 +350,10 @@ class ScalarBO:
         self.wait_for_first_model = wait_for_first_model
         if prior_as not in ("residual", "input"):
             raise ConfigError(f"prior_as must be 'residual' or 'input', not {prior_as!r}")
+        if prior_weight not in ("held-out", "none"):
+            raise ConfigError(f"prior_weight must be 'held-out' or 'none', not {prior_weight!r}")
         self.predicted, self.prior_samples, self.prior_as = predicted, prior_samples, prior_as
+        self.weighs_prior = predicted is not None and prior_as == "residual" and prior_weight == "held-out"
         self.device = device
         self._n_told = 0  # measurements told, finite values or not (the schedule counts them all)
         self._last_index: int | None = None
@@ -345,6 +361,7 @@ class ScalarBO:
         self._obs_idx: list[int] = []
         self._obs_y: list[float] = []
         self._obs_spectra: list[NDArray[np.float32]] = []
+        self._obs_held_out: list[float] = []  # the prior's prediction there before it was measured (NaN: none)
         self._told: list[tuple[NDArray[np.int64], NDArray[np.float32]]] = []  # all of it, for a new target
         self._retargeted = False  # the next decision waits for the first model of a new target
         self._submitted_n = -1
@@ -369,19 +386,33 @@ class ScalarBO:
         """Keep the measurements, scalarise them, count them all, note the probe's place."""
         spectra = np.asarray(spectra, dtype=np.float32)
         self._told.append((np.asarray(indices, np.int64), spectra))
-        self._observe(indices, spectra)
+        self._observe(indices, spectra, self._predicted_at(indices))
         self._n_told += len(indices)
         if len(indices):
             self._last_index = int(indices[-1])
 
-    def _observe(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:
-        """Scalarise and keep the observations with a finite value (what the GP sees)."""
+    def _predicted_at(self, indices: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The prior's unweighted prediction of the property at ``indices`` by the snapshot in use (NaN: none).
+
+        Called as their spectra arrive, before any refit has seen them: held-out predictions.
+        """
+        snap = self.snapshot
+        if snap is None or snap.predicted_values is None:
+            return np.full(len(indices), np.nan)
+        return np.asarray(snap.predicted_values[np.asarray(indices, np.int64)], dtype=np.float64)
+
+    def _observe(
+        self, indices: NDArray[np.int64], spectra: NDArray[np.float32], held_out: NDArray[np.float64] | None = None
+    ) -> None:
+        """Scalarise and keep the observations with a finite value (what the GP sees), with held-out predictions."""
         values = self.scalariser(spectra, self.axis)
-        for i, v, s in zip(indices, values, spectra, strict=True):
+        predicted = np.full(len(indices), np.nan) if held_out is None else held_out
+        for i, v, s, p in zip(indices, values, spectra, predicted, strict=True):
             if np.isfinite(v):  # NaN (no peak in the window, ...) is measured but not modelled
                 self._obs_idx.append(int(i))
                 self._obs_y.append(float(v))
                 self._obs_spectra.append(s)
+                self._obs_held_out.append(float(p))
 
     def retarget(self, scalariser: Scalariser) -> None:
         """Maximise ``scalariser`` from the next decision on; no measured spectrum is wasted.
@@ -394,7 +425,8 @@ class ScalarBO:
         self.trainer.wait()
         self.trainer.poll()  # the old target's model: of no use now
         self.scalariser = scalariser
-        self._obs_idx, self._obs_y, self._obs_spectra = [], [], []
+        # the held-out predictions were of the old target: the new one's prior earns its weight afresh
+        self._obs_idx, self._obs_y, self._obs_spectra, self._obs_held_out = [], [], [], []
         for indices, spectra in self._told:
             self._observe(indices, spectra)
         self.snapshot, self._live, self._live_n = None, None, 0
@@ -423,9 +455,10 @@ class ScalarBO:
         spectra: NDArray[np.float32],
     ) -> RefitJob:
         """The refit of ``values (n,)`` at candidates ``idx (n,)`` as a self-contained task for the trainer."""
+        held_out = np.asarray(self._obs_held_out[: idx.size], dtype=np.float64) if self.weighs_prior else None
         return RefitJob(
             version, cut, idx, values, spectra, self.features, self.scalariser, self.axis,
-            self.predicted, self.prior_samples, self.prior_as, self.device,
+            self.predicted, self.prior_samples, self.prior_as, self.device, held_out,
         )  # fmt: skip
 
     def _adopt(self, snap: Snapshot) -> None:
@@ -448,6 +481,7 @@ class ScalarBO:
             "snapshot_version": snap.version if snap is not None else 0,
             "snapshot_obs": snap.n_obs if snap is not None else 0,
             "awaiting_target_model": self._retargeted,
+            **({"held_out": [p if np.isfinite(p) else None for p in self._obs_held_out]} if self.weighs_prior else {}),
         }
 
     def restore(self, state: Mapping[str, Any], told: list[tuple[NDArray[np.int64], NDArray[np.float32]]]) -> None:
@@ -466,6 +500,11 @@ class ScalarBO:
         if self._n_told != int(state["n_told"]):
             raise ValueError(f"the policy state counts {state['n_told']} measurements, the run has {self._n_told}")
         set_rng_state(self._rng, state["rng"])
+        if self.weighs_prior and "held_out" in state:  # made by snapshots gone with the crash: kept in the state
+            held_out = [np.nan if p is None else float(p) for p in state["held_out"]]
+            if len(held_out) != len(self._obs_idx):
+                raise ValueError(f"the policy state has {len(held_out)} held-out predictions for {len(self._obs_idx)}")
+            self._obs_held_out = held_out
         self._submitted_n, self._next_version = int(state["submitted_n"]), int(state["next_version"])
         if state.get("awaiting_target_model"):  # taken between a target change and its first model: refit it
             self._next_version, self._submitted_n = self._next_version - 1, -1

@@ -189,6 +189,7 @@ def build_policy(
         predicted=predicted,
         prior_samples=section.prior_samples,
         prior_as=section.prior_as,
+        prior_weight=section.prior_weight,
         device=device,
     )
     return BOPolicy(section.name, bo, lambda table: build_scalariser(table, axis))

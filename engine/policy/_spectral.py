@@ -75,6 +75,59 @@ class PredictedScalars:
         """Draws ``s``."""
         return int(self.draws.shape[0])
 
+    def scaled(self, weight: float) -> PredictedScalars:
+        """The draws times ``weight`` (standardised values: 0 is the measured mean, so 0 turns the prior off)."""
+        return PredictedScalars(self.draws * weight)
+
+
+HELD_OUT_PAIRS = 40
+"""The latest (prediction, measurement) pairs that set the prior's weight: the prior improves as spectra arrive."""
+MAX_PRIOR_WEIGHT = 2.0
+"""The highest weight: a VAE's predictions shrink towards the mean, so a slope above 1 is plausible; far above, not."""
+
+
+def prior_weight(predicted: NDArray[np.float64], measured: NDArray[np.float64]) -> float:
+    """How much to trust the predicted property: the shrunk slope of the measured values on held-out predictions.
+
+    ``predicted[i]`` is the prior's mean at observation ``i`` from a model fitted before that spectrum
+    was measured (NaN where there was none): a genuine out-of-sample prediction, unlike the current
+    model's value there, which has learnt from that very spectrum. Over the latest ``HELD_OUT_PAIRS``
+    pairs with a prediction, both centred and divided by the measured values' spread, the weight is
+    the posterior mean of the slope ``w`` in ``y = a + w p + e`` under a ``N(0, 1)`` prior on ``w``:
+    ``Σ p y / (Σ p² + σ²)``, with the noise ``σ² = (RSS + 1) / (n − 1)`` from the least-squares fit
+    (one pseudo-observation of unit variance keeps it finite with few pairs), clipped to
+    ``[0, MAX_PRIOR_WEIGHT]``. Predictions that were right get a weight near their slope; ones that
+    explain nothing, or the opposite of what is measured, get 0 (the policy then decides on the
+    residual GP alone, as ``dualvae-bo`` does); with fewer than 3 pairs the weight is 0.
+
+    Args:
+        predicted: held-out predictions ``(n,)``, in the measured values' units (NaN: none).
+        measured: the measured values ``(n,)``, same units.
+
+    Returns:
+        The weight, in ``[0, MAX_PRIOR_WEIGHT]``.
+
+    Examples:
+        >>> y = np.linspace(0.0, 1.0, 40)
+        >>> round(prior_weight(y, y), 2)  # predictions that were right: trusted
+        1.0
+        >>> noise = np.random.default_rng(0).normal(size=40)
+        >>> round(prior_weight(noise, y), 2), prior_weight(-y, y), prior_weight(np.full(40, np.nan), y)
+        (0.0, 0.0, 0.0)
+    """
+    p, y = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    keep = np.flatnonzero(np.isfinite(p) & np.isfinite(y))[-HELD_OUT_PAIRS:]
+    spread = float(np.std(y[np.isfinite(y)])) if np.isfinite(y).any() else 0.0
+    if keep.size < 3 or spread <= 0:
+        return 0.0
+    pc, yc = (p[keep] - p[keep].mean()) / spread, (y[keep] - y[keep].mean()) / spread
+    sxx, sxy = float(pc @ pc), float(pc @ yc)
+    if sxx <= 0:
+        return 0.0
+    rss = float(((yc - sxy / sxx * pc) ** 2).sum())
+    noise = (rss + 1.0) / (keep.size - 1)
+    return float(np.clip(sxy / (sxx + noise), 0.0, MAX_PRIOR_WEIGHT))
+
 
 def standardised_draws(draws: NDArray[np.float64], mean: float, std: float) -> NDArray[np.float64]:
     """Draws ``(s, m)`` standardised like the measured values; a draw the scalariser cannot value is the worst one.

@@ -87,3 +87,10 @@ def test_structure_rows_score_dualvae_spectral_against_three_baselines_and_a_tar
     }
     half = next(r for r in rows if r.baseline == "half-way random-oracle")
     assert half.baseline_value == pytest.approx((435 + 5) / 2)  # random search's exact median and an oracle's
+    spectral = {r.baseline for r in rows if r.metric.startswith(f"{discovery.STRUCTURE_HELD_OUT} dualvae-spectral:")}
+    assert "dualvae-bo" in spectral  # does deciding on the prediction beat the GP on the same latent?
+
+
+def test_the_scored_twin_families_are_disjoint_from_each_other_and_from_development() -> None:
+    dev, scored, fresh = set(discovery.DEV_SEEDS), set(discovery.SCORED_SEEDS), set(discovery.FRESH_SEEDS)
+    assert not (dev & scored or dev & fresh or scored & fresh) and len(fresh) >= 10
