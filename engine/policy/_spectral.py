@@ -112,8 +112,10 @@ def prior_weight(predicted: NDArray[np.float64], measured: NDArray[np.float64]) 
         >>> round(prior_weight(y, y), 2)  # predictions that were right: trusted
         1.0
         >>> noise = np.random.default_rng(0).normal(size=40)
-        >>> round(prior_weight(noise, y), 2), prior_weight(-y, y), prior_weight(np.full(40, np.nan), y)
-        (0.0, 0.0, 0.0)
+        >>> round(prior_weight(noise, y), 2)  # predictions that explain nothing: next to nothing
+        0.04
+        >>> prior_weight(-y, y), prior_weight(np.full(40, np.nan), y)  # the wrong way round, or none made
+        (0.0, 0.0)
     """
     p, y = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
     keep = np.flatnonzero(np.isfinite(p) & np.isfinite(y))[-HELD_OUT_PAIRS:]
