@@ -575,9 +575,12 @@ def structure_records(results: dict[str, dict[str, object]], retarget: dict[str,
         if scored and "gp-position" in policies:
             half = (exact + 5) / 2
             gp = _median(policies["gp-position"])
-            rows.append(Record("discovery", f"{name} gp-position: measurements to 50% recall against the half-way "
-                               "point between random search and an oracle (is the target hard for position alone?)",
-                               gp, "", "half-way random-oracle", half, gp / half, "ratio >= 1", where))  # fmt: skip
+            beyond = math.isinf(gp) and budget >= half  # censored past the half-way point: the ratio is a lower bound
+            ratio = budget / half if beyond else gp / half
+            note = f"; its median lies beyond the budget of {budget:g}: the ratio is a lower bound" if beyond else ""
+            metric = (f"{name} gp-position: measurements to 50% recall against the half-way point between random "
+                      f"search and an oracle (is the target hard for position alone?{note})")  # fmt: skip
+            rows.append(Record("discovery", metric, gp, "", "half-way random-oracle", half, ratio, "ratio >= 1", where))
     if retarget is not None:
         value, reference = _median(retarget, "after_change_median"), _median(retarget, "fresh_median")
         ratio, upper = median_ratio(value, reference, float(retarget["budget"]))  # type: ignore[arg-type]

@@ -94,3 +94,13 @@ def test_structure_rows_score_dualvae_spectral_against_three_baselines_and_a_tar
 def test_the_scored_twin_families_are_disjoint_from_each_other_and_from_development() -> None:
     dev, scored, fresh = set(discovery.DEV_SEEDS), set(discovery.SCORED_SEEDS), set(discovery.FRESH_SEEDS)
     assert not (dev & scored or dev & fresh or scored & fresh) and len(fresh) >= 10
+
+
+def test_a_position_gp_censored_beyond_the_half_way_point_meets_the_hard_target_check() -> None:
+    """gp-position's median beyond a budget of 250 > 220 (half-way): ratio ≥ 250 / 220, a lower bound, not "no"."""
+    censored = {"n50_median": None, "n50_interval95": [176.0, None], "recall_at_budget_median": 0.4}
+    entry = {"cases": ["a"] * 10, "candidates": 961, "top_size": 10, "budget": 250}
+    entry["policies"] = {"gp-position": censored}
+    rows = discovery.structure_records({discovery.STRUCTURE_FRESH: entry}, None)
+    half = next(r for r in rows if r.baseline == "half-way random-oracle")
+    assert half.ratio == pytest.approx(250 / 220) and "lower bound" in half.metric
