@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import zmq
+from numpy.typing import NDArray
 
 from engine.clock import SystemClock
 from engine.errors import AcquisitionAborted, ConfigError, InstrumentBusy, InstrumentTimeout
@@ -247,6 +248,12 @@ def test_an_acquisition_is_aborted_when_its_client_goes_silent(counting: Countin
         server.close()
 
 
+def _served_slowly(counting: CountingDriver, serve: Any, delay_s: float) -> tuple[Any, NDArray[np.float64]]:
+    """The counting driver served with ``delay_s`` seconds per measurement, and one position ``(1, 2)`` inside it."""
+    counting.delay_s = delay_s
+    return serve(counting), positions_in(counting.describe(), 1)
+
+
 def _outcome(sock: zmq.Socket[Any]) -> Message:
     """The reply or error to a queued request, after its acknowledgement (a ``progress`` message)."""
     ack = decode(sock.recv_multipart())
@@ -258,9 +265,7 @@ def test_a_queued_measurement_starts_when_the_running_one_ends_and_abort_cancels
     counting: CountingDriver, serve: Any, zmq_context: Any
 ) -> None:
     """`"queue": true` waits behind the running measurement (depth 1); a third is busy; abort cancels the queued."""
-    counting.delay_s = 0.3
-    srv = serve(counting)
-    pos = positions_in(counting.describe(), 1)
+    srv, pos = _served_slowly(counting, serve, 0.3)
     a, b = _raw(zmq_context, srv.endpoint), _raw(zmq_context, srv.endpoint)
     queued = {"queue": True}
     try:
@@ -300,9 +305,7 @@ def test_each_thread_gets_its_own_socket_and_a_queued_client_keeps_the_instrumen
     counting: CountingDriver, serve: Any, zmq_context: Any
 ) -> None:
     """Two threads of one queued client: both measurements are answered, each on its own thread's socket."""
-    counting.delay_s = 0.05
-    srv = serve(counting)
-    pos = positions_in(counting.describe(), 1)
+    srv, pos = _served_slowly(counting, serve, 0.05)
     results: dict[str, Any] = {}
     with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0, queue=True) as client:
         client.hello()

@@ -100,9 +100,10 @@ def test_where_the_residual_is_flat_the_predicted_property_decides(acquisition: 
     assert choice.indices.tolist() == [217]
 
 
-def _spectral(predictor: Predictor, seed: int) -> BOPolicy:
-    bo = ScalarBO(BandIntegral(0, 1), AXIS, "log-ei", np.random.default_rng(seed), 4, PositionFeatures(GRID),
-                  InlineTrainer(), predicted=predictor)  # fmt: skip
+def _spectral(predictor: Predictor, seed: int, high: float = 1.0, weight: str = "held-out") -> BOPolicy:
+    """dualvae-spectral on the grid's positions, maximising the band from 0 to ``high`` (1: the whole axis)."""
+    bo = ScalarBO(BandIntegral(0, high), AXIS, "log-ei", np.random.default_rng(seed), 4, PositionFeatures(GRID),
+                  InlineTrainer(), predicted=predictor, prior_weight=weight)  # fmt: skip
     return BOPolicy("dualvae-spectral", bo)
 
 
@@ -318,12 +319,6 @@ def test_dualvae_spectral_replays_real_paired_data(tmp_path: Path) -> None:
     assert np.all(versions[:5] == -1) and versions[-1] >= 1  # decided on the model after the initial five
 
 
-def _weighted(predictor: Predictor, seed: int, weight: str = "held-out") -> BOPolicy:
-    bo = ScalarBO(BandIntegral(0.0, 0.4), AXIS, "log-ei", np.random.default_rng(seed), 4, PositionFeatures(GRID),
-                  InlineTrainer(), predicted=predictor, prior_weight=weight)  # fmt: skip
-    return BOPolicy("dualvae-spectral", bo)
-
-
 def test_a_prior_that_points_the_wrong_way_is_weighed_out() -> None:
     """A prediction low exactly where property A is high: weighed by its held-out record, it is turned off.
 
@@ -337,7 +332,8 @@ def test_a_prior_that_points_the_wrong_way_is_weighed_out() -> None:
         out = []
         for seed in range(6):
             cands = CandidateSet(GRID.copy(), np.zeros((400, 2), np.int64), (20, 20))
-            out.append(_until(_weighted(Predictor(-3 * SMOOTH_A, 0.05, seed), seed, weight), cands, best, 60) or 61)
+            policy = _spectral(Predictor(-3 * SMOOTH_A, 0.05, seed), seed, 0.4, weight)
+            out.append(_until(policy, cands, best, 60) or 61)
         return out
 
     weighted, trusted = runs("held-out"), runs("none")
@@ -360,7 +356,7 @@ class Learning(Predictor):
 def test_held_out_predictions_come_from_a_model_that_had_not_seen_the_spectrum() -> None:
     """Observation ``j`` (after 4 random) is predicted by refit ``j - 3``: the one cut at ``j`` measurements."""
     predictor = Learning(SMOOTH_A)
-    policy = _weighted(predictor, 0)
+    policy = _spectral(predictor, 0, 0.4)
     cands = CandidateSet(GRID.copy(), np.zeros((400, 2), np.int64), (20, 20))
     _until(policy, cands, -1, 10)
     bo = policy.bo
@@ -375,23 +371,23 @@ def test_held_out_predictions_come_from_a_model_that_had_not_seen_the_spectrum()
 def test_the_held_out_record_is_in_the_state_and_restores_the_same_decision() -> None:
     """A resumed run has no snapshots of before the crash: the held-out predictions come back from the state."""
     cands = CandidateSet(GRID.copy(), np.zeros((400, 2), np.int64), (20, 20))
-    policy = _weighted(Predictor(SMOOTH_A, 0.0), 3)  # no spread: the same draws after the restore
+    policy = _spectral(Predictor(SMOOTH_A, 0.0), 3, 0.4)  # no spread: the same draws after the restore
     _until(policy, cands, -1, 12)
     state, told = policy.state(), [(np.asarray(i, np.int64), s) for i, s in policy.bo._told]
     assert len(state["held_out"]) == 12 and state["held_out"][:4] == [None] * 4
     nxt = policy.propose(cands, 1)
-    again = _weighted(Predictor(SMOOTH_A, 0.0), 3)
+    again = _spectral(Predictor(SMOOTH_A, 0.0), 3, 0.4)
     again.restore(state, told)
     np.testing.assert_allclose(np.asarray(again.bo._obs_held_out[4:]), np.asarray(policy.bo._obs_held_out[4:]))
     fresh = CandidateSet(GRID.copy(), np.zeros((400, 2), np.int64), (20, 20))
     for indices, _ in told:
         fresh.mark_measured(indices)
     assert again.propose(fresh, 1).indices.tolist() == nxt.indices.tolist()
-    assert "held_out" not in _weighted(Predictor(SMOOTH_A), 0, "none").state()  # only where it weighs the prior
+    assert "held_out" not in _spectral(Predictor(SMOOTH_A), 0, 0.4, "none").state()  # only where it weighs the prior
 
 
 def test_an_unknown_prior_weight_is_refused() -> None:
     with pytest.raises(ConfigError, match="prior_weight"):
-        _weighted(Predictor(STRUCTURE), 0, "always")
+        _spectral(Predictor(STRUCTURE), 0, weight="always")
     with pytest.raises(ValueError, match="prior_weight"):
         PolicySection(name="dualvae-spectral", prior_weight="always")  # type: ignore[arg-type]
