@@ -4,7 +4,11 @@ Commit protocol
 ---------------
 1. ``record_measurement`` appends the rows to the journal and ``fdatasync`` s it;
    only then does it return (the loop counts the rows as recorded). A crash from
-   here on loses nothing: recovery replays the journal.
+   here on loses nothing: recovery replays the journal. With group commit (a
+   pipelined campaign) it returns after the write and a syncer thread makes the
+   rows durable about one ``fdatasync`` later; a power cut in between loses them
+   from the run, not from the instrument's reply cache (``dualscope resume``
+   fetches them back by request id).
 2. When ``chunk_rows`` rows are buffered, ``RunWriter.flush`` writes them to
    every per-measurement array *before* the array's shape covers them (through
    a view with the larger shape that is never saved), makes the chunk files and
@@ -28,6 +32,7 @@ import platform
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,7 +45,7 @@ from numpy.typing import NDArray
 from engine import __version__
 from engine.candidates import CandidateSet
 from engine.decisions import Decision, StepTimings
-from engine.errors import RunCorrupt, RunStorageError
+from engine.errors import DualscopeError, RunCorrupt, RunStorageError
 from engine.protocols import Clock
 from engine.storage._durable_store import DurableLocalStore
 from engine.storage._journal import Journal, fsync_dir
@@ -111,12 +116,16 @@ class RunWriter:
         self._arrays = {c.name: _array(group, c.name) for c in self._columns}
         self._chunk_rows = int(self._attrs["chunk_rows"])
         self._committed = int(self._attrs["committed_rows"])
+        self._base = self._committed  # rows committed, or handed to the committer thread
+        self._committer: ThreadPoolExecutor | None = None  # group commit: commits blocks off the caller's thread
+        self._committing: Future[None] | None = None
         self._policies: list[str] = list(self._attrs["policies"])
         self._attrs_lock = threading.Lock()  # operator actions arrive from the control socket's thread
         self._buffer: list[dict[str, NDArray[Any]]] = []
         self._buffered = 0
         self._point: dict[str, Any] | None = None  # step and policy state of the last buffered measurement
         self._journal = Journal(root.joinpath(*JOURNAL_PATH))
+        self._unsynced: list[tuple[int, int]] = []  # group commit: (journal entry, rows before it) not yet durable
         self._open: dict[str, dict[str, Any]] = {}  # decisions recorded, outcome not yet (request id → meta)
         self._closed = False
 
@@ -253,7 +262,28 @@ class RunWriter:
     @property
     def n_recorded(self) -> int:
         """Rows durable so far: committed to Zarr plus journaled in the buffer."""
-        return self._committed + self._buffered
+        return self._base + self._buffered
+
+    @property
+    def durable_rows(self) -> int:
+        """Rows on stable storage (safe from a power cut); below ``n_recorded`` only with group commit."""
+        for seq, rows_before in list(self._unsynced):
+            if not self._journal.durable(seq):
+                return rows_before
+        return self.n_recorded
+
+    def group_commit(self) -> None:
+        """Make measurements durable off the calling thread from now on (a pipelined campaign).
+
+        ``record_measurement`` then returns once its rows are written to the journal: safe from a
+        process crash (SIGKILL), and on stable storage about one ``fdatasync`` later, grouped by a
+        syncer thread (``durable_rows``). Rows told to a policy but lost to a power cut in between
+        are still in the instrument's reply cache: ``dualscope resume`` fetches them by request id.
+        """
+        self._check_open()
+        self._journal.group_commit()
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="zarr-commit")
 
     @property
     def chunk_rows(self) -> int:
@@ -276,21 +306,28 @@ class RunWriter:
     def record_measurement(self, decision: Decision, measurement: Measurement, timings: StepTimings) -> int:
         """Journal ``measurement`` durably (fdatasync), buffer it, and return the rows recorded.
 
+        With ``group_commit`` on, it returns once the rows are written (safe from SIGKILL) and a syncer
+        thread makes them durable shortly after (``durable_rows``).
+
         ``timings.record_s`` is ignored: the writer measures it itself (journal
         write and any block flush this call performed, up to durability).
         """
         self._check_open()
         t0 = self._clock.monotonic()
         if self._buffered >= self._chunk_rows:
-            self.flush()
+            self._next_block()
         rows = self._rows(decision, measurement, timings)
         first_row = self.n_recorded
         point = {"step": decision.step, "policy_state": _plain(decision.policy_state)}
-        self._journal.append(
+        seq = self._journal.append(
             {"kind": "measurement", "first_row": first_row, "request_id": measurement.request_id, **point},
             rows,
             sync=True,
         )
+        if not self._journal.durable(seq):
+            while self._unsynced and self._journal.durable(self._unsynced[0][0]):
+                del self._unsynced[0]
+            self._unsynced.append((seq, first_row))
         self._point = point
         self._open.pop(decision.request_id, None)
         rows["time_record_s"][:] = self._clock.monotonic() - t0
@@ -419,7 +456,7 @@ class RunWriter:
         """
         self._check_open()
         if self._buffered >= self._chunk_rows:
-            self.flush()
+            self._next_block()
         block = self._validate_rows(rows)
         if not journaled:
             meta = {"kind": "measurement", "first_row": self.n_recorded, "request_id": ""}
@@ -448,15 +485,52 @@ class RunWriter:
         Decisions recorded whose outcome has not arrived yet (one in flight; two in a pipelined
         campaign) are journaled again after the reset, so that none is forgotten.
         """
-        if self._buffered == 0:
+        self._await_commit()
+        if self._buffered:
+            block = {name: np.concatenate([b[name] for b in self._buffer]) for name in self._arrays}
+            self._commit(block, self._base, self._point)
+            self._journal.truncate(0)
+            self._unsynced.clear()
+            for meta in self._open.values():
+                self._journal.append(meta, {}, sync=False)
+            self._base += next(iter(block.values())).shape[0]
+            self._buffer.clear()
+            self._buffered = 0
+        self._journal.drop_committing()  # a segment left by a crash: its rows are committed now
+
+    def _next_block(self) -> None:
+        """The buffer is a full block: commit it (group commit: on the committer thread, while rows go on)."""
+        if self._committer is None:
+            self.flush()
             return
+        self._await_commit()  # the block before is in Zarr and its journal segment gone
         block = {name: np.concatenate([b[name] for b in self._buffer]) for name in self._arrays}
-        self._commit(block)
-        self._journal.truncate(0)
+        self._journal.rotate()  # the block's entries wait aside, durable, until the commit is
+        self._unsynced.clear()
         for meta in self._open.values():
             self._journal.append(meta, {}, sync=False)
+        start, self._base = self._base, self._base + next(iter(block.values())).shape[0]
         self._buffer.clear()
         self._buffered = 0
+        self._committing = self._committer.submit(self._commit_segment, block, start, self._point)
+
+    def _commit_segment(self, block: Mapping[str, NDArray[Any]], start: int, point: dict[str, Any] | None) -> None:
+        """On the committer thread: commit a block, then drop the journal segment that held it."""
+        self._commit(block, start, point)
+        self._journal.drop_committing()
+
+    def _await_commit(self) -> None:
+        """Wait for the block on the committer thread; its failure is raised (its rows stay journaled)."""
+        if self._committing is None:
+            return
+        committing, self._committing = self._committing, None
+        try:
+            committing.result()
+        except (OSError, DualscopeError) as exc:
+            raise RunStorageError(
+                f"committing rows to Zarr in {self.root} failed: {exc}; they are safe in the journal, and "
+                "`dualscope resume` or `dualscope inspect --repair` commits them"
+            ) from exc
 
     def close(self, outcome: Mapping[str, Any] | None = None) -> None:
         """Flush, mark the run closed (with ``outcome``: stop reason, counts) and release the journal; idempotent."""
@@ -474,6 +548,7 @@ class RunWriter:
         )
         self._journal.truncate(0)
         self._journal.close()
+        self._stop_committer()
         self._lock.close()
         self._closed = True
 
@@ -484,10 +559,16 @@ class RunWriter:
         self.flush()
         self._set_attrs(status=status)
         self._journal.close()
+        self._stop_committer()
         self._lock.close()
         self._closed = True
 
     # ----------------------------------------------------------------- internal
+    def _stop_committer(self) -> None:
+        if self._committer is not None:
+            self._committer.shutdown()
+            self._committer = None
+
     def _check_open(self) -> None:
         if self._closed:
             raise RunStorageError(f"run {self.root} is closed")
@@ -549,8 +630,7 @@ class RunWriter:
             out[col.name] = arr
         return out
 
-    def _commit(self, block: Mapping[str, NDArray[Any]]) -> None:
-        start = self._committed
+    def _commit(self, block: Mapping[str, NDArray[Any]], start: int, point: dict[str, Any] | None) -> None:
         stop = start + next(iter(block.values())).shape[0]
         touched_dirs: set[Path] = set()
         for name, arr in self._arrays.items():
@@ -575,8 +655,8 @@ class RunWriter:
             arr.resize((stop, *arr.shape[1:]))  # zarr.json fsynced before its rename (DurableLocalStore)
             fsync_dir(self.root / arr.path)
         self._committed = stop
-        if self._point is not None:
-            self._set_attrs(committed_rows=stop, resume_point=self._point)
+        if point is not None:
+            self._set_attrs(committed_rows=stop, resume_point=point)
         else:
             self._set_attrs(committed_rows=stop)
 

@@ -1,8 +1,11 @@
-"""Power cuts: every row the writer acknowledged survives a crash that drops what was not fsynced.
+"""Power cuts: every row the writer promised durable survives a crash that drops what was not fsynced.
 
 SIGKILL (test_storage_kill.py) keeps the page cache. Here a model of it (page_cache.py) takes a crash
 image just before fsyncs throughout a run's life (creation, rows, commits, close), recovery runs on
-each image, and every row acknowledged before that moment must be there, and right.
+each image, and every row acknowledged before that moment must be there, and right. With group commit
+(the pipelined cases: a syncer thread makes rows durable, a committer thread commits blocks) the promise
+is ``durable_rows``: what was acknowledged but not yet synced may be lost here, never damaged (the
+campaign test of a power cut fetches it back from the instrument).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pytest
 from engine.clock import SystemClock
 from engine.decisions import Decision, Proposal, StepTimings
 from engine.errors import DualscopeError
-from engine.storage import check_run, read_run, recover_run
+from engine.storage import RunWriter, check_run, read_run, recover_run
 from engine.types import Measurement
 from tests.engine.storage.page_cache import PageCache, page_cache
 from tests.engine.storage.writer_child import expected_position, expected_spectrum, make_run
@@ -37,6 +40,7 @@ class Image:
     path: Path
     acknowledged: int
     created: bool
+    durable: int
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Progress:
 
     acknowledged: int = 0
     created: bool = False
+    writer: RunWriter | None = None
 
 
 def _write_run(
@@ -52,7 +57,9 @@ def _write_run(
 ) -> None:
     """A run of ``ROWS`` rows in steps of 1-3; ``pipelined``: each decision is recorded before the last's rows."""
     writer = make_run(path, chunk_rows)
-    progress.created = True
+    if pipelined:
+        writer.group_commit()
+    progress.created, progress.writer = True, writer
     sizes = []
     while sum(sizes) < ROWS:
         sizes.append(min(int(rng.integers(1, 4)), ROWS - sum(sizes)))
@@ -97,7 +104,10 @@ def _images(
             return
         dest = tmp_path / f"image-{seen}"
         cache.crash_image(dest, mode, choices)
-        image = Image(dest / "run.zarr", progress.acknowledged, progress.created)
+        durable = progress.acknowledged
+        if progress.writer is not None:
+            durable = min(durable, progress.writer.durable_rows)  # group commit: what was synced
+        image = Image(dest / "run.zarr", progress.acknowledged, progress.created, durable)
         if slot < len(kept):
             shutil.rmtree(kept[slot].path.parent)
             kept[slot] = image
@@ -106,7 +116,7 @@ def _images(
 
     with page_cache(disk, monkeypatch, crash):
         _write_run(disk / "run.zarr", chunk_rows, writes, progress, pipelined)
-    assert seen > ROWS  # at least one fsync per acknowledged row
+    assert seen > ROWS or pipelined  # at least one fsync per acknowledged row (group commit: fewer)
     return sorted(kept, key=lambda image: int(image.path.parent.name.split("-")[1]))
 
 
@@ -120,7 +130,7 @@ def _check(image: Image) -> None:
         np.testing.assert_array_equal(before.spectra[r], expected_spectrum(r))
     report, _ = recover_run(image.path, SystemClock())
     after = read_run(image.path)
-    assert after.n >= image.acknowledged, f"{image.path}: acknowledged {image.acknowledged}, recovered {after.n}"
+    assert after.n >= image.durable, f"{image.path}: durable {image.durable}, recovered {after.n}"
     for r in range(after.n):
         np.testing.assert_array_equal(after.spectra[r], expected_spectrum(r), err_msg=f"{image.path} row {r}")
         np.testing.assert_array_equal(after.positions[r], expected_position(r))
@@ -139,6 +149,6 @@ def test_every_acknowledged_row_survives_a_power_cut(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, chunk_rows: int, pipelined: bool
 ) -> None:
     images = _images(tmp_path, monkeypatch, mode, seed=chunk_rows, chunk_rows=chunk_rows, pipelined=pipelined)
-    assert any(image.acknowledged > 0 for image in images)
+    assert any(image.durable > 0 for image in images)
     for image in images:
         _check(image)
