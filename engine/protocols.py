@@ -76,10 +76,18 @@ class Instrument(Protocol):
 
 @runtime_checkable
 class Recalls(Protocol):
-    """An instrument that can say what it did with a request id (to reconcile a command in flight at a crash)."""
+    """An instrument that can say what it did with a request id, and hand back what it measured under it.
+
+    A resumed campaign reconciles the commands in flight at a crash this way, and fetches the steps a
+    power cut took from its run before they were durable.
+    """
 
     def recall(self, request_id: str) -> Mapping[str, JSON]:
         """``{"state": "done" | "running" | "unknown", "instance": ID}`` for ``request_id``."""
+        ...
+
+    def fetch(self, request_id: str) -> Measurement | None:
+        """The measurement made under ``request_id`` (waiting for a running one), or ``None`` if there is none."""
         ...
 
 
@@ -139,8 +147,12 @@ class QueuesCommands(Protocol):
         """How many measurements may wait behind the running one (0: none; send the next when it is done)."""
         ...
 
-    def wait_held(self, request_id: str, timeout_s: float) -> bool:
-        """Whether the instrument holds ``request_id`` (running or queued), waiting up to ``timeout_s`` s."""
+    def submit(self, positions: NDArray[np.float64], request_id: str) -> None:
+        """Send a measurement of ``positions (n, d)`` to be held behind the running one; returns at once."""
+        ...
+
+    def collect(self, request_id: str) -> Measurement:
+        """Wait for the spectra of a submitted ``request_id`` (errors raised as ``measure`` raises them)."""
         ...
 
 

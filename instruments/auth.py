@@ -3,7 +3,7 @@
 Every client has its own CURVE key pair and a role:
 
 * ``observer``: ``hello``, ``describe``, ``status``, ``heartbeat`` (read only);
-* ``agent``: an observer that may also ``measure`` and ``acquire_image`` (what a campaign needs);
+* ``agent``: an observer that may also ``measure``, ``acquire_image`` and ``fetch`` (what a campaign needs);
 * ``operator``: everything, including ``abort``.
 
 The server reads an authorised-keys file, one client per line: ``ROLE NAME PUBLIC_KEY`` (Z85, 40
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("observer", "agent", "operator")
 _OBSERVER = frozenset({"hello", "describe", "status", "heartbeat", "recall"})
-_AGENT = _OBSERVER | {"measure", "acquire_image"}
+_AGENT = _OBSERVER | {"measure", "acquire_image", "fetch"}
 COMMANDS_BY_ROLE: dict[str, frozenset[str] | None] = {"observer": _OBSERVER, "agent": _AGENT, "operator": None}
 """Commands each role may send (``None``: every command)."""
 

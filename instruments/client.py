@@ -36,9 +36,9 @@ class ZmqInstrument:
     Error replies are raised as the matching ``engine.errors`` type.
 
     Each thread that calls it gets its own socket (ZeroMQ sockets belong to one thread). With
-    ``queue`` a ``measure`` asks the server to hold it behind the one running, so a pipelined
-    campaign sends the next command from a second thread while the first is measured and the
-    instrument goes from one to the next without waiting for the engine (``queue_depth``).
+    ``queue`` a pipelined campaign ``submit`` s its next ``measure`` while the last is measured,
+    from its own thread and a socket of its own, and the server holds it behind the one running
+    and starts it the moment that one ends (``queue_depth``); ``collect`` takes each outcome.
 
     Args:
         endpoint: e.g. ``tcp://127.0.0.1:5555``.
@@ -72,9 +72,10 @@ class ZmqInstrument:
         self._local = threading.local()
         self._sockets: list[zmq.Socket[Any]] = []
         self._sockets_lock = threading.Lock()
-        self._sock = self._connect()  # the creating thread's socket; others get theirs on first use
-        self._acknowledged: list[str] = []  # the latest requests the server said it holds (progress)
-        self._acknowledged_cond = threading.Condition()
+        self._sock = self._socket()  # the creating thread's socket; others get theirs on first use
+        self._pipe: zmq.Socket[Any] | None = None  # submit / collect: the pipelined campaign's own socket
+        self._submitted: dict[str, list[bytes | memoryview]] = {}  # sent, not yet collected (request id → frames)
+        self._early: dict[str, Message] = {}  # replies that arrived while another was being collected
         self._description: InstrumentDescription | None = None
         self.server_info: dict[str, JSON] = {}
         self.unreadable_replies = 0
@@ -101,14 +102,34 @@ class ZmqInstrument:
         depth = self.server_info.get("queue_depth", 0) if self.queue else 0
         return int(depth) if isinstance(depth, int) else 0
 
-    def wait_held(self, request_id: str, timeout_s: float) -> bool:
-        """Whether the server has said it holds ``request_id`` (running or queued), waiting up to ``timeout_s``.
+    def submit(self, positions: NDArray[np.float64], request_id: str) -> None:
+        """Send a ``measure`` of ``positions (n, d)`` to be queued behind the running one; returns at once.
 
-        A pipelined campaign sends its next command only after this, so the instrument acquires in
-        the order the campaign decided (two threads' sockets are not ordered between them).
+        A pipelined campaign sends its next command this way while the last is measured, from the
+        same thread and socket, so the server receives them in the order they were decided. Its
+        outcome is taken with ``collect``, which re-sends the same request id after a timeout.
         """
-        with self._acknowledged_cond:
-            return self._acknowledged_cond.wait_for(lambda: request_id in self._acknowledged, timeout_s)
+        pos = np.ascontiguousarray(positions, dtype=np.float64)
+        frames = encode(messages.request(request_id, "measure", {"queue": True}, {"positions": pos}), self._max_bytes)
+        sock = self._pipe_socket()
+        self._submitted[request_id] = frames
+        try:
+            sock.send_multipart(frames, copy=False)
+        except zmq.Again:
+            pass  # no peer took it within the timeout: ``collect`` counts it as an attempt and re-sends
+        except zmq.ZMQError as exc:
+            raise InstrumentConnectionError(f"ZeroMQ error talking to {self.endpoint}: {exc}", request_id) from exc
+
+    def collect(self, request_id: str) -> Measurement:
+        """The spectra of a ``submit`` ted request (waits for them; retries and errors as ``measure``)."""
+        frames = self._submitted.get(request_id)
+        if frames is None:
+            raise ValueError(f"request {request_id} was not submitted (or was collected already)")
+        try:
+            reply = self._exchange(self._pipe_socket(), request_id, frames, "measure", sent=True)
+        finally:
+            del self._submitted[request_id]
+        return messages.measurement_from(reply)
 
     def measure(self, positions: NDArray[np.float64], request_id: str | None = None) -> Measurement:
         """Spectra ``(n, c)`` at ``positions (n, d)``; idempotent per ``request_id``."""
@@ -127,6 +148,17 @@ class ZmqInstrument:
         the request was sent to says nothing (that server may have restarted and forgotten it).
         """
         return dict(self._call("recall", {"request_id": request_id}).body)
+
+    def fetch(self, request_id: str) -> Measurement | None:
+        """The spectra this server measured under ``request_id``, or ``None`` if it has no reply for it.
+
+        Nothing new is measured: the request carries the id asked about, so the server answers it
+        from its reply cache, or with the reply once a running one ends (``progress`` meanwhile);
+        an id it never received (or a restarted server forgot) gets ``None``. A measurement that
+        failed raises its error. ``dualscope resume`` fetches the steps a power cut took from the run.
+        """
+        reply = self._call("fetch", request_id=request_id)
+        return None if reply.command == "fetch" else messages.measurement_from(reply)
 
     def set_limits(self, safety: Mapping[str, JSON]) -> Mapping[str, JSON]:
         """Replace the server's safety limits with a ``[safety]`` table (``{}``: none); needs the operator role.
@@ -159,7 +191,7 @@ class ZmqInstrument:
 
     # -------------------------------------------------------------- transport
     def _connect(self) -> zmq.Socket[Any]:
-        """A DEALER connected to the server, this thread's from now on."""
+        """A new DEALER connected to the server."""
         sock: zmq.Socket[Any] = self._context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDTIMEO, int(self.timeout_s * 1000))  # a send with no peer must not block for ever
@@ -170,7 +202,6 @@ class ZmqInstrument:
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise InstrumentConnectionError(f"cannot connect to {self.endpoint!r}: {exc}") from exc
-        self._local.sock = sock
         with self._sockets_lock:
             self._sockets.append(sock)
         return sock
@@ -178,7 +209,15 @@ class ZmqInstrument:
     def _socket(self) -> zmq.Socket[Any]:
         """The calling thread's socket (made on its first call)."""
         sock: zmq.Socket[Any] | None = getattr(self._local, "sock", None)
-        return sock if sock is not None else self._connect()
+        if sock is None:
+            sock = self._local.sock = self._connect()
+        return sock
+
+    def _pipe_socket(self) -> zmq.Socket[Any]:
+        """The socket of ``submit`` and ``collect`` (made on first use; one thread uses it)."""
+        if self._pipe is None:
+            self._pipe = self._connect()
+        return self._pipe
 
     def _call(
         self,
@@ -189,12 +228,18 @@ class ZmqInstrument:
     ) -> Message:
         rid = request_id or self._ids()
         frames = encode(messages.request(rid, command, body, arrays), self._max_bytes)
-        sock = self._socket()
-        attempts = 0
+        return self._exchange(self._socket(), rid, frames, command, sent=False)
+
+    def _exchange(
+        self, sock: zmq.Socket[Any], rid: str, frames: list[bytes | memoryview], command: str, *, sent: bool
+    ) -> Message:
+        """Send ``frames`` (unless ``sent`` already) and wait for their reply, re-sending the same id on a timeout."""
+        attempts, send = int(sent), not sent
         try:
-            send = True
-            while attempts <= self.retries:
+            while True:
                 if send:
+                    if attempts > self.retries:
+                        break
                     attempts += 1
                     try:
                         sock.send_multipart(frames, copy=False)
@@ -205,7 +250,6 @@ class ZmqInstrument:
                 if reply is None:
                     continue  # timed out: re-send the same id
                 if reply.type == "progress":
-                    self._held(rid)
                     # still running: wait another timeout before asking again, without spending a retry
                     attempts, send = attempts - 1, False
                     continue
@@ -225,6 +269,8 @@ class ZmqInstrument:
         )
 
     def _await(self, sock: zmq.Socket[Any], rid: str) -> Message | None:
+        if (early := self._early.pop(rid, None)) is not None:
+            return early
         deadline = self._monotonic() + self.timeout_s
         while (remaining := deadline - self._monotonic()) > 0:
             if not sock.poll(max(1, int(remaining * 1000))):
@@ -237,14 +283,10 @@ class ZmqInstrument:
                 continue
             if reply.request_id == rid:
                 return reply
-            # a late or duplicated reply to an earlier request: drop it
+            if reply.type != "progress" and reply.request_id in self._submitted and sock is self._pipe:
+                self._early[reply.request_id] = reply  # a submitted one's outcome, before the one collected
+            # else a late or duplicated reply to an earlier request: drop it
         return None
-
-    def _held(self, rid: str) -> None:
-        """Note that the server holds ``rid`` (the latest few are kept), and wake ``wait_held``."""
-        with self._acknowledged_cond:
-            self._acknowledged = [*self._acknowledged[-15:], rid]
-            self._acknowledged_cond.notify_all()
 
     @staticmethod
     def _error(reply: Message) -> InstrumentError:

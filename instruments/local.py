@@ -61,6 +61,10 @@ class LocalInstrument:
         state = "done" if self._cache.get(request_id) is not None else "unknown"
         return {"request_id": request_id, "state": state, "instance": self.instance}
 
+    def fetch(self, request_id: str) -> Measurement | None:
+        """What this instrument measured under ``request_id``, or ``None`` (see ``ZmqInstrument.fetch``)."""
+        return self._cache.get(request_id)
+
     def abort(self) -> None:
         """Abort the driver's acquisition."""
         self._guard.driver.abort()

@@ -66,7 +66,7 @@ from instruments.wire import (
 log = logging.getLogger(__name__)
 
 ACQUISITIONS = frozenset({"measure", "acquire_image"})
-IMMEDIATE = frozenset({"hello", "describe", "status", "abort", "heartbeat", "recall", "set_limits"})
+IMMEDIATE = frozenset({"hello", "describe", "status", "abort", "heartbeat", "recall", "fetch", "set_limits"})
 QUEUE_DEPTH = 1
 """Measurements that may wait behind the running one (``"queue": true`` in the request body)."""
 _counter = itertools.count()
@@ -287,6 +287,8 @@ class InstrumentServer:
             return messages.reply(msg, {**self._heartbeat(), "driver": dict(self._guard.driver.status())})
         if cmd == "recall":
             return messages.reply(msg, self._recall(msg.body.get("request_id")))
+        if cmd == "fetch":  # its own id is the one asked about: a cached or running one was answered above
+            return messages.reply(msg, {"request_id": msg.request_id, "state": "unknown", "instance": self.instance})
         if cmd == "set_limits":
             return messages.reply(msg, self._set_limits(msg.body.get("safety")))
         if cmd == "abort":

@@ -18,7 +18,16 @@ Examples:
 from engine.campaign._drift import DriftEstimate, DriftTracker
 from engine.campaign._loop import FAULTS, Campaign, CampaignResult, StepReport
 from engine.campaign._operator import APPROVAL_FALLBACKS, OperatorAction, OperatorControl, Verdict
-from engine.campaign._resume import Reconciliation, ResumePlan, apply_plan, plan_resume, reconcile
+from engine.campaign._resume import (
+    LOST_POLICY,
+    LostSteps,
+    Reconciliation,
+    ResumePlan,
+    apply_plan,
+    fetch_lost_steps,
+    plan_resume,
+    reconcile,
+)
 from engine.campaign._stop_rules import Budget, OperatorStop, WallTime
 
 __all__ = [
@@ -45,4 +54,7 @@ __all__ = [
     "apply_plan",
     "Reconciliation",
     "reconcile",
+    "LostSteps",
+    "fetch_lost_steps",
+    "LOST_POLICY",
 ]

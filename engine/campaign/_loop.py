@@ -134,13 +134,15 @@ class Campaign:
         on_drift: called with each tracking frame's outcome, before any step uses it (the run's
             ``drift_track``).
         pipeline: decide while the instrument measures: the next decision is taken (with the step in
-            flight as a pending point), recorded and queued on the measuring thread while the last
-            command is measured; that thread sends it the moment the last reply is in, while the loop
-            makes the last durable and tells the policy. An instrument that queues commands
-            (``QueuesCommands``: the ZeroMQ client with ``queue``) gets the next one at once, from a
-            second thread, and starts it the moment the last ends. Nothing is told to the policy before
-            it is durable; a crash leaves at most two decisions in flight, which resume reconciles by
-            request id.
+            flight as a pending point), recorded and sent while the last command is measured. An
+            instrument that queues commands (``QueuesCommands``: the ZeroMQ client with ``queue``)
+            gets it at once from this thread (``submit``) and starts it the moment the last ends;
+            another instrument measures on a thread of its own, which sends it the moment the last
+            reply is in. Meanwhile the loop records the last step and tells the policy; the recorder
+            may make it durable a little later (group commit, ``RunWriter.group_commit``): what the
+            policy is told is safe from a crash of this process at once, and from a power cut within
+            one sync, after which ``dualscope resume`` fetches it from the instrument by request id. A
+            crash leaves at most two decisions in flight, which resume reconciles by request id.
 
     Examples:
         >>> import tempfile
@@ -199,8 +201,8 @@ class Campaign:
         self.operator = operator
         self.drift, self.on_drift = drift, on_drift
         self.pipeline = pipeline
-        self._measuring: ThreadPoolExecutor | None = None  # pipelined, during run: the measuring thread(s)
-        self._queues = False  # pipelined to an instrument that queues: two measuring threads, in order
+        self._measuring: ThreadPoolExecutor | None = None  # pipelined to an instrument that cannot queue
+        self._queues = False  # pipelined to an instrument that queues: submit and collect on this thread
         self.instrument, self.policy, self.recorder = instrument, policy, recorder
         self.candidates, self.spectral_axis = candidates, spectral_axis
         self.stop_rules, self.clock = tuple(stop_rules), clock
@@ -230,11 +232,12 @@ class Campaign:
         tally = _Tally(step=first_step, n_recorded=n_recorded)
         reason: str | None = None
         flight: _Flight | None = None
-        if self.pipeline:  # one command measures on this thread while the loop decides the next
-            # an instrument that queues: the next command goes out from a second thread while the last is
-            # measured, and the instrument starts it the moment the last ends (no idle round trip between)
+        if self.pipeline:  # one command measures while the loop decides the next
+            # an instrument that queues gets the next command at once and starts it the moment the last
+            # ends (no idle round trip between); another one measures on a thread of its own
             self._queues = isinstance(self.instrument, QueuesCommands) and self.instrument.queue_depth > 0
-            self._measuring = ThreadPoolExecutor(2 if self._queues else 1, thread_name_prefix="measure")
+            if not self._queues:
+                self._measuring = ThreadPoolExecutor(1, thread_name_prefix="measure")
         try:
             for k, decision in enumerate(reconcile):  # their steps were taken before ``first_step``
                 now, step = self.clock.monotonic(), tally.step
@@ -280,10 +283,10 @@ class Campaign:
                 if not self.pipeline:
                     reason = self._carry_out(decision, t0, tally)
                     continue
-                # sent behind the one measuring (the moment its reply is in, or at once to an instrument that
-                # queues, once it holds that one), while this thread makes that one durable and tells the policy
+                # sent behind the one measuring (at once to an instrument that queues, else the moment its
+                # reply is in), while this thread records that one and tells the policy
                 previous = flight
-                flight, reason = self._launch(decision, t0, self.clock.monotonic(), tally, after=previous)
+                flight, reason = self._launch(decision, t0, self.clock.monotonic(), tally)
                 if previous is not None:
                     reason = self._land(previous, tally) or reason
             if flight is not None:
@@ -292,6 +295,7 @@ class Campaign:
         finally:
             if flight is not None and flight.future is not None:  # an error: let the command finish, keep it open
                 wait([flight.future])
+            if flight is not None:
                 self.candidates.release(flight.decision.proposal.indices)
             if self._measuring is not None:
                 self._measuring.shutdown()
@@ -320,11 +324,11 @@ class Campaign:
         return reason if flight is None else self._land(flight, tally)
 
     def _launch(
-        self, decision: Decision, t0: float, decided: float, tally: _Tally, after: _Flight | None = None
+        self, decision: Decision, t0: float, decided: float, tally: _Tally
     ) -> tuple[_Flight | None, str | None]:
-        """Check the limits and send the command (pipelined: on a measuring thread); no flight if refused.
+        """Check the limits and send the command (pipelined: submitted, or on the measuring thread).
 
-        ``after``: the flight still in the air (pipelined), which an instrument that queues must hold first.
+        No flight if refused.
         """
         indices = decision.proposal.indices
         positions = self.candidates.positions[indices]
@@ -352,32 +356,32 @@ class Campaign:
             self.safety.commit(positions)  # the next check must see this one, which lands only later
         self.candidates.mark_pending(indices)
         flight = _Flight(decision, positions, sent, decided - t0, self.clock.monotonic())
-        if self._measuring is not None:
-            flight.future = self._measuring.submit(self._measure, flight, after)
+        if self._queues:
+            assert isinstance(self.instrument, QueuesCommands)
+            try:
+                self.instrument.submit(sent, decision.request_id)
+            except FAULTS as exc:
+                flight.failed = exc
+            flight.submitted = True
+        elif self._measuring is not None:
+            flight.future = self._measuring.submit(self._measure, flight)
         return flight, None
 
-    def _measure(self, flight: _Flight, before: _Flight | None = None) -> Measurement:
-        """Send the flight's command and wait for its spectra (pipelined: on a measuring thread).
-
-        To an instrument that queues, the command goes out once the instrument holds ``before`` (the
-        flight launched just before), so it acquires in the order the campaign decided.
-        """
-        if self._queues and before is not None:
-            self._wait_until_held(before)
+    def _measure(self, flight: _Flight) -> Measurement:
+        """Send the flight's command and wait for its spectra (pipelined: on the measuring thread)."""
         flight.sent_at = self.clock.monotonic()
         return self.instrument.measure(flight.sent, request_id=flight.decision.request_id)
-
-    def _wait_until_held(self, before: _Flight) -> None:
-        """Block until the instrument holds ``before``'s command, or ``before`` has its outcome already."""
-        assert isinstance(self.instrument, QueuesCommands)
-        held = False
-        while not held and before.future is not None and not before.future.done():
-            held = self.instrument.wait_held(before.decision.request_id, 0.05)
 
     def _outcome(self, flight: _Flight) -> Measurement | BaseException:
         """Wait for the flight's measurement (or its error), checked against the spectral axis."""
         try:
-            measurement = flight.future.result() if flight.future is not None else self._measure(flight)
+            if flight.failed is not None:
+                raise flight.failed
+            if flight.submitted:
+                assert isinstance(self.instrument, QueuesCommands)
+                measurement = self.instrument.collect(flight.decision.request_id)
+            else:
+                measurement = flight.future.result() if flight.future is not None else self._measure(flight)
             measurement.check(self.spectral_axis)
         except BaseException as exc:
             return exc
@@ -501,6 +505,8 @@ class _Flight:
     decide_s: float
     sent_at: float
     future: Future[Measurement] | None = None
+    submitted: bool = False
+    failed: BaseException | None = None
     measured_s: float = float("nan")
 
 

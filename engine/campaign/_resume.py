@@ -12,7 +12,7 @@ the run data and the instrument are passed in.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
 from engine.decisions import Decision, Proposal
-from engine.errors import ResumeError
+from engine.errors import InstrumentConnectionError, InstrumentError, InstrumentTimeout, ResumeError
 from engine.protocols import Instrument, Policy, Recalls, Resumable
 from engine.safety import SafetyLimits
 
@@ -48,6 +48,8 @@ class ResumePlan:
         positions: recorded probe positions in order ``(n, d)`` (the dose budget's history).
         in_flight: the decisions whose outcome is unknown, by step, carried out first (one in a
             sequential campaign; up to two in a pipelined one, whose last goes back in flight).
+        untraced: steps before ``next_step`` that left nothing in the run (no row, no missing entry, no
+            decision): a power cut took them before they were durable (``fetch_lost_steps``).
 
     Examples:
         >>> plan = plan_resume(run.attrs, run.columns)
@@ -66,6 +68,7 @@ class ResumePlan:
     failures: dict[int, int]
     positions: NDArray[np.float64]
     in_flight: tuple[Decision, ...] = field(default=())
+    untraced: tuple[int, ...] = field(default=())
 
 
 def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -> ResumePlan:
@@ -108,6 +111,7 @@ def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -
     released = Counter(int(c) for m in missing if m.get("released") for c in m["candidates"])
     retired = sorted({int(c) for m in missing if not m.get("released") for c in m["candidates"]})
     last = max([*settled, *(d.step for d in in_flight)], default=-1) + 1
+    untraced = sorted(set(range(last)) - settled - {d.step for d in in_flight})
     return ResumePlan(
         n_recorded=int(steps.size),
         next_step=last,
@@ -120,6 +124,7 @@ def plan_resume(attrs: Mapping[str, Any], columns: Mapping[str, NDArray[Any]]) -
         failures=dict(released),
         positions=np.asarray(columns["positions"], dtype=np.float64),
         in_flight=in_flight,
+        untraced=tuple(untraced),
     )
 
 
@@ -258,3 +263,119 @@ def reconcile(instrument: Instrument, decision: Decision, last_instance: str | N
         "and cannot say whether it measured it; measured again"
     )
     return Reconciliation("forgotten", note)
+
+
+@dataclass(frozen=True)
+class LostSteps:
+    """What the instrument still held of the steps a power cut took from the run (``fetch_lost_steps``).
+
+    Attributes:
+        measured: decisions rebuilt from what the instrument measured (candidates from its positions),
+            by step: carried out with their own request ids, so the replies come from its cache.
+        failed: steps whose measurement the instrument answered with an error, and the error: recorded
+            as missing (their candidates are not known).
+        note: why fetching stopped early, or ``None``.
+
+    Examples:
+        >>> LostSteps().measured, LostSteps().note  # a resume after a SIGKILL: the run lost nothing
+        ((), None)
+    """
+
+    measured: tuple[Decision, ...] = ()
+    failed: tuple[tuple[Decision, str], ...] = ()
+    note: str | None = None
+
+
+def fetch_lost_steps(
+    instrument: Instrument,
+    plan: ResumePlan,
+    request_prefix: str,
+    candidates: CandidateSet,
+    drift_track: Sequence[Mapping[str, Any]],
+) -> LostSteps:
+    """Ask the instrument for the steps the run lost: its untraced steps, then every step from ``next_step`` on.
+
+    With group commit (a pipelined campaign) the loop tells the policy a row before a syncer makes
+    it durable, so a power cut can take the last few steps from the run; the instrument's reply cache
+    still holds them under their request ids ``f"{request_prefix}-{step:06d}"``. Fetching goes on
+    from ``plan.next_step`` until the instrument has nothing for a step; each measured position,
+    less the drift shift in force at its step, must be a candidate's.
+
+    Args:
+        instrument: the instrument, connected again (one that cannot ``fetch`` gives nothing back).
+        plan: the run's ``ResumePlan``.
+        request_prefix: the campaign's request-id prefix (``run_id[:12]``).
+        candidates: the run's candidates ``(m, d)``.
+        drift_track: the run's ``drift_track`` entries (``step``, ``shift``), in order.
+
+    Returns:
+        The decisions to carry out again (in step order) and the failures to record.
+
+    Examples:
+        >>> from engine.storage import read_candidates
+        >>> from instruments.local import LocalInstrument
+        >>> from simulators.synthetic import SyntheticOptions, synthetic_microscope
+        >>> scope = LocalInstrument(synthetic_microscope(SyntheticOptions(), SystemClock()))
+        >>> plan = plan_resume(run.attrs, run.columns)
+        >>> fetch_lost_steps(scope, plan, "run", read_candidates(run_path), []).measured  # it measured none of them
+        ()
+    """
+    if not isinstance(instrument, Recalls):
+        return LostSteps()
+    measured: list[Decision] = []
+    failed: list[tuple[Decision, str]] = []
+    steps = [*plan.untraced, *range(plan.next_step, plan.next_step + 1_000_000)]
+    for step in steps:
+        rid = f"{request_prefix}-{step:06d}"
+        try:
+            found = instrument.fetch(rid)
+        except (InstrumentTimeout, InstrumentConnectionError):
+            raise  # the instrument cannot be asked: nothing is decided on a guess
+        except InstrumentError as exc:  # it measured that step and failed
+            failed.append((_lost(step, rid, np.zeros(0, dtype=np.int64)), f"{type(exc).__name__}: {exc}"))
+            continue
+        if found is None:
+            if step >= plan.next_step:
+                break
+            continue
+        shift = _shift_at(drift_track, step, found.positions.shape[1])
+        indices = _candidates_at(candidates, found.positions - shift[None, :])
+        if indices is None:
+            note = (
+                f"request {rid}: the instrument measured {found.positions.tolist()}, which is no candidate's "
+                "position (less the drift shift); fetching stopped there"
+            )
+            return LostSteps(tuple(measured), tuple(failed), note)
+        measured.append(_lost(step, rid, indices, float(found.timestamps[0]) if found.timestamps.size else 0.0))
+    return LostSteps(tuple(measured), tuple(failed))
+
+
+def _lost(step: int, rid: str, indices: NDArray[np.int64], decided_at: float = 0.0) -> Decision:
+    """A decision rebuilt from the instrument (the policy's own record of it was lost)."""
+    return Decision(step, rid, LOST_POLICY, Proposal(indices, np.full(indices.size, np.nan)), decided_at, None)
+
+
+LOST_POLICY = "recovered-from-instrument"
+"""The policy name recorded for a step fetched back from the instrument after a power cut."""
+
+
+def _shift_at(track: Sequence[Mapping[str, Any]], step: int, d: int) -> NDArray[np.float64]:
+    """The drift shift ``(d,)`` in force at ``step``: the last tracking entry used from that step or before."""
+    shift = np.zeros(d)
+    for entry in track:
+        if int(entry["step"]) <= step and entry.get("shift") is not None:
+            shift = np.asarray([np.nan if v is None else v for v in entry["shift"]], dtype=np.float64)
+    return np.nan_to_num(shift)
+
+
+def _candidates_at(candidates: CandidateSet, positions: NDArray[np.float64]) -> NDArray[np.int64] | None:
+    """The candidate at each position ``(k, d)`` (within 1e-6 of the axes' units), or ``None`` if one is none."""
+    pos = candidates.positions
+    out = np.empty(positions.shape[0], dtype=np.int64)
+    for k, p in enumerate(positions):
+        dist = np.abs(pos - p[None, :]).max(axis=1)
+        j = int(np.argmin(dist))
+        if dist[j] > 1e-6:
+            return None
+        out[k] = j
+    return out

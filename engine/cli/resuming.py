@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 import zmq
 
-from engine.campaign import CampaignResult, OperatorStop, StepReport, apply_plan, plan_resume, reconcile
+from engine.campaign import (
+    CampaignResult,
+    OperatorStop,
+    StepReport,
+    apply_plan,
+    fetch_lost_steps,
+    plan_resume,
+    reconcile,
+)
 from engine.cli.wiring import (
     CampaignParts,
     Control,
@@ -84,8 +92,10 @@ def resume_run(
     and fault counts are rebuilt from the run. The decisions in flight at the crash are reconciled
     with the instrument by its request id first: its reply is fetched if the instrument made it,
     measured now if it never arrived, and recorded as a possible repeat (attribute ``repeats``) if
-    the instrument cannot say. Stop rules count what the run recorded before (the budget); the
-    wall-time limit counts from the resume.
+    the instrument cannot say. Then the steps a power cut took from the run before they were durable
+    (group commit) are fetched from the instrument by request id and carried out again from its
+    reply cache. Stop rules count what the run recorded before (the budget); the wall-time limit
+    counts from the resume.
 
     Raises:
         ResumeError: the instrument is not the one the run was made with, or the run lacks its image.
@@ -147,13 +157,24 @@ def resume_run(
                 )
         if plan.in_flight:
             entry.update(in_flight=[d.request_id for d in plan.in_flight], instrument_said=said)
+        lost = fetch_lost_steps(instrument, plan, campaign.request_prefix, candidates, writer.drift_track)
+        for decision, error in lost.failed:
+            writer.record_missing(decision, f"lost from the run by a power cut; the instrument had answered: {error}")
+        if lost.measured or lost.failed or lost.note:
+            entry.update(
+                fetched_from_instrument=[d.request_id for d in lost.measured],
+                failed_at_instrument=[d.request_id for d, _ in lost.failed],
+                fetch_note=lost.note,
+            )
         writer.note_instrument(instance_of(instrument))
         writer.log_resume(entry)
     except BaseException:
         stop_helpers(trainer, control[1])
         writer.release(status="interrupted")
         raise
-    return run_to_close(campaign, parts, control[1], first_step=plan.next_step, reconcile=plan.in_flight)
+    again = sorted([*plan.in_flight, *lost.measured], key=lambda d: d.step)
+    first_step = max([plan.next_step, *(d.step + 1 for d in again), *(d.step + 1 for d, _ in lost.failed)])
+    return run_to_close(campaign, parts, control[1], first_step=first_step, reconcile=again)
 
 
 def _load_features(policy: Policy, run_dir: Path, state: Mapping[str, Any] | None) -> int | None:

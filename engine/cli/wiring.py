@@ -301,6 +301,8 @@ def build_campaign(
 ) -> Campaign:
     """The campaign over ``parts``, held by ``operator`` (from ``open_control``) when there is one."""
     config, writer, description = parts.config, parts.writer, parts.description
+    if config.run.pipeline:  # durability of each row off the loop's thread too (see RunWriter.group_commit)
+        writer.group_commit()
     campaign = Campaign(
         instrument=parts.instrument,
         policy=parts.policy,

@@ -13,7 +13,7 @@ import zmq
 from numpy.typing import NDArray
 
 from engine.clock import SystemClock
-from engine.errors import AcquisitionAborted, ConfigError, InstrumentBusy, InstrumentTimeout
+from engine.errors import AcquisitionAborted, ConfigError, DeviceFault, InstrumentBusy, InstrumentTimeout
 from instruments.client import ZmqInstrument
 from instruments.endpoints import is_loopback
 from instruments.server import InstrumentServer
@@ -97,6 +97,34 @@ def test_a_lost_reply_is_recovered_from_the_cache(counting: CountingDriver, serv
         again = client.measure(pos, request_id="lost-1")
     assert counting.calls == 1
     np.testing.assert_array_equal(again.spectra, first.arrays["spectra"])
+
+
+def test_fetch_hands_back_what_was_measured_under_an_id_and_never_measures(
+    counting: CountingDriver, serve: Any, zmq_context: Any
+) -> None:
+    """What a resumed engine asks after a power cut: the reply kept under an id, or nothing; running: once done."""
+    srv = serve(counting)
+    pos = positions_in(counting.describe(), 2)
+    with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=3) as client:
+        made = client.measure(pos, request_id="run-000007")
+        again = client.fetch("run-000007")
+        assert again is not None and again.request_id == "run-000007"
+        np.testing.assert_array_equal(again.spectra, made.spectra)
+        np.testing.assert_array_equal(again.positions, made.positions)
+        assert client.fetch("run-000008") is None  # never received: nothing, and nothing started
+        assert counting.calls == 1
+        counting.delay_s = 0.5
+        client.submit(pos, "run-000009")
+        _wait_for(lambda: client.status()["busy"])
+        running = client.fetch("run-000009")  # answered once it ends
+        assert running is not None and counting.calls == 2
+        counting.delay_s = 0.0
+        counting.fail_with = DeviceFault("detector saturated")
+        with pytest.raises(DeviceFault, match="saturated"):
+            client.measure(pos, request_id="run-000010")
+        with pytest.raises(DeviceFault, match="saturated"):  # a failed one says how it failed
+            client.fetch("run-000010")
+        assert client.recall("run-000008")["state"] == "unknown"  # fetch left nothing behind under that id
 
 
 def test_slow_acquisition_retries_see_progress_and_measure_once(
@@ -301,9 +329,7 @@ def test_a_queued_measurement_starts_when_the_running_one_ends_and_abort_cancels
         b.close(linger=0)
 
 
-def test_each_thread_gets_its_own_socket_and_a_queued_client_keeps_the_instrument_busy(
-    counting: CountingDriver, serve: Any, zmq_context: Any
-) -> None:
+def test_each_thread_gets_its_own_socket(counting: CountingDriver, serve: Any, zmq_context: Any) -> None:
     """Two threads of one queued client: both measurements are answered, each on its own thread's socket."""
     srv, pos = _served_slowly(counting, serve, 0.05)
     results: dict[str, Any] = {}
@@ -317,16 +343,36 @@ def test_each_thread_gets_its_own_socket_and_a_queued_client_keeps_the_instrumen
             t.start()
         for t in threads:
             t.join(timeout=60)
-        assert client.wait_held("t-1", 0) and client.wait_held("t-2", 0)  # each was acknowledged when it arrived
-        assert not client.wait_held("t-3", 0)
     assert sorted(results) == ["t-1", "t-2"] and all(m.request_id == rid for rid, m in results.items())
+    assert counting.calls == 2
+
+
+def test_submitted_measurements_are_queued_in_order_and_collected_by_id(
+    counting: CountingDriver, serve: Any, zmq_context: Any
+) -> None:
+    """submit returns at once; the server holds the second behind the first; collect takes each outcome by id."""
+    srv, pos = _served_slowly(counting, serve, 0.05)
+    with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0, queue=True) as client:
+        client.hello()
+        client.submit(pos, "s-1")
+        client.submit(pos + 1.0, "s-2")
+        _wait_for(lambda: client.status()["queued"] == 1)  # both sent before either was collected
+        client.submit(pos + 2.0, "s-3")  # one running, one queued: no room for a third
+        second = client.collect("s-2")  # collected out of order: the first's reply is kept for its turn
+        first = client.collect("s-1")
+        with pytest.raises(InstrumentBusy, match="s-1"):
+            client.collect("s-3")
+        with pytest.raises(ValueError, match="not submitted"):
+            client.collect("s-1")
+    assert first.request_id == "s-1" and second.request_id == "s-2"
+    np.testing.assert_allclose(second.positions, first.positions + 1.0)
     assert counting.calls == 2
 
 
 def test_a_pipelined_campaign_to_a_queuing_server_measures_in_the_order_it_decided(
     counting: CountingDriver, serve: Any, zmq_context: Any
 ) -> None:
-    """Two measuring threads, two sockets: each command leaves only once the server holds the one before."""
+    """Every command is submitted from the loop's thread on one socket, so the server receives them in order."""
     from engine.campaign import Budget, Campaign
     from engine.candidates import CandidateSet
     from engine.policy import RandomPolicy
@@ -339,18 +385,24 @@ def test_a_pipelined_campaign_to_a_queuing_server_measures_in_the_order_it_decid
         order.append(np.asarray(positions)[0].tolist())
         return inner(positions)
 
-    class Sluggish(ZmqInstrument):
-        """Every other command's thread is slow to send it: the next one must still wait its turn."""
+    class Counting(ZmqInstrument):
+        """Counts what the campaign submits (the pipelined path) and what it measures the plain way."""
+
+        submitted = 0
+        measured = 0
+
+        def submit(self, positions: Any, request_id: str) -> None:
+            self.submitted += 1
+            super().submit(positions, request_id)
 
         def measure(self, positions: Any, request_id: str | None = None) -> Any:
-            if request_id is not None and int(request_id.rsplit("-", 1)[1]) % 2 == 0:
-                time.sleep(0.01)
+            self.measured += 1
             return super().measure(positions, request_id)
 
     counting.measure = recording  # type: ignore[method-assign]
     counting.delay_s = 0.002
     srv = serve(counting)
-    with Sluggish(srv.endpoint, zmq_context, timeout_s=30, retries=0, queue=True) as client:
+    with Counting(srv.endpoint, zmq_context, timeout_s=30, retries=0, queue=True) as client:
         desc = client.describe()
         cands = CandidateSet.from_image_grid(client.acquire_image("haadf"), desc, 4, margin_px=1)
         rec = MemoryRecorder()
@@ -360,4 +412,5 @@ def test_a_pipelined_campaign_to_a_queuing_server_measures_in_the_order_it_decid
             pipeline=True,
         ).run()  # fmt: skip
     assert result.n_recorded == 60 and srv.server.internal_errors == 0
+    assert client.submitted == 60 and client.measured == 0
     assert order == [row[1].positions[0].tolist() for row in rec.rows]  # the instrument's order is the decisions'
