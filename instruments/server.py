@@ -9,10 +9,9 @@ arrives while its request is still running gets a ``progress`` message, and the 
 completes (also when the retry comes from another client: an engine resumed after a crash).
 A ``measure`` whose body says ``"queue": true`` may wait behind the one running (``QUEUE_DEPTH``
 of them): it starts the moment that one ends, so a pipelined engine keeps the instrument busy
-between its commands. Such a request is acknowledged at once with a ``progress`` message, so that a
-client sends its next one only after the server holds this one (the order of arrival is the order
-of acquisition); any other acquisition that arrives while one runs is answered ``busy``, and
-``abort`` also cancels the queued ones (each is answered ``aborted``).
+between its commands. The order of arrival is the order of acquisition (a client sends its
+commands in order on one socket); any other acquisition that arrives while one runs is answered
+``busy``, and ``abort`` also cancels the queued ones (each is answered ``aborted``).
 The server never dies on a malformed message: it answers with an error.
 
 With a ``ServerAuth`` the socket is a CURVE server: only clients in the
@@ -235,9 +234,6 @@ class InstrumentServer:
                 return
             self._in_flight[msg.request_id] = route
             self._jobs.put((route, msg))
-            if queued:  # acknowledged at once: the client sends its next command only after this one is here
-                state = "queued" if len(self._in_flight) > 1 else "running"
-                self._send(route, Message("progress", msg.request_id, msg.command, {"state": state}))
             return
         self._send(route, self._answer(msg, self._immediate))
 

@@ -103,11 +103,15 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_HEADER_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+"""One decoder for every header (``json.loads`` with an option builds a new one per call)."""
+
+
 def _parse_header(frame: bytes) -> dict[str, Any]:
     if len(frame) > MAX_HEADER_BYTES:
         raise MalformedMessage(f"header is {len(frame)} bytes; the limit is {MAX_HEADER_BYTES}")
     try:
-        header = json.loads(bytes(frame).decode("utf-8"), parse_constant=_no_constant)
+        header = _HEADER_DECODER.decode(bytes(frame).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise MalformedMessage(f"header is not UTF-8 JSON: {exc}") from exc
     if not isinstance(header, dict):

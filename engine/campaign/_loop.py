@@ -202,7 +202,8 @@ class Campaign:
         self.drift, self.on_drift = drift, on_drift
         self.pipeline = pipeline
         self._measuring: ThreadPoolExecutor | None = None  # pipelined to an instrument that cannot queue
-        self._queues = False  # pipelined to an instrument that queues: submit and collect on this thread
+        self._queues: QueuesCommands | None = None  # pipelined to an instrument that queues: submit, collect here
+        self._stateful: Resumable | None = None  # the policy, if it has a state to store with each decision
         self.instrument, self.policy, self.recorder = instrument, policy, recorder
         self.candidates, self.spectral_axis = candidates, spectral_axis
         self.stop_rules, self.clock = tuple(stop_rules), clock
@@ -230,13 +231,16 @@ class Campaign:
         """
         started = self.clock.monotonic()
         tally = _Tally(step=first_step, n_recorded=n_recorded)
+        # a runtime protocol check costs µs: once a run, not once a step
+        self._stateful = self.policy if isinstance(self.policy, Resumable) else None
         reason: str | None = None
         flight: _Flight | None = None
         if self.pipeline:  # one command measures while the loop decides the next
             # an instrument that queues gets the next command at once and starts it the moment the last
             # ends (no idle round trip between); another one measures on a thread of its own
-            self._queues = isinstance(self.instrument, QueuesCommands) and self.instrument.queue_depth > 0
-            if not self._queues:
+            queues = isinstance(self.instrument, QueuesCommands) and self.instrument.queue_depth > 0
+            self._queues = self.instrument if queues and isinstance(self.instrument, QueuesCommands) else None
+            if self._queues is None:
                 self._measuring = ThreadPoolExecutor(1, thread_name_prefix="measure")
         try:
             for k, decision in enumerate(reconcile):  # their steps were taken before ``first_step``
@@ -266,9 +270,7 @@ class Campaign:
                 if proposal.indices.size == 0:
                     reason = "every candidate has been measured"
                     break
-                state = (
-                    {**self.policy.state(), ROWS_TOLD: tally.n_recorded} if isinstance(self.policy, Resumable) else None
-                )
+                state = {**self._stateful.state(), ROWS_TOLD: tally.n_recorded} if self._stateful is not None else None
                 rid = f"{self.request_prefix}-{tally.step:06d}"
                 decision = Decision(tally.step, rid, method, proposal, self.clock.time(), state)
                 self.recorder.record_decision(decision)
@@ -356,10 +358,9 @@ class Campaign:
             self.safety.commit(positions)  # the next check must see this one, which lands only later
         self.candidates.mark_pending(indices)
         flight = _Flight(decision, positions, sent, decided - t0, self.clock.monotonic())
-        if self._queues:
-            assert isinstance(self.instrument, QueuesCommands)
+        if self._queues is not None:
             try:
-                self.instrument.submit(sent, decision.request_id)
+                self._queues.submit(sent, decision.request_id)
             except FAULTS as exc:
                 flight.failed = exc
             flight.submitted = True
@@ -377,9 +378,8 @@ class Campaign:
         try:
             if flight.failed is not None:
                 raise flight.failed
-            if flight.submitted:
-                assert isinstance(self.instrument, QueuesCommands)
-                measurement = self.instrument.collect(flight.decision.request_id)
+            if flight.submitted and self._queues is not None:
+                measurement = self._queues.collect(flight.decision.request_id)
             else:
                 measurement = flight.future.result() if flight.future is not None else self._measure(flight)
             measurement.check(self.spectral_axis)

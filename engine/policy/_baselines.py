@@ -78,6 +78,8 @@ class RasterPolicy:
 
     def __init__(self) -> None:
         self._order: NDArray[np.int64] | None = None
+        self._of: CandidateSet | None = None  # the candidate set the order and cursor belong to
+        self._cursor = 0  # every candidate before it in the order is measured (measured is for good)
 
     def _serpentine(self, grid_shape: tuple[int, int]) -> NDArray[np.int64]:
         rows, cols = grid_shape
@@ -86,11 +88,37 @@ class RasterPolicy:
         return order.ravel()
 
     def propose(self, candidates: CandidateSet, q: int) -> Proposal:
-        """The next ``q`` available candidates in serpentine order."""
-        if self._order is None or self._order.size != len(candidates):
-            self._order = self._serpentine(candidates.grid_shape)
-        free = ~(candidates.measured | candidates.pending)
-        chosen = self._order[free[self._order]][:q]
+        """The next ``q`` available candidates in serpentine order.
+
+        A candidate released after a failed measurement is proposed again first; only measured ones
+        are passed for good (a cursor), so each step looks at a few candidates, not all of them.
+        """
+        if self._order is None or self._of is not candidates or self._order.size != len(candidates):
+            self._order, self._of, self._cursor = self._serpentine(candidates.grid_shape), candidates, 0
+        order, measured, pending = self._order, candidates.measured, candidates.pending
+        if q == 1:  # the common case, element by element: a few µs, where a window of arrays costs tens
+            c = self._cursor
+            while c < order.size and measured[order[c]]:
+                c += 1
+            self._cursor = c
+            while c < order.size and (pending[order[c]] or measured[order[c]]):
+                c += 1
+            chosen = order[c : c + 1]
+            return Proposal(indices=chosen, acquisition_values=np.full(chosen.size, np.nan))
+        size = max(4 * q, 64)
+        while True:
+            window = order[self._cursor : self._cursor + size]
+            done = measured[window]
+            lead = int(np.argmin(done)) if not done.all() else window.size
+            self._cursor += lead
+            free = window[lead:][~(done[lead:] | pending[window[lead:]])]
+            if free.size >= q or self._cursor + size >= order.size:
+                break
+            size *= 4  # few free ones near the cursor (many pending): look further
+        if free.size < q:  # the window reached the end of the order
+            rest = order[self._cursor :]
+            free = rest[~(measured[rest] | pending[rest])]
+        chosen = free[:q]
         return Proposal(indices=chosen, acquisition_values=np.full(chosen.size, np.nan))
 
     def tell(self, indices: NDArray[np.int64], spectra: NDArray[np.float32]) -> None:

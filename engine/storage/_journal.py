@@ -13,6 +13,7 @@ torn write at a crash); everything before it is intact.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import struct
@@ -48,11 +49,18 @@ def encode_entry(meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]) ->
         a = np.ascontiguousarray(arr)
         if a.dtype.char not in _ALLOWED_KINDS:
             raise TypeError(f"journal array {name!r} has unsupported dtype {a.dtype}")
-        specs.append([name, a.dtype.str, list(a.shape)])
+        specs.append((name, a.dtype.str, a.shape))
         buffers.append(a.tobytes())
-    meta_bytes = json.dumps({**meta, "arrays": specs}, separators=(",", ":")).encode()
+    body = json.dumps(meta, separators=(",", ":"))
+    meta_bytes = f'{body[:-1]}{"," if len(body) > 2 else ""}"arrays":{_specs_json(tuple(specs))}}}'.encode()
     payload = b"".join([_META_LEN.pack(len(meta_bytes)), meta_bytes, *buffers])
     return _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+@functools.lru_cache(maxsize=64)
+def _specs_json(specs: tuple[tuple[str, str, tuple[int, ...]], ...]) -> str:
+    """The ``arrays`` list of an entry's meta as JSON (the same for every row of a run: kept)."""
+    return json.dumps([[name, dtype, list(shape)] for name, dtype, shape in specs], separators=(",", ":"))
 
 
 def decode_entries(data: bytes) -> tuple[list[JournalEntry], int]:

@@ -283,9 +283,7 @@ def _served_slowly(counting: CountingDriver, serve: Any, delay_s: float) -> tupl
 
 
 def _outcome(sock: zmq.Socket[Any]) -> Message:
-    """The reply or error to a queued request, after its acknowledgement (a ``progress`` message)."""
-    ack = decode(sock.recv_multipart())
-    assert ack.type == "progress" and ack.body["state"] in ("running", "queued")
+    """The reply or error to a queued request (nothing is sent before it: no acknowledgement)."""
     return decode(sock.recv_multipart())
 
 

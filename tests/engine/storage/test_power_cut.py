@@ -59,6 +59,7 @@ def _write_run(
     writer = make_run(path, chunk_rows)
     if pipelined:
         writer.group_commit()
+        writer.commit_interval_s = 0.0  # a block per commit: the most committing segments to cut through
     progress.created, progress.writer = True, writer
     sizes = []
     while sum(sizes) < ROWS:
