@@ -236,8 +236,10 @@ def resume(
     decision, plus the data recorded since) and asks the instrument what it did with the command in
     flight at the crash, by its request id: a measurement it made is fetched, not repeated; one it
     cannot account for (it restarted) is measured again and recorded as a possible repeat in the
-    run's 'repeats'. With the same instrument and `training = "inline"` the resumed run makes the same
-    decisions as one never interrupted. A run that was closed has nothing to resume.
+    run's 'repeats'. After a power cut, a pipelined run may have lost its last few steps before they
+    were durable: they are fetched from the instrument by request id, never measured again. With the
+    same instrument and `training = "inline"` the resumed run makes the same decisions as one never
+    interrupted. A run that was closed has nothing to resume.
 
     Example: `dualscope resume runs/demo-20260101-120000.zarr`
     """
@@ -269,6 +271,23 @@ def resume(
     except BaseException:
         writer.release(status="interrupted")
         raise
+    _say_fetched(run_path)
+
+
+def _say_fetched(run_path: Path) -> None:
+    """Say which steps the resume fetched back from the instrument (lost to a power cut), if any."""
+    from engine.storage import read_run
+
+    resumes = read_run(run_path).attrs.get("resumes") or [{}]
+    last = resumes[-1]
+    fetched, failed = last.get("fetched_from_instrument") or [], last.get("failed_at_instrument") or []
+    if fetched or failed:
+        out.print(
+            f"Fetched from the instrument: {len(fetched)} steps the run had lost before they were durable"
+            + (f"; {len(failed)} it had answered with an error (recorded as missing)" if failed else "")
+        )
+    if last.get("fetch_note"):
+        out.print(f"[yellow]note:[/] {escape(str(last['fetch_note']))}")
 
 
 def replay(

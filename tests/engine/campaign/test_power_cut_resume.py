@@ -69,7 +69,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]
 
 @pytest.mark.parametrize("cut_at", CUTS)
 def test_a_power_cut_loses_nothing_the_instrument_measured(
-    tmp_path: Path, reference: dict[str, np.ndarray], cut_at: int
+    tmp_path: Path, reference: dict[str, np.ndarray], cut_at: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server, endpoint = _serve()
     try:
@@ -104,4 +104,6 @@ def test_a_power_cut_loses_nothing_the_instrument_measured(
         np.testing.assert_array_equal(run.columns[name][:before], reference[name][:before], err_msg=name)
     recovered = run.columns["policy_code"] == run.policy_names.index(LOST_POLICY)
     assert int(recovered.sum()) == len(fetched)  # recorded as fetched from the instrument, not as decided
+    said = " ".join(capsys.readouterr().out.split())  # the console folds long lines
+    assert f"Fetched from the instrument: {len(fetched)} steps" in said
     assert np.unique(run.columns["candidate_index"]).size == run.n == BUDGET  # nothing measured twice
