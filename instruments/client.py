@@ -118,6 +118,7 @@ class ZmqInstrument:
         except zmq.Again:
             pass  # no peer took it within the timeout: ``collect`` counts it as an attempt and re-sends
         except zmq.ZMQError as exc:
+            del self._submitted[request_id]  # never sent: nothing to collect
             raise InstrumentConnectionError(f"ZeroMQ error talking to {self.endpoint}: {exc}", request_id) from exc
 
     def collect(self, request_id: str) -> Measurement:
