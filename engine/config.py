@@ -32,10 +32,11 @@ class RunSection(_Strict):
     seed: int = Field(0, description="seed of the policy's random generator")
     chunk_rows: int = Field(64, ge=1, le=65536, description="rows per Zarr chunk and per committed block")
     figure: bool = Field(True, description="write the summary figure next to the run")
-    pipeline: bool = Field(
-        False,
+    pipeline: bool | None = Field(
+        None,
         description="decide the next step while the instrument measures the last (one command in flight, "
-        "durability of the last overlapping the next acquisition)",
+        "durability of the last overlapping the next acquisition); default: on when the engine connects to "
+        "an instrument's server ([instrument] mode = 'connect': a live microscope), off otherwise",
     )
 
 
@@ -330,6 +331,23 @@ class RunConfig(_Strict):
     operator: OperatorSection = OperatorSection()
     drift: DriftSection = DriftSection()
     training: TrainingSection = TrainingSection()
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether the campaign decides while the instrument measures.
+
+        ``[run] pipeline`` when given; by default, when the engine connects to an instrument's server
+        (``[instrument] mode = "connect"``: a live microscope; decision 0016).
+
+        Examples:
+            >>> RunConfig.model_validate({"instrument": {"mode": "connect"}}).pipelined
+            True
+            >>> RunConfig.model_validate({"instrument": {"mode": "connect"}, "run": {"pipeline": False}}).pipelined
+            False
+            >>> RunConfig().pipelined  # a simulator the engine spawns
+            False
+        """
+        return self.run.pipeline if self.run.pipeline is not None else self.instrument.mode == "connect"
 
     @model_validator(mode="after")
     def _training_has_a_scheduler(self) -> RunConfig:

@@ -82,7 +82,7 @@ def checked_instrument(config: RunConfig, context: zmq.Context[Any], clock: Cloc
     section = config.instrument
     if section.mode in ("spawn", "local"):
         check_image_channel(section.driver, section.options, section.image_channel)
-    with open_instrument(section, context, clock, queue=config.run.pipeline) as instrument:
+    with open_instrument(section, context, clock, queue=config.pipelined) as instrument:
         yield instrument
 
 
@@ -301,7 +301,7 @@ def build_campaign(
 ) -> Campaign:
     """The campaign over ``parts``, held by ``operator`` (from ``open_control``) when there is one."""
     config, writer, description = parts.config, parts.writer, parts.description
-    if config.run.pipeline:  # durability of each row off the loop's thread too (see RunWriter.group_commit)
+    if config.pipelined:  # durability of each row off the loop's thread too (see RunWriter.group_commit)
         writer.group_commit()
     campaign = Campaign(
         instrument=parts.instrument,
@@ -320,7 +320,7 @@ def build_campaign(
         max_faults_in_a_row=config.faults.max_in_a_row,
         operator=operator,
         drift=drift_tracker(parts, clock),
-        pipeline=config.run.pipeline,
+        pipeline=config.pipelined,
         on_drift=lambda estimate: writer.record_drift(estimate.to_json()),
     )
     return campaign
