@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from engine.candidates import CandidateSet
 from engine.decisions import Decision, Proposal
-from engine.errors import InstrumentConnectionError, InstrumentError, InstrumentTimeout, ResumeError
+from engine.errors import BadRequest, InstrumentConnectionError, InstrumentError, InstrumentTimeout, ResumeError
 from engine.protocols import Instrument, Policy, Recalls, Resumable
 from engine.safety import SafetyLimits
 
@@ -331,6 +331,9 @@ def fetch_lost_steps(
             found = instrument.fetch(rid)
         except (InstrumentTimeout, InstrumentConnectionError):
             raise  # the instrument cannot be asked: nothing is decided on a guess
+        except BadRequest as exc:  # a server that does not know `fetch` (an older one)
+            note = f"the instrument cannot hand back a measurement by request id ({exc}); fetching stopped there"
+            return LostSteps(tuple(measured), tuple(failed), note)
         except InstrumentError as exc:  # it measured that step and failed
             failed.append((_lost(step, rid, np.zeros(0, dtype=np.int64)), f"{type(exc).__name__}: {exc}"))
             continue

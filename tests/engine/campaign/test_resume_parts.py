@@ -257,3 +257,47 @@ def test_a_resumed_dual_vae_continues_from_its_checkpoint_in_the_run(tmp_path: P
     assert outcome.error is None and outcome.result is not None and outcome.result.n_recorded == 7
     resumed = read_run(path).attrs["resumes"][0]
     assert resumed["features_checkpoint"] == int(saved[-1].removeprefix("features-v"))
+
+
+def test_fetch_lost_steps_rebuilds_decisions_from_what_the_instrument_kept() -> None:
+    """Untraced steps and the tail after the last known one; the drift shift is taken off; errors recorded."""
+    from engine.campaign import LOST_POLICY, fetch_lost_steps, plan_resume
+    from engine.errors import BadRequest, DeviceFault
+
+    scope = LocalInstrument(synthetic_microscope(SyntheticOptions(image_pixels=16, n_channels=8), SystemClock()))
+    desc = scope.describe()
+    cands = CandidateSet.from_image_grid(scope.acquire_image("haadf"), desc, 4)
+    shift = np.array([0.5, -0.25])
+    for step, index in ((1, 3), (3, 5), (4, 6)):  # measured where the drift had moved the specimen
+        scope.measure(cands.positions[[index]] + shift, request_id=f"run-{step:06d}")
+    columns = {
+        "step": np.array([0, 2]), "candidate_index": np.array([0, 1]),
+        "spectra": np.zeros((2, 8), np.float32), "positions": cands.positions[[0, 1]],
+    }  # fmt: skip
+    plan = plan_resume({"missing": []}, columns)
+    assert plan.untraced == (1,) and plan.next_step == 3
+    track = [{"step": 1, "shift": shift.tolist()}]
+    lost = fetch_lost_steps(scope, plan, "run", cands, track)
+    assert [d.step for d in lost.measured] == [1, 3, 4] and not lost.failed and lost.note is None
+    assert [int(d.proposal.indices[0]) for d in lost.measured] == [3, 5, 6]
+    assert {d.policy for d in lost.measured} == {LOST_POLICY}
+
+    class Failing(LocalInstrument):
+        """Step 3 failed at the instrument; a server that knows no `fetch` says so for step 5."""
+
+        def fetch(self, request_id: str) -> Any:
+            if request_id == "run-000003":
+                raise DeviceFault("detector saturated")
+            if request_id == "run-000005":
+                raise BadRequest("unknown command 'fetch'")
+            return super().fetch(request_id)
+
+    failing = Failing(synthetic_microscope(SyntheticOptions(image_pixels=16, n_channels=8), SystemClock()))
+    failing.measure(cands.positions[[6]], request_id="run-000004")
+    lost = fetch_lost_steps(failing, plan, "run", cands, [])
+    assert [d.step for d, _ in lost.failed] == [3] and "saturated" in lost.failed[0][1]
+    assert [d.step for d in lost.measured] == [4] and lost.note is not None and "cannot hand back" in lost.note
+    far = LocalInstrument(synthetic_microscope(SyntheticOptions(image_pixels=16, n_channels=8), SystemClock()))
+    far.measure(cands.positions[[2]] + 1.234, request_id="run-000003")  # no candidate there
+    lost = fetch_lost_steps(far, plan, "run", cands, [])
+    assert not lost.measured and lost.note is not None and "no candidate's position" in lost.note
