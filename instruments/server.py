@@ -142,7 +142,7 @@ class InstrumentServer:
         self._done = context.socket(zmq.PAIR)
         self._done.setsockopt(zmq.LINGER, 0)
         self._done.bind(self._inproc)
-        self._jobs: queue.Queue[tuple[list[bytes], Message] | None] = queue.Queue()
+        self._jobs: queue.SimpleQueue[tuple[list[bytes], Message] | None] = queue.SimpleQueue()
         self._in_flight: dict[str, list[bytes]] = {}  # the running acquisition first, then the queued ones
         self._cancelled: set[str] = set()  # queued acquisitions an abort cancelled (the worker answers them)
         self._cancel_lock = threading.Lock()
