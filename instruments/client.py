@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -113,10 +114,9 @@ class ZmqInstrument:
         frames = encode(messages.request(request_id, "measure", {"queue": True}, {"positions": pos}), self._max_bytes)
         sock = self._pipe_socket()
         self._submitted[request_id] = frames
-        try:
-            sock.send_multipart(frames, copy=False)
-        except zmq.Again:
-            pass  # no peer took it within the timeout: ``collect`` counts it as an attempt and re-sends
+        try:  # no peer to take it within the timeout (Again): ``collect`` counts it as an attempt and re-sends
+            with contextlib.suppress(zmq.Again):
+                sock.send_multipart(frames, copy=False)
         except zmq.ZMQError as exc:
             del self._submitted[request_id]  # never sent: nothing to collect
             raise InstrumentConnectionError(f"ZeroMQ error talking to {self.endpoint}: {exc}", request_id) from exc

@@ -363,7 +363,6 @@ class Campaign:
                 self._queues.submit(sent, decision.request_id)
             except FAULTS as exc:
                 flight.failed = exc
-            flight.submitted = True
         elif self._measuring is not None:
             flight.future = self._measuring.submit(self._measure, flight)
         return flight, None
@@ -378,7 +377,7 @@ class Campaign:
         try:
             if flight.failed is not None:
                 raise flight.failed
-            if flight.submitted and self._queues is not None:
+            if self._queues is not None:  # every command of this run was submitted
                 measurement = self._queues.collect(flight.decision.request_id)
             else:
                 measurement = flight.future.result() if flight.future is not None else self._measure(flight)
@@ -505,7 +504,6 @@ class _Flight:
     decide_s: float
     sent_at: float
     future: Future[Measurement] | None = None
-    submitted: bool = False
     failed: BaseException | None = None
     measured_s: float = float("nan")
 

@@ -507,7 +507,7 @@ class RunWriter:
         """
         self._await_commit()
         if self._buffered:
-            block = {name: np.concatenate([b[name] for b in self._buffer]) for name in self._arrays}
+            block = self._block(self._buffer)
             self._commit(block, self._base, self._point)
             self._journal.truncate(0)
             self._unsynced.clear()
@@ -546,9 +546,13 @@ class RunWriter:
 
     def _commit_segment(self, rows: list[dict[str, NDArray[Any]]], start: int, point: dict[str, Any] | None) -> None:
         """On the committer thread: commit buffered rows as one block, then drop the journal segment that held them."""
-        block = {name: np.concatenate([r[name] for r in rows]) for name in self._arrays}
+        block = self._block(rows)
         self._commit(block, start, point)
         self._journal.drop_committing()
+
+    def _block(self, rows: Sequence[Mapping[str, NDArray[Any]]]) -> dict[str, NDArray[Any]]:
+        """Buffered rows as one block: each column's arrays concatenated."""
+        return {name: np.concatenate([r[name] for r in rows]) for name in self._arrays}
 
     def _await_commit(self) -> None:
         """Wait for the block on the committer thread; its failure is raised (its rows stay journaled)."""
