@@ -27,13 +27,16 @@ class GuardedDriver:
 
     def __init__(self, driver: Driver, safety: SafetyLimits | None = None):
         self.driver, self.safety = driver, safety
-        self._measured: list[NDArray[np.float64]] = []  # every batch measured: limits set later book its dose
         try:
             self.description: InstrumentDescription = driver.describe()
         except InstrumentError:
             raise
         except Exception as exc:
             raise DeviceFault(f"driver failed to describe itself: {type(exc).__name__}: {exc}") from exc
+        # every position measured, in order (limits set later book their dose): one array grown by
+        # doubling, 16 bytes a 2-d position, not an array object per batch for the server's lifetime
+        self._measured = np.empty((256, len(self.description.axes)))
+        self._n_measured = 0
 
     def acquire_image(self, channel: str) -> Image:
         """Acquire ``channel`` after checking that the instrument has it."""
@@ -58,17 +61,26 @@ class GuardedDriver:
                 f"driver returned spectra {batch.spectra.shape} and timestamps {batch.timestamps.shape}; "
                 f"expected {expected} and ({pos.shape[0]},)"
             )
-        self._measured.append(pos)
+        self._book(pos)
         if self.safety is not None:
             self.safety.commit(pos)
         return pos, batch
 
     def set_limits(self, safety: SafetyLimits | None) -> None:
         """Replace the safety limits (an operator's command); past measurements' dose is booked into them."""
-        if safety is not None:
-            for pos in self._measured:
-                safety.commit(pos)
+        if safety is not None and self._n_measured:
+            safety.commit(self._measured[: self._n_measured])
         self.safety = safety
+
+    def _book(self, pos: NDArray[np.float64]) -> None:
+        """Append measured positions ``(n, d)`` to the record of all of them."""
+        end = self._n_measured + pos.shape[0]
+        if end > self._measured.shape[0]:
+            grown = np.empty((max(2 * self._measured.shape[0], end), self._measured.shape[1]))
+            grown[: self._n_measured] = self._measured[: self._n_measured]
+            self._measured = grown
+        self._measured[self._n_measured : end] = pos
+        self._n_measured = end
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         try:

@@ -1,8 +1,11 @@
 """The generic ZeroMQ instrument server: serves any ``Driver``.
 
 A ROUTER socket receives requests from any number of DEALER (or REQ) clients.
-``measure`` and ``acquire_image`` run on one worker thread, so that ``status``,
-``heartbeat`` and ``abort`` are answered while an acquisition runs. Every reply
+An acquisition (``measure``, ``acquire_image``) that finds nothing running runs on the thread
+that serves the socket; if it has not ended within ``takeover_s`` the server's second thread takes
+the socket over (``instruments.baton``), so that ``status``, ``heartbeat`` and ``abort`` are
+answered while it runs, and acquisitions queued behind it run on the thread that does not serve.
+Every reply
 to an acquisition is kept in a ``ReplyCache``: a
 retried request id is answered from it and never acquires twice; a retry that
 arrives while its request is still running gets a ``progress`` message, and the reply when it
@@ -49,6 +52,7 @@ from engine.protocols import Clock
 from engine.safety import SafetyLimits
 from instruments import messages
 from instruments.auth import ServerAuth, ZapHandler, least_role_for, permitted
+from instruments.baton import ServingBaton
 from instruments.driver import Driver
 from instruments.endpoints import check_endpoint, require_loopback
 from instruments.guard import GuardedDriver
@@ -71,6 +75,8 @@ QUEUE_DEPTH = 1
 _counter = itertools.count()
 
 Frames = list[bytes | memoryview]
+_Job = tuple[list[bytes], Message]
+_WAKE = "wake"
 
 
 class InstrumentServer:
@@ -91,6 +97,9 @@ class InstrumentServer:
         safety: limits checked before the driver sees a position (the engine checks them too).
         client_silence_s: abort an acquisition when the client that asked for it has sent nothing
             for this long (the engine has gone: a client re-asks at least every two reply timeouts).
+        takeover_s: an acquisition runs on the thread that serves the socket; once it has run this
+            long the other thread serves instead (s): the most a command waits behind an
+            acquisition, besides the thread switch.
     """
 
     def __init__(
@@ -107,6 +116,7 @@ class InstrumentServer:
         safety: SafetyLimits | None = None,
         client_silence_s: float = 300.0,
         instance: str | None = None,
+        takeover_s: float = 0.005,
     ):
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be > 0")
@@ -139,10 +149,12 @@ class InstrumentServer:
             raise InstrumentConnectionError(f"cannot bind {endpoint!r}: {exc}") from exc
         self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._inproc = f"inproc://dualscope-worker-{next(_counter)}"
-        self._done = context.socket(zmq.PAIR)
+        self._done = context.socket(zmq.PULL)  # replies of acquisitions run by the thread that does not serve
         self._done.setsockopt(zmq.LINGER, 0)
         self._done.bind(self._inproc)
-        self._jobs: queue.SimpleQueue[tuple[list[bytes], Message] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | str | None] = queue.SimpleQueue()
+        self._baton = ServingBaton(takeover_s)
+        self._stop, self._poll_ms = threading.Event(), 50
         self._in_flight: dict[str, list[bytes]] = {}  # the running acquisition first, then the queued ones
         self._cancelled: set[str] = set()  # queued acquisitions an abort cancelled (the worker answers them)
         self._cancel_lock = threading.Lock()
@@ -150,32 +162,59 @@ class InstrumentServer:
         self._last_seen: dict[bytes, float] = {}
         self._requests = 0
         self.internal_errors = 0
-        self._worker = threading.Thread(target=self._work, name="dualscope-acquisition", daemon=True)
-        self._worker.start()
+        self._standby = threading.Thread(target=self._stand_in, name="dualscope-standby", daemon=True)
+        self._standby.start()
 
     # ----------------------------------------------------------------- serving
     def serve(self, stop: threading.Event, poll_ms: int = 50) -> None:
         """Answer requests until ``stop`` is set (checked every ``poll_ms``)."""
+        self._stop, self._poll_ms = stop, poll_ms
+        self._baton.claim()
+        push = self._pusher()
+        try:
+            while not stop.is_set():
+                if self._baton.serving():
+                    self._serve_socket(push)
+                elif self._stand_by(push, stop) == "closed":
+                    self._jobs.put(None)  # close() was called while serving: it is the other thread's
+                    break
+        finally:
+            self._baton.release()
+            self._baton.wait_released(timeout_s=5 + poll_ms / 1000)  # the other thread sees ``stop`` too
+            push.close(linger=0)
+
+    @property
+    def takeovers(self) -> int:
+        """Acquisitions that outlasted ``takeover_s`` on the serving thread, so the other thread took over."""
+        return self._baton.takeovers
+
+    def _serve_socket(self, push: zmq.Socket[Any]) -> None:
+        """Serve the ROUTER socket until ``stop`` is set or an acquisition of this thread lost it."""
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._done, zmq.POLLIN)
-        while not stop.is_set():
-            events = dict(poller.poll(poll_ms))
+        while not self._stop.is_set():
+            events = dict(poller.poll(self._poll_ms))
             if self._done in events:
-                self._finish(self._done.recv_multipart(copy=True))
+                rid, *reply = self._done.recv_multipart(copy=True)
+                self._finish(rid.decode(), list[bytes | memoryview](reply))
             self._abort_abandoned()
             if self._router in events:
-                frames = self._router.recv_multipart(copy=False)
-                user = frames[-1].get("User-Id") if self._auth is not None else None
-                raw = [f.bytes for f in frames]
+                if self._auth is None:
+                    raw, user = self._router.recv_multipart(), None
+                else:  # the key a CURVE client authenticated with is a property of its frames
+                    frames = self._router.recv_multipart(copy=False)
+                    raw, user = [f.bytes for f in frames], frames[-1].get("User-Id")
                 try:
-                    self._receive(raw, user)
+                    self._receive(raw, push, user)
                 except Exception:  # a bug in handling one message must not take the server down
                     log.exception("unexpected failure handling a message; answering it as a bad request")
                     self.internal_errors += 1
-                    if len(raw) >= 2:
+                    if len(raw) >= 2 and self._baton.serving():
                         text = "the server failed on this message; it was logged"
                         self._send([raw[0]], error_message("", "", BadRequest.code, text))
+                if not self._baton.serving():
+                    return  # an acquisition outlasted ``takeover_s``: the other thread serves now
 
     def close(self) -> None:
         """Stop the worker and close the sockets (linger 0); idempotent."""
@@ -183,7 +222,7 @@ class InstrumentServer:
             return
         self._guard.driver.abort()
         self._jobs.put(None)
-        self._worker.join(timeout=5)
+        self._standby.join(timeout=5)
         self._router.close(linger=0)
         self._done.close(linger=0)
         if self._zap is not None:
@@ -195,7 +234,7 @@ class InstrumentServer:
         return list(self._zap.refused) if self._zap is not None else []
 
     # ---------------------------------------------------------------- handling
-    def _receive(self, frames: list[bytes], user: str | None = None) -> None:
+    def _receive(self, frames: list[bytes], push: zmq.Socket[Any], user: str | None = None) -> None:
         if len(frames) < 2:
             return  # not even an envelope: nothing to answer
         route, payload = [frames[0]], frames[1:]
@@ -233,7 +272,10 @@ class InstrumentServer:
                 self._send(route, error_message(msg.request_id, msg.command, InstrumentBusy.code, busy))
                 return
             self._in_flight[msg.request_id] = route
-            self._jobs.put((route, msg))
+            if len(self._in_flight) == 1:
+                self._run_here(msg, push)
+            else:
+                self._jobs.put((route, msg))
             return
         self._send(route, self._answer(msg, self._immediate))
 
@@ -350,31 +392,78 @@ class InstrumentServer:
             log.exception("driver failed on %s", msg.command)
             return error_message(msg.request_id, msg.command, DeviceFault.code, f"{type(exc).__name__}: {exc}")
 
-    def _work(self) -> None:
-        out = self._ctx.socket(zmq.PAIR)
-        out.setsockopt(zmq.LINGER, 0)
-        out.connect(self._inproc)
-        try:
-            while (job := self._jobs.get()) is not None:
-                _route, msg = job
-                with self._cancel_lock:
-                    cancelled = msg.request_id in self._cancelled
-                    self._cancelled.discard(msg.request_id)
-                if cancelled:
-                    text = "aborted while queued behind another measurement; it was never started"
-                    answer = error_message(msg.request_id, msg.command, AcquisitionAborted.code, text)
-                else:
-                    answer = self._answer(msg, self._acquire)
-                try:
-                    frames = encode(answer, self._max_bytes)
-                except ValueError as exc:
-                    frames = encode(error_message(msg.request_id, msg.command, DeviceFault.code, str(exc)))
-                out.send_multipart([msg.request_id.encode(), *frames], copy=False)
-        finally:
-            out.close(linger=0)
+    def _run_here(self, msg: Message, push: zmq.Socket[Any]) -> None:
+        """Run an acquisition on the serving thread; if it outlasted ``takeover_s``, hand its reply on."""
+        if self._baton.begin():
+            self._jobs.put(_WAKE)  # the standby dozes after an idle second: it must watch this one
+        reply = self._acquired(msg)
+        if self._baton.end():
+            self._finish(msg.request_id, reply)
+        else:  # the other thread serves the socket now: it sends the reply
+            push.send_multipart([msg.request_id.encode(), *reply], copy=False)
 
-    def _finish(self, frames: list[bytes]) -> None:
-        rid, reply = frames[0].decode(), list[bytes | memoryview](frames[1:])
+    def _stand_in(self) -> None:
+        """The second thread: stands by, acquires what is queued, and serves the socket when it takes it over."""
+        push = self._pusher()
+        try:
+            while True:
+                if self._baton.serving():
+                    self._serve_socket(push)
+                    if self._stop.is_set():
+                        self._baton.release()
+                elif self._stand_by(push, None) == "closed":
+                    return
+        finally:
+            push.close(linger=0)
+
+    def _stand_by(self, push: zmq.Socket[Any], stop: threading.Event | None) -> str:
+        """Acquire queued jobs until the serving thread's own acquisition outlasts ``takeover_s``.
+
+        Returns ``"serve"`` once this thread has taken the socket over, ``"closed"`` on ``close``, and
+        ``"stopped"`` when ``stop`` (the thread that called ``serve``) is set.
+        """
+        while True:
+            timeout = self._baton.standby_timeout()
+            if stop is not None:
+                timeout = self._poll_ms / 1000 if timeout is None else min(timeout, self._poll_ms / 1000)
+            try:
+                job = self._jobs.get() if timeout is None else self._jobs.get(timeout=timeout)
+            except queue.Empty:
+                if stop is not None and stop.is_set():
+                    return "stopped"
+                if self._baton.take_over():
+                    return "serve"
+                continue
+            if job is None:
+                return "closed"
+            if isinstance(job, str):  # _WAKE: watch the acquisition the serving thread has begun
+                continue
+            _route, msg = job
+            push.send_multipart([msg.request_id.encode(), *self._acquired(msg)], copy=False)
+
+    def _acquired(self, msg: Message) -> Frames:
+        """Run the acquisition ``msg`` asks for (unless an abort cancelled it) and encode its reply."""
+        with self._cancel_lock:
+            cancelled = msg.request_id in self._cancelled
+            self._cancelled.discard(msg.request_id)
+        if cancelled:
+            text = "aborted while queued behind another measurement; it was never started"
+            answer = error_message(msg.request_id, msg.command, AcquisitionAborted.code, text)
+        else:
+            answer = self._answer(msg, self._acquire)
+        try:
+            return encode(answer, self._max_bytes)
+        except ValueError as exc:
+            return encode(error_message(msg.request_id, msg.command, DeviceFault.code, str(exc)))
+
+    def _pusher(self) -> zmq.Socket[Any]:
+        """A socket of the calling thread, for handing replies to the thread that serves (one per thread)."""
+        push: zmq.Socket[Any] = self._ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 0)
+        push.connect(self._inproc)
+        return push
+
+    def _finish(self, rid: str, reply: Frames) -> None:
         route = self._in_flight.pop(rid, None)
         self._cache.put(rid, reply)
         for waiting in [*([route] if route is not None else []), *self._waiters.pop(rid, [])]:

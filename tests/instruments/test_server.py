@@ -19,7 +19,7 @@ from instruments.endpoints import is_loopback
 from instruments.server import InstrumentServer
 from instruments.testing import positions_in
 from instruments.wire import Message, decode, encode
-from tests.conftest import CountingDriver, FakeClock
+from tests.conftest import CountingDriver, FakeClock, RunningServer
 
 
 def _raw(context: zmq.Context[Any], endpoint: str, kind: int = zmq.DEALER) -> zmq.Socket[Any]:
@@ -412,3 +412,63 @@ def test_a_pipelined_campaign_to_a_queuing_server_measures_in_the_order_it_decid
     assert result.n_recorded == 60 and srv.server.internal_errors == 0
     assert client.submitted == 60 and client.measured == 0
     assert order == [row[1].positions[0].tolist() for row in rec.rows]  # the instrument's order is the decisions'
+
+
+class _ThreadRecorder:
+    """Wraps a driver; records the thread each measurement ran on, and holds one while ``gate`` is closed."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.threads = inner, list[str]()
+        self.gate: threading.Event | None = None
+        self.started = threading.Event()
+
+    def describe(self) -> Any:
+        return self.inner.describe()
+
+    def acquire_image(self, channel: str) -> Any:
+        return self.inner.acquire_image(channel)
+
+    def measure(self, positions: NDArray[np.float64]) -> Any:
+        self.threads.append(threading.current_thread().name)
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(30)
+        return self.inner.measure(positions)
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def abort(self) -> None:
+        if self.gate is not None:
+            self.gate.set()
+
+
+def test_a_short_acquisition_runs_on_the_serving_thread_and_a_long_one_hands_the_socket_over(
+    synthetic: Any, zmq_context: Any
+) -> None:
+    """No hand-off to another thread for a short measurement; commands are still answered during a long one."""
+    driver = _ThreadRecorder(synthetic)
+    srv = RunningServer(driver, zmq_context)
+    pos = positions_in(driver.describe(), 1)
+    try:
+        with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0) as client:
+            for i in range(5):
+                client.measure(pos, request_id=f"short-{i}")
+            assert driver.threads == [srv.thread.name] * 5 and srv.server.takeovers == 0
+            driver.gate, driver.started = threading.Event(), threading.Event()
+            long_one = _raw(zmq_context, srv.endpoint)
+            long_one.send_multipart(_request("long", "measure", positions=pos))
+            assert driver.started.wait(30)
+            with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0) as other:
+                assert other.heartbeat()["in_flight"] == "long"  # answered by the standby, which took over
+            assert srv.server.takeovers == 1
+            driver.gate.set()
+            assert decode(long_one.recv_multipart()).type == "reply"
+            long_one.close(linger=0)
+            driver.gate = None
+            client.measure(pos, request_id="short-after")  # nothing running: on the thread that serves now
+            assert driver.threads[-2:] == [srv.thread.name, "dualscope-standby"]
+            assert srv.server.takeovers == 1
+    finally:
+        srv.close()  # serve() returns and the server closes with the roles swapped
+    assert not srv.thread.is_alive()
