@@ -92,7 +92,7 @@ class InstrumentServer:
         auth: require CURVE keys and roles (then any endpoint may be bound); ``None``: loopback only.
         rate_per_s: requests per second each client may send on average (a token bucket holding
             ``2 × rate_per_s``); beyond it requests are answered ``busy`` without being handled. The
-            default (5,000/s) is above a pipelined single-spectrum loop on loopback (~1,700/s) and
+            default (5,000/s) is above a pipelined single-spectrum loop on loopback (~2,700/s) and
             still stops a runaway client.
         safety: limits checked before the driver sees a position (the engine checks them too).
         client_silence_s: abort an acquisition when the client that asked for it has sent nothing
