@@ -397,8 +397,8 @@ class InstrumentServer:
         if self._baton.begin():
             self._jobs.put(_WAKE)  # the standby dozes after an idle second: it must watch this one
         reply = self._acquired(msg)
-        if self._baton.end():
-            self._finish(msg.request_id, reply)
+        if self._baton.end():  # the cache keeps bytes: a driver may reuse the buffers it returned
+            self._finish(msg.request_id, [bytes(f) for f in reply])
         else:  # the other thread serves the socket now: it sends the reply
             push.send_multipart([msg.request_id.encode(), *reply], copy=False)
 

@@ -472,3 +472,40 @@ def test_a_short_acquisition_runs_on_the_serving_thread_and_a_long_one_hands_the
     finally:
         srv.close()  # serve() returns and the server closes with the roles swapped
     assert not srv.thread.is_alive()
+
+
+class _ReusedBuffer:
+    """A driver that returns the same spectra buffer every time, overwritten (as a camera's ring buffer)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.n = inner, 0
+        self.buffer = np.zeros((1, inner.describe().spectral_axis.size), dtype=np.float32)
+
+    def describe(self) -> Any:
+        return self.inner.describe()
+
+    def acquire_image(self, channel: str) -> Any:
+        return self.inner.acquire_image(channel)
+
+    def measure(self, positions: NDArray[np.float64]) -> Any:
+        self.n += 1
+        self.buffer[:] = self.n
+        batch = self.inner.measure(positions)
+        return type(batch)(self.buffer, batch.timestamps, batch.acquisition_time_s)
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    def abort(self) -> None:
+        pass
+
+
+def test_a_cached_reply_keeps_what_was_measured_when_the_driver_reuses_its_buffer(
+    synthetic: Any, serve: Any, zmq_context: Any
+) -> None:
+    srv = serve(_ReusedBuffer(synthetic))
+    pos = positions_in(synthetic.describe(), 1)
+    with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0) as client:
+        assert client.measure(pos, request_id="first").spectra.max() == 1
+        assert client.measure(pos, request_id="second").spectra.max() == 2
+        assert client.measure(pos, request_id="first").spectra.max() == 1  # from the cache, as measured
