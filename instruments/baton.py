@@ -2,7 +2,7 @@
 
 The thread that serves the ROUTER socket runs an acquisition itself when nothing else is running:
 on a small machine, waking another thread for it and being woken again for its reply costs about
-as much as a short acquisition (on the 2-core benchmark VM, 180 against 380 µs a measurement). So
+as much as a short acquisition (on the 2-core benchmark VM, 200 against 390 µs a measurement). So
 that ``abort``, ``status`` and ``heartbeat`` are still answered while an acquisition runs, the other
 thread stands by: if the acquisition has not ended within ``takeover_s``, it takes the socket over
 and serves it, and the thread that was acquiring hands it its reply and then acquires what is
