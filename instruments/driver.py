@@ -20,7 +20,10 @@ class Driver(Protocol):
     inputs are in range. Exceptions other than
     ``engine.errors.InstrumentError`` are reported as ``device_fault``.
     ``abort`` and ``status`` may be called from another thread while
-    ``measure`` or ``acquire_image`` runs.
+    ``measure`` or ``acquire_image`` runs. Acquisitions never overlap, but
+    successive ones may come from either of the server's two threads
+    (decision 0017): an SDK that must be called from one thread needs the
+    driver to hand its calls to that thread.
     """
 
     def describe(self) -> InstrumentDescription:
