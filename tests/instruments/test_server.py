@@ -414,97 +414,56 @@ def test_a_pipelined_campaign_to_a_queuing_server_measures_in_the_order_it_decid
     assert order == [row[1].positions[0].tolist() for row in rec.rows]  # the instrument's order is the decisions'
 
 
-class _ThreadRecorder:
-    """Wraps a driver; records the thread each measurement ran on, and holds one while ``gate`` is closed."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.threads = inner, list[str]()
-        self.gate: threading.Event | None = None
-        self.started = threading.Event()
-
-    def describe(self) -> Any:
-        return self.inner.describe()
-
-    def acquire_image(self, channel: str) -> Any:
-        return self.inner.acquire_image(channel)
-
-    def measure(self, positions: NDArray[np.float64]) -> Any:
-        self.threads.append(threading.current_thread().name)
-        self.started.set()
-        if self.gate is not None:
-            assert self.gate.wait(30)
-        return self.inner.measure(positions)
-
-    def status(self) -> dict[str, Any]:
-        return {}
-
-    def abort(self) -> None:
-        if self.gate is not None:
-            self.gate.set()
-
-
 def test_a_short_acquisition_runs_on_the_serving_thread_and_a_long_one_hands_the_socket_over(
-    synthetic: Any, zmq_context: Any
+    counting: CountingDriver, zmq_context: Any
 ) -> None:
     """No hand-off to another thread for a short measurement; commands are still answered during a long one."""
-    driver = _ThreadRecorder(synthetic)
-    srv = RunningServer(driver, zmq_context)
-    pos = positions_in(driver.describe(), 1)
+    threads: list[str] = []
+
+    def note_thread(spectra: NDArray[np.float32]) -> NDArray[np.float32]:
+        threads.append(threading.current_thread().name)  # called inside measure, on its thread
+        return spectra
+
+    counting.spectra_override = note_thread
+    srv = RunningServer(counting, zmq_context)
+    pos = positions_in(counting.describe(), 1)
     try:
         with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0) as client:
             for i in range(5):
                 client.measure(pos, request_id=f"short-{i}")
-            assert driver.threads == [srv.thread.name] * 5 and srv.server.takeovers == 0
-            driver.gate, driver.started = threading.Event(), threading.Event()
+            assert threads == [srv.thread.name] * 5 and srv.server.takeovers == 0
+            counting.delay_s = 60.0  # held until aborted
             long_one = _raw(zmq_context, srv.endpoint)
             long_one.send_multipart(_request("long", "measure", positions=pos))
-            assert driver.started.wait(30)
+            _wait_for(lambda: counting.calls == 6)
             with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0) as other:
                 assert other.heartbeat()["in_flight"] == "long"  # answered by the standby, which took over
+                other.abort()  # reaches the driver through the thread that now serves
             assert srv.server.takeovers == 1
-            driver.gate.set()
-            assert decode(long_one.recv_multipart()).type == "reply"
+            assert decode(long_one.recv_multipart()).body["code"] == AcquisitionAborted.code
             long_one.close(linger=0)
-            driver.gate = None
+            counting.delay_s = 0.0
             client.measure(pos, request_id="short-after")  # nothing running: on the thread that serves now
-            assert driver.threads[-2:] == [srv.thread.name, "dualscope-standby"]
+            assert threads[-2:] == [srv.thread.name, "dualscope-standby"]
             assert srv.server.takeovers == 1
     finally:
         srv.close()  # serve() returns and the server closes with the roles swapped
     assert not srv.thread.is_alive()
 
 
-class _ReusedBuffer:
-    """A driver that returns the same spectra buffer every time, overwritten (as a camera's ring buffer)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.n = inner, 0
-        self.buffer = np.zeros((1, inner.describe().spectral_axis.size), dtype=np.float32)
-
-    def describe(self) -> Any:
-        return self.inner.describe()
-
-    def acquire_image(self, channel: str) -> Any:
-        return self.inner.acquire_image(channel)
-
-    def measure(self, positions: NDArray[np.float64]) -> Any:
-        self.n += 1
-        self.buffer[:] = self.n
-        batch = self.inner.measure(positions)
-        return type(batch)(self.buffer, batch.timestamps, batch.acquisition_time_s)
-
-    def status(self) -> dict[str, Any]:
-        return {}
-
-    def abort(self) -> None:
-        pass
-
-
 def test_a_cached_reply_keeps_what_was_measured_when_the_driver_reuses_its_buffer(
-    synthetic: Any, serve: Any, zmq_context: Any
+    counting: CountingDriver, serve: Any, zmq_context: Any
 ) -> None:
-    srv = serve(_ReusedBuffer(synthetic))
-    pos = positions_in(synthetic.describe(), 1)
+    """A driver that returns one buffer, overwritten at each measurement (as a camera's ring buffer)."""
+    buffer = np.zeros((1, counting.describe().spectral_axis.size), dtype=np.float32)
+
+    def into_buffer(spectra: NDArray[np.float32]) -> NDArray[np.float32]:
+        buffer[:] = counting.calls
+        return buffer
+
+    counting.spectra_override = into_buffer
+    srv = serve(counting)
+    pos = positions_in(counting.describe(), 1)
     with ZmqInstrument(srv.endpoint, zmq_context, timeout_s=30, retries=0) as client:
         assert client.measure(pos, request_id="first").spectra.max() == 1
         assert client.measure(pos, request_id="second").spectra.max() == 2
